@@ -1,0 +1,229 @@
+//! Start-up and shutdown of `appliance run`.
+//!
+//! Order: config (already validated) → EAL → mempool → ports (configured and
+//! started; MACs read back) → neighbour table, L3 tables, slow path → rings
+//! (a punt and an inject ring per worker) → metrics server → workers launched
+//! on their lcores → control loop on the main lcore until SIGINT/SIGTERM →
+//! workers joined → final counters → everything dropped (ports stopped and
+//! closed, EAL cleaned up, hugepage files removed).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{Config, IpCidr};
+use crate::control::Control;
+use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, L3};
+use crate::metrics::MetricsSource;
+use crate::neigh::NeighborTable;
+use crate::slowpath::{SlowPath, SlowPathConfig};
+use crate::stats::ControlCounters;
+use crate::worker::{QueueCounters, RxBinding, Worker, WorkerCounters};
+
+/// Runs the appliance until `stop` is set (by a signal). Returns after a
+/// clean shutdown.
+pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
+    let args = cfg.eal_args("appliance");
+    tracing::info!(dpdk = %rte::version(), eal_args = ?args, "starting EAL");
+    let eal = rte::Eal::init(&args).context("starting DPDK EAL (are hugepages reserved? run scripts/setup.sh)")?;
+
+    let pool = rte::Mempool::new_pktmbuf(
+        &eal,
+        "apl_mbufs",
+        cfg.mempool.mbufs,
+        cfg.mempool.cache_size,
+        cfg.mempool.data_room_bytes,
+    )
+    .context("creating the mbuf pool (mempool.mbufs too large for eal.memory_mb?)")?;
+
+    let workers_n = cfg.lcores.workers.len();
+    let mut ports = Vec::new();
+    let mut infos = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let pc = rte::PortConfig {
+            rx_queues: p.queues,
+            tx_queues: workers_n as u16,
+            rx_descriptors: p.rx_descriptors,
+            tx_descriptors: p.tx_descriptors,
+            mtu: Some(p.mtu),
+            promiscuous: p.promiscuous,
+            mac: p.mac,
+        };
+        let port = rte::Port::configure(&eal, &p.device, &pc, &pool)
+            .with_context(|| format!("ports[{i}] ({}, device {})", p.name, p.device))?;
+        port.start().with_context(|| format!("starting ports[{i}] ({})", p.name))?;
+        let mac = port.mac();
+        let mut ipv6: Vec<_> = p.ipv6.iter().map(|c| (c.addr, c.len)).collect();
+        if p.ipv6_capable() {
+            ipv6.push((link_local_from_mac(mac), 64));
+        }
+        let (up, speed) = port.link();
+        tracing::info!(
+            port = %p.name, device = %p.device, dpdk_port = port.id(),
+            mac = %crate::config::format_mac(&mac), link_up = up, speed_mbps = speed,
+            "port started"
+        );
+        infos.push(PortInfo {
+            name: p.name.clone(),
+            mac,
+            mtu: p.mtu,
+            ipv4: p.ipv4.iter().map(|c| (c.addr, c.len)).collect(),
+            ipv6,
+        });
+        ports.push(port);
+    }
+
+    let (neigh, writer) = NeighborTable::new(cfg.neighbor.entries_max as usize);
+    let routes: Vec<RouteSpec> = cfg
+        .routes
+        .iter()
+        .map(|r| {
+            let (prefix, len) = match r.prefix {
+                IpCidr::V4(c) => (IpAddr::V4(c.addr), c.len),
+                IpCidr::V6(c) => (IpAddr::V6(c.addr), c.len),
+            };
+            RouteSpec { prefix, len, port: r.port as u16, via: r.via }
+        })
+        .collect();
+    let l3 = Arc::new(L3::new(infos, &routes, neigh.clone()).context("building the route tables")?);
+
+    let control_counters = Arc::new(ControlCounters::default());
+    let slow_cfg = SlowPathConfig {
+        pending_packets_max: cfg.neighbor.pending_packets_max as usize,
+        pending_per_neighbor_max: cfg.neighbor.pending_per_neighbor_max as usize,
+        resolve_retries: cfg.neighbor.resolve_retries,
+        resolve_interval_ms: u64::from(cfg.neighbor.resolve_interval_ms),
+        reachable_ms: u64::from(cfg.neighbor.reachable_ms),
+        icmp_errors_per_s: cfg.icmp.errors_per_s,
+        icmp_errors_burst: cfg.icmp.errors_burst,
+    };
+    let mut slow = SlowPath::new(l3.clone(), writer, slow_cfg, control_counters.clone());
+    for (i, n) in cfg.neighbors.iter().enumerate() {
+        slow.add_static(n.port as u16, n.ip, n.mac).with_context(|| format!("neighbors[{i}]"))?;
+    }
+
+    let mut punt_rx = Vec::new();
+    let mut inject_tx = Vec::new();
+    let mut rings = Vec::new();
+    let mut worker_parts = Vec::new();
+    for w in 0..workers_n {
+        let (punt_p, punt_c) = rte::MbufRing::new(&eal, &format!("apl_punt{w}"), cfg.pipeline.punt_ring_size)
+            .context("creating a punt ring")?;
+        let (inj_p, inj_c) = rte::MbufRing::new(&eal, &format!("apl_inject{w}"), cfg.pipeline.inject_ring_size)
+            .context("creating an inject ring")?;
+        rings.push((format!("punt{w}"), punt_p.ring().clone()));
+        rings.push((format!("inject{w}"), inj_p.ring().clone()));
+        punt_rx.push(punt_c);
+        inject_tx.push(inj_p);
+        worker_parts.push((punt_p, inj_c));
+    }
+
+    // Each worker: the rx queues q of every port with q % workers == w, and
+    // tx queue w of every port.
+    let mut workers = Vec::new();
+    let mut worker_counters = Vec::new();
+    for (w, (punt, inject)) in worker_parts.into_iter().enumerate() {
+        let mut rx = Vec::new();
+        let mut rxc = Vec::new();
+        for (pi, p) in cfg.ports.iter().enumerate() {
+            for q in (0..p.queues).filter(|q| usize::from(*q) % workers_n == w) {
+                rx.push(RxBinding { port: pi as u16, queue: ports[pi].rx_queue(q)? });
+                rxc.push(QueueCounters { port: pi as u16, queue: q, ..Default::default() });
+            }
+        }
+        let mut tx = Vec::new();
+        let mut txc = Vec::new();
+        for (pi, port) in ports.iter().enumerate() {
+            tx.push(port.tx_queue(w as u16)?);
+            txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
+        }
+        let counters = Arc::new(WorkerCounters {
+            lcore: cfg.lcores.workers[w].lcore,
+            rx: rxc,
+            tx: txc,
+            ..Default::default()
+        });
+        worker_counters.push(counters.clone());
+        workers.push(Worker {
+            l3: l3.clone(),
+            rx,
+            tx,
+            punt,
+            inject,
+            counters,
+            stop: stop.clone(),
+            burst_size: usize::from(cfg.pipeline.burst_size),
+            idle: cfg.pipeline.idle_backoff,
+        });
+    }
+
+    let source = Arc::new(MetricsSource {
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+        ports: ports.clone(),
+        workers: worker_counters,
+        control: control_counters.clone(),
+        neigh: neigh.clone(),
+        pool: pool.clone(),
+        rings,
+        tsc_hz: rte::tsc_hz(),
+    });
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let metrics_thread = match cfg.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, source.clone(), metrics_stop.clone())
+                .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+
+    let mut handles = Vec::new();
+    for (w, worker) in workers.into_iter().enumerate() {
+        let lcore = cfg.lcores.workers[w].lcore;
+        match rte::lcore::launch(lcore, move || worker.run()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                bail!("launching worker {w} on lcore {lcore}: {e}");
+            }
+        }
+    }
+    tracing::info!(
+        workers = workers_n,
+        metrics = ?cfg.metrics.listen,
+        "appliance running; SIGINT/SIGTERM stops it"
+    );
+
+    let mut control = Control {
+        slow,
+        punt: punt_rx,
+        inject: inject_tx,
+        pool: pool.clone(),
+        counters: control_counters,
+        stop: stop.clone(),
+    };
+    control.run();
+
+    tracing::info!("stopping: waiting for workers");
+    for h in handles {
+        let rc = h.wait();
+        if rc != 0 {
+            tracing::error!(rc, "a worker returned an error");
+        }
+    }
+    metrics_stop.store(true, Ordering::SeqCst);
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    let summary = source.summary();
+    println!("final counters:\n{summary}");
+    tracing::info!("final counters:\n{summary}");
+    drop(control);
+    drop(source);
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The control core's loop (on the EAL main lcore): drains every worker's
+//! punt ring into the [`SlowPath`], runs its timers, and hands what it sends
+//! to a worker's inject ring for transmission (the control core owns no tx
+//! queue: every tx queue belongs to exactly one worker).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
+
+use crate::slowpath::SlowPath;
+use crate::stats::{ControlCounters, DropReason, PuntReason};
+
+/// How often the slow path's timers run.
+const TICK_MS: u64 = 10;
+/// Sleep of the control loop when a pass found nothing to do.
+const IDLE_SLEEP: Duration = Duration::from_micros(200);
+
+pub struct Control {
+    pub slow: SlowPath<Mbuf>,
+    /// One per worker.
+    pub punt: Vec<RingConsumer>,
+    /// One per worker.
+    pub inject: Vec<RingProducer>,
+    pub pool: Mempool,
+    pub counters: Arc<ControlCounters>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Runs until `stop` is set.
+    pub fn run(&mut self) {
+        let start = Instant::now();
+        let mut burst = Burst::new();
+        let mut out: Vec<Mbuf> = Vec::with_capacity(256);
+        let mut last_tick = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now_ms = start.elapsed().as_millis() as u64;
+            let mut work = 0;
+            for ring in self.punt.iter_mut() {
+                let n = ring.dequeue_burst(&mut burst, 64);
+                work += n;
+                for m in burst.drain() {
+                    match PuntReason::from_u8(m.tag() as u8) {
+                        Some(reason) => {
+                            self.slow.handle(m, reason, now_ms, &mut self.pool, &mut |p| out.push(p));
+                        }
+                        None => self.counters.drops.inc(DropReason::ArpInvalid),
+                    }
+                }
+            }
+            if now_ms >= last_tick + TICK_MS {
+                last_tick = now_ms;
+                self.slow.tick(now_ms, &mut self.pool, &mut |p| out.push(p));
+            }
+            if !out.is_empty() {
+                work += out.len();
+                self.send(&mut out);
+            }
+            if work == 0 {
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        }
+    }
+
+    /// Spreads packets to send over the workers' inject rings by egress
+    /// port, so one port's packets keep their order.
+    fn send(&mut self, out: &mut Vec<Mbuf>) {
+        let workers = self.inject.len();
+        for m in out.drain(..) {
+            let w = usize::from(m.port()) % workers;
+            if self.inject[w].enqueue(m).is_err() {
+                self.counters.drops.inc(DropReason::InjectRingFull);
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The L3 stage of the worker pipeline: classify a received frame and give it
+//! a verdict: forward it (rewritten in place), hand it to the control core
+//! (punt, with a reason), or drop it (with a reason).
+//!
+//! ```text
+//!  frame ─► Ethernet: ours/broadcast/multicast? ── no ─► drop eth_not_for_us
+//!             │ ARP ───────────────────────────────────► punt arp
+//!             │ IPv4 / IPv6: header checks ── bad ─────► drop ipv4_/ipv6_malformed ...
+//!             ▼
+//!          route lookup (LPM; our own addresses are host routes to "local")
+//!             │ none ─────────────────────────────────► punt no_route   (ICMP unreachable)
+//!             │ local: echo request ──────────────────► reply in place, forward to in_port
+//!             │        ND (NS/NA) ────────────────────► punt nd
+//!             │        UDP ───────────────────────────► punt port_unreachable
+//!             │ TTL/hop limit ≤ 1 ────────────────────► punt ttl_expired (ICMP time exceeded)
+//!             │ longer than egress MTU ───────────────► punt too_big / drop fragmentation_needed
+//!             │ next hop not resolved ────────────────► punt neighbor_miss (held, not dropped)
+//!             ▼
+//!          decrement TTL (incremental checksum), rewrite MACs ─► forward(port)
+//! ```
+//!
+//! Later stages plug in at the marked points of [`L3::process`]: NAT on IPv4
+//! before the route lookup, SRv6 and the storage service on IPv6 addresses
+//! that the lookup marks as local SIDs.
+//!
+//! Everything here is pure: it works on a byte slice and the read-only tables
+//! built at start-up ([`L3`] is immutable and shared by all workers), plus the
+//! neighbour table, which workers only read. A punted packet is left exactly
+//! as received so the control core can run it through [`L3::process`] again
+//! once the reason is resolved.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::lpm::{Lpm4, Lpm6};
+use crate::neigh::{ip_key, NeighborTable};
+use crate::stats::{DropReason, PuntReason};
+use crate::wire::{ethernet, icmpv4, icmpv6, ipv4, ipv6};
+
+/// What happens to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it out of this port (the frame has been rewritten).
+    Forward(u16),
+    /// Hand it, unchanged, to the control core.
+    Punt(PuntReason),
+    /// Free it and count the reason.
+    Drop(DropReason),
+}
+
+/// What the pipeline needs to know about one port.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+    /// The node's own IPv4 addresses on this port, with their prefix length.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// The node's own IPv6 addresses on this port (global ones from the
+    /// config, then the link-local one derived from the MAC).
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
+}
+
+impl PortInfo {
+    /// The first IPv4 address (source of ICMP errors sent from this port).
+    pub fn primary_ipv4(&self) -> Option<Ipv4Addr> {
+        self.ipv4.first().map(|a| a.0)
+    }
+
+    /// The first global IPv6 address, else the link-local one.
+    pub fn primary_ipv6(&self) -> Option<Ipv6Addr> {
+        self.ipv6
+            .iter()
+            .find(|a| !is_link_local6(a.0))
+            .or(self.ipv6.first())
+            .map(|a| a.0)
+    }
+
+    /// The link-local address, if any.
+    pub fn link_local6(&self) -> Option<Ipv6Addr> {
+        self.ipv6.iter().find(|a| is_link_local6(a.0)).map(|a| a.0)
+    }
+
+    /// True if `ip` is one of this port's own addresses.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.ipv4.iter().any(|a| a.0 == v4),
+            IpAddr::V6(v6) => self.ipv6.iter().any(|a| a.0 == v6),
+        }
+    }
+
+    /// True if `ip` is on one of this port's connected subnets.
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.ipv4.iter().any(|&(a, l)| prefix_eq(u128::from(u32::from(a)) << 96, u128::from(u32::from(v4)) << 96, l)),
+            IpAddr::V6(v6) => self.ipv6.iter().any(|&(a, l)| prefix_eq(u128::from(a), u128::from(v6), l)),
+        }
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, len: u8) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - u32::from(len.min(128)));
+    a & mask == b & mask
+}
+
+/// A static route as the pipeline takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub prefix: IpAddr,
+    pub len: u8,
+    pub port: u16,
+    /// Gateway; `None` means the destination itself is on-link.
+    pub via: Option<IpAddr>,
+}
+
+/// Where a route lookup leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// One of our own addresses (on this port).
+    Local { port: u16 },
+    /// Out of `port`, to `via` or (when `None`) to the destination itself.
+    Forward { port: u16, via: Option<IpAddr> },
+}
+
+/// Why the tables could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum L3Error {
+    #[error("route {prefix}/{len}: {source}")]
+    Route { prefix: IpAddr, len: u8, source: crate::lpm::LpmError },
+    #[error("route {prefix}/{len}: port {port} does not exist")]
+    NoSuchPort { prefix: IpAddr, len: u8, port: u16 },
+}
+
+/// The immutable forwarding state shared by all workers.
+pub struct L3 {
+    ports: Vec<PortInfo>,
+    routes4: Lpm4,
+    routes6: Lpm6,
+    nexthops: Vec<NextHop>,
+    neigh: Arc<NeighborTable>,
+}
+
+/// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291 App. A).
+pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::from([
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0,
+        mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5],
+    ])
+}
+
+fn is_link_local6(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+impl L3 {
+    /// Builds the tables: connected routes for every port address, a host
+    /// route to "local" for every own address, then the static routes (a
+    /// static route for the same prefix as a connected one replaces it).
+    pub fn new(ports: Vec<PortInfo>, routes: &[RouteSpec], neigh: Arc<NeighborTable>) -> Result<L3, L3Error> {
+        let n_routes = routes.len() + ports.iter().map(|p| 2 * (p.ipv4.len() + p.ipv6.len())).sum::<usize>();
+        // Node budget: each prefix of up to N bytes needs at most N-1 new nodes.
+        let mut routes4 = Lpm4::new(1 + n_routes * 3);
+        let mut routes6 = Lpm6::new(1 + n_routes * 15);
+        let mut nexthops = Vec::new();
+        let mut add = |prefix: IpAddr, len: u8, nh: NextHop| -> Result<(), L3Error> {
+            let idx = nexthops.len() as u32;
+            nexthops.push(nh);
+            let r = match prefix {
+                IpAddr::V4(a) => routes4.insert_v4(a, len, idx),
+                IpAddr::V6(a) => routes6.insert_v6(a, len, idx),
+            };
+            r.map_err(|source| L3Error::Route { prefix, len, source })
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let port = i as u16;
+            for &(a, l) in &p.ipv4 {
+                add(IpAddr::V4(a), l, NextHop::Forward { port, via: None })?;
+            }
+            for &(a, l) in &p.ipv6 {
+                add(IpAddr::V6(a), l, NextHop::Forward { port, via: None })?;
+            }
+        }
+        for r in routes {
+            if usize::from(r.port) >= ports.len() {
+                return Err(L3Error::NoSuchPort { prefix: r.prefix, len: r.len, port: r.port });
+            }
+            add(r.prefix, r.len, NextHop::Forward { port: r.port, via: r.via })?;
+        }
+        // Own addresses last: a /32 or /128 always wins.
+        for (i, p) in ports.iter().enumerate() {
+            let port = i as u16;
+            for &(a, _) in &p.ipv4 {
+                add(IpAddr::V4(a), 32, NextHop::Local { port })?;
+            }
+            for &(a, _) in &p.ipv6 {
+                add(IpAddr::V6(a), 128, NextHop::Local { port })?;
+            }
+        }
+        Ok(L3 { ports, routes4, routes6, nexthops, neigh })
+    }
+
+    pub fn ports(&self) -> &[PortInfo] {
+        &self.ports
+    }
+
+    pub fn neighbors(&self) -> &Arc<NeighborTable> {
+        &self.neigh
+    }
+
+    /// Route lookup.
+    #[inline]
+    pub fn route(&self, dst: IpAddr) -> Option<NextHop> {
+        let idx = match dst {
+            IpAddr::V4(a) => self.routes4.lookup_v4(a)?,
+            IpAddr::V6(a) => self.routes6.lookup_v6(a)?,
+        };
+        self.nexthops.get(idx as usize).copied()
+    }
+
+    /// The port and next-hop address a forwarded packet to `dst` goes to.
+    pub fn next_hop(&self, dst: IpAddr) -> Option<(u16, IpAddr)> {
+        match self.route(dst)? {
+            NextHop::Forward { port, via } => Some((port, via.unwrap_or(dst))),
+            NextHop::Local { .. } => None,
+        }
+    }
+
+    /// Gives `frame`, received on `in_port`, its verdict. Forwarded and
+    /// answered frames are rewritten in place; punted frames are unchanged.
+    #[inline]
+    pub fn process(&self, frame: &mut [u8], in_port: u16) -> Verdict {
+        let Some(port) = self.ports.get(in_port as usize) else {
+            return Verdict::Drop(DropReason::EthNotForUs);
+        };
+        let eth = match ethernet::Packet::new_checked(&*frame) {
+            Ok(e) => e,
+            Err(_) => return Verdict::Drop(DropReason::EthTruncated),
+        };
+        let dst = eth.dst_addr();
+        if dst.0 != port.mac && !dst.is_multicast() {
+            return Verdict::Drop(DropReason::EthNotForUs);
+        }
+        let ethertype = eth.ethertype();
+        if ethertype == ethernet::EtherType::IPV4 {
+            self.ipv4(frame, in_port, port)
+        } else if ethertype == ethernet::EtherType::IPV6 {
+            self.ipv6(frame, in_port, port)
+        } else if ethertype == ethernet::EtherType::ARP {
+            Verdict::Punt(PuntReason::Arp)
+        } else {
+            Verdict::Drop(DropReason::EthUnsupportedType)
+        }
+    }
+
+    #[inline]
+    fn ipv4(&self, frame: &mut [u8], in_port: u16, in_info: &PortInfo) -> Verdict {
+        let (eth_hdr, ip_buf) = frame.split_at_mut(ethernet::HEADER_LEN);
+        let (src, dst, ttl, total_len, df, proto) = {
+            let ip = match ipv4::Packet::new_checked(&*ip_buf) {
+                Ok(ip) => ip,
+                Err(_) => return Verdict::Drop(DropReason::Ipv4Malformed),
+            };
+            if !ip.verify_checksum() {
+                return Verdict::Drop(DropReason::Ipv4BadChecksum);
+            }
+            (ip.src_addr(), ip.dst_addr(), ip.ttl(), ip.total_len(), ip.dont_frag(), ip.protocol())
+        };
+        if src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.octets()[0] == 0 {
+            return Verdict::Drop(DropReason::Ipv4MartianSource);
+        }
+        if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.octets()[0] == 0 {
+            return Verdict::Drop(DropReason::Ipv4NotRouted);
+        }
+        // (NAT plugs in here: inside→outside and outside→inside translation
+        // happen before the route lookup.)
+        let Some(nh) = self.route(IpAddr::V4(dst)) else {
+            return Verdict::Punt(PuntReason::NoRoute);
+        };
+        match nh {
+            NextHop::Local { .. } => {
+                let ip_len = usize::from(total_len);
+                let ip_pkt = &mut ip_buf[..ip_len];
+                if proto == ipv4::Protocol::ICMP {
+                    match icmpv4::echo_request_to_reply(ip_pkt) {
+                        Ok(()) => {
+                            swap_macs(eth_hdr, in_info.mac);
+                            Verdict::Forward(in_port)
+                        }
+                        Err(crate::wire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
+                        Err(_) => Verdict::Drop(DropReason::LocalIcmpMalformed),
+                    }
+                } else if proto == ipv4::Protocol::UDP {
+                    Verdict::Punt(PuntReason::PortUnreachable)
+                } else {
+                    Verdict::Drop(DropReason::LocalUnsupported)
+                }
+            }
+            NextHop::Forward { port, via } => {
+                if ttl <= 1 {
+                    return Verdict::Punt(PuntReason::TtlExpired);
+                }
+                let out = &self.ports[port as usize];
+                if total_len > out.mtu {
+                    return if df {
+                        Verdict::Punt(PuntReason::TooBig)
+                    } else {
+                        Verdict::Drop(DropReason::FragmentationNeeded)
+                    };
+                }
+                let nh_ip = via.unwrap_or(IpAddr::V4(dst));
+                let Some(mac) = self.neigh.lookup_key(port, ip_key(nh_ip)) else {
+                    return Verdict::Punt(PuntReason::NeighborMiss);
+                };
+                ipv4::Packet::new_unchecked(&mut *ip_buf).decrement_ttl_incremental();
+                eth_hdr[0..6].copy_from_slice(&mac);
+                eth_hdr[6..12].copy_from_slice(&out.mac);
+                Verdict::Forward(port)
+            }
+        }
+    }
+
+    #[inline]
+    fn ipv6(&self, frame: &mut [u8], in_port: u16, in_info: &PortInfo) -> Verdict {
+        let (eth_hdr, ip_buf) = frame.split_at_mut(ethernet::HEADER_LEN);
+        let (src, dst, hop_limit, payload_len, next_header) = {
+            let ip = match ipv6::Packet::new_checked(&*ip_buf) {
+                Ok(ip) => ip,
+                Err(_) => return Verdict::Drop(DropReason::Ipv6Malformed),
+            };
+            (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), ip.payload_len(), ip.next_header())
+        };
+        if src.is_multicast() || src.is_loopback() {
+            return Verdict::Drop(DropReason::Ipv6MartianSource);
+        }
+        let ip_len = ipv6::HEADER_LEN + usize::from(payload_len);
+        if dst.is_multicast() {
+            // Only neighbour discovery to a group we are in concerns us.
+            return if next_header == ipv4::Protocol::ICMPV6 && is_nd_type(&ip_buf[ipv6::HEADER_LEN..ip_len]) {
+                Verdict::Punt(PuntReason::Nd)
+            } else {
+                Verdict::Drop(DropReason::Ipv6NotRouted)
+            };
+        }
+        if src.is_unspecified() {
+            // Only DAD probes (NS from ::) are legal from the unspecified address.
+            return if next_header == ipv4::Protocol::ICMPV6 && is_nd_type(&ip_buf[ipv6::HEADER_LEN..ip_len]) {
+                Verdict::Punt(PuntReason::Nd)
+            } else {
+                Verdict::Drop(DropReason::Ipv6MartianSource)
+            };
+        }
+        // (SRv6 and the storage service plug in here: a local SID or an
+        // object address is looked up before plain forwarding.)
+        let Some(nh) = self.route(IpAddr::V6(dst)) else {
+            return if is_link_local6(dst) {
+                Verdict::Drop(DropReason::Ipv6NotRouted)
+            } else {
+                Verdict::Punt(PuntReason::NoRoute)
+            };
+        };
+        match nh {
+            NextHop::Local { .. } => {
+                if next_header == ipv4::Protocol::ICMPV6 {
+                    let icmp = &ip_buf[ipv6::HEADER_LEN..ip_len];
+                    if is_nd_type(icmp) {
+                        return Verdict::Punt(PuntReason::Nd);
+                    }
+                    match icmpv6::echo_request_to_reply(&mut ip_buf[..ip_len]) {
+                        Ok(()) => {
+                            swap_macs(eth_hdr, in_info.mac);
+                            Verdict::Forward(in_port)
+                        }
+                        Err(crate::wire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
+                        Err(_) => Verdict::Drop(DropReason::LocalIcmpMalformed),
+                    }
+                } else if next_header == ipv4::Protocol::UDP {
+                    Verdict::Punt(PuntReason::PortUnreachable)
+                } else {
+                    Verdict::Drop(DropReason::LocalUnsupported)
+                }
+            }
+            NextHop::Forward { port, via } => {
+                if is_link_local6(dst) || is_link_local6(src) {
+                    return Verdict::Drop(DropReason::Ipv6NotRouted);
+                }
+                if hop_limit <= 1 {
+                    return Verdict::Punt(PuntReason::TtlExpired);
+                }
+                let out = &self.ports[port as usize];
+                if ip_len > usize::from(out.mtu) {
+                    return Verdict::Punt(PuntReason::TooBig);
+                }
+                let nh_ip = via.unwrap_or(IpAddr::V6(dst));
+                let Some(mac) = self.neigh.lookup_key(port, ip_key(nh_ip)) else {
+                    return Verdict::Punt(PuntReason::NeighborMiss);
+                };
+                ipv6::Packet::new_unchecked(&mut *ip_buf).set_hop_limit(hop_limit - 1);
+                eth_hdr[0..6].copy_from_slice(&mac);
+                eth_hdr[6..12].copy_from_slice(&out.mac);
+                Verdict::Forward(port)
+            }
+        }
+    }
+}
+
+/// True for ICMPv6 router/neighbour discovery messages (types 133..=137).
+#[inline]
+fn is_nd_type(icmp: &[u8]) -> bool {
+    matches!(icmp.first(), Some(133..=137))
+}
+
+/// Answers a frame back to its sender: destination MAC := source MAC,
+/// source MAC := ours.
+#[inline]
+fn swap_macs(eth_hdr: &mut [u8], our_mac: [u8; 6]) {
+    eth_hdr.copy_within(6..12, 0);
+    eth_hdr[6..12].copy_from_slice(&our_mac);
+}

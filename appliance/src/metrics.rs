@@ -1,0 +1,359 @@
+//! The Prometheus endpoint: `GET /metrics` (text exposition format), plus
+//! `GET /neighbors` and `GET /routes`-style listings for people.
+//!
+//! Counters live in per-core blocks ([`crate::stats`]); a scrape sums them
+//! with relaxed loads on this thread, builds a fresh `prometheus-client`
+//! registry and encodes it. Nothing on the fast path knows metrics exist.
+//! The HTTP server is a small blocking loop on its own (non-EAL) thread; it
+//! serves one request per connection and is not a fast path.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter as PCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge as PGauge;
+use prometheus_client::registry::Registry;
+
+use crate::neigh::{NeighborState, NeighborTable};
+use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
+use crate::worker::WorkerCounters;
+
+type Labels = Vec<(String, String)>;
+
+/// What a scrape reads.
+pub struct MetricsSource {
+    /// Port names, by config index.
+    pub port_names: Vec<String>,
+    pub ports: Vec<Arc<rte::Port>>,
+    pub workers: Vec<Arc<WorkerCounters>>,
+    pub control: Arc<ControlCounters>,
+    pub neigh: Arc<NeighborTable>,
+    pub pool: rte::Mempool,
+    /// (ring name, ring)
+    pub rings: Vec<(String, Arc<rte::MbufRing>)>,
+    pub tsc_hz: u64,
+}
+
+fn l(pairs: &[(&str, String)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+fn counter_family(reg: &mut Registry, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, u64)>) {
+    let fam = Family::<Labels, PCounter>::default();
+    for (labels, v) in samples {
+        fam.get_or_create(&labels).inc_by(v);
+    }
+    reg.register(name, help, fam);
+}
+
+fn gauge_family(reg: &mut Registry, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, i64)>) {
+    let fam = Family::<Labels, PGauge>::default();
+    for (labels, v) in samples {
+        fam.get_or_create(&labels).set(v);
+    }
+    reg.register(name, help, fam);
+}
+
+fn gauge_family_f64(reg: &mut Registry, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, f64)>) {
+    let fam = Family::<Labels, PGauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (labels, v) in samples {
+        fam.get_or_create(&labels).set(v);
+    }
+    reg.register(name, help, fam);
+}
+
+impl MetricsSource {
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut reg = Registry::with_prefix("appliance");
+        let pname = |p: u16| self.port_names.get(usize::from(p)).cloned().unwrap_or_else(|| p.to_string());
+
+        let rx = self.workers.iter().flat_map(|w| w.rx.iter());
+        counter_family(
+            &mut reg,
+            "port_rx_packets",
+            "Packets received, per port and rx queue",
+            rx.clone().map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.packets.get())),
+        );
+        counter_family(
+            &mut reg,
+            "port_rx_bytes",
+            "Bytes received, per port and rx queue",
+            rx.map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.bytes.get())),
+        );
+        let tx = self.workers.iter().flat_map(|w| w.tx.iter());
+        counter_family(
+            &mut reg,
+            "port_tx_packets",
+            "Packets sent, per port and tx queue",
+            tx.clone().map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.packets.get())),
+        );
+        counter_family(
+            &mut reg,
+            "port_tx_bytes",
+            "Bytes sent, per port and tx queue",
+            tx.map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.bytes.get())),
+        );
+        let hw: Vec<(String, rte::PortStats)> =
+            self.ports.iter().enumerate().map(|(i, p)| (pname(i as u16), p.stats())).collect();
+        counter_family(
+            &mut reg,
+            "port_rx_missed",
+            "Packets the device dropped for lack of rx descriptors (driver counter)",
+            hw.iter().map(|(n, s)| (l(&[("port", n.clone())]), s.rx_missed)),
+        );
+        counter_family(
+            &mut reg,
+            "port_rx_nombuf",
+            "Receive failures for lack of mbufs (driver counter)",
+            hw.iter().map(|(n, s)| (l(&[("port", n.clone())]), s.rx_nombuf)),
+        );
+        counter_family(
+            &mut reg,
+            "port_errors",
+            "Receive and transmit errors (driver counters)",
+            hw.iter().flat_map(|(n, s)| {
+                [
+                    (l(&[("port", n.clone()), ("direction", "rx".into())]), s.rx_errors),
+                    (l(&[("port", n.clone()), ("direction", "tx".into())]), s.tx_errors),
+                ]
+            }),
+        );
+
+        counter_family(
+            &mut reg,
+            "drops",
+            "Packets dropped, by reason (workers and control core)",
+            DropReason::ALL.iter().map(|&r| {
+                let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>() + self.control.drops.get(r);
+                (l(&[("reason", r.label().to_owned())]), v)
+            }),
+        );
+        counter_family(
+            &mut reg,
+            "punts",
+            "Packets handed from workers to the control core, by reason",
+            PuntReason::ALL.iter().map(|&r| {
+                (l(&[("reason", r.label().to_owned())]), self.workers.iter().map(|w| w.punts.get(r)).sum())
+            }),
+        );
+        counter_family(
+            &mut reg,
+            "injected",
+            "Packets the control core handed to workers for transmission",
+            self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.injected.get())),
+        );
+        counter_family(
+            &mut reg,
+            "icmp_errors_sent",
+            "ICMP and ICMPv6 errors sent, by type",
+            IcmpErrorKind::ALL
+                .iter()
+                .map(|&k| (l(&[("type", k.label().to_owned())]), self.control.icmp_errors.get(k))),
+        );
+        let c = &self.control;
+        for (name, help, v) in [
+            ("arp_requests_sent", "ARP requests sent to resolve next hops", c.arp_requests_sent.get()),
+            ("arp_replies_sent", "ARP replies sent for our addresses", c.arp_replies_sent.get()),
+            ("nd_solicits_sent", "Neighbour solicitations sent", c.nd_solicits_sent.get()),
+            ("nd_adverts_sent", "Neighbour advertisements sent for our addresses", c.nd_adverts_sent.get()),
+            ("neighbors_learned", "Neighbour entries created or confirmed", c.neighbors_learned.get()),
+            ("resolutions_started", "Neighbour resolutions started", c.resolutions_started.get()),
+            ("resolutions_failed", "Neighbour resolutions that got no answer", c.resolutions_failed.get()),
+            ("held_packets_sent", "Packets held during resolution and then sent", c.held_packets_sent.get()),
+            ("punts_handled", "Punted packets handled by the control core", c.punts_handled.get()),
+        ] {
+            counter_family(&mut reg, name, help, [(Labels::new(), v)]);
+        }
+        gauge_family(
+            &mut reg,
+            "pending_packets",
+            "Packets held waiting for neighbour resolution",
+            [(Labels::new(), c.pending.get() as i64)],
+        );
+
+        let mut by_state = [0i64; NeighborState::ALL.len()];
+        for e in self.neigh.entries() {
+            by_state[NeighborState::ALL.iter().position(|s| *s == e.state).unwrap_or(0)] += 1;
+        }
+        gauge_family(
+            &mut reg,
+            "neighbors",
+            "Neighbour table entries, by state",
+            NeighborState::ALL.iter().zip(by_state).map(|(s, n)| (l(&[("state", s.name().to_owned())]), n)),
+        );
+        gauge_family(
+            &mut reg,
+            "neighbors_capacity",
+            "Neighbour table capacity",
+            [(Labels::new(), self.neigh.capacity() as i64)],
+        );
+        gauge_family(&mut reg, "mempool_in_use", "Mbufs in use", [(Labels::new(), i64::from(self.pool.in_use()))]);
+        gauge_family(
+            &mut reg,
+            "mempool_capacity",
+            "Mbufs in the pool",
+            [(Labels::new(), i64::from(self.pool.capacity()))],
+        );
+        gauge_family(
+            &mut reg,
+            "ring_used",
+            "Packets waiting in a ring between cores",
+            self.rings.iter().map(|(n, r)| (l(&[("ring", n.clone())]), i64::from(r.stats().used))),
+        );
+        gauge_family(
+            &mut reg,
+            "ring_capacity",
+            "Capacity of a ring between cores",
+            self.rings.iter().map(|(n, r)| (l(&[("ring", n.clone())]), i64::from(r.stats().capacity))),
+        );
+        counter_family(
+            &mut reg,
+            "lcore_busy_cycles",
+            "TSC cycles of poll loops that found work",
+            self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.busy_cycles.get())),
+        );
+        counter_family(
+            &mut reg,
+            "lcore_idle_cycles",
+            "TSC cycles of poll loops that found no work (sleeps included)",
+            self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.idle_cycles.get())),
+        );
+        counter_family(
+            &mut reg,
+            "lcore_idle_sleeps",
+            "Idle back-off pauses",
+            self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.idle_sleeps.get())),
+        );
+        gauge_family_f64(
+            &mut reg,
+            "lcore_idle_ratio",
+            "Share of a worker's cycles spent idle since start",
+            self.workers.iter().map(|w| {
+                let (b, i) = (w.busy_cycles.get() as f64, w.idle_cycles.get() as f64);
+                (l(&[("lcore", w.lcore.to_string())]), if b + i > 0.0 { i / (b + i) } else { 1.0 })
+            }),
+        );
+        gauge_family(&mut reg, "tsc_hz", "TSC frequency", [(Labels::new(), self.tsc_hz as i64)]);
+
+        let mut out = String::new();
+        encode(&mut out, &reg).expect("encoding into a String cannot fail");
+        out
+    }
+
+    /// A human-readable listing of the neighbour table.
+    pub fn neighbors_text(&self) -> String {
+        let mut entries: Vec<_> = self.neigh.entries().collect();
+        entries.sort_by_key(|e| (e.port, e.ip));
+        let mut s = format!("{:<10} {:<40} {:<18} {}\n", "port", "address", "mac", "state");
+        for e in entries {
+            let m = e.mac;
+            let _ = writeln!(
+                s,
+                "{:<10} {:<40} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}  {}",
+                self.port_names.get(usize::from(e.port)).map(String::as_str).unwrap_or("?"),
+                e.ip.to_string(),
+                m[0], m[1], m[2], m[3], m[4], m[5],
+                e.state.name()
+            );
+        }
+        s
+    }
+
+    /// A short summary of the totals, for the log at shutdown.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for (i, name) in self.port_names.iter().enumerate() {
+            let p = i as u16;
+            let rx: u64 = self.workers.iter().flat_map(|w| &w.rx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
+            let tx: u64 = self.workers.iter().flat_map(|w| &w.tx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
+            let _ = writeln!(s, "  port {name}: rx_packets={rx} tx_packets={tx}");
+        }
+        for &r in DropReason::ALL {
+            let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>() + self.control.drops.get(r);
+            if v > 0 {
+                let _ = writeln!(s, "  drops{{reason={}}}={v}", r.label());
+            }
+        }
+        for &r in PuntReason::ALL {
+            let v: u64 = self.workers.iter().map(|w| w.punts.get(r)).sum();
+            if v > 0 {
+                let _ = writeln!(s, "  punts{{reason={}}}={v}", r.label());
+            }
+        }
+        let c = &self.control;
+        let _ = writeln!(
+            s,
+            "  arp_replies_sent={} nd_adverts_sent={} icmp_errors_sent={}",
+            c.arp_replies_sent.get(),
+            c.nd_adverts_sent.get(),
+            IcmpErrorKind::ALL.iter().map(|&k| c.icmp_errors.get(k)).sum::<u64>()
+        );
+        s
+    }
+}
+
+/// Serves the endpoint on `addr` until `stop` is set. Bind errors are
+/// returned before the thread starts, so a busy port fails start-up.
+pub fn serve(addr: SocketAddr, source: Arc<MetricsSource>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = handle(stream, &source) {
+                        tracing::debug!(error = %e, "metrics request failed");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    })?)
+}
+
+fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = stream.read(&mut buf[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+    }
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let mut parts = req.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", source.render()),
+        ("GET", "/neighbors") => ("200 OK", "text/plain; charset=utf-8", source.neighbors_text()),
+        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors\n".to_owned()),
+        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}

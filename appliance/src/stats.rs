@@ -1,0 +1,218 @@
+//! Per-core counters.
+//!
+//! Every worker (and the control core) owns one counter block and is its only
+//! writer. A counter is an `AtomicU64` written with a plain load + store
+//! (single writer: on x86 two ordinary `mov`s, no locked instruction, no
+//! shared cache line with another writer); the metrics thread reads them with
+//! relaxed loads and sums across cores at scrape time. Blocks are
+//! cache-aligned so two cores never write the same line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter with exactly one writer thread.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Must only be called by the block's owner thread.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value (any thread).
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down, with one writer.
+#[derive(Default, Debug)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Defines a reason enum with a stable metric label per variant and an
+/// array of counters indexed by it.
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident, $counters:ident { $($(#[$vm:meta])* $v:ident => $label:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+
+        impl $name {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+            /// The metric label of this reason.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$v => $label,)* }
+            }
+            /// Inverse of `as u8`.
+            pub fn from_u8(v: u8) -> Option<$name> {
+                Self::ALL.get(v as usize).copied()
+            }
+        }
+
+        /// One counter per reason.
+        #[derive(Debug, Default)]
+        pub struct $counters([Counter; $name::COUNT]);
+
+        impl $counters {
+            #[inline]
+            pub fn inc(&self, r: $name) { self.0[r as usize].inc(); }
+            #[inline]
+            pub fn add(&self, r: $name, n: u64) { self.0[r as usize].add(n); }
+            pub fn get(&self, r: $name) -> u64 { self.0[r as usize].get() }
+        }
+    };
+}
+
+reasons!(
+    /// Why a packet was dropped. Every drop has one, and each is a metric
+    /// label of `appliance_drops_total`.
+    DropReason, DropCounters {
+        /// Shorter than an Ethernet header.
+        EthTruncated => "eth_truncated",
+        /// Destination MAC is neither ours, broadcast nor multicast.
+        EthNotForUs => "eth_not_for_us",
+        /// An EtherType the node does not handle (e.g. VLAN-tagged, LLDP).
+        EthUnsupportedType => "eth_unsupported_type",
+        /// Packet spread over several mbuf segments.
+        MultiSegment => "multi_segment",
+        /// IPv4 header too short, bad version/IHL, or lengths inconsistent.
+        Ipv4Malformed => "ipv4_malformed",
+        /// IPv4 header checksum wrong.
+        Ipv4BadChecksum => "ipv4_bad_checksum",
+        /// IPv4 source is not a unicast address (broadcast, multicast, 0/8, loopback).
+        Ipv4MartianSource => "ipv4_martian_source",
+        /// IPv4 destination broadcast/multicast/reserved: not routed.
+        Ipv4NotRouted => "ipv4_not_routed",
+        /// IPv6 header too short, bad version, or payload length too big.
+        Ipv6Malformed => "ipv6_malformed",
+        /// IPv6 source multicast/unspecified/loopback.
+        Ipv6MartianSource => "ipv6_martian_source",
+        /// IPv6 link-local or multicast not for us: never forwarded.
+        Ipv6NotRouted => "ipv6_not_routed",
+        /// Our own address, a protocol we do not serve (TCP, unknown).
+        LocalUnsupported => "local_unsupported",
+        /// ICMP/ICMPv6 to us that we do not answer (echo replies, RS, RA...).
+        LocalIcmpIgnored => "local_icmp_ignored",
+        /// ICMP/ICMPv6 to us with a bad checksum or length.
+        LocalIcmpMalformed => "local_icmp_malformed",
+        /// IPv4 larger than the egress MTU without DF: the node does not fragment.
+        FragmentationNeeded => "fragmentation_needed",
+        /// Time to live / hop limit expired (an ICMP error was attempted).
+        TtlExpired => "ttl_expired",
+        /// No route to the destination (an ICMP error was attempted).
+        NoRoute => "no_route",
+        /// Too big for the egress MTU (an ICMP error was attempted).
+        TooBig => "too_big",
+        /// Local UDP port not served (an ICMP port unreachable was attempted).
+        PortUnreachable => "port_unreachable",
+        /// Neighbour did not answer resolution.
+        NeighborFailed => "neighbor_failed",
+        /// Too many packets already held waiting for resolution.
+        PendingFull => "pending_full",
+        /// The neighbour table has no room for a new neighbour.
+        NeighborTableFull => "neighbor_table_full",
+        /// Malformed or irrelevant ARP packet.
+        ArpInvalid => "arp_invalid",
+        /// ARP not for one of our addresses (after learning).
+        ArpNotForUs => "arp_not_for_us",
+        /// Malformed neighbour-discovery packet (RFC 4861 §7.1 checks).
+        NdInvalid => "nd_invalid",
+        /// Neighbour discovery for an address that is not ours.
+        NdNotForUs => "nd_not_for_us",
+        /// The worker→control ring was full.
+        PuntRingFull => "punt_ring_full",
+        /// The control→worker ring was full.
+        InjectRingFull => "inject_ring_full",
+        /// The driver did not take the packet (tx queue full).
+        TxFull => "tx_full",
+        /// No mbuf left to build a reply or an error.
+        NoMbuf => "no_mbuf",
+        /// An ICMP error was not sent: over the rate limit.
+        IcmpRateLimited => "icmp_rate_limited",
+        /// An ICMP error is never sent about an ICMP error, a fragment
+        /// other than the first, or a non-unicast packet (RFC 1812 §4.3.2.7).
+        IcmpErrorSuppressed => "icmp_error_suppressed",
+    }
+);
+
+reasons!(
+    /// Why a worker handed a packet to the control core.
+    PuntReason, PuntCounters {
+        /// ARP request or reply.
+        Arp => "arp",
+        /// IPv6 neighbour discovery (NS/NA) addressed to us or our
+        /// solicited-node group.
+        Nd => "nd",
+        /// Next hop not resolved yet: the packet is held until it is.
+        NeighborMiss => "neighbor_miss",
+        /// TTL/hop limit would expire: ICMP time exceeded.
+        TtlExpired => "ttl_expired",
+        /// No route: ICMP destination unreachable.
+        NoRoute => "no_route",
+        /// Larger than the egress MTU and may not be fragmented: ICMP
+        /// fragmentation needed / packet too big.
+        TooBig => "too_big",
+        /// UDP to one of our addresses on a port nobody serves: ICMP port
+        /// unreachable.
+        PortUnreachable => "port_unreachable",
+    }
+);
+
+reasons!(
+    /// The ICMP and ICMPv6 errors the node sends (label of
+    /// `appliance_icmp_errors_sent_total`).
+    IcmpErrorKind, IcmpErrorCounters {
+        V4TimeExceeded => "v4_time_exceeded",
+        V4NetUnreachable => "v4_net_unreachable",
+        V4HostUnreachable => "v4_host_unreachable",
+        V4PortUnreachable => "v4_port_unreachable",
+        V4FragmentationNeeded => "v4_fragmentation_needed",
+        V6TimeExceeded => "v6_time_exceeded",
+        V6NoRoute => "v6_no_route",
+        V6AddressUnreachable => "v6_address_unreachable",
+        V6PortUnreachable => "v6_port_unreachable",
+        V6PacketTooBig => "v6_packet_too_big",
+    }
+);
+
+/// Counters of the control core (single writer: the control thread).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct ControlCounters {
+    pub punts_handled: Counter,
+    pub arp_requests_sent: Counter,
+    pub arp_replies_sent: Counter,
+    pub nd_solicits_sent: Counter,
+    pub nd_adverts_sent: Counter,
+    pub neighbors_learned: Counter,
+    pub resolutions_started: Counter,
+    pub resolutions_failed: Counter,
+    pub held_packets_sent: Counter,
+    /// Packets currently held waiting for resolution.
+    pub pending: Gauge,
+    pub icmp_errors: IcmpErrorCounters,
+    pub drops: DropCounters,
+}

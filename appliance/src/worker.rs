@@ -1,0 +1,202 @@
+//! The poll-mode worker: one per worker lcore, run to completion.
+//!
+//! Each loop: receive a burst from every rx queue the worker owns, give every
+//! packet its verdict ([`L3::process`]), then move it to the transmit burst
+//! of its egress port, the punt burst (for the control core) or free it with
+//! a counted reason; send what the control core injected; flush. No
+//! allocation, lock or system call happens in the loop; the only shared
+//! memory written is the worker's own counter block and the SPSC rings.
+//!
+//! Idle back-off: after `empty_polls` consecutive loops with no packet the
+//! worker sleeps `sleep_us`, so several appliance processes can share the
+//! small test machines; on bare metal it is configured off and the loop spins.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rte::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
+
+use crate::config::IdleBackoff;
+use crate::l3::{Verdict, L3};
+use crate::stats::{Counter, DropCounters, DropReason, PuntCounters};
+
+/// Counters of one (port, queue).
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Index of the port in the config.
+    pub port: u16,
+    pub queue: u16,
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+/// The counter block of one worker (it is the only writer).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    pub lcore: u32,
+    /// One per rx queue the worker polls.
+    pub rx: Vec<QueueCounters>,
+    /// One per port (the worker's tx queue on it).
+    pub tx: Vec<QueueCounters>,
+    pub drops: DropCounters,
+    pub punts: PuntCounters,
+    /// Packets the control core handed over for transmission.
+    pub injected: Counter,
+    /// TSC cycles spent in loops that found work / no work (sleeps included).
+    pub busy_cycles: Counter,
+    pub idle_cycles: Counter,
+    pub idle_sleeps: Counter,
+}
+
+/// An rx queue with the config index of its port.
+pub struct RxBinding {
+    pub port: u16,
+    pub queue: RxQueue,
+}
+
+/// Everything one worker owns.
+pub struct Worker {
+    pub l3: Arc<L3>,
+    pub rx: Vec<RxBinding>,
+    /// Indexed by the config index of the port.
+    pub tx: Vec<TxQueue>,
+    pub punt: RingProducer,
+    pub inject: RingConsumer,
+    pub counters: Arc<WorkerCounters>,
+    pub stop: Arc<AtomicBool>,
+    pub burst_size: usize,
+    pub idle: IdleBackoff,
+}
+
+impl Worker {
+    /// The poll loop; returns when `stop` is set.
+    pub fn run(mut self) -> i32 {
+        let ports = self.tx.len();
+        let mut tx_bufs: Vec<Burst> = (0..ports).map(|_| Burst::new()).collect();
+        let mut rx_burst = Burst::new();
+        let mut punt_burst = Burst::new();
+        let burst_size = self.burst_size.clamp(1, BURST_MAX);
+        let mut empty_polls: u32 = 0;
+        let c = self.counters.clone();
+        let mut t_prev = rte::tsc();
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut work = 0usize;
+            for (ri, rx) in self.rx.iter_mut().enumerate() {
+                let n = rx.queue.rx_burst(&mut rx_burst, burst_size);
+                if n == 0 {
+                    continue;
+                }
+                work += n;
+                let rxc = &c.rx[ri];
+                rxc.packets.add(n as u64);
+                rxc.bytes.add(rx_burst.bytes());
+                for mut m in rx_burst.drain() {
+                    m.set_port(rx.port);
+                    if !m.is_contiguous() {
+                        c.drops.inc(DropReason::MultiSegment);
+                        continue;
+                    }
+                    match self.l3.process(m.data_mut(), rx.port) {
+                        Verdict::Forward(out) => {
+                            push_tx(&mut tx_bufs, &mut self.tx, &c, out, m);
+                        }
+                        Verdict::Punt(reason) => {
+                            c.punts.inc(reason);
+                            m.set_tag(reason as u32);
+                            if let Err(m) = punt_burst.push(m) {
+                                flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
+                                if punt_burst.push(m).is_err() {
+                                    c.drops.inc(DropReason::PuntRingFull);
+                                }
+                            }
+                        }
+                        Verdict::Drop(reason) => c.drops.inc(reason),
+                    }
+                }
+            }
+            // Packets the control core built or released (ARP/ND answers,
+            // ICMP errors, packets held for resolution).
+            let n = self.inject.dequeue_burst(&mut rx_burst, burst_size);
+            if n > 0 {
+                work += n;
+                c.injected.add(n as u64);
+                for m in rx_burst.drain() {
+                    let out = m.port();
+                    if usize::from(out) < ports {
+                        push_tx(&mut tx_bufs, &mut self.tx, &c, out, m);
+                    } else {
+                        c.drops.inc(DropReason::EthNotForUs);
+                    }
+                }
+            }
+            flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
+            for p in 0..ports {
+                flush_tx(&mut tx_bufs[p], &mut self.tx[p], &c, p);
+            }
+
+            let t_now = rte::tsc();
+            if work > 0 {
+                empty_polls = 0;
+                c.busy_cycles.add(t_now - t_prev);
+                t_prev = t_now;
+            } else {
+                empty_polls = empty_polls.saturating_add(1);
+                if self.idle.enabled && empty_polls >= self.idle.empty_polls {
+                    std::thread::sleep(Duration::from_micros(u64::from(self.idle.sleep_us)));
+                    c.idle_sleeps.inc();
+                }
+                let t_after = rte::tsc();
+                c.idle_cycles.add(t_after - t_prev);
+                t_prev = t_after;
+            }
+        }
+        // Hand nothing back: queued packets are freed when the bursts drop.
+        for (p, buf) in tx_bufs.iter_mut().enumerate() {
+            flush_tx(buf, &mut self.tx[p], &c, p);
+        }
+        0
+    }
+}
+
+#[inline]
+fn push_tx(tx_bufs: &mut [Burst], tx: &mut [TxQueue], c: &WorkerCounters, port: u16, m: Mbuf) {
+    let p = usize::from(port);
+    if let Err(m) = tx_bufs[p].push(m) {
+        flush_tx(&mut tx_bufs[p], &mut tx[p], c, p);
+        if tx_bufs[p].push(m).is_err() {
+            c.drops.inc(DropReason::TxFull);
+        }
+    }
+}
+
+#[inline]
+fn flush_tx(buf: &mut Burst, txq: &mut TxQueue, c: &WorkerCounters, p: usize) {
+    if buf.is_empty() {
+        return;
+    }
+    let bytes = buf.bytes();
+    let n = txq.tx_burst(buf);
+    let left_bytes = if buf.is_empty() { 0 } else { buf.bytes() };
+    let txc = &c.tx[p];
+    txc.packets.add(n as u64);
+    txc.bytes.add(bytes - left_bytes);
+    let dropped = buf.free_all();
+    if dropped > 0 {
+        c.drops.add(DropReason::TxFull, dropped as u64);
+    }
+}
+
+#[inline]
+fn flush_punts(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters) {
+    if burst.is_empty() {
+        return;
+    }
+    ring.enqueue_burst(burst);
+    let dropped = burst.free_all();
+    if dropped > 0 {
+        drops.add(DropReason::PuntRingFull, dropped as u64);
+    }
+}
