@@ -18,3 +18,8 @@ pub mod slowpath;
 pub mod stats;
 pub mod wire;
 pub mod worker;
+
+#[cfg(test)]
+mod l3_tests;
+#[cfg(test)]
+mod slowpath_tests;

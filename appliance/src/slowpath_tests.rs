@@ -1,0 +1,1 @@
+//! Unit tests of the slow path (see slowpath.rs).
