@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Forwarding benchmark: 64-byte IPv4/UDP through one worker core, next to the
+# ceiling of the same harness (testpmd io forwarding on the same vdevs), in
+# the same run.
+#
+#   generator: dpdk-testpmd txonly, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
+#   DUT "testpmd-io": dpdk-testpmd --forward-mode=io (memif port 0 → null port 1)
+#   DUT "appliance":  appliance with configs/bench-memif.yaml (full L3 pipeline:
+#                     Ethernet check, IPv4 header + checksum check, LPM, neighbour
+#                     lookup, TTL decrement with incremental checksum, MAC rewrite)
+#
+# Both DUTs see the same frames (192.0.2.2 → 198.51.100.2, UDP, 64 bytes with
+# FCS-less 60-byte payload as testpmd builds them). Each DUT is measured REPS
+# times for DUR seconds after WARM seconds; the figure is the median of
+# per-second forwarded-packet rates (testpmd: its Tx-pps on the null port;
+# appliance: deltas of appliance_port_tx_packets_total{port="port1"}).
+# Usage: sudo [DUR=5] [REPS=3] [WARM=2] bash scripts/bench-fwd.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
+use_cargo
+
+DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}
+W=/tmp/apl-bench; NS=aplb-dut; METRICS_PORT=9199
+GEN_PID=; DUT_PID=
+
+cleanup() {
+  for p in $DUT_PID $GEN_PID; do kill -INT "$p" 2>/dev/null || true; done
+  for p in $DUT_PID $GEN_PID; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  ip netns del $NS 2>/dev/null || true
+  rm -f /dev/hugepages/aplbgen* /dev/hugepages/aplbdut* /dev/hugepages/apl-bench*
+  rm -rf /var/run/dpdk/aplbgen /var/run/dpdk/aplbdut /var/run/dpdk/apl-bench
+}
+trap cleanup EXIT INT TERM
+
+bash scripts/setup.sh >/dev/null
+cargo build --release -q -p appliance
+BIN=$PWD/target/release/appliance
+rm -rf $W; mkdir -p $W
+ip netns add $NS; ip -n $NS link set lo up    # private loopback for the DUT's metrics
+
+# The DUT's config: the committed bench config with metrics on the private loopback.
+sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-memif.yaml > $W/bench.yaml
+"$BIN" check-config $W/bench.yaml > /dev/null
+
+start_gen() {
+  # testpmd txonly on CPU 0: memif server; frames addressed to the DUT's MAC.
+  taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0,1@0 \
+    --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
+    -- --forward-mode=txonly --eth-peer=0,02:00:00:00:10:01 --tx-ip=192.0.2.2,198.51.100.2 \
+    --tx-udp=1024,9 --txpkts=64 --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 \
+    > $W/gen.log 2>&1 &
+  GEN_PID=$!
+}
+
+stop_pid() { # pid
+  kill -INT "$1" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+
+median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:]]; print(int(s.median(v)) if v else 0)' "$@"; }
+
+# testpmd io: per-second Tx-pps of port 1 (the null port), after WARM s.
+run_testpmd_io() {
+  ip netns exec $NS taskset -c 0,1 dpdk-testpmd --no-pci --file-prefix=aplbdut --huge-unlink -m 128 \
+    --lcores 0@0,1@1 \
+    --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01 \
+    --vdev=net_null0 \
+    -- --forward-mode=io --port-topology=paired --burst=32 --txd=1024 --rxd=1024 \
+    --total-num-mbufs=16384 --stats-period=1 > $W/dut.log 2>&1 &
+  DUT_PID=$!
+  sleep $((WARM + DUR + 1))
+  stop_pid $DUT_PID; DUT_PID=
+  # Lines: "NIC statistics for port N" ... "Tx-pps: X"; keep port 1's, skip the warm-up.
+  local v
+  v=$(awk '/NIC statistics for port/ {p=$(NF-1)} /Tx-pps:/ && p==1 {print $2}' $W/dut.log \
+      | tail -n +$((WARM + 1)) | head -n $DUR)
+  median $v
+}
+
+# appliance: per-second deltas of its tx counter on port1.
+run_appliance() {
+  ip netns exec $NS "$BIN" run --config $W/bench.yaml > $W/dut.log 2>&1 &
+  DUT_PID=$!
+  local i v=() prev cur
+  for i in $(seq 100); do
+    ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+  sleep "$WARM"
+  tx() { ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics \
+         | awk '/^appliance_port_tx_packets_total\{port="port1"/ {s+=$NF} END {printf "%d\n", s}'; }
+  prev=$(tx)
+  for i in $(seq "$DUR"); do
+    sleep 1
+    cur=$(tx); v+=($((cur - prev))); prev=$cur
+  done
+  stop_pid $DUT_PID; DUT_PID=
+  median "${v[@]}"
+}
+
+echo "# bench-fwd: 64-byte IPv4/UDP, 1 flow, generator testpmd txonly on CPU 0, DUT worker on CPU 1"
+echo "# $(rte_ver=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null); echo "dpdk $rte_ver"), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+start_gen
+sleep 2
+declare -A R
+for rep in $(seq "$REPS"); do
+  for dut in testpmd-io appliance; do
+    if [ $dut = testpmd-io ]; then p=$(run_testpmd_io); else p=$(run_appliance); fi
+    R[$dut]="${R[$dut]:-} $p"
+    echo "run $rep dut=$dut pps=$p"
+    sleep 1
+  done
+done
+stop_pid $GEN_PID; GEN_PID=
+io=$(median ${R[testpmd-io]}); apl=$(median ${R[appliance]})
+printf 'dut=testpmd-io  mpps=%.2f runs=%s\n' "$(echo "$io/1000000" | bc -l)" "$(echo ${R[testpmd-io]} | tr ' ' ,)"
+printf 'dut=appliance   mpps=%.2f runs=%s\n' "$(echo "$apl/1000000" | bc -l)" "$(echo ${R[appliance]} | tr ' ' ,)"
+printf 'ratio appliance/testpmd-io = %.2f\n' "$(echo "$apl/$io" | bc -l)"
