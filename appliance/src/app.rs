@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, IpCidr};
+use crate::config::{Config, EncapMode, IpCidr, SidBehavior};
 use crate::control::Control;
-use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, L3};
+use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, WorkerState, L3};
+use crate::srv6::{Behavior, PolicySpec, Responder, SidSpec, Srv6Config, StoragePolicy};
 use crate::metrics::MetricsSource;
 use crate::neigh::NeighborTable;
 use crate::slowpath::{SlowPath, SlowPathConfig};
@@ -87,7 +88,9 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             RouteSpec { prefix, len, port: r.port as u16, via: r.via }
         })
         .collect();
-    let l3 = Arc::new(L3::new(infos, &routes, neigh.clone()).context("building the route tables")?);
+    let l3 = Arc::new(
+        L3::with_srv6(infos, &routes, &srv6_config(cfg), neigh.clone()).context("building the route tables")?,
+    );
 
     let control_counters = Arc::new(ControlCounters::default());
     let slow_cfg = SlowPathConfig {
@@ -124,6 +127,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     // tx queue w of every port.
     let mut workers = Vec::new();
     let mut worker_counters = Vec::new();
+    let mut sid_counters = Vec::new();
     for (w, (punt, inject)) in worker_parts.into_iter().enumerate() {
         let mut rx = Vec::new();
         let mut rxc = Vec::new();
@@ -139,6 +143,17 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             tx.push(port.tx_queue(w as u16)?);
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
+        let responder = Responder {
+            udp_port: cfg.storage_service.udp_port,
+            queue_depth: cfg.storage_service.queue_depth,
+            objects: {
+                let mut o = cfg.storage_service.objects.clone();
+                o.sort_unstable();
+                o
+            },
+        };
+        let state = WorkerState::new(&l3, Box::new(responder));
+        sid_counters.push(state.sid_counters.clone());
         let counters = Arc::new(WorkerCounters {
             lcore: cfg.lcores.workers[w].lcore,
             rx: rxc,
@@ -156,6 +171,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             stop: stop.clone(),
             burst_size: usize::from(cfg.pipeline.burst_size),
             idle: cfg.pipeline.idle_backoff,
+            state,
         });
     }
 
@@ -168,6 +184,8 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         pool: pool.clone(),
         rings,
         tsc_hz: rte::tsc_hz(),
+        l3: l3.clone(),
+        sid_counters,
     });
     let metrics_stop = Arc::new(AtomicBool::new(false));
     let metrics_thread = match cfg.metrics.listen {
@@ -226,4 +244,59 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     drop(eal);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The SRv6 part of the config, as the pipeline takes it.
+pub fn srv6_config(cfg: &Config) -> Srv6Config {
+    let sids = cfg
+        .srv6
+        .local_sids
+        .iter()
+        .map(|s| SidSpec {
+            sid: s.sid,
+            behavior: match s.behavior {
+                SidBehavior::End => Behavior::End,
+                SidBehavior::EndX => Behavior::EndX,
+                SidBehavior::EndDt6 => Behavior::EndDt6,
+                SidBehavior::EndDx6 => Behavior::EndDx6,
+                SidBehavior::Storage => Behavior::Storage,
+            },
+            psp: s.flavors.psp,
+            usd: s.flavors.usd,
+            adjacency: match (s.port, s.next_hop) {
+                (Some(p), Some(nh)) => Some((p as u16, nh)),
+                _ => None,
+            },
+            policy: s.policy.map(|p| match p {
+                crate::config::StoragePolicy::Always => StoragePolicy::Always,
+                crate::config::StoragePolicy::NeverButLast => StoragePolicy::NeverButLast,
+                crate::config::StoragePolicy::SrC => StoragePolicy::SrC { threshold: s.threshold.unwrap_or(1) },
+                crate::config::StoragePolicy::HoldsObject => StoragePolicy::HoldsObject,
+            }),
+        })
+        .collect();
+    let policies = cfg
+        .srv6
+        .steering
+        .iter()
+        .map(|p| {
+            let (prefix, len) = match p.prefix {
+                IpCidr::V4(c) => (IpAddr::V4(c.addr), c.len),
+                IpCidr::V6(c) => (IpAddr::V6(c.addr), c.len),
+            };
+            PolicySpec {
+                prefix,
+                len,
+                reduced: p.mode == EncapMode::EncapsRed,
+                segments: p.segments.clone(),
+                source: p.source,
+            }
+        })
+        .collect();
+    Srv6Config {
+        sids,
+        policies,
+        trusted_ports: cfg.srv6.trusted_ports.as_ref().map(|v| v.iter().map(|p| *p as u16).collect()),
+        encap_source: cfg.srv6.encap_source,
+    }
 }

@@ -53,6 +53,17 @@ pub mod limits {
     pub const FRAME_OVERHEAD: u32 = 18;
     /// The smallest MTU an IPv6 link may have (RFC 8200).
     pub const IPV6_MIN_MTU: u16 = 1280;
+    /// Most local SIDs (`srv6.local_sids`).
+    pub const MAX_LOCAL_SIDS: usize = 1024;
+    /// Most SRv6 steering policies (`srv6.steering`).
+    pub const MAX_STEERING_POLICIES: usize = 1024;
+    /// Most segments of one steering policy (`srv6.steering[].segments`).
+    pub const MAX_SEGMENTS: usize = 16;
+    /// Largest `threshold` of an `sr-c` storage SID, and largest
+    /// `storage_service.queue_depth`.
+    pub const MAX_STORAGE_QUEUE_DEPTH: u32 = 1_000_000;
+    /// Most object ids held by the storage service (`storage_service.objects`).
+    pub const MAX_STORAGE_OBJECTS: usize = 4096;
 }
 
 use limits::*;
@@ -588,6 +599,10 @@ pub struct Config {
     pub metrics: Metrics,
     /// The program's own logging (tracing).
     pub log: Log,
+    /// SRv6 local SIDs and steering policies (empty by default).
+    pub srv6: Srv6,
+    /// The built-in storage responder of the storage SID behavior.
+    pub storage_service: StorageService,
 }
 
 /// DPDK EAL options (`eal:`).
@@ -832,6 +847,270 @@ pub enum LogFormat {
     Json,
 }
 
+/// SRv6 (`srv6:`): the node's local SIDs (RFC 8986 endpoint behaviors) and the
+/// H.Encaps policies that steer traffic into SRv6. The default is empty: no
+/// local SID, no steering, nothing changes in forwarding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Srv6 {
+    /// IPv6 source address of the outer header pushed by H.Encaps /
+    /// H.Encaps.Red; one of the node's own addresses (`ports[].ipv6`).
+    /// `None`: the first global IPv6 address of the egress port, chosen at
+    /// run time. [`SteeringPolicy::source`] overrides it per policy.
+    pub encap_source: Option<Ipv6Addr>,
+    /// The ports inside the SR domain (indexes into [`Config::ports`], in
+    /// configuration order, unique, 1..=16). A packet whose destination is a
+    /// local SID arriving on another port is dropped (RFC 8754 §5.1).
+    /// `None`: every port is trusted.
+    pub trusted_ports: Option<Vec<usize>>,
+    /// The local SIDs, 0..=1024, unique.
+    pub local_sids: Vec<LocalSid>,
+    /// The steering (H.Encaps) policies, 0..=1024, prefixes unique.
+    pub steering: Vec<SteeringPolicy>,
+}
+
+impl Srv6 {
+    /// Whether a packet for a local SID is accepted when it arrives on `port`
+    /// ([`Srv6::trusted_ports`]).
+    pub fn trusts(&self, port: usize) -> bool {
+        self.trusted_ports
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&port))
+    }
+
+    /// The local SID equal to `addr`, if any.
+    pub fn local_sid(&self, addr: Ipv6Addr) -> Option<&LocalSid> {
+        self.local_sids.iter().find(|s| s.sid == addr)
+    }
+}
+
+/// A local SID (`srv6.local_sids[]`): an IPv6 address (a /128) of this node
+/// bound to an endpoint behavior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LocalSid {
+    /// The SID; unicast, not link-local, not one of the ports' own addresses,
+    /// unique.
+    pub sid: Ipv6Addr,
+    /// What the node does with a packet whose destination is `sid`.
+    pub behavior: SidBehavior,
+    /// PSP/USD flavors; only [`SidBehavior::End`] and [`SidBehavior::EndX`]
+    /// have any.
+    pub flavors: Flavors,
+    /// The layer-3 adjacency of [`SidBehavior::EndX`] and
+    /// [`SidBehavior::EndDx6`] (`Some` exactly for those): on a subnet of
+    /// `port`, or link-local.
+    pub next_hop: Option<Ipv6Addr>,
+    /// The output port of `next_hop` (index into [`Config::ports`]; `Some`
+    /// exactly for [`SidBehavior::EndX`] and [`SidBehavior::EndDx6`]); its MTU
+    /// allows IPv6.
+    pub port: Option<usize>,
+    /// The acceptance policy of [`SidBehavior::Storage`] (`Some` exactly for it).
+    pub policy: Option<StoragePolicy>,
+    /// [`StoragePolicy::SrC`]'s threshold, 1..=1000000 (`Some` exactly for
+    /// it): the request is accepted while the local queue depth is below it.
+    pub threshold: Option<u32>,
+}
+
+/// SRv6 endpoint behaviors (RFC 8986 §4) and the storage behavior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SidBehavior {
+    /// `end`: endpoint (§4.1). Decrement Segments Left, copy the next segment
+    /// into the destination address, forward by the FIB.
+    #[serde(rename = "end")]
+    End,
+    /// `end.x`: endpoint with layer-3 cross-connect (§4.2): as End, but send
+    /// to the configured next hop on the configured port instead of a FIB
+    /// lookup.
+    #[serde(rename = "end.x")]
+    EndX,
+    /// `end.dt6`: decapsulate and look the inner IPv6 packet up in the IPv6
+    /// table (§4.6); only with Segments Left 0.
+    #[serde(rename = "end.dt6")]
+    EndDt6,
+    /// `end.dx6`: decapsulate and send the inner IPv6 packet to the
+    /// configured next hop on the configured port (§4.5); only with Segments
+    /// Left 0.
+    #[serde(rename = "end.dx6")]
+    EndDx6,
+    /// `storage`: the request is accepted into the local storage service
+    /// ([`StorageService`]) or passed on to the next segment, by
+    /// [`StoragePolicy`]; the last segment always accepts.
+    #[serde(rename = "storage")]
+    Storage,
+}
+
+impl SidBehavior {
+    /// The name the configuration uses (`end.x`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SidBehavior::End => "end",
+            SidBehavior::EndX => "end.x",
+            SidBehavior::EndDt6 => "end.dt6",
+            SidBehavior::EndDx6 => "end.dx6",
+            SidBehavior::Storage => "storage",
+        }
+    }
+
+    /// Whether the behavior sends to a configured adjacency (`next_hop` and
+    /// `port`): End.X and End.DX6.
+    pub fn has_adjacency(self) -> bool {
+        matches!(self, SidBehavior::EndX | SidBehavior::EndDx6)
+    }
+
+    /// Whether the behavior takes the PSP/USD flavors: End and End.X.
+    pub fn takes_flavors(self) -> bool {
+        matches!(self, SidBehavior::End | SidBehavior::EndX)
+    }
+}
+
+impl fmt::Display for SidBehavior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The flavors of an End or End.X SID (RFC 8986 §4.16). Written as a list,
+/// `flavors: [psp, usd]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Flavors {
+    /// Penultimate Segment Pop: when Segments Left becomes 0, remove the SRH.
+    pub psp: bool,
+    /// Ultimate Segment Decapsulation: a packet arriving with Segments Left 0
+    /// whose payload is an IPv6 or IPv4 packet is decapsulated and the inner
+    /// packet forwarded (End: by the FIB, End.X: to the adjacency).
+    pub usd: bool,
+}
+
+impl Flavors {
+    /// The flavor names, in the order `psp`, `usd`.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.psp {
+            v.push("psp");
+        }
+        if self.usd {
+            v.push("usd");
+        }
+        v
+    }
+}
+
+/// When a storage SID accepts a request (`srv6.local_sids[].policy`). Whatever
+/// the policy, the last candidate (Segments Left 0) always accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StoragePolicy {
+    /// `always`: accept at this node.
+    #[serde(rename = "always")]
+    Always,
+    /// `never-but-last`: pass to the next segment; accept only as the last one.
+    #[serde(rename = "never-but-last")]
+    NeverButLast,
+    /// `sr-c`: accept while the local queue depth is below
+    /// [`LocalSid::threshold`], otherwise pass on.
+    #[serde(rename = "sr-c")]
+    SrC,
+    /// `holds-object`: accept if the requested object id is one of
+    /// [`StorageService::objects`], otherwise pass on.
+    #[serde(rename = "holds-object")]
+    HoldsObject,
+}
+
+impl StoragePolicy {
+    /// The name the configuration uses (`never-but-last`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoragePolicy::Always => "always",
+            StoragePolicy::NeverButLast => "never-but-last",
+            StoragePolicy::SrC => "sr-c",
+            StoragePolicy::HoldsObject => "holds-object",
+        }
+    }
+}
+
+impl fmt::Display for StoragePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A steering policy (`srv6.steering[]`): packets to `prefix` are
+/// encapsulated in an outer IPv6 header towards `segments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SteeringPolicy {
+    /// Destination prefix (IPv4 or IPv6, host bits zero), unique over the
+    /// policies; not a static route's prefix nor a connected subnet.
+    pub prefix: IpCidr,
+    /// H.Encaps or H.Encaps.Red.
+    pub mode: EncapMode,
+    /// The segment list in travel order (`segments[0]` is visited first),
+    /// 1..=16 unicast, non-link-local IPv6 addresses. The SRH lists them
+    /// reversed (RFC 8754).
+    pub segments: Vec<Ipv6Addr>,
+    /// Outer source address; one of the node's own addresses. `None`:
+    /// [`Srv6::encap_source`].
+    pub source: Option<Ipv6Addr>,
+}
+
+/// How a steering policy encapsulates (RFC 8986 §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EncapMode {
+    /// `encaps`: H.Encaps (§5.1): push an outer IPv6 header and an SRH that
+    /// holds every segment; the destination is the first segment.
+    #[serde(rename = "encaps")]
+    Encaps,
+    /// `encaps.red`: H.Encaps.Red (§5.2): the same, but the first segment is
+    /// left out of the SRH (it is in the destination address), and no SRH is
+    /// pushed at all for a single segment.
+    #[serde(rename = "encaps.red")]
+    EncapsRed,
+}
+
+impl EncapMode {
+    /// The name the configuration uses (`encaps.red`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncapMode::Encaps => "encaps",
+            EncapMode::EncapsRed => "encaps.red",
+        }
+    }
+}
+
+impl fmt::Display for EncapMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The built-in storage responder (`storage_service:`) that storage SIDs
+/// deliver accepted requests to, until the object store exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageService {
+    /// UDP port of the responder, 1..=65535.
+    pub udp_port: u16,
+    /// Simulated local queue depth, 0..=1000000: reported in replies and
+    /// compared with an `sr-c` SID's threshold.
+    pub queue_depth: u32,
+    /// Object ids this node holds (for [`StoragePolicy::HoldsObject`]),
+    /// 0..=4096, unique, in configuration order.
+    pub objects: Vec<u64>,
+}
+
+impl Default for StorageService {
+    fn default() -> Self {
+        StorageService {
+            udp_port: defaults::STORAGE_UDP_PORT as u16,
+            queue_depth: defaults::STORAGE_QUEUE_DEPTH as u32,
+            objects: Vec::new(),
+        }
+    }
+}
+
+impl StorageService {
+    /// Whether the node holds object `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        self.objects.contains(&id)
+    }
+}
+
 impl Config {
     /// Parses and validates a YAML configuration.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
@@ -921,8 +1200,9 @@ impl Config {
         out
     }
 
-    /// The effective configuration as YAML, every default filled in, routes and
-    /// neighbors naming their port; it parses back to the same `Config`.
+    /// The effective configuration as YAML, every default filled in, routes,
+    /// neighbors and SRv6 settings naming their port; it parses back to the
+    /// same `Config`.
     pub fn to_yaml(&self) -> String {
         let view = View {
             eal: &self.eal,
@@ -952,6 +1232,30 @@ impl Config {
             pipeline: &self.pipeline,
             metrics: &self.metrics,
             log: &self.log,
+            srv6: Srv6View {
+                encap_source: self.srv6.encap_source,
+                trusted_ports: self
+                    .srv6
+                    .trusted_ports
+                    .as_ref()
+                    .map(|ps| ps.iter().map(|&p| self.ports[p].name.as_str()).collect()),
+                local_sids: self
+                    .srv6
+                    .local_sids
+                    .iter()
+                    .map(|s| LocalSidView {
+                        sid: s.sid,
+                        behavior: s.behavior,
+                        flavors: s.flavors.names(),
+                        next_hop: s.next_hop,
+                        port: s.port.map(|p| self.ports[p].name.as_str()),
+                        policy: s.policy,
+                        threshold: s.threshold,
+                    })
+                    .collect(),
+                steering: &self.srv6.steering,
+            },
+            storage_service: &self.storage_service,
         };
         serde_yaml_ng::to_string(&view).expect("the effective configuration serializes")
     }
@@ -984,6 +1288,27 @@ struct View<'a> {
     pipeline: &'a Pipeline,
     metrics: &'a Metrics,
     log: &'a Log,
+    srv6: Srv6View<'a>,
+    storage_service: &'a StorageService,
+}
+
+#[derive(Serialize)]
+struct Srv6View<'a> {
+    encap_source: Option<Ipv6Addr>,
+    trusted_ports: Option<Vec<&'a str>>,
+    local_sids: Vec<LocalSidView<'a>>,
+    steering: &'a [SteeringPolicy],
+}
+
+#[derive(Serialize)]
+struct LocalSidView<'a> {
+    sid: Ipv6Addr,
+    behavior: SidBehavior,
+    flavors: Vec<&'static str>,
+    next_hop: Option<Ipv6Addr>,
+    port: Option<&'a str>,
+    policy: Option<StoragePolicy>,
+    threshold: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -1029,6 +1354,8 @@ mod defaults {
     pub const RING_SIZE: i64 = 1024;
     pub const METRICS_LISTEN: &str = "127.0.0.1:9100";
     pub const LOG_LEVEL: &str = "info";
+    pub const STORAGE_UDP_PORT: i64 = 7878;
+    pub const STORAGE_QUEUE_DEPTH: i64 = 0;
 
     pub fn queues() -> i64 {
         QUEUES
@@ -1038,6 +1365,9 @@ mod defaults {
     }
     pub fn mtu() -> i64 {
         MTU
+    }
+    pub fn encap_mode() -> super::EncapMode {
+        super::EncapMode::Encaps
     }
 }
 
@@ -1055,6 +1385,8 @@ struct RawConfig {
     pipeline: RawPipeline,
     metrics: RawMetrics,
     log: RawLog,
+    srv6: RawSrv6,
+    storage_service: RawStorageService,
 }
 
 #[derive(Deserialize)]
@@ -1279,6 +1611,113 @@ impl Default for RawLog {
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSrv6 {
+    encap_source: Option<String>,
+    trusted_ports: Option<Vec<String>>,
+    local_sids: Vec<RawLocalSid>,
+    steering: Vec<RawSteering>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalSid {
+    sid: String,
+    behavior: SidBehavior,
+    #[serde(default)]
+    flavors: Vec<RawFlavor>,
+    #[serde(default)]
+    next_hop: Option<String>,
+    #[serde(default)]
+    port: Option<String>,
+    #[serde(default)]
+    policy: Option<StoragePolicy>,
+    #[serde(default)]
+    threshold: Option<i64>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawFlavor {
+    Psp,
+    Usd,
+}
+
+impl RawFlavor {
+    fn as_str(self) -> &'static str {
+        match self {
+            RawFlavor::Psp => "psp",
+            RawFlavor::Usd => "usd",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSteering {
+    prefix: String,
+    #[serde(default = "defaults::encap_mode")]
+    mode: EncapMode,
+    segments: Vec<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorageService {
+    udp_port: i64,
+    queue_depth: i64,
+    objects: Vec<RawObjectId>,
+}
+
+impl Default for RawStorageService {
+    fn default() -> Self {
+        RawStorageService {
+            udp_port: defaults::STORAGE_UDP_PORT,
+            queue_depth: defaults::STORAGE_QUEUE_DEPTH,
+            objects: Vec::new(),
+        }
+    }
+}
+
+/// An object id as written: a YAML integer, or a string holding a decimal or
+/// `0x`-hex number. Checked in validation.
+enum RawObjectId {
+    Int(i128),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawObjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawObjectId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object id (an integer, or a decimal or 0x-hex string)")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawObjectId, E> {
+                Ok(RawObjectId::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawObjectId, E> {
+                Ok(RawObjectId::Int(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<RawObjectId, E> {
+                Ok(RawObjectId::Int(v))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<RawObjectId, E> {
+                // anything above i128::MAX is out of range anyway
+                Ok(RawObjectId::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawObjectId, E> {
+                Ok(RawObjectId::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Validation: raw -> effective, first error wins
 // ---------------------------------------------------------------------------
@@ -1327,6 +1766,8 @@ fn validate(raw: RawConfig) -> Res<Config> {
     let pipeline = validate_pipeline(raw.pipeline)?;
     let metrics = validate_metrics(raw.metrics)?;
     let log = validate_log(raw.log)?;
+    let srv6 = validate_srv6(raw.srv6, &ports, &routes)?;
+    let storage_service = validate_storage_service(raw.storage_service)?;
     check_mbufs(&mempool, &ports, &lcores)?;
     Ok(Config {
         eal,
@@ -1340,6 +1781,8 @@ fn validate(raw: RawConfig) -> Res<Config> {
         pipeline,
         metrics,
         log,
+        srv6,
+        storage_service,
     })
 }
 
@@ -1785,26 +2228,30 @@ fn family(ip_is_v4: bool) -> &'static str {
     }
 }
 
+/// Parses a destination prefix (`routes[].prefix`, `srv6.steering[].prefix`):
+/// IPv4 or IPv6, host bits zero.
+fn parse_network(path: &str, text: &str) -> Res<IpCidr> {
+    let prefix: IpCidr = text.parse().map_err(|m| ConfigError::invalid(path, m))?;
+    if !prefix.is_network() {
+        let net = match prefix {
+            IpCidr::V4(c) => c.trunc().to_string(),
+            IpCidr::V6(c) => c.trunc().to_string(),
+        };
+        return Err(ConfigError::invalid(
+            path,
+            format!("{prefix} has host bits set (the network is {net})"),
+        ));
+    }
+    Ok(prefix)
+}
+
 fn validate_routes(raw: Vec<RawRoute>, ports: &[Port]) -> Res<Vec<Route>> {
     count("routes", raw.len(), 0, MAX_ROUTES)?;
     let mut seen: HashMap<IpCidr, usize> = HashMap::with_capacity(raw.len());
     let mut routes = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         let p = |field: &str| format!("routes[{i}].{field}");
-        let prefix: IpCidr = r
-            .prefix
-            .parse()
-            .map_err(|m| ConfigError::invalid(p("prefix"), m))?;
-        if !prefix.is_network() {
-            let net = match prefix {
-                IpCidr::V4(c) => c.trunc().to_string(),
-                IpCidr::V6(c) => c.trunc().to_string(),
-            };
-            return Err(ConfigError::invalid(
-                p("prefix"),
-                format!("{prefix} has host bits set (the network is {net})"),
-            ));
-        }
+        let prefix = parse_network(&p("prefix"), &r.prefix)?;
         if let Some(j) = seen.get(&prefix) {
             return Err(ConfigError::invalid(
                 p("prefix"),
@@ -2051,6 +2498,381 @@ fn validate_log(r: RawLog) -> Res<Log> {
     })
 }
 
+/// Parses one of the node's own IPv6 addresses (`srv6.encap_source`,
+/// `srv6.steering[].source`).
+fn own_ipv6(path: String, s: &str, ports: &[Port]) -> Res<Ipv6Addr> {
+    let a: Ipv6Addr = s
+        .parse()
+        .map_err(|_| ConfigError::invalid(&path, format!("{s} is not an IPv6 address")))?;
+    if own_address(IpAddr::V6(a), ports).is_none() {
+        return Err(ConfigError::invalid(
+            path,
+            format!("{a} is not an address of this node (one of ports[].ipv6)"),
+        ));
+    }
+    Ok(a)
+}
+
+fn validate_srv6(r: RawSrv6, ports: &[Port], routes: &[Route]) -> Res<Srv6> {
+    let encap_source = match &r.encap_source {
+        None => None,
+        Some(s) => Some(own_ipv6("srv6.encap_source".to_string(), s, ports)?),
+    };
+    let trusted_ports = match &r.trusted_ports {
+        None => None,
+        Some(names) => {
+            if names.is_empty() {
+                return Err(ConfigError::invalid(
+                    "srv6.trusted_ports",
+                    "must name at least one port (null: every port is trusted)",
+                ));
+            }
+            count("srv6.trusted_ports", names.len(), 1, MAX_PORTS)?;
+            let mut out: Vec<usize> = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let path = format!("srv6.trusted_ports[{i}]");
+                let port = resolve_port(path.clone(), name, ports)?;
+                if let Some(j) = out.iter().position(|&p| p == port) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        format!("duplicate port {name} (also srv6.trusted_ports[{j}])"),
+                    ));
+                }
+                out.push(port);
+            }
+            Some(out)
+        }
+    };
+    let local_sids = validate_local_sids(&r.local_sids, ports)?;
+    let steering = validate_steering(&r.steering, ports, routes)?;
+    Ok(Srv6 {
+        encap_source,
+        trusted_ports,
+        local_sids,
+        steering,
+    })
+}
+
+fn validate_local_sids(raw: &[RawLocalSid], ports: &[Port]) -> Res<Vec<LocalSid>> {
+    count("srv6.local_sids", raw.len(), 0, MAX_LOCAL_SIDS)?;
+    let mut seen: HashMap<Ipv6Addr, usize> = HashMap::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let p = |field: &str| format!("srv6.local_sids[{i}].{field}");
+        let b = r.behavior;
+
+        // sid
+        let sid: Ipv6Addr = r.sid.parse().map_err(|_| {
+            ConfigError::invalid(p("sid"), format!("{} is not an IPv6 address", r.sid))
+        })?;
+        if let Some(what) = non_unicast(IpAddr::V6(sid)) {
+            return Err(ConfigError::invalid(
+                p("sid"),
+                format!("{sid} is {what}; a SID must be a unicast address"),
+            ));
+        }
+        if is_link_local6(sid) {
+            return Err(ConfigError::invalid(
+                p("sid"),
+                format!("{sid} is link-local; a SID must be a global address"),
+            ));
+        }
+        for (pi, pt) in ports.iter().enumerate() {
+            if let Some(k) = pt.ipv6.iter().position(|c| c.addr == sid) {
+                return Err(ConfigError::invalid(
+                    p("sid"),
+                    format!(
+                        "{sid} is an address of port {} (ports[{pi}].ipv6[{k}]); a SID must be an address of its own",
+                        pt.name
+                    ),
+                ));
+            }
+        }
+        if let Some(j) = seen.get(&sid) {
+            return Err(ConfigError::invalid(
+                p("sid"),
+                format!("duplicate SID {sid} (also srv6.local_sids[{j}])"),
+            ));
+        }
+
+        // flavors
+        let mut flavors = Flavors::default();
+        for (k, f) in r.flavors.iter().enumerate() {
+            let path = format!("srv6.local_sids[{i}].flavors[{k}]");
+            if !b.takes_flavors() {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!(
+                        "{} is not allowed for behavior {b} (only end and end.x take flavors)",
+                        f.as_str()
+                    ),
+                ));
+            }
+            let slot = match f {
+                RawFlavor::Psp => &mut flavors.psp,
+                RawFlavor::Usd => &mut flavors.usd,
+            };
+            if *slot {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("duplicate flavor {}", f.as_str()),
+                ));
+            }
+            *slot = true;
+        }
+
+        // next_hop, port
+        let (next_hop, port) = if b.has_adjacency() {
+            let required =
+                |field: &str| ConfigError::invalid(p(field), format!("required for behavior {b}"));
+            let nh_text = r.next_hop.as_deref().ok_or_else(|| required("next_hop"))?;
+            let port_name = r.port.as_deref().ok_or_else(|| required("port"))?;
+            let nh: Ipv6Addr = nh_text.parse().map_err(|_| {
+                ConfigError::invalid(p("next_hop"), format!("{nh_text} is not an IPv6 address"))
+            })?;
+            if let Some(what) = non_unicast(IpAddr::V6(nh)) {
+                return Err(ConfigError::invalid(
+                    p("next_hop"),
+                    format!("next hop {nh} is {what}"),
+                ));
+            }
+            if let Some(own) = own_address(IpAddr::V6(nh), ports) {
+                return Err(ConfigError::invalid(
+                    p("next_hop"),
+                    format!("next hop {nh} is an address of this node ({own})"),
+                ));
+            }
+            let port = resolve_port(p("port"), port_name, ports)?;
+            let pt = &ports[port];
+            if !pt.ipv6_capable() {
+                return Err(ConfigError::invalid(
+                    p("port"),
+                    format!(
+                        "port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})",
+                        pt.name, pt.mtu
+                    ),
+                ));
+            }
+            if !pt.on_link(IpAddr::V6(nh)) {
+                return Err(ConfigError::invalid(
+                    p("next_hop"),
+                    format!("next hop {nh} is not on a subnet of port {}", pt.name),
+                ));
+            }
+            (Some(nh), Some(port))
+        } else {
+            for (field, given) in [
+                ("next_hop", r.next_hop.is_some()),
+                ("port", r.port.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::invalid(
+                        p(field),
+                        format!(
+                            "not allowed for behavior {b} (only end.x and end.dx6 have a {field})"
+                        ),
+                    ));
+                }
+            }
+            (None, None)
+        };
+
+        // policy, threshold
+        let (policy, threshold) = if b == SidBehavior::Storage {
+            let policy = r.policy.ok_or_else(|| {
+                ConfigError::invalid(p("policy"), format!("required for behavior {b}"))
+            })?;
+            let threshold = match (policy, r.threshold) {
+                (StoragePolicy::SrC, None) => {
+                    return Err(ConfigError::invalid(
+                        p("threshold"),
+                        format!("required for policy {policy}"),
+                    ))
+                }
+                (StoragePolicy::SrC, Some(t)) => Some(range(
+                    &p("threshold"),
+                    t,
+                    1,
+                    i64::from(MAX_STORAGE_QUEUE_DEPTH),
+                )?),
+                (_, None) => None,
+                (_, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        p("threshold"),
+                        format!("not allowed for policy {policy} (only sr-c has a threshold)"),
+                    ))
+                }
+            };
+            (Some(policy), threshold)
+        } else {
+            if r.policy.is_some() {
+                return Err(ConfigError::invalid(
+                    p("policy"),
+                    format!("not allowed for behavior {b} (only storage has a policy)"),
+                ));
+            }
+            if r.threshold.is_some() {
+                return Err(ConfigError::invalid(
+                    p("threshold"),
+                    format!(
+                        "not allowed for behavior {b} (only storage with policy sr-c has a threshold)"
+                    ),
+                ));
+            }
+            (None, None)
+        };
+
+        seen.insert(sid, i);
+        out.push(LocalSid {
+            sid,
+            behavior: b,
+            flavors,
+            next_hop,
+            port,
+            policy,
+            threshold,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_steering(
+    raw: &[RawSteering],
+    ports: &[Port],
+    routes: &[Route],
+) -> Res<Vec<SteeringPolicy>> {
+    count("srv6.steering", raw.len(), 0, MAX_STEERING_POLICIES)?;
+    let mut seen: HashMap<IpCidr, usize> = HashMap::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let p = |field: &str| format!("srv6.steering[{i}].{field}");
+        let prefix = parse_network(&p("prefix"), &r.prefix)?;
+        if let Some(j) = seen.get(&prefix) {
+            return Err(ConfigError::invalid(
+                p("prefix"),
+                format!("duplicate prefix {prefix} (also srv6.steering[{j}])"),
+            ));
+        }
+        if let Some(j) = routes.iter().position(|rt| rt.prefix == prefix) {
+            return Err(ConfigError::invalid(
+                p("prefix"),
+                format!("same prefix as routes[{j}] ({prefix}); a destination is either steered or routed"),
+            ));
+        }
+        if let Some((name, path)) = connected(&prefix, ports) {
+            return Err(ConfigError::invalid(
+                p("prefix"),
+                format!("{prefix} is the connected subnet of port {name} ({path}); it cannot be steered"),
+            ));
+        }
+        let n = r.segments.len();
+        if !(1..=MAX_SEGMENTS).contains(&n) {
+            return Err(ConfigError::invalid(
+                p("segments"),
+                format!("must have 1..={MAX_SEGMENTS} segments, has {n}"),
+            ));
+        }
+        let mut segments = Vec::with_capacity(n);
+        for (k, s) in r.segments.iter().enumerate() {
+            let path = format!("srv6.steering[{i}].segments[{k}]");
+            let a: Ipv6Addr = s
+                .parse()
+                .map_err(|_| ConfigError::invalid(&path, format!("{s} is not an IPv6 address")))?;
+            if let Some(what) = non_unicast(IpAddr::V6(a)) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("{a} is not a unicast address (it is {what})"),
+                ));
+            }
+            if is_link_local6(a) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("{a} is link-local; segments must be global addresses"),
+                ));
+            }
+            segments.push(a);
+        }
+        let source = match &r.source {
+            None => None,
+            Some(s) => Some(own_ipv6(p("source"), s, ports)?),
+        };
+        seen.insert(prefix, i);
+        out.push(SteeringPolicy {
+            prefix,
+            mode: r.mode,
+            segments,
+            source,
+        });
+    }
+    Ok(out)
+}
+
+/// `123` or `0x7b` (no sign, no spaces).
+fn parse_object_id(s: &str) -> Option<u64> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
+    } else {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+}
+
+fn validate_storage_service(r: RawStorageService) -> Res<StorageService> {
+    let udp_port = range("storage_service.udp_port", r.udp_port, 1, 65535)?;
+    let queue_depth = range(
+        "storage_service.queue_depth",
+        r.queue_depth,
+        0,
+        i64::from(MAX_STORAGE_QUEUE_DEPTH),
+    )?;
+    count(
+        "storage_service.objects",
+        r.objects.len(),
+        0,
+        MAX_STORAGE_OBJECTS,
+    )?;
+    let mut seen: HashMap<u64, usize> = HashMap::with_capacity(r.objects.len());
+    let mut objects = Vec::with_capacity(r.objects.len());
+    for (i, o) in r.objects.iter().enumerate() {
+        let path = format!("storage_service.objects[{i}]");
+        let id = match o {
+            RawObjectId::Int(v) => u64::try_from(*v).map_err(|_| {
+                ConfigError::invalid(
+                    &path,
+                    format!("{v} is out of range 0..={} (object ids are u64)", u64::MAX),
+                )
+            })?,
+            RawObjectId::Text(s) => parse_object_id(s).ok_or_else(|| {
+                ConfigError::invalid(
+                    &path,
+                    format!(
+                        "{s:?} is not an object id (a decimal or 0x-hex number in 0..={})",
+                        u64::MAX
+                    ),
+                )
+            })?,
+        };
+        if let Some(j) = seen.get(&id) {
+            return Err(ConfigError::invalid(
+                path,
+                format!("duplicate object id {id} (also storage_service.objects[{j}])"),
+            ));
+        }
+        seen.insert(id, i);
+        objects.push(id);
+    }
+    Ok(StorageService {
+        udp_port,
+        queue_depth,
+        objects,
+    })
+}
+
 /// The rx rings are filled at start and the tx rings and per-lcore caches can
 /// hold mbufs too: the pool must be larger than all of them together.
 fn check_mbufs(m: &Mempool, ports: &[Port], lcores: &Lcores) -> Res<()> {
@@ -2284,6 +3106,17 @@ neighbors:
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.srv6, Srv6::default());
+        assert_eq!((c.srv6.encap_source, &c.srv6.trusted_ports), (None, &None));
+        assert!(c.srv6.local_sids.is_empty() && c.srv6.steering.is_empty());
+        assert_eq!(
+            c.storage_service,
+            StorageService {
+                udp_port: 7878,
+                queue_depth: 0,
+                objects: vec![]
+            }
+        );
     }
 
     #[test]
@@ -2317,7 +3150,8 @@ neighbors:
 
     #[test]
     fn to_yaml_round_trips() {
-        for text in [EMBEDDED_DEMO, BENCH_MEMIF, BASE] {
+        let with_srv6 = format!("{BASE}{SRV6}");
+        for text in [EMBEDDED_DEMO, BENCH_MEMIF, BASE, with_srv6.as_str()] {
             let c = ok(text);
             let y = c.to_yaml();
             assert!(y.contains("mbufs: 8191"), "{y}");
@@ -3252,5 +4086,851 @@ neighbors:
         ));
         assert_eq!(c.log.level, "info,appliance::neigh=debug");
         assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    // -- srv6, storage_service ---------------------------------------------
+
+    /// Appended to BASE: every SRv6 feature once.
+    const SRV6: &str = r#"srv6:
+  encap_source: "2001:db8:2::1"
+  trusted_ports: [outside, inside]
+  local_sids:
+    - sid: "2001:db8:a::1"
+      behavior: end
+      flavors: [psp, usd]
+    - sid: "2001:db8:a::2"
+      behavior: end.x
+      flavors: [usd]
+      next_hop: "2001:db8:2::2"
+      port: outside
+    - sid: "2001:db8:a::3"
+      behavior: end.dt6
+    - sid: "2001:db8:a::4"
+      behavior: end.dx6
+      next_hop: "fe80::2"
+      port: inside
+    - sid: "2001:db8:a::5"
+      behavior: storage
+      policy: sr-c
+      threshold: 8
+    - sid: "2001:db8:a::6"
+      behavior: storage
+      policy: holds-object
+  steering:
+    - prefix: "2001:db8:77::/64"
+      segments: ["2001:db8:b::1", "2001:db8:c::100"]
+    - prefix: 100.64.0.0/10
+      mode: encaps.red
+      segments: ["2001:db8:b::1"]
+      source: "2001:db8:1::1"
+storage_service:
+  udp_port: 9999
+  queue_depth: 3
+  objects: [7, "0x2a", "18446744073709551615", 0]
+"#;
+
+    /// BASE + SRV6 with `from` replaced by `to` (which must occur).
+    fn sr(from: &str, to: &str) -> String {
+        let y = format!("{BASE}{SRV6}");
+        assert!(y.contains(from), "{from:?} not in BASE + SRV6");
+        y.replacen(from, to, 1)
+    }
+
+    /// BASE + `srv6:` with only `local_sids: [<sid>]` (flow mapping body).
+    fn one_sid(body: &str) -> String {
+        format!("{BASE}srv6:\n  local_sids:\n    - {{{body}}}\n")
+    }
+
+    /// BASE + `srv6:` with only `steering: [<policy>]` (flow mapping body).
+    fn one_policy(body: &str) -> String {
+        format!("{BASE}srv6:\n  steering:\n    - {{{body}}}\n")
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn srv6_and_storage_defaults() {
+        for c in [ok(BASE), Config::demo(), ok(BENCH_MEMIF)] {
+            assert_eq!(c.srv6, Srv6::default());
+            assert_eq!(
+                c.srv6,
+                Srv6 {
+                    encap_source: None,
+                    trusted_ports: None,
+                    local_sids: vec![],
+                    steering: vec![]
+                }
+            );
+            assert!(c.srv6.trusts(0) && c.srv6.trusts(1));
+            assert_eq!(
+                c.storage_service,
+                StorageService {
+                    udp_port: 7878,
+                    queue_depth: 0,
+                    objects: vec![]
+                }
+            );
+            assert_eq!(c.storage_service, StorageService::default());
+        }
+        // empty sections are the defaults too
+        let c = ok(&format!("{BASE}srv6: {{}}\nstorage_service: {{}}\n"));
+        assert_eq!(c, ok(BASE));
+        let c = ok(&format!(
+            "{BASE}srv6:\n  encap_source: null\n  trusted_ports: null\n  local_sids: []\n  steering: []\n"
+        ));
+        assert_eq!(c, ok(BASE));
+        // a partial section keeps the other defaults
+        let c = ok(&format!("{BASE}storage_service:\n  queue_depth: 5\n"));
+        assert_eq!(c.storage_service.udp_port, 7878);
+        assert_eq!(c.storage_service.queue_depth, 5);
+        // steering mode defaults to encaps; optional SID fields to none
+        let c = ok(&format!("{BASE}{SRV6}"));
+        assert_eq!(c.srv6.steering[0].mode, EncapMode::Encaps);
+        assert_eq!(c.srv6.local_sids[2].flavors, Flavors::default());
+    }
+
+    #[test]
+    fn srv6_effective_values() {
+        let c = ok(&format!("{BASE}{SRV6}"));
+        let s = &c.srv6;
+        assert_eq!(s.encap_source, Some(v6("2001:db8:2::1")));
+        assert_eq!(s.trusted_ports, Some(vec![1, 0]));
+        assert!(s.trusts(0) && s.trusts(1) && !s.trusts(2));
+        assert_eq!(
+            s.local_sids[0],
+            LocalSid {
+                sid: v6("2001:db8:a::1"),
+                behavior: SidBehavior::End,
+                flavors: Flavors {
+                    psp: true,
+                    usd: true
+                },
+                next_hop: None,
+                port: None,
+                policy: None,
+                threshold: None
+            }
+        );
+        assert_eq!(
+            s.local_sids[1],
+            LocalSid {
+                sid: v6("2001:db8:a::2"),
+                behavior: SidBehavior::EndX,
+                flavors: Flavors {
+                    psp: false,
+                    usd: true
+                },
+                next_hop: Some(v6("2001:db8:2::2")),
+                port: Some(1),
+                policy: None,
+                threshold: None
+            }
+        );
+        assert_eq!(s.local_sids[2].behavior, SidBehavior::EndDt6);
+        assert_eq!(
+            (
+                s.local_sids[3].behavior,
+                s.local_sids[3].next_hop,
+                s.local_sids[3].port
+            ),
+            (SidBehavior::EndDx6, Some(v6("fe80::2")), Some(0))
+        );
+        assert_eq!(
+            (
+                s.local_sids[4].behavior,
+                s.local_sids[4].policy,
+                s.local_sids[4].threshold
+            ),
+            (SidBehavior::Storage, Some(StoragePolicy::SrC), Some(8))
+        );
+        assert_eq!(
+            (s.local_sids[5].policy, s.local_sids[5].threshold),
+            (Some(StoragePolicy::HoldsObject), None)
+        );
+        assert_eq!(
+            s.local_sid(v6("2001:db8:a::3")).map(|l| l.behavior),
+            Some(SidBehavior::EndDt6)
+        );
+        assert!(s.local_sid(v6("2001:db8:a::9")).is_none());
+        assert_eq!(
+            s.steering,
+            vec![
+                SteeringPolicy {
+                    prefix: "2001:db8:77::/64".parse().unwrap(),
+                    mode: EncapMode::Encaps,
+                    segments: vec![v6("2001:db8:b::1"), v6("2001:db8:c::100")],
+                    source: None
+                },
+                SteeringPolicy {
+                    prefix: "100.64.0.0/10".parse().unwrap(),
+                    mode: EncapMode::EncapsRed,
+                    segments: vec![v6("2001:db8:b::1")],
+                    source: Some(v6("2001:db8:1::1"))
+                }
+            ]
+        );
+        assert_eq!(
+            c.storage_service,
+            StorageService {
+                udp_port: 9999,
+                queue_depth: 3,
+                objects: vec![7, 42, u64::MAX, 0]
+            }
+        );
+        assert!(c.storage_service.holds(42) && !c.storage_service.holds(8));
+        // the names used in the file
+        assert_eq!(
+            [
+                SidBehavior::End,
+                SidBehavior::EndX,
+                SidBehavior::EndDt6,
+                SidBehavior::EndDx6,
+                SidBehavior::Storage
+            ]
+            .map(|b| b.to_string()),
+            ["end", "end.x", "end.dt6", "end.dx6", "storage"]
+        );
+        assert_eq!(
+            [
+                StoragePolicy::Always,
+                StoragePolicy::NeverButLast,
+                StoragePolicy::SrC,
+                StoragePolicy::HoldsObject
+            ]
+            .map(|p| p.to_string()),
+            ["always", "never-but-last", "sr-c", "holds-object"]
+        );
+        assert_eq!(EncapMode::EncapsRed.to_string(), "encaps.red");
+        assert_eq!(EncapMode::Encaps.as_str(), "encaps");
+    }
+
+    #[test]
+    fn srv6_to_yaml_round_trips() {
+        let c = ok(&format!("{BASE}{SRV6}"));
+        let y = c.to_yaml();
+        assert_eq!(ok(&y), c, "{y}");
+        // ports by name, flavors as a list, every field printed
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&y).unwrap();
+        let s = &v["srv6"];
+        assert_eq!(
+            s["trusted_ports"],
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>("[outside, inside]").unwrap()
+        );
+        assert_eq!(s["local_sids"][1]["port"].as_str(), Some("outside"));
+        assert_eq!(s["local_sids"][1]["behavior"].as_str(), Some("end.x"));
+        assert_eq!(
+            s["local_sids"][0]["flavors"],
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>("[psp, usd]").unwrap()
+        );
+        assert!(s["local_sids"][2]["next_hop"].is_null());
+        assert_eq!(s["local_sids"][4]["policy"].as_str(), Some("sr-c"));
+        assert_eq!(s["steering"][1]["mode"].as_str(), Some("encaps.red"));
+        assert_eq!(
+            s["steering"][0]["prefix"].as_str(),
+            Some("2001:db8:77::/64")
+        );
+        assert_eq!(v["storage_service"]["objects"][2].as_u64(), Some(u64::MAX));
+        // the defaults print and parse back too
+        let d = ok(BASE).to_yaml();
+        assert!(d.contains("srv6:") && d.contains("storage_service:"), "{d}");
+        assert!(d.contains("udp_port: 7878"), "{d}");
+    }
+
+    /// The commented-out `srv6:`/`storage_service:` example of the demo is
+    /// valid once uncommented (and, commented, changes nothing).
+    #[test]
+    fn demo_srv6_example_is_valid() {
+        let mut out = String::new();
+        let mut in_block = false;
+        let mut uncommented = 0;
+        for line in EMBEDDED_DEMO.lines() {
+            let body = line.strip_prefix('#');
+            let starts =
+                body.is_some_and(|b| b.starts_with("srv6:") || b.starts_with("storage_service:"));
+            in_block = starts || (in_block && body.is_some_and(|b| b.starts_with("  ")));
+            if in_block {
+                out.push_str(body.unwrap());
+                uncommented += 1;
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        assert!(
+            uncommented > 10,
+            "no srv6 example found in configs/demo.yaml"
+        );
+        let c = ok(&out);
+        assert!(!c.srv6.local_sids.is_empty() && !c.srv6.steering.is_empty());
+        assert_eq!(
+            Config {
+                srv6: Srv6::default(),
+                storage_service: StorageService::default(),
+                ..c
+            },
+            Config::demo()
+        );
+    }
+
+    #[test]
+    fn srv6_parse_errors() {
+        let e = err(&sr("behavior: end.dt6", "behavior: end.t"));
+        assert!(
+            e.starts_with("srv6.local_sids[2].behavior: unknown variant `end.t`, expected one of `end`, `end.x`, `end.dt6`, `end.dx6`, `storage`"),
+            "{e}"
+        );
+        let e = err(&sr("flavors: [usd]", "flavors: [usp]"));
+        assert!(
+            e.starts_with(
+                "srv6.local_sids[1].flavors[0]: unknown variant `usp`, expected `psp` or `usd`"
+            ),
+            "{e}"
+        );
+        let e = err(&sr("policy: sr-c", "policy: src"));
+        assert!(
+            e.starts_with("srv6.local_sids[4].policy: unknown variant `src`"),
+            "{e}"
+        );
+        let e = err(&sr("mode: encaps.red", "mode: encap"));
+        assert!(
+            e.starts_with("srv6.steering[1].mode: unknown variant `encap`"),
+            "{e}"
+        );
+        let e = err(&one_sid("sid: \"2001:db8:a::1\""));
+        assert!(
+            e.starts_with("srv6.local_sids[0]: missing field `behavior`"),
+            "{e}"
+        );
+        let e = err(&one_sid("behavior: end"));
+        assert!(
+            e.starts_with("srv6.local_sids[0]: missing field `sid`"),
+            "{e}"
+        );
+        let e = err(&one_policy("prefix: \"2001:db8:77::/64\""));
+        assert!(
+            e.starts_with("srv6.steering[0]: missing field `segments`"),
+            "{e}"
+        );
+        let e = err(&sr(
+            "    behavior: end.dt6\n",
+            "    behavior: end.dt6\n      vrf: 1\n",
+        ));
+        assert!(
+            e.starts_with("srv6.local_sids[2].vrf: unknown field `vrf`"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}srv6:\n  sids: []\n"));
+        assert!(e.starts_with("srv6.sids: unknown field `sids`"), "{e}");
+        let e = err(&format!("{BASE}storage_service:\n  port: 1\n"));
+        assert!(
+            e.starts_with("storage_service.port: unknown field `port`"),
+            "{e}"
+        );
+        let e = err(&sr("threshold: 8", "threshold: many"));
+        assert!(
+            e.starts_with("srv6.local_sids[4].threshold: invalid type"),
+            "{e}"
+        );
+        let e = err(&sr("objects: [7,", "objects: [1.5,"));
+        assert!(
+            e.starts_with("storage_service.objects[0]: invalid type: floating point"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn srv6_encap_source() {
+        assert_err(
+            &sr(
+                "encap_source: \"2001:db8:2::1\"",
+                "encap_source: \"2001:db8:2::zz\"",
+            ),
+            "srv6.encap_source: 2001:db8:2::zz is not an IPv6 address",
+        );
+        assert_err(
+            &sr(
+                "encap_source: \"2001:db8:2::1\"",
+                "encap_source: 198.51.100.1",
+            ),
+            "srv6.encap_source: 198.51.100.1 is not an IPv6 address",
+        );
+        assert_err(
+            &sr(
+                "encap_source: \"2001:db8:2::1\"",
+                "encap_source: \"2001:db8:2::7\"",
+            ),
+            "srv6.encap_source: 2001:db8:2::7 is not an address of this node (one of ports[].ipv6)",
+        );
+        // a local SID is not a port address
+        assert_err(
+            &sr(
+                "encap_source: \"2001:db8:2::1\"",
+                "encap_source: \"2001:db8:a::1\"",
+            ),
+            "srv6.encap_source: 2001:db8:a::1 is not an address of this node (one of ports[].ipv6)",
+        );
+        assert_eq!(
+            ok(&sr(
+                "encap_source: \"2001:db8:2::1\"",
+                "encap_source: \"2001:db8:1::1\""
+            ))
+            .srv6
+            .encap_source,
+            Some(v6("2001:db8:1::1"))
+        );
+    }
+
+    #[test]
+    fn srv6_trusted_ports() {
+        assert_err(
+            &sr(
+                "trusted_ports: [outside, inside]",
+                "trusted_ports: [outside, quux]",
+            ),
+            "srv6.trusted_ports[1]: no port named \"quux\" (ports: inside, outside)",
+        );
+        assert_err(
+            &sr("trusted_ports: [outside, inside]", "trusted_ports: [quux]"),
+            "srv6.trusted_ports[0]: no port named \"quux\" (ports: inside, outside)",
+        );
+        assert_err(
+            &sr(
+                "trusted_ports: [outside, inside]",
+                "trusted_ports: [inside, outside, inside]",
+            ),
+            "srv6.trusted_ports[2]: duplicate port inside (also srv6.trusted_ports[0])",
+        );
+        assert_err(
+            &sr("trusted_ports: [outside, inside]", "trusted_ports: []"),
+            "srv6.trusted_ports: must name at least one port (null: every port is trusted)",
+        );
+        let c = ok(&sr(
+            "trusted_ports: [outside, inside]",
+            "trusted_ports: [inside]",
+        ));
+        assert_eq!(c.srv6.trusted_ports, Some(vec![0]));
+        assert!(c.srv6.trusts(0) && !c.srv6.trusts(1));
+        let c = ok(&sr(
+            "trusted_ports: [outside, inside]",
+            "trusted_ports: null",
+        ));
+        assert_eq!(c.srv6.trusted_ports, None);
+    }
+
+    #[test]
+    fn local_sid_address() {
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: \"2001:db8:a::g\""),
+            "srv6.local_sids[2].sid: 2001:db8:a::g is not an IPv6 address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: 192.0.2.9"),
+            "srv6.local_sids[2].sid: 192.0.2.9 is not an IPv6 address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: \"ff02::1\""),
+            "srv6.local_sids[2].sid: ff02::1 is a multicast address; a SID must be a unicast address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: \"::\""),
+            "srv6.local_sids[2].sid: :: is the unspecified address; a SID must be a unicast address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: \"::1\""),
+            "srv6.local_sids[2].sid: ::1 is the loopback address; a SID must be a unicast address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::3\"", "sid: \"fe80::1\""),
+            "srv6.local_sids[2].sid: fe80::1 is link-local; a SID must be a global address",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::2\"", "sid: \"2001:db8:1::1\""),
+            "srv6.local_sids[1].sid: 2001:db8:1::1 is an address of port inside (ports[0].ipv6[0]); a SID must be an address of its own",
+        );
+        assert_err(
+            &sr("sid: \"2001:db8:a::6\"", "sid: \"2001:db8:a::1\""),
+            "srv6.local_sids[5].sid: duplicate SID 2001:db8:a::1 (also srv6.local_sids[0])",
+        );
+        // the same address in another notation is the same SID
+        assert_err(
+            &sr(
+                "sid: \"2001:db8:a::2\"",
+                "sid: \"2001:0db8:000a:0:0:0:0:1\"",
+            ),
+            "srv6.local_sids[1].sid: duplicate SID 2001:db8:a::1 (also srv6.local_sids[0])",
+        );
+        // on a connected subnet is fine (a SID is a /128 of its own)
+        ok(&sr("sid: \"2001:db8:a::3\"", "sid: \"2001:db8:1::3\""));
+    }
+
+    #[test]
+    fn local_sid_flavors() {
+        assert_err(
+            &sr("behavior: end.dt6", "behavior: end.dt6\n      flavors: [usd]"),
+            "srv6.local_sids[2].flavors[0]: usd is not allowed for behavior end.dt6 (only end and end.x take flavors)",
+        );
+        assert_err(
+            &sr("next_hop: \"fe80::2\"", "next_hop: \"fe80::2\"\n      flavors: [psp]"),
+            "srv6.local_sids[3].flavors[0]: psp is not allowed for behavior end.dx6 (only end and end.x take flavors)",
+        );
+        assert_err(
+            &sr("policy: holds-object", "policy: holds-object\n      flavors: [psp]"),
+            "srv6.local_sids[5].flavors[0]: psp is not allowed for behavior storage (only end and end.x take flavors)",
+        );
+        assert_err(
+            &sr("flavors: [psp, usd]", "flavors: [psp, usd, psp]"),
+            "srv6.local_sids[0].flavors[2]: duplicate flavor psp",
+        );
+        assert_err(
+            &sr("flavors: [usd]", "flavors: [usd, usd]"),
+            "srv6.local_sids[1].flavors[1]: duplicate flavor usd",
+        );
+        let c = ok(&sr("flavors: [psp, usd]", "flavors: [usd]"));
+        assert_eq!(
+            c.srv6.local_sids[0].flavors,
+            Flavors {
+                psp: false,
+                usd: true
+            }
+        );
+        let c = ok(&sr("flavors: [psp, usd]", "flavors: []"));
+        assert_eq!(c.srv6.local_sids[0].flavors, Flavors::default());
+        assert_eq!(
+            Flavors {
+                psp: true,
+                usd: true
+            }
+            .names(),
+            ["psp", "usd"]
+        );
+    }
+
+    #[test]
+    fn local_sid_adjacency_presence() {
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end.x, port: outside"),
+            "srv6.local_sids[0].next_hop: required for behavior end.x",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end.dx6, next_hop: null, port: outside"),
+            "srv6.local_sids[0].next_hop: required for behavior end.dx6",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end.x, next_hop: \"2001:db8:2::2\""),
+            "srv6.local_sids[0].port: required for behavior end.x",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end.dx6, next_hop: \"2001:db8:2::2\""),
+            "srv6.local_sids[0].port: required for behavior end.dx6",
+        );
+        for b in ["end", "end.dt6"] {
+            assert_err(
+                &one_sid(&format!("sid: \"2001:db8:a::1\", behavior: {b}, next_hop: \"2001:db8:2::2\", port: outside")),
+                &format!("srv6.local_sids[0].next_hop: not allowed for behavior {b} (only end.x and end.dx6 have a next_hop)"),
+            );
+            assert_err(
+                &one_sid(&format!("sid: \"2001:db8:a::1\", behavior: {b}, port: outside")),
+                &format!("srv6.local_sids[0].port: not allowed for behavior {b} (only end.x and end.dx6 have a port)"),
+            );
+        }
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: storage, policy: always, port: outside"),
+            "srv6.local_sids[0].port: not allowed for behavior storage (only end.x and end.dx6 have a port)",
+        );
+        // explicit nulls are the same as absent
+        ok(&one_sid("sid: \"2001:db8:a::1\", behavior: end, next_hop: null, port: null, policy: null, threshold: null"));
+    }
+
+    #[test]
+    fn local_sid_adjacency_values() {
+        assert_err(
+            &sr(
+                "next_hop: \"2001:db8:2::2\"",
+                "next_hop: \"2001:db8:2::zz\"",
+            ),
+            "srv6.local_sids[1].next_hop: 2001:db8:2::zz is not an IPv6 address",
+        );
+        assert_err(
+            &sr("next_hop: \"2001:db8:2::2\"", "next_hop: 198.51.100.2"),
+            "srv6.local_sids[1].next_hop: 198.51.100.2 is not an IPv6 address",
+        );
+        assert_err(
+            &sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"ff02::2\""),
+            "srv6.local_sids[1].next_hop: next hop ff02::2 is a multicast address",
+        );
+        assert_err(
+            &sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"2001:db8:2::1\""),
+            "srv6.local_sids[1].next_hop: next hop 2001:db8:2::1 is an address of this node (ports[1].ipv6[0])",
+        );
+        assert_err(
+            &sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"2001:db8:1::2\""),
+            "srv6.local_sids[1].next_hop: next hop 2001:db8:1::2 is not on a subnet of port outside",
+        );
+        assert_err(
+            &sr(
+                "next_hop: \"2001:db8:2::2\"\n      port: outside",
+                "next_hop: \"2001:db8:2::2\"\n      port: inside",
+            ),
+            "srv6.local_sids[1].next_hop: next hop 2001:db8:2::2 is not on a subnet of port inside",
+        );
+        assert_err(
+            &sr(
+                "next_hop: \"2001:db8:2::2\"\n      port: outside",
+                "next_hop: \"2001:db8:2::2\"\n      port: outsid",
+            ),
+            "srv6.local_sids[1].port: no port named \"outsid\" (ports: inside, outside)",
+        );
+        // link-local next hops are on every port
+        let c = ok(&sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"fe80::9\""));
+        assert_eq!(c.srv6.local_sids[1].next_hop, Some(v6("fe80::9")));
+        let y = "ports:\n  - {name: small, device: net_null0, mtu: 1000, ipv4: [\"192.0.2.1/24\"]}\n\
+                 srv6:\n  local_sids:\n    - {sid: \"2001:db8:a::1\", behavior: end.x, next_hop: \"fe80::1\", port: small}\n";
+        assert_err(
+            y,
+            "srv6.local_sids[0].port: port small has mtu 1000, too small for IPv6 (>= 1280)",
+        );
+    }
+
+    #[test]
+    fn local_sid_storage_policy() {
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: storage"),
+            "srv6.local_sids[0].policy: required for behavior storage",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end.dt6, policy: always"),
+            "srv6.local_sids[0].policy: not allowed for behavior end.dt6 (only storage has a policy)",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c"),
+            "srv6.local_sids[0].threshold: required for policy sr-c",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c, threshold: 0"),
+            "srv6.local_sids[0].threshold: must be 1..=1000000",
+        );
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c, threshold: 1000001"),
+            "srv6.local_sids[0].threshold: must be 1..=1000000",
+        );
+        for p in ["always", "never-but-last", "holds-object"] {
+            assert_err(
+                &one_sid(&format!("sid: \"2001:db8:a::1\", behavior: storage, policy: {p}, threshold: 5")),
+                &format!("srv6.local_sids[0].threshold: not allowed for policy {p} (only sr-c has a threshold)"),
+            );
+            let c = ok(&one_sid(&format!(
+                "sid: \"2001:db8:a::1\", behavior: storage, policy: {p}"
+            )));
+            assert_eq!(c.srv6.local_sids[0].policy.map(|p| p.as_str()), Some(p));
+        }
+        assert_err(
+            &one_sid("sid: \"2001:db8:a::1\", behavior: end, threshold: 5"),
+            "srv6.local_sids[0].threshold: not allowed for behavior end (only storage with policy sr-c has a threshold)",
+        );
+        let c = ok(&one_sid(
+            "sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c, threshold: 1000000",
+        ));
+        assert_eq!(c.srv6.local_sids[0].threshold, Some(1_000_000));
+    }
+
+    #[test]
+    fn local_sid_count_limit() {
+        let mut y = format!("{BASE}srv6:\n  local_sids:\n");
+        for _ in 0..=1024 {
+            y.push_str("    - {sid: \"2001:db8:a::1\", behavior: end}\n");
+        }
+        // 1025 entries: the count check fires before the per-SID checks
+        assert_err(&y, "srv6.local_sids: must have 0..=1024 entries, has 1025");
+    }
+
+    #[test]
+    fn steering_prefix() {
+        assert_err(
+            &sr("prefix: \"2001:db8:77::/64\"", "prefix: \"2001:db8:77::1/64\""),
+            "srv6.steering[0].prefix: 2001:db8:77::1/64 has host bits set (the network is 2001:db8:77::/64)",
+        );
+        assert_err(
+            &sr("prefix: 100.64.0.0/10", "prefix: 100.64.0.0/33"),
+            "srv6.steering[1].prefix: prefix length 33 is out of range 0..=32",
+        );
+        assert_err(
+            &sr("prefix: 100.64.0.0/10", "prefix: nonsense/8"),
+            "srv6.steering[1].prefix: nonsense is not an IPv4 address",
+        );
+        assert_err(
+            &sr("prefix: 100.64.0.0/10", "prefix: \"2001:db8:77::/64\""),
+            "srv6.steering[1].prefix: duplicate prefix 2001:db8:77::/64 (also srv6.steering[0])",
+        );
+        assert_err(
+            &sr("prefix: 100.64.0.0/10", "prefix: 203.0.113.0/24"),
+            "srv6.steering[1].prefix: same prefix as routes[0] (203.0.113.0/24); a destination is either steered or routed",
+        );
+        assert_err(
+            &sr("prefix: \"2001:db8:77::/64\"", "prefix: \"2001:db8:99::/48\""),
+            "srv6.steering[0].prefix: same prefix as routes[1] (2001:db8:99::/48); a destination is either steered or routed",
+        );
+        assert_err(
+            &sr("prefix: \"2001:db8:77::/64\"", "prefix: \"2001:db8:1::/64\""),
+            "srv6.steering[0].prefix: 2001:db8:1::/64 is the connected subnet of port inside (ports[0].ipv6[0]); it cannot be steered",
+        );
+        // more or less specific than a route is fine, and so is a default
+        ok(&sr("prefix: 100.64.0.0/10", "prefix: 203.0.113.0/25"));
+        ok(&sr(
+            "prefix: \"2001:db8:77::/64\"",
+            "prefix: \"2001:db8:99::/64\"",
+        ));
+        ok(&sr("prefix: 100.64.0.0/10", "prefix: 0.0.0.0/0"));
+        ok(&sr("prefix: \"2001:db8:77::/64\"", "prefix: \"::/0\""));
+    }
+
+    #[test]
+    fn steering_segments() {
+        assert_err(
+            &sr("segments: [\"2001:db8:b::1\"]", "segments: []"),
+            "srv6.steering[1].segments: must have 1..=16 segments, has 0",
+        );
+        let seventeen: Vec<String> = (1..=17).map(|i| format!("\"2001:db8:b::{i:x}\"")).collect();
+        assert_err(
+            &sr(
+                "segments: [\"2001:db8:b::1\"]",
+                &format!("segments: [{}]", seventeen.join(", ")),
+            ),
+            "srv6.steering[1].segments: must have 1..=16 segments, has 17",
+        );
+        let sixteen = &seventeen[..16];
+        let c = ok(&sr(
+            "segments: [\"2001:db8:b::1\"]",
+            &format!("segments: [{}]", sixteen.join(", ")),
+        ));
+        assert_eq!(c.srv6.steering[1].segments.len(), 16);
+        assert_eq!(c.srv6.steering[1].segments[15], v6("2001:db8:b::10"));
+        assert_err(
+            &sr("\"2001:db8:c::100\"", "\"ff02::1\""),
+            "srv6.steering[0].segments[1]: ff02::1 is not a unicast address (it is a multicast address)",
+        );
+        assert_err(
+            &sr("\"2001:db8:c::100\"", "\"::\""),
+            "srv6.steering[0].segments[1]: :: is not a unicast address (it is the unspecified address)",
+        );
+        assert_err(
+            &sr("\"2001:db8:c::100\"", "\"fe80::1\""),
+            "srv6.steering[0].segments[1]: fe80::1 is link-local; segments must be global addresses",
+        );
+        assert_err(
+            &sr("\"2001:db8:c::100\"", "\"2001:db8:c::zz\""),
+            "srv6.steering[0].segments[1]: 2001:db8:c::zz is not an IPv6 address",
+        );
+        assert_err(
+            &sr("\"2001:db8:c::100\"", "\"192.0.2.7\""),
+            "srv6.steering[0].segments[1]: 192.0.2.7 is not an IPv6 address",
+        );
+    }
+
+    #[test]
+    fn steering_source() {
+        assert_err(
+            &sr("source: \"2001:db8:1::1\"", "source: \"2001:db8:1::2\""),
+            "srv6.steering[1].source: 2001:db8:1::2 is not an address of this node (one of ports[].ipv6)",
+        );
+        assert_err(
+            &sr("source: \"2001:db8:1::1\"", "source: 192.0.2.1"),
+            "srv6.steering[1].source: 192.0.2.1 is not an IPv6 address",
+        );
+        let c = ok(&sr("source: \"2001:db8:1::1\"", "source: null"));
+        assert_eq!(c.srv6.steering[1].source, None);
+    }
+
+    #[test]
+    fn steering_count_limit() {
+        let mut y = format!("{BASE}srv6:\n  steering:\n");
+        for _ in 0..=1024 {
+            y.push_str("    - {prefix: 100.64.0.0/10, segments: [\"2001:db8:b::1\"]}\n");
+        }
+        assert_err(&y, "srv6.steering: must have 0..=1024 entries, has 1025");
+    }
+
+    #[test]
+    fn storage_service_ranges() {
+        assert_err(
+            &format!("{BASE}storage_service:\n  udp_port: 0\n"),
+            "storage_service.udp_port: must be 1..=65535",
+        );
+        assert_err(
+            &format!("{BASE}storage_service:\n  udp_port: 65536\n"),
+            "storage_service.udp_port: must be 1..=65535",
+        );
+        assert_err(
+            &format!("{BASE}storage_service:\n  queue_depth: 1000001\n"),
+            "storage_service.queue_depth: must be 0..=1000000",
+        );
+        assert_err(
+            &format!("{BASE}storage_service:\n  queue_depth: -1\n"),
+            "storage_service.queue_depth: must be 0..=1000000",
+        );
+        let c = ok(&format!(
+            "{BASE}storage_service:\n  udp_port: 65535\n  queue_depth: 1000000\n"
+        ));
+        assert_eq!(
+            (c.storage_service.udp_port, c.storage_service.queue_depth),
+            (65535, 1_000_000)
+        );
+    }
+
+    #[test]
+    fn storage_service_objects() {
+        let objs = |list: &str| format!("{BASE}storage_service:\n  objects: {list}\n");
+        let c = ok(&objs(
+            "[0, \"1\", \"0x10\", \"0XfF\", 0x11, \"99\", 18446744073709551615]",
+        ));
+        assert_eq!(
+            c.storage_service.objects,
+            vec![0, 1, 16, 255, 17, 99, u64::MAX]
+        );
+        assert_err(
+            &objs("[1, 5, 9, 7, \"0x7\"]"),
+            "storage_service.objects[4]: duplicate object id 7 (also storage_service.objects[3])",
+        );
+        assert_err(
+            &objs("[1, 5, 7, \"7\"]"),
+            "storage_service.objects[3]: duplicate object id 7 (also storage_service.objects[2])",
+        );
+        assert_err(
+            &objs("[1, -5]"),
+            "storage_service.objects[1]: -5 is out of range 0..=18446744073709551615 (object ids are u64)",
+        );
+        assert_err(
+            &objs("[18446744073709551616]"),
+            "storage_service.objects[0]: 18446744073709551616 is out of range 0..=18446744073709551615 (object ids are u64)",
+        );
+        for bad in [
+            "abc",
+            "0x",
+            "0x1g",
+            "+5",
+            " 5",
+            "-5",
+            "18446744073709551616",
+            "0x10000000000000000",
+            "",
+        ] {
+            assert_err(
+                &objs(&format!("[{bad:?}]")),
+                &format!("storage_service.objects[0]: {bad:?} is not an object id (a decimal or 0x-hex number in 0..=18446744073709551615)"),
+            );
+        }
+        let many: Vec<String> = (0..4097).map(|i| i.to_string()).collect();
+        assert_err(
+            &objs(&format!("[{}]", many.join(", "))),
+            "storage_service.objects: must have 0..=4096 entries, has 4097",
+        );
+        assert_eq!(
+            ok(&objs(&format!("[{}]", many[..4096].join(", "))))
+                .storage_service
+                .objects
+                .len(),
+            4096
+        );
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
 use crate::slowpath::SlowPath;
-use crate::stats::{ControlCounters, DropReason, PuntReason};
+use crate::srv6::punt_tag_parts;
+use crate::stats::{ControlCounters, DropReason};
 
 /// How often the slow path's timers run.
 const TICK_MS: u64 = 10;
@@ -42,11 +43,11 @@ impl Control {
                 let n = ring.dequeue_burst(&mut burst, 64);
                 work += n;
                 for m in burst.drain() {
-                    match PuntReason::from_u8(m.tag() as u8) {
-                        Some(reason) => {
-                            self.slow.handle(m, reason, now_ms, &mut self.pool, &mut |p| out.push(p));
+                    match punt_tag_parts(m.tag()) {
+                        (Some(reason), arg) => {
+                            self.slow.handle(m, reason, arg, now_ms, &mut self.pool, &mut |p| out.push(p));
                         }
-                        None => self.counters.drops.inc(DropReason::ArpInvalid),
+                        (None, _) => self.counters.drops.inc(DropReason::ArpInvalid),
                     }
                 }
             }

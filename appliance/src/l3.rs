@@ -19,23 +19,33 @@
 //!          decrement TTL (incremental checksum), rewrite MACs ─► forward(port)
 //! ```
 //!
-//! Later stages plug in at the marked points of [`L3::process`]: NAT on IPv4
-//! before the route lookup, SRv6 and the storage service on IPv6 addresses
-//! that the lookup marks as local SIDs.
+//! SRv6 ([`crate::srv6`]) plugs in through the route lookup: a local SID is a
+//! host route whose next hop is [`NextHop::Sid`], a steering policy a prefix
+//! whose next hop is [`NextHop::Encap`]. NAT will plug in on IPv4 before the
+//! lookup.
 //!
 //! Everything here is pure: it works on a byte slice and the read-only tables
 //! built at start-up ([`L3`] is immutable and shared by all workers), plus the
-//! neighbour table, which workers only read. A punted packet is left exactly
-//! as received so the control core can run it through [`L3::process`] again
-//! once the reason is resolved.
+//! neighbour table, which workers only read, and the worker's own
+//! [`WorkerState`].
+//!
+//! Idempotence rule: a packet punted for `neighbor_miss` is left exactly as
+//! received (every behaviour looks up the egress neighbour *before* it
+//! rewrites anything), so the control core can run it through
+//! [`L3::process`] again once the neighbour is known, and find which
+//! neighbour is missing by a dry run on a copy ([`L3::missing_neighbor`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::lpm::{Lpm4, Lpm6};
 use crate::neigh::{ip_key, NeighborTable};
+use crate::packet::{PacketBuf, VecBuf};
+use crate::srv6::{Srv6Config, Srv6Tables};
 use crate::stats::{DropReason, PuntReason};
 use crate::wire::{ethernet, icmpv4, icmpv6, ipv4, ipv6};
+
+pub use crate::srv6::WorkerState;
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +133,10 @@ pub enum NextHop {
     Local { port: u16 },
     /// Out of `port`, to `via` or (when `None`) to the destination itself.
     Forward { port: u16, via: Option<IpAddr> },
+    /// A local SRv6 SID: index into the SID table.
+    Sid(u16),
+    /// An SRv6 steering policy (H.Encaps): index into the policy table.
+    Encap(u16),
 }
 
 /// Why the tables could not be built.
@@ -132,6 +146,8 @@ pub enum L3Error {
     Route { prefix: IpAddr, len: u8, source: crate::lpm::LpmError },
     #[error("route {prefix}/{len}: port {port} does not exist")]
     NoSuchPort { prefix: IpAddr, len: u8, port: u16 },
+    #[error("srv6: {0}")]
+    Srv6(String),
 }
 
 /// The immutable forwarding state shared by all workers.
@@ -141,6 +157,7 @@ pub struct L3 {
     routes6: Lpm6,
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
+    pub(crate) srv6: Srv6Tables,
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291 App. A).
@@ -160,7 +177,20 @@ impl L3 {
     /// route to "local" for every own address, then the static routes (a
     /// static route for the same prefix as a connected one replaces it).
     pub fn new(ports: Vec<PortInfo>, routes: &[RouteSpec], neigh: Arc<NeighborTable>) -> Result<L3, L3Error> {
-        let n_routes = routes.len() + ports.iter().map(|p| 2 * (p.ipv4.len() + p.ipv6.len())).sum::<usize>();
+        Self::with_srv6(ports, routes, &Srv6Config::default(), neigh)
+    }
+
+    /// As [`L3::new`], with SRv6 local SIDs and steering policies.
+    pub fn with_srv6(
+        ports: Vec<PortInfo>,
+        routes: &[RouteSpec],
+        srv6: &Srv6Config,
+        neigh: Arc<NeighborTable>,
+    ) -> Result<L3, L3Error> {
+        let n_routes = routes.len()
+            + srv6.sids.len()
+            + srv6.policies.len()
+            + ports.iter().map(|p| 2 * (p.ipv4.len() + p.ipv6.len())).sum::<usize>();
         // Node budget: each prefix of up to N bytes needs at most N-1 new nodes.
         let mut routes4 = Lpm4::new(1 + n_routes * 3);
         let mut routes6 = Lpm6::new(1 + n_routes * 15);
@@ -189,6 +219,12 @@ impl L3 {
             }
             add(r.prefix, r.len, NextHop::Forward { port: r.port, via: r.via })?;
         }
+        for (i, pol) in srv6.policies.iter().enumerate() {
+            add(pol.prefix, pol.len, NextHop::Encap(i as u16))?;
+        }
+        for (i, sid) in srv6.sids.iter().enumerate() {
+            add(IpAddr::V6(sid.sid), 128, NextHop::Sid(i as u16))?;
+        }
         // Own addresses last: a /32 or /128 always wins.
         for (i, p) in ports.iter().enumerate() {
             let port = i as u16;
@@ -199,7 +235,9 @@ impl L3 {
                 add(IpAddr::V6(a), 128, NextHop::Local { port })?;
             }
         }
-        Ok(L3 { ports, routes4, routes6, nexthops, neigh })
+        let mut l3 = L3 { ports, routes4, routes6, nexthops, neigh, srv6: Srv6Tables::default() };
+        l3.srv6 = Srv6Tables::build(&l3, srv6).map_err(L3Error::Srv6)?;
+        Ok(l3)
     }
 
     pub fn ports(&self) -> &[PortInfo] {
@@ -220,22 +258,52 @@ impl L3 {
         self.nexthops.get(idx as usize).copied()
     }
 
-    /// The port and next-hop address a forwarded packet to `dst` goes to.
+    /// The port and next-hop address a plainly forwarded packet to `dst`
+    /// goes to (`None` for local destinations, SIDs and steered prefixes).
     pub fn next_hop(&self, dst: IpAddr) -> Option<(u16, IpAddr)> {
         match self.route(dst)? {
             NextHop::Forward { port, via } => Some((port, via.unwrap_or(dst))),
-            NextHop::Local { .. } => None,
+            _ => None,
         }
     }
 
-    /// Gives `frame`, received on `in_port`, its verdict. Forwarded and
-    /// answered frames are rewritten in place; punted frames are unchanged.
+    /// Which neighbour (port, address) a frame that was punted for
+    /// `neighbor_miss` waits for: a dry run of the pipeline on a copy.
+    pub fn missing_neighbor(&self, frame: &[u8], in_port: u16) -> Option<(u16, IpAddr)> {
+        let mut copy = VecBuf::from_frame(frame, in_port);
+        let mut ws = WorkerState::scratch(self);
+        match self.process(&mut copy, in_port, &mut ws) {
+            Verdict::Punt(PuntReason::NeighborMiss) => ws.miss,
+            _ => None,
+        }
+    }
+
+    /// Test and tool helper: runs [`L3::process`] on a frame held in a
+    /// vector (with mbuf-like headroom) and writes the result back.
+    pub fn process_frame(&self, frame: &mut Vec<u8>, in_port: u16, ws: &mut WorkerState) -> Verdict {
+        let mut buf = VecBuf::from_frame(frame, in_port);
+        let v = self.process(&mut buf, in_port, ws);
+        frame.clear();
+        frame.extend_from_slice(buf.data());
+        v
+    }
+
+    /// Gives the frame in `pkt`, received on `in_port`, its verdict.
+    /// Forwarded and answered frames are rewritten in place (SRv6 may grow or
+    /// shrink them); frames punted for `neighbor_miss` are unchanged.
     #[inline]
-    pub fn process(&self, frame: &mut [u8], in_port: u16) -> Verdict {
+    pub fn process<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, ws: &mut WorkerState) -> Verdict {
+        ws.punt_arg = 0;
+        self.process_at(pkt, in_port, ws, 0)
+    }
+
+    /// `depth` counts re-entries after SRv6 decapsulation or a segment that
+    /// is local again; it is bounded so no packet can loop inside the node.
+    pub(crate) fn process_at<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, ws: &mut WorkerState, depth: u8) -> Verdict {
         let Some(port) = self.ports.get(in_port as usize) else {
             return Verdict::Drop(DropReason::EthNotForUs);
         };
-        let eth = match ethernet::Packet::new_checked(&*frame) {
+        let eth = match ethernet::Packet::new_checked(pkt.data()) {
             Ok(e) => e,
             Err(_) => return Verdict::Drop(DropReason::EthTruncated),
         };
@@ -244,10 +312,13 @@ impl L3 {
             return Verdict::Drop(DropReason::EthNotForUs);
         }
         let ethertype = eth.ethertype();
+        // RFC 1812 §5.3.4 / RFC 4443 §2.4(e): what arrived as link-layer
+        // broadcast or multicast may be delivered locally but never forwarded.
+        let l2_multicast = dst.is_multicast();
         if ethertype == ethernet::EtherType::IPV4 {
-            self.ipv4(frame, in_port, port)
+            self.ipv4(pkt, in_port, port, l2_multicast, ws)
         } else if ethertype == ethernet::EtherType::IPV6 {
-            self.ipv6(frame, in_port, port)
+            self.ipv6(pkt, in_port, port, l2_multicast, ws, depth)
         } else if ethertype == ethernet::EtherType::ARP {
             Verdict::Punt(PuntReason::Arp)
         } else {
@@ -256,8 +327,15 @@ impl L3 {
     }
 
     #[inline]
-    fn ipv4(&self, frame: &mut [u8], in_port: u16, in_info: &PortInfo) -> Verdict {
-        let (eth_hdr, ip_buf) = frame.split_at_mut(ethernet::HEADER_LEN);
+    fn ipv4<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        in_info: &PortInfo,
+        l2_multicast: bool,
+        ws: &mut WorkerState,
+    ) -> Verdict {
+        let (eth_hdr, ip_buf) = pkt.data_mut().split_at_mut(ethernet::HEADER_LEN);
         let (src, dst, ttl, total_len, df, proto) = {
             let ip = match ipv4::Packet::new_checked(&*ip_buf) {
                 Ok(ip) => ip,
@@ -298,12 +376,24 @@ impl L3 {
                     Verdict::Drop(DropReason::LocalUnsupported)
                 }
             }
+            NextHop::Encap(policy) => {
+                if l2_multicast {
+                    return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+                }
+                self.h_encaps(pkt, in_port, policy, ws)
+            }
+            // IPv4 to an IPv6 SID cannot happen; keep the match total.
+            NextHop::Sid(_) => Verdict::Drop(DropReason::Ipv4NotRouted),
             NextHop::Forward { port, via } => {
+                if l2_multicast {
+                    return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+                }
                 if ttl <= 1 {
                     return Verdict::Punt(PuntReason::TtlExpired);
                 }
                 let out = &self.ports[port as usize];
                 if total_len > out.mtu {
+                    ws.punt_arg = u32::from(out.mtu);
                     return if df {
                         Verdict::Punt(PuntReason::TooBig)
                     } else {
@@ -312,6 +402,7 @@ impl L3 {
                 }
                 let nh_ip = via.unwrap_or(IpAddr::V4(dst));
                 let Some(mac) = self.neigh.lookup_key(port, ip_key(nh_ip)) else {
+                    ws.miss = Some((port, nh_ip));
                     return Verdict::Punt(PuntReason::NeighborMiss);
                 };
                 ipv4::Packet::new_unchecked(&mut *ip_buf).decrement_ttl_incremental();
@@ -323,8 +414,16 @@ impl L3 {
     }
 
     #[inline]
-    fn ipv6(&self, frame: &mut [u8], in_port: u16, in_info: &PortInfo) -> Verdict {
-        let (eth_hdr, ip_buf) = frame.split_at_mut(ethernet::HEADER_LEN);
+    fn ipv6<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        in_info: &PortInfo,
+        l2_multicast: bool,
+        ws: &mut WorkerState,
+        depth: u8,
+    ) -> Verdict {
+        let (eth_hdr, ip_buf) = pkt.data_mut().split_at_mut(ethernet::HEADER_LEN);
         let (src, dst, hop_limit, payload_len, next_header) = {
             let ip = match ipv6::Packet::new_checked(&*ip_buf) {
                 Ok(ip) => ip,
@@ -352,8 +451,6 @@ impl L3 {
                 Verdict::Drop(DropReason::Ipv6MartianSource)
             };
         }
-        // (SRv6 and the storage service plug in here: a local SID or an
-        // object address is looked up before plain forwarding.)
         let Some(nh) = self.route(IpAddr::V6(dst)) else {
             return if is_link_local6(dst) {
                 Verdict::Drop(DropReason::Ipv6NotRouted)
@@ -382,7 +479,25 @@ impl L3 {
                     Verdict::Drop(DropReason::LocalUnsupported)
                 }
             }
+            NextHop::Sid(sid) => {
+                if l2_multicast {
+                    return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+                }
+                self.srv6_sid(pkt, in_port, sid, ws, depth)
+            }
+            NextHop::Encap(policy) => {
+                if l2_multicast {
+                    return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+                }
+                if is_link_local6(dst) || is_link_local6(src) {
+                    return Verdict::Drop(DropReason::Ipv6NotRouted);
+                }
+                self.h_encaps(pkt, in_port, policy, ws)
+            }
             NextHop::Forward { port, via } => {
+                if l2_multicast {
+                    return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+                }
                 if is_link_local6(dst) || is_link_local6(src) {
                     return Verdict::Drop(DropReason::Ipv6NotRouted);
                 }
@@ -391,10 +506,12 @@ impl L3 {
                 }
                 let out = &self.ports[port as usize];
                 if ip_len > usize::from(out.mtu) {
+                    ws.punt_arg = u32::from(out.mtu);
                     return Verdict::Punt(PuntReason::TooBig);
                 }
                 let nh_ip = via.unwrap_or(IpAddr::V6(dst));
                 let Some(mac) = self.neigh.lookup_key(port, ip_key(nh_ip)) else {
+                    ws.miss = Some((port, nh_ip));
                     return Verdict::Punt(PuntReason::NeighborMiss);
                 };
                 ipv6::Packet::new_unchecked(&mut *ip_buf).set_hop_limit(hop_limit - 1);
@@ -415,7 +532,7 @@ fn is_nd_type(icmp: &[u8]) -> bool {
 /// Answers a frame back to its sender: destination MAC := source MAC,
 /// source MAC := ours.
 #[inline]
-fn swap_macs(eth_hdr: &mut [u8], our_mac: [u8; 6]) {
+pub(crate) fn swap_macs(eth_hdr: &mut [u8], our_mac: [u8; 6]) {
     eth_hdr.copy_within(6..12, 0);
     eth_hdr[6..12].copy_from_slice(&our_mac);
 }

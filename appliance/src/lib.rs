@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod neigh;
 pub mod packet;
 pub mod slowpath;
+pub mod srv6;
 pub mod stats;
 pub mod wire;
 pub mod worker;

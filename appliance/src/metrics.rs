@@ -38,6 +38,9 @@ pub struct MetricsSource {
     /// (ring name, ring)
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
     pub tsc_hz: u64,
+    pub l3: Arc<crate::l3::L3>,
+    /// Per worker: one block of counters per local SID.
+    pub sid_counters: Vec<Arc<Vec<crate::srv6::SidCounters>>>,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -242,6 +245,54 @@ impl MetricsSource {
         );
         gauge_family(&mut reg, "tsc_hz", "TSC frequency", [(Labels::new(), self.tsc_hz as i64)]);
 
+        let sids = self.l3.srv6.sids();
+        let sum_sid = |i: usize, f: &dyn Fn(&crate::srv6::SidCounters) -> u64| -> u64 {
+            self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
+        };
+        let sid_labels = |i: usize| {
+            let s = &sids[i];
+            l(&[("sid", s.sid.to_string()), ("behavior", s.behavior.name().to_owned())])
+        };
+        counter_family(
+            &mut reg,
+            "srv6_sid_packets",
+            "Packets addressed to a local SID",
+            (0..sids.len()).map(|i| (sid_labels(i), sum_sid(i, &|c| c.packets.get()))),
+        );
+        counter_family(
+            &mut reg,
+            "srv6_sid_bytes",
+            "Bytes addressed to a local SID",
+            (0..sids.len()).map(|i| (sid_labels(i), sum_sid(i, &|c| c.bytes.get()))),
+        );
+        counter_family(
+            &mut reg,
+            "srv6_storage_decisions",
+            "Storage steering decisions at a local storage SID",
+            (0..sids.len()).filter(|i| sids[*i].behavior == crate::srv6::Behavior::Storage).flat_map(|i| {
+                let mut a = sid_labels(i);
+                a.push(("decision".into(), "accept".into()));
+                let mut p = sid_labels(i);
+                p.push(("decision".into(), "pass".into()));
+                [(a, sum_sid(i, &|c| c.accepted.get())), (p, sum_sid(i, &|c| c.passed.get()))]
+            }),
+        );
+        counter_family(
+            &mut reg,
+            "srv6_sid_drops",
+            "Packets a local SID dropped or answered with an error, by reason",
+            (0..sids.len()).flat_map(|i| {
+                DropReason::ALL.iter().filter_map(move |&r| {
+                    let v = sum_sid(i, &|c| c.drops.get(r));
+                    (v > 0).then(|| {
+                        let mut lb = sid_labels(i);
+                        lb.push(("reason".into(), r.label().to_owned()));
+                        (lb, v)
+                    })
+                })
+            }).collect::<Vec<_>>(),
+        );
+
         let mut out = String::new();
         encode(&mut out, &reg).expect("encoding into a String cannot fail");
         out
@@ -261,6 +312,56 @@ impl MetricsSource {
                 e.ip.to_string(),
                 m[0], m[1], m[2], m[3], m[4], m[5],
                 e.state.name()
+            );
+        }
+        s
+    }
+
+    /// A human-readable listing of local SIDs and steering policies.
+    pub fn srv6_text(&self) -> String {
+        let mut s = String::from("local SIDs\n");
+        let _ = writeln!(s, "  {:<40} {:<9} {:<22} {:>12} {:>12}", "sid", "behavior", "detail", "packets", "drops");
+        for (i, sid) in self.l3.srv6.sids().iter().enumerate() {
+            let sum = |f: &dyn Fn(&crate::srv6::SidCounters) -> u64| -> u64 {
+                self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
+            };
+            let drops = sum(&|c| DropReason::ALL.iter().map(|&r| c.drops.get(r)).sum());
+            let mut detail = String::new();
+            if let Some((p, nh)) = sid.adjacency {
+                detail = format!("via {nh} {}", self.port_names.get(usize::from(p)).map(String::as_str).unwrap_or("?"));
+            }
+            if let Some(pol) = sid.policy {
+                detail = match pol {
+                    crate::srv6::StoragePolicy::SrC { threshold } => format!("sr-c<{threshold}"),
+                    other => other.name().to_owned(),
+                };
+            }
+            if sid.psp {
+                detail.push_str(" psp");
+            }
+            if sid.usd {
+                detail.push_str(" usd");
+            }
+            let _ = writeln!(
+                s,
+                "  {:<40} {:<9} {:<22} {:>12} {:>12}",
+                sid.sid.to_string(),
+                sid.behavior.name(),
+                detail.trim(),
+                sum(&|c| c.packets.get()),
+                drops
+            );
+        }
+        s.push_str("steering policies\n");
+        for p in self.l3.srv6.policies() {
+            let segs: Vec<String> = p.segments.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  {}/{} {} segments [{}]",
+                p.prefix,
+                p.len,
+                if p.reduced { "H.Encaps.Red" } else { "H.Encaps" },
+                segs.join(", ")
             );
         }
         s
@@ -345,7 +446,8 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", source.render()),
         ("GET", "/neighbors") => ("200 OK", "text/plain; charset=utf-8", source.neighbors_text()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors\n".to_owned()),
+        ("GET", "/srv6") => ("200 OK", "text/plain; charset=utf-8", source.srv6_text()),
+        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors /srv6\n".to_owned()),
         ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
     };

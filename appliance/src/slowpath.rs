@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::l3::{Verdict, L3};
+use crate::l3::{Verdict, WorkerState, L3};
 use crate::neigh::{NeighborState, NeighborWriter};
 use crate::packet::{PacketBuf, PacketPool};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
@@ -75,13 +75,17 @@ pub struct SlowPath<P> {
     icmp_tokens_milli: u64,
     icmp_refill_ms: u64,
     last_refresh_ms: u64,
+    /// Pipeline state for re-running held packets (its counters are private).
+    ws: WorkerState,
 }
 
 
 impl<P: PacketBuf> SlowPath<P> {
     pub fn new(l3: Arc<L3>, neigh: NeighborWriter, cfg: SlowPathConfig, counters: Arc<ControlCounters>) -> Self {
         let tokens = u64::from(cfg.icmp_errors_burst) * 1000;
+        let ws = WorkerState::scratch(&l3);
         SlowPath {
+            ws,
             l3,
             neigh,
             cfg,
@@ -103,12 +107,15 @@ impl<P: PacketBuf> SlowPath<P> {
         self.neigh.set(port, ip, mac, NeighborState::Static, 0)
     }
 
-    /// Handles one punted packet. `send` transmits a packet out of the port
-    /// set in it.
+    /// Handles one punted packet; `arg` is the punt's detail
+    /// ([`WorkerState::punt_arg`]). `send` transmits a packet out of the
+    /// port set in it.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle<Pool: PacketPool<Buf = P>>(
         &mut self,
         pkt: P,
         reason: PuntReason,
+        arg: u32,
         now_ms: u64,
         pool: &mut Pool,
         send: &mut dyn FnMut(P),
@@ -127,13 +134,18 @@ impl<P: PacketBuf> SlowPath<P> {
                 self.counters.drops.inc(DropReason::NoRoute);
             }
             PuntReason::TooBig => {
-                let mtu = self.egress_mtu(pkt.data()).unwrap_or(1280);
+                let mtu = u16::try_from(arg).unwrap_or(1280);
                 self.icmp_error(&pkt, IcmpWhy::TooBig(mtu), now_ms, pool, send);
                 self.counters.drops.inc(DropReason::TooBig);
             }
             PuntReason::PortUnreachable => {
                 self.icmp_error(&pkt, IcmpWhy::PortUnreachable, now_ms, pool, send);
                 self.counters.drops.inc(DropReason::PortUnreachable);
+            }
+            PuntReason::ParamProblem => {
+                let (code, pointer) = crate::srv6::param_problem_parts(arg);
+                self.icmp_error(&pkt, IcmpWhy::ParamProblem(code, pointer), now_ms, pool, send);
+                self.counters.drops.inc(DropReason::Srv6ParamProblem);
             }
         }
     }
@@ -254,6 +266,7 @@ impl<P: PacketBuf> SlowPath<P> {
             self.counters.drops.inc(DropReason::NdInvalid);
             return;
         };
+        let mut override_flag = true;
         let parsed = (|| -> Option<(Ipv6Addr, icmpv6::Message, Ipv6Addr, Option<MacAddr>)> {
             let eth = ethernet::Packet::new_checked(pkt.data()).ok()?;
             let ip = ipv6::Packet::new_checked(eth.payload()).ok()?;
@@ -278,6 +291,7 @@ impl<P: PacketBuf> SlowPath<P> {
             } else if ty == icmpv6::Message::NEIGHBOR_ADVERT {
                 let na = icmpv6::NeighborAdvert::new_checked(icmp_bytes).ok()?;
                 let lladdr = na.target_link_layer_addr().ok()?;
+                override_flag = na.override_flag();
                 Some((ip.src_addr(), ty, na.target_addr(), lladdr))
             } else {
                 Some((ip.src_addr(), ty, Ipv6Addr::UNSPECIFIED, None))
@@ -303,10 +317,20 @@ impl<P: PacketBuf> SlowPath<P> {
                 }
                 let (dst_ip, dst_mac, flags) = if src.is_unspecified() {
                     // Answer to a DAD probe: to all-nodes, not solicited.
-                    (ipv6::ALL_NODES, MacAddr([0x33, 0x33, 0, 0, 0, 1]), icmpv6::NaFlags::OVERRIDE)
+                    (
+                        ipv6::ALL_NODES,
+                        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+                        icmpv6::NaFlags(icmpv6::NaFlags::ROUTER.0 | icmpv6::NaFlags::OVERRIDE.0),
+                    )
                 } else {
                     let eth_src = ethernet::Packet::new_unchecked(pkt.data()).src_addr();
-                    (src, lladdr.unwrap_or(eth_src), icmpv6::NaFlags(icmpv6::NaFlags::SOLICITED.0 | icmpv6::NaFlags::OVERRIDE.0))
+                    (
+                        src,
+                        lladdr.unwrap_or(eth_src),
+                        icmpv6::NaFlags(
+                            icmpv6::NaFlags::ROUTER.0 | icmpv6::NaFlags::SOLICITED.0 | icmpv6::NaFlags::OVERRIDE.0,
+                        ),
+                    )
                 };
                 drop(pkt);
                 let Some(mut out) = pool.alloc() else {
@@ -326,9 +350,15 @@ impl<P: PacketBuf> SlowPath<P> {
         } else if ty == icmpv6::Message::NEIGHBOR_ADVERT {
             {
                 if let Some(mac) = lladdr {
-                    let known = self.neigh.table().get(port, IpAddr::V6(target)).is_some();
-                    if known && !info.owns(IpAddr::V6(target)) {
-                        self.learn(port, IpAddr::V6(target), mac.0, now_ms, pool, send);
+                    let known = self.neigh.table().get(port, IpAddr::V6(target));
+                    if let Some(entry) = known.filter(|_| !info.owns(IpAddr::V6(target))) {
+                        // RFC 4861 §7.2.5: without the override flag a
+                        // different address only makes a resolved entry stale.
+                        if !override_flag && entry.state.is_usable() && entry.mac != mac.0 {
+                            self.neigh.set_state(port, IpAddr::V6(target), NeighborState::Stale, now_ms);
+                        } else {
+                            self.learn(port, IpAddr::V6(target), mac.0, now_ms, pool, send);
+                        }
                         return;
                     }
                 }
@@ -359,6 +389,7 @@ impl<P: PacketBuf> SlowPath<P> {
         }
         if let Some(r) = self.resolving.remove(&(port, ip)) {
             self.pending_total -= r.held.len();
+            self.counters.pending.set(self.pending_total as u64);
             for held in r.held {
                 self.forward_again(held, send);
             }
@@ -369,7 +400,7 @@ impl<P: PacketBuf> SlowPath<P> {
     /// is known.
     fn forward_again(&mut self, mut pkt: P, send: &mut dyn FnMut(P)) {
         let in_port = pkt.port();
-        match self.l3.process(pkt.data_mut(), in_port) {
+        match self.l3.process(&mut pkt, in_port, &mut self.ws) {
             Verdict::Forward(out) => {
                 pkt.set_port(out);
                 self.counters.held_packets_sent.inc();
@@ -383,12 +414,11 @@ impl<P: PacketBuf> SlowPath<P> {
     // ---- Resolution ----------------------------------------------------------
 
     fn neighbor_miss<Pool: PacketPool<Buf = P>>(&mut self, pkt: P, now_ms: u64, pool: &mut Pool, send: &mut dyn FnMut(P)) {
-        let Some(dst) = dst_addr(pkt.data()) else {
-            self.counters.drops.inc(DropReason::NeighborFailed);
-            return;
-        };
-        let Some((port, nh)) = self.l3.next_hop(dst) else {
-            self.counters.drops.inc(DropReason::NoRoute);
+        // Which neighbour is it waiting for? A dry run of the pipeline says.
+        let Some((port, nh)) = self.l3.missing_neighbor(pkt.data(), pkt.port()) else {
+            // Resolved since the worker looked, or no longer routable: run
+            // it through the pipeline again.
+            self.forward_again(pkt, send);
             return;
         };
         // Resolved since the worker looked?
@@ -495,12 +525,6 @@ impl<P: PacketBuf> SlowPath<P> {
 
     // ---- ICMP errors ---------------------------------------------------------
 
-    fn egress_mtu(&self, frame: &[u8]) -> Option<u16> {
-        let dst = dst_addr(frame)?;
-        let (port, _) = self.l3.next_hop(dst)?;
-        Some(self.l3.ports()[port as usize].mtu)
-    }
-
     fn take_icmp_token(&mut self, now_ms: u64) -> bool {
         let rate = u64::from(self.cfg.icmp_errors_per_s);
         if rate == 0 {
@@ -555,6 +579,10 @@ impl<P: PacketBuf> SlowPath<P> {
                 IcmpWhy::NoRoute => (IcmpErrorKind::V4NetUnreachable, icmpv4::Message::DEST_UNREACHABLE, 0, 0),
                 IcmpWhy::HostUnreachable => (IcmpErrorKind::V4HostUnreachable, icmpv4::Message::DEST_UNREACHABLE, 1, 0),
                 IcmpWhy::PortUnreachable => (IcmpErrorKind::V4PortUnreachable, icmpv4::Message::DEST_UNREACHABLE, 3, 0),
+                IcmpWhy::ParamProblem(..) => {
+                    self.counters.drops.inc(DropReason::IcmpErrorSuppressed);
+                    return;
+                }
                 IcmpWhy::TooBig(mtu) => (
                     IcmpErrorKind::V4FragmentationNeeded,
                     icmpv4::Message::DEST_UNREACHABLE,
@@ -602,8 +630,14 @@ impl<P: PacketBuf> SlowPath<P> {
                 IcmpWhy::TooBig(mtu) => {
                     (IcmpErrorKind::V6PacketTooBig, icmpv6::Message::PACKET_TOO_BIG, 0, u32::from(mtu))
                 }
+                IcmpWhy::ParamProblem(code, pointer) => {
+                    (IcmpErrorKind::V6ParamProblem, icmpv6::Message::PARAMETER_PROBLEM, code, pointer)
+                }
             };
-            if !icmpv6::is_error_allowed(ip_bytes, ty, code) {
+            // RFC 4443 §2.4(e.3-e.5): no error about a packet that arrived as
+            // link-layer multicast/broadcast, except Packet Too Big.
+            let l2_multicast_ok = ty == icmpv6::Message::PACKET_TOO_BIG;
+            if !icmpv6::is_error_allowed(ip_bytes, ty, code) || (eth.dst_addr().is_multicast() && !l2_multicast_ok) {
                 self.counters.drops.inc(DropReason::IcmpErrorSuppressed);
                 return;
             }
@@ -634,19 +668,8 @@ enum IcmpWhy {
     HostUnreachable,
     PortUnreachable,
     TooBig(u16),
-}
-
-/// Destination address of an IPv4/IPv6 frame.
-fn dst_addr(frame: &[u8]) -> Option<IpAddr> {
-    let eth = ethernet::Packet::new_checked(frame).ok()?;
-    let t = eth.ethertype();
-    if t == ethernet::EtherType::IPV4 {
-        Some(IpAddr::V4(ipv4::Packet::new_checked(eth.payload()).ok()?.dst_addr()))
-    } else if t == ethernet::EtherType::IPV6 {
-        Some(IpAddr::V6(ipv6::Packet::new_checked(eth.payload()).ok()?.dst_addr()))
-    } else {
-        None
-    }
+    /// ICMPv6 parameter problem: code, pointer.
+    ParamProblem(u8, u32),
 }
 
 /// Our IPv4 address on the subnet of `target`, else the port's first.

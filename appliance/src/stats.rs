@@ -73,8 +73,14 @@ macro_rules! reasons {
         }
 
         /// One counter per reason.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct $counters([Counter; $name::COUNT]);
+
+        impl Default for $counters {
+            fn default() -> Self {
+                $counters(std::array::from_fn(|_| Counter::default()))
+            }
+        }
 
         impl $counters {
             #[inline]
@@ -94,6 +100,9 @@ reasons!(
         EthTruncated => "eth_truncated",
         /// Destination MAC is neither ours, broadcast nor multicast.
         EthNotForUs => "eth_not_for_us",
+        /// A unicast IP packet received in a link-layer broadcast/multicast
+        /// frame: never forwarded (RFC 1812 §5.3.4).
+        EthMulticastNotForwarded => "eth_multicast_not_forwarded",
         /// An EtherType the node does not handle (e.g. VLAN-tagged, LLDP).
         EthUnsupportedType => "eth_unsupported_type",
         /// Packet spread over several mbuf segments.
@@ -152,6 +161,18 @@ reasons!(
         NoMbuf => "no_mbuf",
         /// An ICMP error was not sent: over the rate limit.
         IcmpRateLimited => "icmp_rate_limited",
+        /// A packet to a local SID arrived from outside the SR domain.
+        Srv6Untrusted => "srv6_untrusted",
+        /// A packet re-entered the pipeline too often inside the node.
+        Srv6TooDeep => "srv6_too_deep",
+        /// Extension headers of a packet to a SID could not be parsed.
+        Srv6BadSrh => "srv6_bad_srh",
+        /// An SRH or upper-layer error (an ICMPv6 parameter problem was attempted).
+        Srv6ParamProblem => "srv6_param_problem",
+        /// A storage request that is not UDP to the service port with a valid header.
+        StorageBadRequest => "storage_bad_request",
+        /// A storage request whose UDP checksum (over the final destination) is wrong.
+        StorageBadChecksum => "storage_bad_checksum",
         /// An ICMP error is never sent about an ICMP error, a fragment
         /// other than the first, or a non-unicast packet (RFC 1812 §4.3.2.7).
         IcmpErrorSuppressed => "icmp_error_suppressed",
@@ -178,6 +199,8 @@ reasons!(
         /// UDP to one of our addresses on a port nobody serves: ICMP port
         /// unreachable.
         PortUnreachable => "port_unreachable",
+        /// An SRH or SRv6 upper-layer error: ICMPv6 parameter problem.
+        ParamProblem => "param_problem",
     }
 );
 
@@ -195,6 +218,7 @@ reasons!(
         V6AddressUnreachable => "v6_address_unreachable",
         V6PortUnreachable => "v6_port_unreachable",
         V6PacketTooBig => "v6_packet_too_big",
+        V6ParamProblem => "v6_param_problem",
     }
 );
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 use rte::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
 
 use crate::config::IdleBackoff;
-use crate::l3::{Verdict, L3};
+use crate::l3::{Verdict, WorkerState, L3};
+use crate::srv6::punt_tag;
 use crate::stats::{Counter, DropCounters, DropReason, PuntCounters};
 
 /// Counters of one (port, queue).
@@ -68,6 +69,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     pub burst_size: usize,
     pub idle: IdleBackoff,
+    /// Per-worker pipeline state (SID counters, local service).
+    pub state: WorkerState,
 }
 
 impl Worker {
@@ -99,13 +102,13 @@ impl Worker {
                         c.drops.inc(DropReason::MultiSegment);
                         continue;
                     }
-                    match self.l3.process(m.data_mut(), rx.port) {
+                    match self.l3.process(&mut m, rx.port, &mut self.state) {
                         Verdict::Forward(out) => {
                             push_tx(&mut tx_bufs, &mut self.tx, &c, out, m);
                         }
                         Verdict::Punt(reason) => {
                             c.punts.inc(reason);
-                            m.set_tag(reason as u32);
+                            m.set_tag(punt_tag(reason, self.state.punt_arg));
                             if let Err(m) = punt_burst.push(m) {
                                 flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
                                 if punt_burst.push(m).is_err() {

@@ -20,6 +20,9 @@ pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ipv6ext;
+pub mod srh;
+pub mod storage;
 
 use core::fmt;
 use core::str::FromStr;
