@@ -11,7 +11,7 @@ set -euo pipefail
 require_root
 
 export DEBIAN_FRONTEND=noninteractive
-HUGEPAGES=${HUGEPAGES:-512}
+HUGEPAGES=${HUGEPAGES:-1024}
 MIN_HUGEPAGES=${MIN_HUGEPAGES:-256}
 
 PACKAGES=(
@@ -19,6 +19,7 @@ PACKAGES=(
   dpdk dpdk-dev libdpdk-dev
   iproute2 iputils-ping ethtool iperf3 netcat-openbsd curl tcpdump tshark
   python3 python3-scapy jq procps bc
+  prometheus
 )
 
 # ---- packages -------------------------------------------------------------
