@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Forwarding benchmark: 64-byte IPv4/UDP through one worker core, next to the
-# ceiling of the same harness (testpmd io forwarding on the same vdevs), in
-# the same run.
+# Forwarding benchmark: packets through one worker core, next to the ceiling
+# of the same harness (testpmd io forwarding on the same vdevs), in the same
+# run. Modes (MODES, default "l3 end steer"):
+#   l3     64-byte IPv4/UDP, 192.0.2.2 -> 198.51.100.2 (generator: testpmd txonly)
+#   end    IPv6 + SRH (2 segments, SL 1) to the End SID 2001:db8:a::1, UDP with a
+#          64-byte payload (generator: testpmd io from a pcap, scripts/mkpcap.py)
+#   steer  the same to the storage SID 2001:db8:a::7 carrying a storage probe; the
+#          sr-c policy decides per packet (queue depth 5 >= threshold 1: pass) and the
+#          packet continues as End to the next segment
 #
-#   generator: dpdk-testpmd txonly, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
+#   generator: dpdk-testpmd, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
 #   DUT "testpmd-io": dpdk-testpmd --forward-mode=io (memif port 0 → null port 1)
 #   DUT "appliance":  appliance with configs/bench-memif.yaml (full L3 pipeline:
 #                     Ethernet check, IPv4 header + checksum check, LPM, neighbour
@@ -21,7 +27,7 @@ cd "$(dirname "$0")/.."
 require_root
 use_cargo
 
-DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}
+DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}; MODES=${MODES:-"l3 end steer"}
 W=/tmp/apl-bench; NS=aplb-dut; METRICS_PORT=9199
 GEN_PID=; DUT_PID=
 
@@ -47,13 +53,23 @@ ip netns add $NS; ip -n $NS link set lo up    # private loopback for the DUT's m
 sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-memif.yaml > $W/bench.yaml
 "$BIN" check-config $W/bench.yaml > /dev/null
 
-start_gen() {
-  # testpmd txonly on CPU 0: memif server; frames addressed to the DUT's MAC.
-  taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0,1@0 \
-    --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
-    -- --forward-mode=txonly --eth-peer=0,02:00:00:00:10:01 --tx-ip=192.0.2.2,198.51.100.2 \
-    --tx-udp=1024,9 --txpkts=64 --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 \
-    > $W/gen.log 2>&1 &
+start_gen() { # mode
+  local src
+  if [ "$1" = l3 ]; then
+    # testpmd txonly on CPU 0: memif server; frames addressed to the DUT's MAC.
+    src="--forward-mode=txonly --eth-peer=0,02:00:00:00:10:01 --tx-ip=192.0.2.2,198.51.100.2 --tx-udp=1024,9 --txpkts=64"
+    taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0,1@0 \
+      --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
+      -- $src --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 > $W/gen.log 2>&1 &
+  else
+    # testpmd io on CPU 0 from a pcap replayed forever into the memif.
+    python3 scripts/mkpcap.py "$1" $W/$1.pcap
+    taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 192 --lcores 0@0,1@0 \
+      --vdev=net_pcap0,rx_pcap=$W/$1.pcap,infinite_rx=1 \
+      --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
+      -- --forward-mode=io --port-topology=paired --burst=32 --txd=1024 --total-num-mbufs=32768 \
+      --stats-period=1 --no-flush-rx > $W/gen.log 2>&1 &
+  fi
   GEN_PID=$!
 }
 
@@ -104,21 +120,26 @@ run_appliance() {
   median "${v[@]}"
 }
 
-echo "# bench-fwd: 64-byte IPv4/UDP, 1 flow, generator testpmd txonly on CPU 0, DUT worker on CPU 1"
+echo "# bench-fwd: one DUT worker on CPU 1, generator on CPU 0, memif in, net_null out"
 echo "# $(rte_ver=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null); echo "dpdk $rte_ver"), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-start_gen
-sleep 2
-declare -A R
-for rep in $(seq "$REPS"); do
-  for dut in testpmd-io appliance; do
-    if [ $dut = testpmd-io ]; then p=$(run_testpmd_io); else p=$(run_appliance); fi
-    R[$dut]="${R[$dut]:-} $p"
-    echo "run $rep dut=$dut pps=$p"
-    sleep 1
+summary=()
+for mode in $MODES; do
+  start_gen "$mode"
+  sleep 2
+  declare -A R=()
+  for rep in $(seq "$REPS"); do
+    for dut in testpmd-io appliance; do
+      if [ $dut = testpmd-io ]; then p=$(run_testpmd_io); else p=$(run_appliance); fi
+      R[$dut]="${R[$dut]:-} $p"
+      echo "mode=$mode run=$rep dut=$dut pps=$p"
+      sleep 1
+    done
   done
+  stop_pid $GEN_PID; GEN_PID=
+  io=$(median ${R[testpmd-io]}); apl=$(median ${R[appliance]})
+  summary+=("$(printf 'mode=%-6s testpmd-io=%6.2f Mpps  appliance=%6.2f Mpps  ratio=%.2f  (runs io:%s apl:%s)' \
+    "$mode" "$(echo "$io/1000000" | bc -l)" "$(echo "$apl/1000000" | bc -l)" "$(echo "$apl/$io" | bc -l)" \
+    "$(echo ${R[testpmd-io]} | tr ' ' ,)" "$(echo ${R[appliance]} | tr ' ' ,)")")
+  unset R
 done
-stop_pid $GEN_PID; GEN_PID=
-io=$(median ${R[testpmd-io]}); apl=$(median ${R[appliance]})
-printf 'dut=testpmd-io  mpps=%.2f runs=%s\n' "$(echo "$io/1000000" | bc -l)" "$(echo ${R[testpmd-io]} | tr ' ' ,)"
-printf 'dut=appliance   mpps=%.2f runs=%s\n' "$(echo "$apl/1000000" | bc -l)" "$(echo ${R[appliance]} | tr ' ' ,)"
-printf 'ratio appliance/testpmd-io = %.2f\n' "$(echo "$apl/$io" | bc -l)"
+printf '%s\n' "${summary[@]}"
