@@ -4,7 +4,7 @@
 # run. Modes (MODES, default "l3 end steer"):
 #   l3     64-byte IPv4/UDP, 192.0.2.2 -> 198.51.100.2 (generator: testpmd txonly)
 #   end    IPv6 + SRH (2 segments, SL 1) to the End SID 2001:db8:a::1, UDP with a
-#          64-byte payload (generator: testpmd io from a pcap, scripts/mkpcap.py)
+#          64-byte payload (generator: apl-gen replaying scripts/mkpcap.py's frames)
 #   steer  the same to the storage SID 2001:db8:a::7 carrying a storage probe; the
 #          sr-c policy decides per packet (queue depth 5 >= threshold 1: pass) and the
 #          packet continues as End to the next segment
@@ -46,6 +46,7 @@ trap cleanup EXIT INT TERM
 bash scripts/setup.sh >/dev/null
 cargo build --release -q -p appliance
 BIN=$PWD/target/release/appliance
+GEN=$PWD/target/release/apl-gen
 rm -rf $W; mkdir -p $W
 ip netns add $NS; ip -n $NS link set lo up    # private loopback for the DUT's metrics
 
@@ -62,13 +63,11 @@ start_gen() { # mode
       --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
       -- $src --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 > $W/gen.log 2>&1 &
   else
-    # testpmd io on CPU 0 from a pcap replayed forever into the memif.
+    # apl-gen on CPU 0: replays the mode's frames (scripts/mkpcap.py) into the memif.
     python3 scripts/mkpcap.py "$1" $W/$1.pcap
-    taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 192 --lcores 0@0,1@0 \
-      --vdev=net_pcap0,rx_pcap=$W/$1.pcap,infinite_rx=1 \
+    taskset -c 0 "$GEN" --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0 \
       --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
-      -- --forward-mode=io --port-topology=paired --burst=32 --txd=1024 --total-num-mbufs=32768 \
-      --stats-period=1 --no-flush-rx > $W/gen.log 2>&1 &
+      -- --pcap $W/$1.pcap > $W/gen.log 2>&1 &
   fi
   GEN_PID=$!
 }
