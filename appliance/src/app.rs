@@ -102,7 +102,13 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         icmp_errors_per_s: cfg.icmp.errors_per_s,
         icmp_errors_burst: cfg.icmp.errors_burst,
     };
-    let mut slow = SlowPath::new(l3.clone(), writer, slow_cfg, control_counters.clone());
+    let mut slow = SlowPath::with_state(
+        l3.clone(),
+        writer,
+        slow_cfg,
+        control_counters.clone(),
+        WorkerState::new(&l3, Box::new(responder_from(cfg))),
+    );
     for (i, n) in cfg.neighbors.iter().enumerate() {
         slow.add_static(n.port as u16, n.ip, n.mac).with_context(|| format!("neighbors[{i}]"))?;
     }
@@ -143,16 +149,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             tx.push(port.tx_queue(w as u16)?);
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
-        let responder = Responder {
-            udp_port: cfg.storage_service.udp_port,
-            queue_depth: cfg.storage_service.queue_depth,
-            objects: {
-                let mut o = cfg.storage_service.objects.clone();
-                o.sort_unstable();
-                o
-            },
-        };
-        let state = WorkerState::new(&l3, Box::new(responder));
+        let state = WorkerState::new(&l3, Box::new(responder_from(cfg)));
         sid_counters.push(state.sid_counters.clone());
         let counters = Arc::new(WorkerCounters {
             lcore: cfg.lcores.workers[w].lcore,
@@ -299,4 +296,11 @@ pub fn srv6_config(cfg: &Config) -> Srv6Config {
         trusted_ports: cfg.srv6.trusted_ports.as_ref().map(|v| v.iter().map(|p| *p as u16).collect()),
         encap_source: cfg.srv6.encap_source,
     }
+}
+
+/// The built-in storage responder as configured (`storage_service:`).
+fn responder_from(cfg: &Config) -> Responder {
+    let mut objects = cfg.storage_service.objects.clone();
+    objects.sort_unstable();
+    Responder { udp_port: cfg.storage_service.udp_port, queue_depth: cfg.storage_service.queue_depth, objects }
 }

@@ -29,10 +29,13 @@
 //! neighbour table, which workers only read, and the worker's own
 //! [`WorkerState`].
 //!
-//! Idempotence rule: a packet punted for `neighbor_miss` is left exactly as
-//! received (every behaviour looks up the egress neighbour *before* it
-//! rewrites anything), so the control core can run it through
-//! [`L3::process`] again once the neighbour is known, and find which
+//! Re-run rule: a packet punted for `neighbor_miss` is in a state from which
+//! running the pipeline again ([`L3::rerun`]) gives the same result as if the
+//! neighbour had been known. Plain forwarding and every SRv6 behaviour look
+//! up the egress neighbour *before* they rewrite anything, so such a packet
+//! is usually exactly as received; after a committed SRv6 step
+//! (decapsulation, a local next segment) it is the committed state, from
+//! which processing continues the same way. The control core finds which
 //! neighbour is missing by a dry run on a copy ([`L3::missing_neighbor`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,6 +49,10 @@ use crate::stats::{DropReason, PuntReason};
 use crate::wire::{ethernet, icmpv4, icmpv6, ipv4, ipv6};
 
 pub use crate::srv6::WorkerState;
+
+/// Punt argument of a `neighbor_miss` punt: a storage SID passed the packet
+/// on (so re-runs must pass it too).
+pub const NEIGHBOR_MISS_STORAGE_PASSED: u32 = 1;
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,14 +275,24 @@ impl L3 {
     }
 
     /// Which neighbour (port, address) a frame that was punted for
-    /// `neighbor_miss` waits for: a dry run of the pipeline on a copy.
-    pub fn missing_neighbor(&self, frame: &[u8], in_port: u16) -> Option<(u16, IpAddr)> {
+    /// `neighbor_miss` (with punt argument `arg`) waits for: a dry run of the
+    /// pipeline on a copy, deciding as the worker did.
+    pub fn missing_neighbor(&self, frame: &[u8], in_port: u16, arg: u32, ws: &mut WorkerState) -> Option<(u16, IpAddr)> {
         let mut copy = VecBuf::from_frame(frame, in_port);
-        let mut ws = WorkerState::scratch(self);
-        match self.process(&mut copy, in_port, &mut ws) {
+        ws.miss = None;
+        match self.rerun(&mut copy, in_port, arg, ws) {
             Verdict::Punt(PuntReason::NeighborMiss) => ws.miss,
             _ => None,
         }
+    }
+
+    /// Runs a frame punted for `neighbor_miss` (with punt argument `arg`)
+    /// through the pipeline again, deciding as the worker did.
+    pub fn rerun<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, arg: u32, ws: &mut WorkerState) -> Verdict {
+        ws.storage_override = (arg & NEIGHBOR_MISS_STORAGE_PASSED != 0).then_some(false);
+        let v = self.process(pkt, in_port, ws);
+        ws.storage_override = None;
+        v
     }
 
     /// Test and tool helper: runs [`L3::process`] on a frame held in a
@@ -294,7 +311,12 @@ impl L3 {
     #[inline]
     pub fn process<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, ws: &mut WorkerState) -> Verdict {
         ws.punt_arg = 0;
-        self.process_at(pkt, in_port, ws, 0)
+        ws.storage_passed = false;
+        let v = self.process_at(pkt, in_port, ws, 0);
+        if v == Verdict::Punt(PuntReason::NeighborMiss) && ws.storage_passed {
+            ws.punt_arg = NEIGHBOR_MISS_STORAGE_PASSED;
+        }
+        v
     }
 
     /// `depth` counts re-entries after SRv6 decapsulation or a segment that

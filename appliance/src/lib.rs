@@ -24,3 +24,5 @@ pub mod worker;
 mod l3_tests;
 #[cfg(test)]
 mod slowpath_tests;
+#[cfg(test)]
+mod srv6_tests;

@@ -61,7 +61,8 @@ impl Default for SlowPathConfig {
 struct Resolution<P> {
     tries: u32,
     next_try_ms: u64,
-    held: Vec<P>,
+    /// Held packets with their punt argument.
+    held: Vec<(P, u32)>,
 }
 
 /// The control core's packet handler.
@@ -82,8 +83,20 @@ pub struct SlowPath<P> {
 
 impl<P: PacketBuf> SlowPath<P> {
     pub fn new(l3: Arc<L3>, neigh: NeighborWriter, cfg: SlowPathConfig, counters: Arc<ControlCounters>) -> Self {
-        let tokens = u64::from(cfg.icmp_errors_burst) * 1000;
         let ws = WorkerState::scratch(&l3);
+        Self::with_state(l3, neigh, cfg, counters, ws)
+    }
+
+    /// As [`SlowPath::new`], with the pipeline state used to re-run held
+    /// packets (its local service should be configured like the workers').
+    pub fn with_state(
+        l3: Arc<L3>,
+        neigh: NeighborWriter,
+        cfg: SlowPathConfig,
+        counters: Arc<ControlCounters>,
+        ws: WorkerState,
+    ) -> Self {
+        let tokens = u64::from(cfg.icmp_errors_burst) * 1000;
         SlowPath {
             ws,
             l3,
@@ -124,7 +137,7 @@ impl<P: PacketBuf> SlowPath<P> {
         match reason {
             PuntReason::Arp => self.arp_input(pkt, now_ms, pool, send),
             PuntReason::Nd => self.nd_input(pkt, now_ms, pool, send),
-            PuntReason::NeighborMiss => self.neighbor_miss(pkt, now_ms, pool, send),
+            PuntReason::NeighborMiss => self.neighbor_miss(pkt, arg, now_ms, pool, send),
             PuntReason::TtlExpired => {
                 self.icmp_error(&pkt, IcmpWhy::TimeExceeded, now_ms, pool, send);
                 self.counters.drops.inc(DropReason::TtlExpired);
@@ -167,7 +180,7 @@ impl<P: PacketBuf> SlowPath<P> {
                 self.counters.resolutions_failed.inc();
                 self.neigh.set_state(key.0, key.1, NeighborState::Failed, now_ms);
                 self.pending_total -= r.held.len();
-                for held in r.held {
+                for (held, _) in r.held {
                     self.icmp_error(&held, IcmpWhy::HostUnreachable, now_ms, pool, send);
                     self.counters.drops.inc(DropReason::NeighborFailed);
                 }
@@ -390,17 +403,17 @@ impl<P: PacketBuf> SlowPath<P> {
         if let Some(r) = self.resolving.remove(&(port, ip)) {
             self.pending_total -= r.held.len();
             self.counters.pending.set(self.pending_total as u64);
-            for held in r.held {
-                self.forward_again(held, send);
+            for (held, arg) in r.held {
+                self.forward_again(held, arg, send);
             }
         }
     }
 
     /// Runs a held packet through the pipeline again now that its neighbour
     /// is known.
-    fn forward_again(&mut self, mut pkt: P, send: &mut dyn FnMut(P)) {
+    fn forward_again(&mut self, mut pkt: P, arg: u32, send: &mut dyn FnMut(P)) {
         let in_port = pkt.port();
-        match self.l3.process(&mut pkt, in_port, &mut self.ws) {
+        match self.l3.rerun(&mut pkt, in_port, arg, &mut self.ws) {
             Verdict::Forward(out) => {
                 pkt.set_port(out);
                 self.counters.held_packets_sent.inc();
@@ -413,17 +426,24 @@ impl<P: PacketBuf> SlowPath<P> {
 
     // ---- Resolution ----------------------------------------------------------
 
-    fn neighbor_miss<Pool: PacketPool<Buf = P>>(&mut self, pkt: P, now_ms: u64, pool: &mut Pool, send: &mut dyn FnMut(P)) {
+    fn neighbor_miss<Pool: PacketPool<Buf = P>>(
+        &mut self,
+        pkt: P,
+        arg: u32,
+        now_ms: u64,
+        pool: &mut Pool,
+        send: &mut dyn FnMut(P),
+    ) {
         // Which neighbour is it waiting for? A dry run of the pipeline says.
-        let Some((port, nh)) = self.l3.missing_neighbor(pkt.data(), pkt.port()) else {
+        let Some((port, nh)) = self.l3.missing_neighbor(pkt.data(), pkt.port(), arg, &mut self.ws) else {
             // Resolved since the worker looked, or no longer routable: run
             // it through the pipeline again.
-            self.forward_again(pkt, send);
+            self.forward_again(pkt, arg, send);
             return;
         };
         // Resolved since the worker looked?
         if self.l3.neighbors().lookup(port, nh).is_some() {
-            self.forward_again(pkt, send);
+            self.forward_again(pkt, arg, send);
             return;
         }
         if self.pending_total >= self.cfg.pending_packets_max {
@@ -441,7 +461,7 @@ impl<P: PacketBuf> SlowPath<P> {
             self.counters.drops.inc(DropReason::PendingFull);
             return;
         }
-        r.held.push(pkt);
+        r.held.push((pkt, arg));
         self.pending_total += 1;
         self.counters.pending.set(self.pending_total as u64);
     }

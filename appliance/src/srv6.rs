@@ -31,9 +31,11 @@
 //!   (`wire::storage`); its UDP checksum is computed by the client over the
 //!   *final* destination, Segment List[0] (RFC 8200 §8.1), so the service
 //!   verifies it against Segment List[0], whichever candidate accepts.
-//! * Upper-layer processing at a SID (SL = 0 or no SRH): ICMPv6 echo requests
-//!   are answered; anything a behaviour does not consume gets a parameter
-//!   problem code 4 (SR upper-layer header error) pointing at it.
+//! * Upper-layer processing at a SID (SL = 0 or no SRH): an ICMPv6 echo
+//!   request directly after the IPv6 header is answered (one behind an SRH is
+//!   not: RFC 8986 leaves the allowed upper layers to local policy);
+//!   anything a behaviour does not consume gets a parameter problem code 4
+//!   (SR upper-layer header error) pointing at it.
 //! * **H.Encaps / H.Encaps.Red** (RFC 8986 §5.1, §5.2): packets to a steered
 //!   prefix (IPv6, or IPv4 with next header 4) get an outer IPv6 header and an
 //!   SRH built ahead of time from the policy (the reduced form leaves the
@@ -47,10 +49,15 @@
 //! Packets to a local SID arriving on a port outside the SR domain
 //! (`srv6.trusted_ports`) are dropped (`srv6_untrusted`, RFC 8754 §5.1).
 //!
-//! # Idempotence
-//! Every behaviour looks up its egress neighbour before it changes the
-//! packet, so a `neighbor_miss` punt carries the packet as received (see
-//! [`crate::l3`]).
+//! # Re-running punted packets
+//! A packet punted for `neighbor_miss` is in a state from which running the
+//! pipeline again gives the same result as if the neighbour had been known
+//! (see [`crate::l3`]): behaviours look up their egress neighbour before
+//! they rewrite anything, and where a packet re-enters the pipeline after a
+//! committed step (decapsulation, a next segment that is local again), the
+//! rest of its processing starts from that committed state either way. A
+//! storage SID that passed the packet marks the punt so that the control
+//! core's re-run passes it too, whatever the queue depth is by then.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -315,6 +322,12 @@ pub struct WorkerState {
     pub service: Box<dyn LocalService>,
     /// The neighbour (port, address) a `neighbor_miss` punt waits for.
     pub miss: Option<(u16, IpAddr)>,
+    /// Set when a storage SID passed the packet on (so a `neighbor_miss`
+    /// punt can tell the control core to decide the same way again).
+    pub storage_passed: bool,
+    /// Forces storage decisions (`Some(false)`: pass), for the control
+    /// core's dry runs and re-runs of a packet a worker already decided.
+    pub storage_override: Option<bool>,
     /// Detail of the last punt (24 bits), carried to the control core in the
     /// mbuf tag: the MTU for `too_big`; [`param_problem_arg`] for
     /// `param_problem`.
@@ -327,6 +340,8 @@ impl WorkerState {
             sid_counters: Arc::new((0..l3.srv6.sids.len()).map(|_| SidCounters::default()).collect()),
             service,
             miss: None,
+            storage_passed: false,
+            storage_override: None,
             punt_arg: 0,
         }
     }
@@ -415,25 +430,25 @@ impl L3 {
             // RFC 8200 §4.4: unknown routing type with Segments Left > 0.
             return self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + 2);
         }
-        if p.hop_limit <= 1 {
-            ws.sid_counters[usize::from(sid)].drops.inc(DropReason::TtlExpired);
-            return Verdict::Punt(PuntReason::TtlExpired);
+        if matches!(spec.behavior, Behavior::EndDt6 | Behavior::EndDx6) {
+            // Segments Left must be 0 here (RFC 8986 §4.4/§4.6 S02-S04);
+            // these behaviours have no hop-limit step.
+            return self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + 3);
         }
         let (sl, check) = {
             let s = srh::Packet::new_unchecked(&pkt.data()[srh_off..srh_off + rt.len]);
             (s.segments_left(), s.check_srh())
         };
-        if let Err(e) = check {
-            return self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + e.pointer_offset() as usize);
-        }
-        match spec.behavior {
-            Behavior::EndDt6 | Behavior::EndDx6 => {
-                // SL must be 0 here (RFC 8986 §4.4 S02-S04).
-                self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + 3)
+        if spec.behavior == Behavior::Storage {
+            // Decide on a well-formed SRH only; an accepted request is local
+            // delivery (no hop-limit step), a passed one continues as End.
+            if let Err(e) = check {
+                return self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + e.pointer_offset() as usize);
             }
-            Behavior::Storage => {
-                let policy = spec.policy.unwrap_or(StoragePolicy::NeverButLast);
-                let accept = match policy {
+            let policy = spec.policy.unwrap_or(StoragePolicy::NeverButLast);
+            let accept = match ws.storage_override {
+                Some(decision) => decision,
+                None => match policy {
                     StoragePolicy::Always => true,
                     StoragePolicy::NeverButLast => false,
                     StoragePolicy::SrC { threshold } => ws.service.queue_depth() < threshold,
@@ -441,16 +456,24 @@ impl L3 {
                         let obj = request_object_id(pkt.data(), &p);
                         obj.is_some_and(|o| ws.service.holds(o))
                     }
-                };
-                if accept {
-                    self.storage_accept(pkt, in_port, sid, ws, &p)
-                } else {
-                    ws.sid_counters[usize::from(sid)].passed.inc();
-                    self.end(pkt, in_port, sid, ws, depth, &p, sl, srh_off, rt)
-                }
+                },
+            };
+            if accept {
+                return self.storage_accept(pkt, in_port, sid, ws, &p);
             }
-            Behavior::End | Behavior::EndX => self.end(pkt, in_port, sid, ws, depth, &p, sl, srh_off, rt),
+            ws.sid_counters[usize::from(sid)].passed.inc();
+            ws.storage_passed = true;
         }
+        // End (RFC 8986 §4.1): hop limit (S05), then Last Entry / Segments
+        // Left / TLV checks (S08-S10).
+        if p.hop_limit <= 1 {
+            ws.sid_counters[usize::from(sid)].drops.inc(DropReason::TtlExpired);
+            return Verdict::Punt(PuntReason::TtlExpired);
+        }
+        if let Err(e) = check {
+            return self.sid_param_problem(ws, sid, 0, IP6 + rt.offset + e.pointer_offset() as usize);
+        }
+        self.end(pkt, in_port, sid, ws, depth, &p, sl, srh_off, rt)
     }
 
     /// End / End.X with Segments Left > 0 (checks already passed).

@@ -276,7 +276,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> FragmentHeader<T> {
     /// Sets the M (more fragments) flag.
     pub fn set_more_fragments(&mut self, more: bool) {
         let old = read_u16(self.buffer.as_ref(), field::FRAG_OFFSET_FLAGS);
-        let new = if more { old | FRAG_MORE } else { old & !FRAG_MORE };
+        let new = if more {
+            old | FRAG_MORE
+        } else {
+            old & !FRAG_MORE
+        };
         write_u16(self.buffer.as_mut(), field::FRAG_OFFSET_FLAGS, new);
     }
 
@@ -521,7 +525,10 @@ mod tests {
         assert_eq!(chain.upper_layer, Protocol::TCP);
         assert_eq!(chain.upper_layer_offset, 0);
         assert_eq!(chain.upper_layer_next_header_offset, None);
-        assert_eq!((chain.routing, chain.fragment, chain.ext_count), (None, None, 0));
+        assert_eq!(
+            (chain.routing, chain.fragment, chain.ext_count),
+            (None, None, 0)
+        );
         assert!(!chain.hop_by_hop);
 
         let chain = walk(Protocol::IPV6_DEST_OPTIONS, &[59, 0, 1, 4, 0, 0, 0, 0]).unwrap();
@@ -537,7 +544,10 @@ mod tests {
         let bytes = [60, 0, 0x05, 0xc8, 0, 0, 0, 7, 6, 200, 0, 0];
         let chain = walk(Protocol::IPV6_FRAGMENT, &bytes).unwrap();
         let fragment = chain.fragment.unwrap();
-        assert_eq!((fragment.frag_offset, fragment.more_fragments), (185, false));
+        assert_eq!(
+            (fragment.frag_offset, fragment.more_fragments),
+            (185, false)
+        );
         assert_eq!(fragment.identification, 7);
         assert!(!chain.has_upper_layer_header());
         assert_eq!(chain.upper_layer, Protocol::IPV6_DEST_OPTIONS);
@@ -636,7 +646,10 @@ mod tests {
             ExtHeader::new_checked(&bytes[..15]),
             Err(WireError::Truncated)
         );
-        assert_eq!(ExtHeader::new_checked(&bytes[..7]), Err(WireError::Truncated));
+        assert_eq!(
+            ExtHeader::new_checked(&bytes[..7]),
+            Err(WireError::Truncated)
+        );
 
         let mut bytes = [0xffu8; 10];
         let mut fragment = FragmentHeader::new_checked(&mut bytes[..]).unwrap();
