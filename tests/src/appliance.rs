@@ -113,6 +113,16 @@ impl Appliance {
     }
 
     pub fn try_start(tb: &Testbed, config_yaml: &str) -> Result<Appliance> {
+        Self::try_start_in(&tb.rtr(), config_yaml)
+    }
+
+    /// [`start`](Self::start) in namespace `ns` (a full namespace name) instead of a
+    /// testbed's router namespace: for topologies of their own, such as several appliances.
+    pub fn start_in(ns: &str, config_yaml: &str) -> Appliance {
+        Self::try_start_in(ns, config_yaml).unwrap_or_else(|e| panic!("appliance did not start in {ns}: {e:#}"))
+    }
+
+    pub fn try_start_in(ns: &str, config_yaml: &str) -> Result<Appliance> {
         require_root();
         let bin = appliance_bin();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -124,7 +134,7 @@ impl Appliance {
         let log_path = dir.path().join("appliance.log");
         std::fs::write(&config_path, config_with(config_yaml, &file_prefix, &metrics_addr))?;
         let log = File::create(&log_path)?;
-        let rtr_ns = tb.rtr();
+        let rtr_ns = ns.to_string();
         let child = Command::new("ip")
             .args(["netns", "exec", &rtr_ns])
             .arg(&bin)

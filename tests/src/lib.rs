@@ -12,9 +12,12 @@
 //! (namespaces, processes, hugepage files) is removed when its handle drops, also on panic.
 
 pub mod appliance;
+pub mod capture;
 pub mod metrics;
 pub mod proc;
+pub mod steering;
 pub mod testbed;
+pub mod tools;
 
 pub use appliance::{appliance_bin, config_with, demo_config, edit_yaml, hugepage_files, Appliance};
 pub use metrics::{family_present, metric_sum, parse_samples, Sample};
