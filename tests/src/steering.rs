@@ -204,9 +204,9 @@ impl Probe {
     /// `reply <rid> <src> <sport> <magic> <ver> <op> <status> <reply rid> <length> <accepted_by|-> <depth|-1>`.
     fn parse(line: &str) -> Option<Probe> {
         let w: Vec<&str> = line.split_whitespace().collect();
-        match w.first()? {
-            &"timeout" => Some(Probe { request_id: w.get(1)?.parse().ok()?, answer: None }),
-            &"reply" if w.len() == 12 => Some(Probe {
+        match *w.first()? {
+            "timeout" => Some(Probe { request_id: w.get(1)?.parse().ok()?, answer: None }),
+            "reply" if w.len() == 12 => Some(Probe {
                 request_id: w[1].parse().ok()?,
                 answer: Some(ProbeAnswer {
                     from: w[2].parse().ok()?,

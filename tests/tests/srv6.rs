@@ -321,6 +321,8 @@ elif case == "hop_limit_1":
     p = eth / IPv6(src=H1, dst=END, hlim=1) / srh([H2, END], 1) / udp
 elif case == "dt6_segments_left_1":
     p = eth / IPv6(src=H1, dst=DT6) / srh([H2, DT6], 1, nh=41) / IPv6(src=H1, dst=H2) / ICMPv6EchoRequest()
+elif case == "dt6_segments_left_1_hop_limit_1":
+    p = eth / IPv6(src=H1, dst=DT6, hlim=1) / srh([H2, DT6], 1, nh=41) / IPv6(src=H1, dst=H2) / ICMPv6EchoRequest()
 elif case == "udp_at_end_sl0":        # SL 0: the End SID is the final destination of a UDP packet
     p = eth / IPv6(src=H1, dst=END) / srh([END], 0) / udp
 elif case == "routing_type_0":
@@ -391,9 +393,10 @@ fn malformed_srh_gets_the_rfc_answer() {
     let py = py.to_string_lossy();
     const PP: u8 = 4; // ICMPv6 Parameter Problem
     const TE: u8 = 3; // ICMPv6 Time Exceeded
-    // (case, SID it is sent to, expected (type, code, pointer)). Pointers count from the
-    // start of the invoking IPv6 header; the SRH starts at 40.
-    let cases: &[(&str, &str, (u8, u8, Option<u32>), &str)] = &[
+    // (case, SID it is sent to, expected (type, code, pointer), the SID drop reason it counts
+    // under). Pointers count from the start of the invoking IPv6 header; the SRH starts at 40.
+    type Case<'a> = (&'a str, &'a str, (u8, u8, Option<u32>), &'a str);
+    let cases: &[Case] = &[
         // RFC 8986 §4.1 S08-S10 / RFC 8754 §4.3.1.1: pointer at Segments Left (40 + 3).
         ("sl_above_last_entry", SID_END, (PP, 0, Some(43)), "srv6_param_problem"),
         ("last_entry_too_big", SID_END, (PP, 0, Some(43)), "srv6_param_problem"),
@@ -401,6 +404,9 @@ fn malformed_srh_gets_the_rfc_answer() {
         ("hop_limit_1", SID_END, (TE, 0, None), "ttl_expired"),
         // RFC 8986 §4.6 S02-S03 (End.DT6 with SL != 0): pointer at Segments Left.
         ("dt6_segments_left_1", SID_DT6, (PP, 0, Some(43)), "srv6_param_problem"),
+        // The SL check of End.DT6 comes first (§4.6 S01-S04 replace End's S05 hop-limit
+        // step): hop limit 1 changes nothing.
+        ("dt6_segments_left_1_hop_limit_1", SID_DT6, (PP, 0, Some(43)), "srv6_param_problem"),
         // RFC 8986 §4.1.1: an upper layer the SID does not process: code 4 (SR Upper-layer
         // Header Error), pointer at the UDP header (40 + 24-byte SRH).
         ("udp_at_end_sl0", SID_END, (PP, 4, Some(64)), "srv6_param_problem"),
