@@ -10,6 +10,12 @@
 #          packet continues as End to the next segment
 #
 #   generator: dpdk-testpmd, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
+#
+# Each run starts the DUT (memif server) first, then the generator (memif
+# client: it owns the shared memory), and stops the generator first: DPDK
+# 22.11's memif PMD crashes when the peer's regions are unmapped under a
+# transmit loop, and its client does not reconnect to a new server. The
+# net_null sink is created with no-rx=1 (else it synthesises packets on rx).
 #   DUT "testpmd-io": dpdk-testpmd --forward-mode=io (memif port 0 → null port 1)
 #   DUT "appliance":  appliance with configs/bench-memif.yaml (full L3 pipeline:
 #                     Ethernet check, IPv4 header + checksum check, LPM, neighbour
@@ -60,13 +66,13 @@ start_gen() { # mode
     # testpmd txonly on CPU 0: memif server; frames addressed to the DUT's MAC.
     src="--forward-mode=txonly --eth-peer=0,02:00:00:00:10:01 --tx-ip=192.0.2.2,198.51.100.2 --tx-udp=1024,9 --txpkts=64"
     taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0,1@0 \
-      --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
+      --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no \
       -- $src --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 > $W/gen.log 2>&1 &
   else
     # apl-gen on CPU 0: replays the mode's frames (scripts/mkpcap.py) into the memif.
     python3 scripts/mkpcap.py "$1" $W/$1.pcap
     taskset -c 0 "$GEN" --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0 \
-      --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no \
+      --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no \
       -- --pcap $W/$1.pcap > $W/gen.log 2>&1 &
   fi
   GEN_PID=$!
@@ -81,25 +87,30 @@ stop_pid() { # pid
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:]]; print(int(s.median(v)) if v else 0)' "$@"; }
 
 # testpmd io: per-second Tx-pps of port 1 (the null port), after WARM s.
-run_testpmd_io() {
+run_testpmd_io() { # mode
+  rm -f $W/memif0.sock   # a DUT that died leaves its socket behind
   ip netns exec $NS taskset -c 0,1 dpdk-testpmd --no-pci --file-prefix=aplbdut --huge-unlink -m 128 \
     --lcores 0@0,1@1 \
-    --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01 \
-    --vdev=net_null0 \
+    --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01 \
+    --vdev=net_null0,no-rx=1 \
     -- --forward-mode=io --port-topology=paired --burst=32 --txd=1024 --rxd=1024 \
     --total-num-mbufs=16384 --stats-period=1 > $W/dut.log 2>&1 &
   DUT_PID=$!
+  sleep 2
+  start_gen "$1"
   sleep $((WARM + DUR + 1))
+  stop_pid $GEN_PID; GEN_PID=
   stop_pid $DUT_PID; DUT_PID=
   # Lines: "NIC statistics for port N" ... "Tx-pps: X"; keep port 1's, skip the warm-up.
   local v
   v=$(awk '/NIC statistics for port/ {p=$(NF-1)} /Tx-pps:/ && p==1 {print $2}' $W/dut.log \
-      | tail -n +$((WARM + 1)) | head -n $DUR)
+      | awk '$1 > 0' | tail -n +$((WARM + 1)) | head -n $DUR)
   median $v
 }
 
 # appliance: per-second deltas of its tx counter on port1.
-run_appliance() {
+run_appliance() { # mode
+  rm -f $W/memif0.sock
   ip netns exec $NS "$BIN" run --config $W/bench.yaml > $W/dut.log 2>&1 &
   DUT_PID=$!
   local i v=() prev cur
@@ -107,6 +118,7 @@ run_appliance() {
     ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics > /dev/null 2>&1 && break
     sleep 0.1
   done
+  start_gen "$1"
   sleep "$WARM"
   tx() { ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics \
          | awk '/^appliance_port_tx_packets_total\{port="port1"/ {s+=$NF} END {printf "%d\n", s}'; }
@@ -115,6 +127,7 @@ run_appliance() {
     sleep 1
     cur=$(tx); v+=($((cur - prev))); prev=$cur
   done
+  stop_pid $GEN_PID; GEN_PID=
   stop_pid $DUT_PID; DUT_PID=
   median "${v[@]}"
 }
@@ -123,21 +136,18 @@ echo "# bench-fwd: one DUT worker on CPU 1, generator on CPU 0, memif in, net_nu
 echo "# $(rte_ver=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null); echo "dpdk $rte_ver"), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 summary=()
 for mode in $MODES; do
-  start_gen "$mode"
-  sleep 2
   declare -A R=()
   for rep in $(seq "$REPS"); do
     for dut in testpmd-io appliance; do
-      if [ $dut = testpmd-io ]; then p=$(run_testpmd_io); else p=$(run_appliance); fi
+      if [ $dut = testpmd-io ]; then p=$(run_testpmd_io "$mode"); else p=$(run_appliance "$mode"); fi
       R[$dut]="${R[$dut]:-} $p"
       echo "mode=$mode run=$rep dut=$dut pps=$p"
       sleep 1
     done
   done
-  stop_pid $GEN_PID; GEN_PID=
   io=$(median ${R[testpmd-io]}); apl=$(median ${R[appliance]})
   summary+=("$(printf 'mode=%-6s testpmd-io=%6.2f Mpps  appliance=%6.2f Mpps  ratio=%.2f  (runs io:%s apl:%s)' \
-    "$mode" "$(echo "$io/1000000" | bc -l)" "$(echo "$apl/1000000" | bc -l)" "$(echo "$apl/$io" | bc -l)" \
+    "$mode" "$(echo "$io/1000000" | bc -l)" "$(echo "$apl/1000000" | bc -l)" "$(echo "if ($io > 0) $apl/$io else 0" | bc -l)" \
     "$(echo ${R[testpmd-io]} | tr ' ' ,)" "$(echo ${R[appliance]} | tr ' ' ,)")")
   unset R
 done

@@ -3023,10 +3023,10 @@ neighbors:
         assert_eq!(c.ports[0].device, "net_memif0");
         assert_eq!(
             c.ports[0].args,
-            "role=client,id=0,socket=/tmp/apl-bench/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01"
+            "role=server,id=0,socket=/tmp/apl-bench/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01"
         );
         assert_eq!(c.ports[1].device, "net_null0");
-        assert_eq!(c.ports[1].args, "");
+        assert_eq!(c.ports[1].args, "no-rx=1");
         assert!(!c.pipeline.idle_backoff.enabled);
         assert_eq!(
             c.neighbors,
@@ -3041,7 +3041,7 @@ neighbors:
         assert!(c.storage_service.queue_depth >= c.srv6.local_sids[1].threshold.unwrap());
         assert_eq!(c.lcores.workers, vec![Lcore { lcore: 1, cpu: 1 }]);
         let args = c.eal_args("appliance");
-        assert!(args.iter().any(|a| a == "--vdev=net_null0"), "{args:?}");
+        assert!(args.iter().any(|a| a == "--vdev=net_null0,no-rx=1"), "{args:?}");
         assert!(args.iter().any(|a| a == "--no-pci"));
     }
 

@@ -158,10 +158,65 @@ pub enum L3Error {
 }
 
 /// The immutable forwarding state shared by all workers.
+/// Exact-match table of host routes (/32, /128: the node's own addresses,
+/// local SIDs, host routes from the config). A host route is always the
+/// longest match, so one hash probe replaces a trie walk of 4 or 16 levels
+/// for the destinations the node itself serves (a /128 SID lookup was a third
+/// of the End behaviour's cost). Open addressing, built at start, read-only.
+#[derive(Debug, Clone, Default)]
+struct HostRoutes {
+    /// (key, next-hop index); index `u32::MAX` marks an empty slot.
+    slots: Vec<(u128, u32)>,
+    mask: usize,
+}
+
+impl HostRoutes {
+    fn new(capacity: usize) -> HostRoutes {
+        let n = (capacity.max(1) * 2).next_power_of_two();
+        HostRoutes { slots: vec![(0, u32::MAX); n], mask: n - 1 }
+    }
+
+    #[inline]
+    fn slot(&self, key: u128) -> usize {
+        let h = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h ^ (h >> 29)) as usize & self.mask
+    }
+
+    /// Inserts or replaces (capacity is fixed: callers size it for every host route).
+    fn insert(&mut self, key: u128, value: u32) {
+        let mut i = self.slot(key);
+        loop {
+            let (k, v) = self.slots[i];
+            if v == u32::MAX || k == key {
+                self.slots[i] = (key, value);
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: u128) -> Option<u32> {
+        let mut i = self.slot(key);
+        loop {
+            let (k, v) = self.slots[i];
+            if v == u32::MAX {
+                return None;
+            }
+            if k == key {
+                return Some(v);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
 pub struct L3 {
     ports: Vec<PortInfo>,
     routes4: Lpm4,
     routes6: Lpm6,
+    hosts4: HostRoutes,
+    hosts6: HostRoutes,
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
     pub(crate) srv6: Srv6Tables,
@@ -201,11 +256,21 @@ impl L3 {
         // Node budget: each prefix of up to N bytes needs at most N-1 new nodes.
         let mut routes4 = Lpm4::new(1 + n_routes * 3);
         let mut routes6 = Lpm6::new(1 + n_routes * 15);
+        let mut hosts4 = HostRoutes::new(n_routes);
+        let mut hosts6 = HostRoutes::new(n_routes);
         let mut nexthops = Vec::new();
         let mut add = |prefix: IpAddr, len: u8, nh: NextHop| -> Result<(), L3Error> {
             let idx = nexthops.len() as u32;
             nexthops.push(nh);
             let r = match prefix {
+                IpAddr::V4(a) if len == 32 => {
+                    hosts4.insert(u128::from(u32::from(a)), idx);
+                    Ok(())
+                }
+                IpAddr::V6(a) if len == 128 => {
+                    hosts6.insert(u128::from(a), idx);
+                    Ok(())
+                }
                 IpAddr::V4(a) => routes4.insert_v4(a, len, idx),
                 IpAddr::V6(a) => routes6.insert_v6(a, len, idx),
             };
@@ -242,7 +307,7 @@ impl L3 {
                 add(IpAddr::V6(a), 128, NextHop::Local { port })?;
             }
         }
-        let mut l3 = L3 { ports, routes4, routes6, nexthops, neigh, srv6: Srv6Tables::default() };
+        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default() };
         l3.srv6 = Srv6Tables::build(&l3, srv6).map_err(L3Error::Srv6)?;
         Ok(l3)
     }
@@ -259,8 +324,14 @@ impl L3 {
     #[inline]
     pub fn route(&self, dst: IpAddr) -> Option<NextHop> {
         let idx = match dst {
-            IpAddr::V4(a) => self.routes4.lookup_v4(a)?,
-            IpAddr::V6(a) => self.routes6.lookup_v6(a)?,
+            IpAddr::V4(a) => match self.hosts4.get(u128::from(u32::from(a))) {
+                Some(i) => i,
+                None => self.routes4.lookup_v4(a)?,
+            },
+            IpAddr::V6(a) => match self.hosts6.get(u128::from(a)) {
+                Some(i) => i,
+                None => self.routes6.lookup_v6(a)?,
+            },
         };
         self.nexthops.get(idx as usize).copied()
     }
