@@ -12,6 +12,7 @@ pub mod control;
 pub mod l3;
 pub mod lpm;
 pub mod metrics;
+pub mod nat;
 pub mod neigh;
 pub mod packet;
 pub mod slowpath;

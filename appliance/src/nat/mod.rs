@@ -44,10 +44,36 @@
 //!   stream is what a standby mapping server will replay (high availability is
 //!   a later issue).
 //!
+//! # How the pipeline will use it
+//!
+//! ```text
+//!  flow = translate::parse_flow(ip)?            // Err(e): drop, count nat_<e.label()>
+//!  from inside (outbound):
+//!    b = cache[flow.key] or ask M: NatTable::outbound(&flow.key, flow.tcp_flags, now)
+//!        (ICMP error: NatTable::lookup_outbound, never creates or refreshes)
+//!    icmp_error ? translate_icmp_error_outbound(ip, b.public_addr, b.public_port)
+//!               : rewrite_src(ip, b.public_addr, b.public_port)
+//!    if NatTable::is_public(dst): hairpin, continue as inbound with the new key
+//!  from outside (inbound):
+//!    b = cache[flow.key] or ask M: NatTable::inbound(&flow.key, flow.tcp_flags, now)
+//!        (ICMP error: NatTable::lookup_inbound)
+//!    icmp_error ? translate_icmp_error_inbound(ip, b.inside_addr, b.inside_port)
+//!               : rewrite_dst(ip, b.inside_addr, b.inside_port)
+//!  then the L3 route lookup, TTL decrement, forward
+//! ```
+//!
+//! The worker cache is keyed by session (5-tuple per direction), not by
+//! mapping: sessions carry the timeouts and the filtering, so a new remote
+//! endpoint costs one round trip to the mapping core. A hit records the time
+//! (and TCP flags) locally; workers report them in batches
+//! ([`session::NatTable::touch`]) and drop entries whose session id the
+//! mapping core no longer knows.
+//!
 //! # What exists now
 //!
-//! [`translate`], [`alloc`], [`session`] and the configuration below: pure code
-//! on byte slices and plain structs, tested without DPDK. Not yet: the
+//! [`translate`], [`alloc`], [`session`], a fixed-capacity hash map for the
+//! indices (`table.rs`) and the configuration below: pure code on byte slices
+//! and plain structs, tested without DPDK. Not yet: the
 //! per-worker flow cache, the rings between workers and the mapping core, the
 //! hook in [`crate::l3`] (NAT runs on IPv4 before the route lookup), hairpin
 //! dispatch in the pipeline (the table supports it: an outbound packet whose
@@ -69,7 +95,8 @@ use std::net::Ipv4Addr;
 
 pub use alloc::{BlockEvent, BlockEventKind, PortAllocator, PortLease};
 pub use session::{
-    Binding, Filtering, MappingEvent, NatEvent, NatTable, SessionEvent, TcpState,
+    Binding, Direction, Filtering, MappingEvent, NatEvent, NatTable, SessionEvent, SessionId,
+    TcpState,
 };
 pub use translate::{Flow, FlowKey, Proto};
 
@@ -97,12 +124,12 @@ pub enum NatError {
     /// Fragments are dropped and counted until virtual reassembly exists.
     #[error("IPv4 fragment without transport header")]
     Fragment,
-    /// Neither TCP, UDP nor ICMP.
+    /// Neither TCP, UDP nor ICMP (also for the packet quoted in an ICMP error).
     #[error("transport protocol not handled by NAT")]
     UnsupportedProtocol,
     /// An ICMP message that is neither an echo request/reply nor an error
     /// NAT translates (destination unreachable, time exceeded, parameter
-    /// problem), or an error quoting something else than TCP, UDP or an echo.
+    /// problem), or an error quoting an ICMP message other than an echo.
     #[error("ICMP message not handled by NAT")]
     UnsupportedIcmp,
     /// An ICMP error whose ICMP checksum is wrong (RFC 5508 REQ-3: drop it
@@ -193,7 +220,10 @@ pub struct NatConfigError {
 }
 
 fn config_error(field: &'static str, reason: impl Into<String>) -> NatConfigError {
-    NatConfigError { field, reason: reason.into() }
+    NatConfigError {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// NAT44 configuration. Plain Rust: a config-file section mapping onto it will
@@ -288,15 +318,24 @@ impl NatConfig {
     /// Checks every field against its documented limits.
     pub fn validate(&self) -> Result<(), NatConfigError> {
         if self.pool.is_empty() {
-            return Err(config_error("pool", "at least one public address is required"));
+            return Err(config_error(
+                "pool",
+                "at least one public address is required",
+            ));
         }
         if self.pool.len() > 65_536 {
-            return Err(config_error("pool", format!("{} addresses, at most 65536", self.pool.len())));
+            return Err(config_error(
+                "pool",
+                format!("{} addresses, at most 65536", self.pool.len()),
+            ));
         }
         let mut sorted: Vec<u32> = self.pool.iter().map(|a| u32::from(*a)).collect();
         sorted.sort_unstable();
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(config_error("pool", format!("{} is listed twice", Ipv4Addr::from(w[0]))));
+            return Err(config_error(
+                "pool",
+                format!("{} is listed twice", Ipv4Addr::from(w[0])),
+            ));
         }
         let block = self.ports_per_block;
         if !block.is_power_of_two() || !(64..=4096).contains(&block) {
@@ -321,7 +360,10 @@ impl NatConfig {
             ("sessions_max", self.sessions_max),
         ] {
             if value == 0 || value > CAPACITY_MAX {
-                return Err(config_error(field, format!("{value}: must be in 1..={CAPACITY_MAX}")));
+                return Err(config_error(
+                    field,
+                    format!("{value}: must be in 1..={CAPACITY_MAX}"),
+                ));
             }
         }
         if self.sessions_max < self.mappings_max {
@@ -334,16 +376,25 @@ impl NatConfig {
             ));
         }
         if self.reuse_delay_ms > 3_600_000 {
-            return Err(config_error("reuse_delay_ms", format!("{}: at most 3600000", self.reuse_delay_ms)));
+            return Err(config_error(
+                "reuse_delay_ms",
+                format!("{}: at most 3600000", self.reuse_delay_ms),
+            ));
         }
         for (field, value) in [
             ("udp_timeout_ms", self.udp_timeout_ms),
-            ("tcp_established_timeout_ms", self.tcp_established_timeout_ms),
+            (
+                "tcp_established_timeout_ms",
+                self.tcp_established_timeout_ms,
+            ),
             ("tcp_transitory_timeout_ms", self.tcp_transitory_timeout_ms),
             ("icmp_timeout_ms", self.icmp_timeout_ms),
         ] {
             if !(1_000..=86_400_000).contains(&value) {
-                return Err(config_error(field, format!("{value}: must be in 1000..=86400000")));
+                return Err(config_error(
+                    field,
+                    format!("{value}: must be in 1000..=86400000"),
+                ));
             }
         }
         Ok(())
@@ -395,7 +446,9 @@ pub(crate) mod tests {
     /// A small valid config for tests: `pool_len` addresses from 198.51.100.1.
     pub(crate) fn small_config(pool_len: u32) -> NatConfig {
         NatConfig {
-            pool: (0..pool_len).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i)).collect(),
+            pool: (0..pool_len)
+                .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i))
+                .collect(),
             ports_per_block: 64,
             blocks_per_subscriber_max: 2,
             subscribers_max: 64,
@@ -409,7 +462,10 @@ pub(crate) mod tests {
 
     #[test]
     fn default_with_pool_is_valid() {
-        let config = NatConfig { pool: vec![Ipv4Addr::new(192, 0, 2, 1)], ..NatConfig::default() };
+        let config = NatConfig {
+            pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            ..NatConfig::default()
+        };
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.blocks_per_addr(), 126);
         assert_eq!(small_config(3).validate(), Ok(()));
@@ -419,29 +475,109 @@ pub(crate) mod tests {
     fn validate_names_the_field() {
         let base = small_config(2);
         let field_of = |config: NatConfig| config.validate().unwrap_err().field;
-        assert_eq!(field_of(NatConfig { pool: vec![], ..base.clone() }), "pool");
+        assert_eq!(
+            field_of(NatConfig {
+                pool: vec![],
+                ..base.clone()
+            }),
+            "pool"
+        );
         let mut dup = base.clone();
         dup.pool.push(dup.pool[0]);
         assert_eq!(field_of(dup), "pool");
         for bad in [0, 32, 100, 8192] {
-            assert_eq!(field_of(NatConfig { ports_per_block: bad, ..base.clone() }), "ports_per_block");
+            assert_eq!(
+                field_of(NatConfig {
+                    ports_per_block: bad,
+                    ..base.clone()
+                }),
+                "ports_per_block"
+            );
         }
         for size in [64u16, 128, 256, 512, 1024, 2048, 4096] {
-            assert_eq!(NatConfig { ports_per_block: size, blocks_per_subscriber_max: 1, ..base.clone() }.validate(), Ok(()));
+            assert_eq!(
+                NatConfig {
+                    ports_per_block: size,
+                    blocks_per_subscriber_max: 1,
+                    ..base.clone()
+                }
+                .validate(),
+                Ok(())
+            );
         }
-        assert_eq!(NatConfig { ports_per_block: 4096, ..base.clone() }.blocks_per_addr(), 15);
-        assert_eq!(field_of(NatConfig { blocks_per_subscriber_max: 0, ..base.clone() }), "blocks_per_subscriber_max");
         assert_eq!(
-            field_of(NatConfig { ports_per_block: 4096, blocks_per_subscriber_max: 16, ..base.clone() }),
+            NatConfig {
+                ports_per_block: 4096,
+                ..base.clone()
+            }
+            .blocks_per_addr(),
+            15
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                blocks_per_subscriber_max: 0,
+                ..base.clone()
+            }),
             "blocks_per_subscriber_max"
         );
-        assert_eq!(field_of(NatConfig { subscribers_max: 0, ..base.clone() }), "subscribers_max");
-        assert_eq!(field_of(NatConfig { blocks_max: CAPACITY_MAX + 1, ..base.clone() }), "blocks_max");
-        assert_eq!(field_of(NatConfig { sessions_max: 10, mappings_max: 11, ..base.clone() }), "sessions_max");
-        assert_eq!(field_of(NatConfig { reuse_delay_ms: 3_600_001, ..base.clone() }), "reuse_delay_ms");
-        assert_eq!(field_of(NatConfig { udp_timeout_ms: 999, ..base.clone() }), "udp_timeout_ms");
-        assert_eq!(field_of(NatConfig { icmp_timeout_ms: 86_400_001, ..base.clone() }), "icmp_timeout_ms");
-        let message = NatConfig { ports_per_block: 100, ..base }.validate().unwrap_err().to_string();
+        assert_eq!(
+            field_of(NatConfig {
+                ports_per_block: 4096,
+                blocks_per_subscriber_max: 16,
+                ..base.clone()
+            }),
+            "blocks_per_subscriber_max"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                subscribers_max: 0,
+                ..base.clone()
+            }),
+            "subscribers_max"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                blocks_max: CAPACITY_MAX + 1,
+                ..base.clone()
+            }),
+            "blocks_max"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                sessions_max: 10,
+                mappings_max: 11,
+                ..base.clone()
+            }),
+            "sessions_max"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                reuse_delay_ms: 3_600_001,
+                ..base.clone()
+            }),
+            "reuse_delay_ms"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                udp_timeout_ms: 999,
+                ..base.clone()
+            }),
+            "udp_timeout_ms"
+        );
+        assert_eq!(
+            field_of(NatConfig {
+                icmp_timeout_ms: 86_400_001,
+                ..base.clone()
+            }),
+            "icmp_timeout_ms"
+        );
+        let message = NatConfig {
+            ports_per_block: 100,
+            ..base
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(message.starts_with("nat.ports_per_block: 100"), "{message}");
     }
 
