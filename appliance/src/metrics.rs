@@ -405,7 +405,7 @@ impl MetricsSource {
 pub fn serve(addr: SocketAddr, source: Arc<MetricsSource>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    Ok(std::thread::Builder::new().name("metrics".into()).spawn(move || {
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
@@ -422,7 +422,7 @@ pub fn serve(addr: SocketAddr, source: Arc<MetricsSource>, stop: Arc<AtomicBool>
                 }
             }
         }
-    })?)
+    })
 }
 
 fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> {

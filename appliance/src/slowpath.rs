@@ -450,10 +450,8 @@ impl<P: PacketBuf> SlowPath<P> {
             self.counters.drops.inc(DropReason::PendingFull);
             return;
         }
-        if !self.resolving.contains_key(&(port, nh)) {
-            if !self.start_resolution(port, nh, now_ms, pool, send) {
-                return;
-            }
+        if !self.resolving.contains_key(&(port, nh)) && !self.start_resolution(port, nh, now_ms, pool, send) {
+            return;
         }
         let per_max = self.cfg.pending_per_neighbor_max;
         let r = self.resolving.get_mut(&(port, nh)).expect("just started");

@@ -355,7 +355,7 @@ impl WorkerState {
 /// Packs an ICMPv6 parameter-problem code and pointer (< 65536: within the
 /// first packet bytes) into a 24-bit punt argument.
 pub fn param_problem_arg(code: u8, pointer: u32) -> u32 {
-    (u32::from(code & 0xff) << 16) | (pointer.min(0xffff))
+    (u32::from(code) << 16) | pointer.min(0xffff)
 }
 
 /// Unpacks [`param_problem_arg`].

@@ -136,8 +136,8 @@ impl Worker {
                 }
             }
             flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
-            for p in 0..ports {
-                flush_tx(&mut tx_bufs[p], &mut self.tx[p], &c, p);
+            for (p, (buf, txq)) in tx_bufs.iter_mut().zip(self.tx.iter_mut()).enumerate() {
+                flush_tx(buf, txq, &c, p);
             }
 
             let t_now = rte::tsc();

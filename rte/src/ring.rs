@@ -28,7 +28,9 @@ pub struct RingStats {
 }
 
 impl MbufRing {
-    /// Creates a ring of `size` slots (a power of two; it holds size-1).
+    /// Creates a ring of `size` slots (a power of two; it holds size-1),
+    /// already split into its two ends.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(eal: &Arc<Eal>, name: &str, size: u32) -> Result<(RingProducer, RingConsumer), RteError> {
         if !size.is_power_of_two() {
             return Err(RteError::other("rte_ring_create", "size must be a power of two"));

@@ -247,7 +247,7 @@ enum Parity {
 
 impl Parity {
     fn of(port: u16) -> Parity {
-        if port % 2 == 0 {
+        if port.is_multiple_of(2) {
             Parity::Even
         } else {
             Parity::Odd

@@ -52,6 +52,7 @@ impl<K: FixedKey, V: Copy> FixedMap<K, V> {
         self.len
     }
 
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
