@@ -31,3 +31,32 @@ use_cargo() {
   export PATH
   command -v cargo >/dev/null 2>&1
 }
+
+# ---- network namespaces (testbeds) -------------------------------------------
+
+ns_exists() { [ -e "/run/netns/$1" ]; }
+
+# No checksum offload, TSO/GSO/GRO: DPDK's af_packet sees raw frames and must get
+# complete checksums and MTU-sized packets.
+offloads_off() { # ns ifname
+  ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null
+}
+
+# Ends the processes still inside namespace NS (started by its testbed), by PID,
+# then deletes it. Idempotent.
+ns_delete() { # ns [label]
+  local ns=$1 label=${2:-testbed} pids pid
+  ns_exists "$ns" || return 0
+  pids=$(ip netns pids "$ns" 2>/dev/null || true)
+  if [ -n "$pids" ]; then
+    echo "$label: ending processes left in $ns: $(echo "$pids" | tr '\n' ' ')" >&2
+    for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      [ -z "$pids" ] && break
+      sleep 0.1
+    done
+    for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+  fi
+  ip netns del "$ns" 2>/dev/null || true
+}

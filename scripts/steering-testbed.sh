@@ -20,6 +20,8 @@
 # Nothing is done in the root namespace; `down` deletes the namespaces (idempotent) and
 # ends the processes still running inside them (they were started in this testbed).
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TB=${TB:-stg}
 CL=$TB-cl SW=$TB-sw
@@ -35,29 +37,11 @@ ns_of() {
   esac
 }
 
-ns_exists() { [ -e "/run/netns/$1" ]; }
 
-offloads_off() { # ns ifname
-  ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null
-}
 
 down() {
-  local ns pids pid
-  for ns in "${ALL[@]}"; do
-    ns_exists "$ns" || continue
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    if [ -n "$pids" ]; then
-      echo "steering-testbed: ending processes left in $ns: $(echo "$pids" | tr '\n' ' ')" >&2
-      for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-      for _ in $(seq 50); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && break
-        sleep 0.1
-      done
-      for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
-    fi
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  local ns
+  for ns in "${ALL[@]}"; do ns_delete "$ns" steering-testbed; done
 }
 
 up() {

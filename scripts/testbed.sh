@@ -15,6 +15,8 @@
 # Nothing is done in the root namespace; `down` deletes the namespaces (idempotent) and
 # ends the processes still running inside them (they were started in this testbed).
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TB=${TB:-apl}
 H1=$TB-h1 RTR=$TB-rtr H2=$TB-h2
@@ -30,30 +32,11 @@ ns_of() {
   esac
 }
 
-ns_exists() { [ -e "/run/netns/$1" ]; }
 
-offloads_off() { # ns ifname
-  ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null
-}
 
 down() {
-  local ns pids pid
-  for ns in "$H1" "$RTR" "$H2"; do
-    ns_exists "$ns" || continue
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    if [ -n "$pids" ]; then
-      echo "testbed: ending processes left in $ns: $(echo "$pids" | tr '\n' ' ')" >&2
-      for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-      for _ in $(seq 50); do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] && break
-        sleep 0.1
-      done
-      for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
-    fi
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  # Deleting a namespace destroys its veths; nothing was created elsewhere.
+  local ns
+  for ns in "$H1" "$RTR" "$H2"; do ns_delete "$ns" testbed; done
 }
 
 up() {
