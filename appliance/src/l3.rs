@@ -109,10 +109,35 @@ impl PortInfo {
     /// True if `ip` is on one of this port's connected subnets.
     pub fn on_link(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(v4) => self.ipv4.iter().any(|&(a, l)| prefix_eq(u128::from(u32::from(a)) << 96, u128::from(u32::from(v4)) << 96, l)),
-            IpAddr::V6(v6) => self.ipv6.iter().any(|&(a, l)| prefix_eq(u128::from(a), u128::from(v6), l)),
+            IpAddr::V4(v4) => self.ipv4.iter().any(|&(a, l)| in_subnet4(a, l, v4)),
+            IpAddr::V6(v6) => self.ipv6.iter().any(|&(a, l)| in_subnet6(a, l, v6)),
         }
     }
+
+    /// Our IPv4 address on the subnet of `target` (the sender address of an
+    /// ARP request for it), else the port's first.
+    pub fn source_v4_for(&self, target: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.ipv4.iter().find(|&&(a, l)| in_subnet4(a, l, target)).map(|a| a.0).or_else(|| self.primary_ipv4())
+    }
+
+    /// Our IPv6 address on the subnet of `target` (the source of a neighbour
+    /// solicitation for it), else the link-local one, else the first.
+    pub fn source_v6_for(&self, target: Ipv6Addr) -> Option<Ipv6Addr> {
+        self.ipv6
+            .iter()
+            .find(|&&(a, l)| in_subnet6(a, l, target))
+            .map(|a| a.0)
+            .or_else(|| self.link_local6())
+            .or_else(|| self.primary_ipv6())
+    }
+}
+
+fn in_subnet4(addr: Ipv4Addr, len: u8, ip: Ipv4Addr) -> bool {
+    prefix_eq(u128::from(u32::from(addr)) << 96, u128::from(u32::from(ip)) << 96, len)
+}
+
+fn in_subnet6(addr: Ipv6Addr, len: u8, ip: Ipv6Addr) -> bool {
+    prefix_eq(u128::from(addr), u128::from(ip), len)
 }
 
 fn prefix_eq(a: u128, b: u128, len: u8) -> bool {

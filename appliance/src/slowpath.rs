@@ -22,7 +22,7 @@
 //! the slow path.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::l3::{Verdict, WorkerState, L3};
@@ -506,7 +506,7 @@ impl<P: PacketBuf> SlowPath<P> {
         };
         match ip {
             IpAddr::V4(target) => {
-                let Some(src_ip) = source_v4_for(info, target) else {
+                let Some(src_ip) = info.source_v4_for(target) else {
                     return;
                 };
                 let len = ethernet::HEADER_LEN + arp::PACKET_LEN;
@@ -524,7 +524,7 @@ impl<P: PacketBuf> SlowPath<P> {
                 }
             }
             IpAddr::V6(target) => {
-                let Some(src_ip) = source_v6_for(info, target) else {
+                let Some(src_ip) = info.source_v6_for(target) else {
                     return;
                 };
                 let group = ipv6::solicited_node_multicast(target);
@@ -688,25 +688,6 @@ enum IcmpWhy {
     TooBig(u16),
     /// ICMPv6 parameter problem: code, pointer.
     ParamProblem(u8, u32),
-}
-
-/// Our IPv4 address on the subnet of `target`, else the port's first.
-fn source_v4_for(info: &crate::l3::PortInfo, target: Ipv4Addr) -> Option<Ipv4Addr> {
-    info.ipv4
-        .iter()
-        .find(|&&(a, l)| l == 0 || (u32::from(a) ^ u32::from(target)) >> (32 - u32::from(l)) == 0)
-        .map(|a| a.0)
-        .or_else(|| info.primary_ipv4())
-}
-
-/// Our IPv6 address on the subnet of `target`, else link-local, else the first.
-fn source_v6_for(info: &crate::l3::PortInfo, target: Ipv6Addr) -> Option<Ipv6Addr> {
-    info.ipv6
-        .iter()
-        .find(|&&(a, l)| l == 0 || (u128::from(a) ^ u128::from(target)) >> (128 - u32::from(l)) == 0)
-        .map(|a| a.0)
-        .or_else(|| info.link_local6())
-        .or_else(|| info.primary_ipv6())
 }
 
 /// Writes Ethernet + IPv6 + the ICMPv6 `body` (checksum filled) into `out`.

@@ -61,7 +61,11 @@ impl Port {
         if rc != 0 {
             return Err(RteError::other(
                 "rte_eth_dev_get_port_by_name",
-                format!("no DPDK port named {device:?} (is its --vdev given and its driver installed?)"),
+                format!(
+                    "no DPDK port named {device:?}: the device was not created. EAL's messages above say why \
+                     (a vdev whose probe failed: an af_packet interface missing from this network namespace, \
+                     a memif socket already in use; or a PCI device not bound to a DPDK driver)"
+                ),
             ));
         }
         if cfg.rx_queues == 0 || cfg.tx_queues == 0 || cfg.rx_queues > 64 || cfg.tx_queues > 64 {

@@ -22,7 +22,7 @@ pub mod tools;
 pub use appliance::{appliance_bin, config_with, demo_config, edit_yaml, hugepage_files, Appliance};
 pub use metrics::{family_present, metric_sum, parse_samples, Sample};
 pub use proc::{output_text, run_timeout};
-pub use testbed::{require_root, workspace_root, Testbed, Transfer};
+pub use testbed::{require_root, workspace_root, ScriptTopology, Testbed, Transfer};
 
 /// A testbed with the appliance running in it. Fields drop in order: the appliance is
 /// stopped before the namespaces are deleted.

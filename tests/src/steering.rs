@@ -16,16 +16,13 @@
 
 use crate::appliance::edit_yaml;
 use crate::proc::{output_text, run_timeout};
-use crate::testbed::{require_root, workspace_root};
-use anyhow::{bail, Result};
+use crate::testbed::ScriptTopology;
+use anyhow::Result;
 use serde_yaml_ng::Value;
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The storage service's UDP port in [`candidate_config`].
 pub const STORAGE_PORT: u16 = 7878;
@@ -50,9 +47,7 @@ pub fn mac(k: usize) -> String {
 /// One steering testbed: namespaces `<name>-cl`, `-sw`, `-a1`, `-a2`, `-a3`.
 #[derive(Debug)]
 pub struct StorageFabric {
-    name: String,
-    script: PathBuf,
-    is_up: bool,
+    topo: ScriptTopology,
 }
 
 impl StorageFabric {
@@ -63,41 +58,18 @@ impl StorageFabric {
     }
 
     pub fn try_up(tag: &str) -> Result<StorageFabric> {
-        require_root();
-        let tag: String =
-            tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect::<String>().to_ascii_lowercase();
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("st{}-{}{}", std::process::id(), tag, n);
-        let script = workspace_root().join("scripts/steering-testbed.sh");
-        if !script.exists() {
-            bail!("{} is missing", script.display());
-        }
-        let mut f = StorageFabric { name, script, is_up: true };
-        let out = f.script_cmd("up");
-        if !out.status.success() {
-            f.is_up = false;
-            let _ = f.script_cmd("down");
-            bail!("steering-testbed.sh up (TB={}) failed: {}\n{}", f.name, out.status, output_text(&out));
-        }
-        Ok(f)
-    }
-
-    fn script_cmd(&self, what: &str) -> Output {
-        run_timeout(
-            Command::new("bash").arg(&self.script).arg(what).env("TB", &self.name).stdin(Stdio::null()),
-            Duration::from_secs(60),
-        )
+        Ok(StorageFabric { topo: ScriptTopology::up("scripts/steering-testbed.sh", "st", tag, 8)? })
     }
 
     /// The namespace prefix (TB).
     pub fn name(&self) -> &str {
-        &self.name
+        self.topo.name()
     }
 
     /// Full namespace name of `cl`, `sw`, `a1`, `a2`, `a3`; any other string is returned as is.
     pub fn ns(&self, which: &str) -> String {
         match which {
-            "cl" | "sw" | "a1" | "a2" | "a3" => format!("{}-{}", self.name, which),
+            "cl" | "sw" | "a1" | "a2" | "a3" => format!("{}-{}", self.name(), which),
             other => other.to_string(),
         }
     }
@@ -148,19 +120,7 @@ impl StorageFabric {
 
     /// Deletes the namespaces (ending what still runs in them). Also done on drop.
     pub fn down(&mut self) {
-        if self.is_up {
-            self.is_up = false;
-            let out = self.script_cmd("down");
-            if !out.status.success() {
-                eprintln!("steering-testbed.sh down (TB={}) failed: {}", self.name, output_text(&out));
-            }
-        }
-    }
-}
-
-impl Drop for StorageFabric {
-    fn drop(&mut self) {
-        self.down();
+        self.topo.down();
     }
 }
 

@@ -44,47 +44,51 @@ pub struct Transfer {
     pub sha256: String,
 }
 
-/// One testbed: namespaces `<name>-h1`, `<name>-rtr`, `<name>-h2`.
+/// Network namespaces brought up and torn down by one of the testbed scripts
+/// (`scripts/testbed.sh`, `scripts/steering-testbed.sh`), under a namespace
+/// prefix unique to this process and call (`<prefix><pid>-<tag><n>`), so tests
+/// never collide with each other or with the demo. Torn down on drop, even
+/// when a test panics.
 #[derive(Debug)]
-pub struct Testbed {
+pub struct ScriptTopology {
     name: String,
     script: PathBuf,
     is_up: bool,
 }
 
-impl Testbed {
-    /// Brings up a fresh testbed whose namespace prefix is unique to this process and call:
-    /// `at<pid>-<tag><n>` (so tests never collide with each other or with the demo's `apl`).
-    /// Panics (with the script's output) on failure.
-    pub fn up(tag: &str) -> Testbed {
-        Self::try_up(tag).unwrap_or_else(|e| panic!("testbed up failed: {e:#}"))
-    }
-
-    pub fn try_up(tag: &str) -> Result<Testbed> {
+impl ScriptTopology {
+    /// Runs `<script> up` with TB set to a fresh prefix; on failure runs
+    /// `down` and returns the script's output as the error.
+    pub fn up(script: &str, prefix: &str, tag: &str, tag_len_max: usize) -> Result<ScriptTopology> {
         require_root();
         let tag: String = tag
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
-            .take(12)
+            .take(tag_len_max)
             .collect::<String>()
             .to_ascii_lowercase();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let name = format!("at{}-{}{}", std::process::id(), tag, n);
-        let script = workspace_root().join("scripts/testbed.sh");
+        let name = format!("{prefix}{}-{}{}", std::process::id(), tag, n);
+        let script = workspace_root().join(script);
         if !script.exists() {
             bail!("{} is missing", script.display());
         }
-        let mut tb = Testbed { name, script, is_up: true };
-        let out = tb.script_cmd("up");
+        let mut t = ScriptTopology { name, script, is_up: true };
+        let out = t.script_cmd("up");
         if !out.status.success() {
-            tb.is_up = false;
-            let _ = tb.script_cmd("down");
-            bail!("testbed.sh up (TB={}) failed: {}\n{}", tb.name, out.status, output_text(&out));
+            t.is_up = false;
+            let _ = t.script_cmd("down");
+            bail!("{} up (TB={}) failed: {}\n{}", t.script_name(), t.name, out.status, output_text(&out));
         }
-        Ok(tb)
+        Ok(t)
     }
 
-    fn script_cmd(&self, what: &str) -> Output {
+    fn script_name(&self) -> String {
+        self.script.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Runs `<script> <what>` with this topology's TB (60 s deadline).
+    pub fn script_cmd(&self, what: &str) -> Output {
         run_timeout(
             Command::new("bash").arg(&self.script).arg(what).env("TB", &self.name).stdin(Stdio::null()),
             Duration::from_secs(60),
@@ -96,10 +100,51 @@ impl Testbed {
         &self.name
     }
 
+    /// Runs the script's `down` (idempotent; also done on drop).
+    pub fn down(&mut self) {
+        if self.is_up {
+            self.is_up = false;
+            let out = self.script_cmd("down");
+            if !out.status.success() {
+                eprintln!("{} down (TB={}) failed: {}", self.script_name(), self.name, output_text(&out));
+            }
+        }
+    }
+}
+
+impl Drop for ScriptTopology {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// One testbed: namespaces `<name>-h1`, `<name>-rtr`, `<name>-h2`.
+#[derive(Debug)]
+pub struct Testbed {
+    topo: ScriptTopology,
+}
+
+impl Testbed {
+    /// Brings up a fresh testbed whose namespace prefix is unique to this process and call:
+    /// `at<pid>-<tag><n>` (so tests never collide with each other or with the demo's `apl`).
+    /// Panics (with the script's output) on failure.
+    pub fn up(tag: &str) -> Testbed {
+        Self::try_up(tag).unwrap_or_else(|e| panic!("testbed up failed: {e:#}"))
+    }
+
+    pub fn try_up(tag: &str) -> Result<Testbed> {
+        Ok(Testbed { topo: ScriptTopology::up("scripts/testbed.sh", "at", tag, 12)? })
+    }
+
+    /// The namespace prefix (TB).
+    pub fn name(&self) -> &str {
+        self.topo.name()
+    }
+
     /// Full namespace name for `h1`, `rtr` or `h2`; any other string is taken as a full name.
     pub fn ns(&self, which: &str) -> String {
         match which {
-            "h1" | "rtr" | "h2" => format!("{}-{}", self.name, which),
+            "h1" | "rtr" | "h2" => format!("{}-{}", self.name(), which),
             other => other.to_string(),
         }
     }
@@ -258,7 +303,7 @@ impl Testbed {
     /// Makes the router namespace's own kernel the router (`testbed.sh kernel-router`): a
     /// reference to compare with, or to check the harness without the appliance.
     pub fn kernel_router(&self) {
-        let out = self.script_cmd("kernel-router");
+        let out = self.topo.script_cmd("kernel-router");
         assert!(out.status.success(), "kernel-router failed: {}", output_text(&out));
     }
 
@@ -270,19 +315,7 @@ impl Testbed {
 
     /// Deletes the namespaces (ending what still runs in them). Also done on drop.
     pub fn down(&mut self) {
-        if self.is_up {
-            self.is_up = false;
-            let out = self.script_cmd("down");
-            if !out.status.success() {
-                eprintln!("testbed.sh down (TB={}) failed: {}", self.name, output_text(&out));
-            }
-        }
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        self.down();
+        self.topo.down();
     }
 }
 

@@ -82,7 +82,7 @@ fn main() -> Result<()> {
         },
         &pool,
     )?;
-    port.start()?;
+    port.start().context("starting net_memif0 (as a memif client it needs a memif server listening on its socket)")?;
     let mut txq = port.tx_queue(0)?;
     let mut rxq = port.rx_queue(0)?;
     let mut burst = rte::Burst::new();
