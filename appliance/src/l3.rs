@@ -42,6 +42,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::lpm::{Lpm4, Lpm6};
+use crate::nat::cache::CacheKey;
+use crate::nat::fast::{NatPlan, Role};
+use crate::nat::{msg, translate, Direction};
 use crate::neigh::{ip_key, NeighborTable};
 use crate::packet::{PacketBuf, VecBuf};
 use crate::srv6::{Srv6Config, Srv6Tables};
@@ -53,6 +56,9 @@ pub use crate::srv6::WorkerState;
 /// Punt argument of a `neighbor_miss` punt: a storage SID passed the packet
 /// on (so re-runs must pass it too).
 pub const NEIGHBOR_MISS_STORAGE_PASSED: u32 = 1;
+/// Punt argument of a `neighbor_miss` punt: NAT has translated the packet
+/// (so re-runs must not translate it again).
+pub const NEIGHBOR_MISS_NAT_DONE: u32 = 2;
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +175,8 @@ pub enum NextHop {
     Sid(u16),
     /// An SRv6 steering policy (H.Encaps): index into the policy table.
     Encap(u16),
+    /// A NAT pool address: inbound NAT (translated, then routed again).
+    NatPool,
 }
 
 /// Why the tables could not be built.
@@ -180,6 +188,8 @@ pub enum L3Error {
     NoSuchPort { prefix: IpAddr, len: u8, port: u16 },
     #[error("srv6: {0}")]
     Srv6(String),
+    #[error("nat: {0}")]
+    Nat(String),
 }
 
 /// The immutable forwarding state shared by all workers.
@@ -245,6 +255,7 @@ pub struct L3 {
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
     pub(crate) srv6: Srv6Tables,
+    nat: Option<NatPlan>,
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291 App. A).
@@ -274,6 +285,19 @@ impl L3 {
         srv6: &Srv6Config,
         neigh: Arc<NeighborTable>,
     ) -> Result<L3, L3Error> {
+        Self::with_nat(ports, routes, srv6, None, neigh)
+    }
+
+    /// As [`L3::with_srv6`], with NAT44 (`nat`: port roles and pool; every
+    /// pool address becomes a host route to [`NextHop::NatPool`]).
+    pub fn with_nat(
+        ports: Vec<PortInfo>,
+        routes: &[RouteSpec],
+        srv6: &Srv6Config,
+        nat: Option<NatPlan>,
+        neigh: Arc<NeighborTable>,
+    ) -> Result<L3, L3Error> {
+        let n_pool = nat.as_ref().map_or(0, |n| n.pool.len());
         let n_routes = routes.len()
             + srv6.sids.len()
             + srv6.policies.len()
@@ -281,7 +305,7 @@ impl L3 {
         // Node budget: each prefix of up to N bytes needs at most N-1 new nodes.
         let mut routes4 = Lpm4::new(1 + n_routes * 3);
         let mut routes6 = Lpm6::new(1 + n_routes * 15);
-        let mut hosts4 = HostRoutes::new(n_routes);
+        let mut hosts4 = HostRoutes::new(n_routes + n_pool);
         let mut hosts6 = HostRoutes::new(n_routes);
         let mut nexthops = Vec::new();
         let mut add = |prefix: IpAddr, len: u8, nh: NextHop| -> Result<(), L3Error> {
@@ -332,7 +356,21 @@ impl L3 {
                 add(IpAddr::V6(a), 128, NextHop::Local { port })?;
             }
         }
-        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default() };
+        if let Some(plan) = &nat {
+            if plan.roles.len() != ports.len() {
+                return Err(L3Error::Nat(format!("{} port roles for {} ports", plan.roles.len(), ports.len())));
+            }
+            // One next hop shared by every pool address.
+            let idx = nexthops.len() as u32;
+            nexthops.push(NextHop::NatPool);
+            for a in &plan.pool {
+                if ports.iter().any(|p| p.owns(IpAddr::V4(*a))) {
+                    return Err(L3Error::Nat(format!("pool address {a} is a port address")));
+                }
+                hosts4.insert(u128::from(u32::from(*a)), idx);
+            }
+        }
+        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default(), nat };
         l3.srv6 = Srv6Tables::build(&l3, srv6).map_err(L3Error::Srv6)?;
         Ok(l3)
     }
@@ -343,6 +381,16 @@ impl L3 {
 
     pub fn neighbors(&self) -> &Arc<NeighborTable> {
         &self.neigh
+    }
+
+    /// The NAT layout, when NAT is configured.
+    pub fn nat(&self) -> Option<&NatPlan> {
+        self.nat.as_ref()
+    }
+
+    /// True if `a` is a NAT pool address.
+    pub fn is_nat_pool(&self, a: Ipv4Addr) -> bool {
+        self.nat.is_some() && self.route(IpAddr::V4(a)) == Some(NextHop::NatPool)
     }
 
     /// Route lookup.
@@ -386,8 +434,10 @@ impl L3 {
     /// through the pipeline again, deciding as the worker did.
     pub fn rerun<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, arg: u32, ws: &mut WorkerState) -> Verdict {
         ws.storage_override = (arg & NEIGHBOR_MISS_STORAGE_PASSED != 0).then_some(false);
+        ws.nat_skip = arg & NEIGHBOR_MISS_NAT_DONE != 0;
         let v = self.process(pkt, in_port, ws);
         ws.storage_override = None;
+        ws.nat_skip = false;
         v
     }
 
@@ -408,9 +458,15 @@ impl L3 {
     pub fn process<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, ws: &mut WorkerState) -> Verdict {
         ws.punt_arg = 0;
         ws.storage_passed = false;
+        ws.nat_done = false;
         let v = self.process_at(pkt, in_port, ws, 0);
-        if v == Verdict::Punt(PuntReason::NeighborMiss) && ws.storage_passed {
-            ws.punt_arg = NEIGHBOR_MISS_STORAGE_PASSED;
+        if v == Verdict::Punt(PuntReason::NeighborMiss) {
+            if ws.storage_passed {
+                ws.punt_arg |= NEIGHBOR_MISS_STORAGE_PASSED;
+            }
+            if ws.nat_done {
+                ws.punt_arg |= NEIGHBOR_MISS_NAT_DONE;
+            }
         }
         v
     }
@@ -470,9 +526,29 @@ impl L3 {
         if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.octets()[0] == 0 {
             return Verdict::Drop(DropReason::Ipv4NotRouted);
         }
-        // (NAT plugs in here: inside→outside and outside→inside translation
-        // happen before the route lookup.)
-        let Some(nh) = self.route(IpAddr::V4(dst)) else {
+        let mut dst = dst;
+        let mut nh = self.route(IpAddr::V4(dst));
+        if let Some(plan) = &self.nat {
+            if ws.nat_skip {
+                ws.nat_done = true;
+            } else {
+                let ip_pkt = &mut ip_buf[..usize::from(total_len)];
+                match self.nat44(plan, ip_pkt, in_port, nh, ttl, total_len, df, l2_multicast, ws) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        ws.nat_done = true;
+                        dst = ipv4::Packet::new_unchecked(&*ip_buf).dst_addr();
+                        nh = self.route(IpAddr::V4(dst));
+                    }
+                    Err(v) => return v,
+                }
+            }
+            if nh == Some(NextHop::NatPool) {
+                // Translated (or re-run) and still to the pool: never loop.
+                return Verdict::Drop(DropReason::NatLoop);
+            }
+        }
+        let Some(nh) = nh else {
             return Verdict::Punt(PuntReason::NoRoute);
         };
         match nh {
@@ -500,8 +576,9 @@ impl L3 {
                 }
                 self.h_encaps(pkt, in_port, policy, ws)
             }
-            // IPv4 to an IPv6 SID cannot happen; keep the match total.
-            NextHop::Sid(_) => Verdict::Drop(DropReason::Ipv4NotRouted),
+            // IPv4 to an IPv6 SID cannot happen, and pool addresses are
+            // handled above (or NAT is off); keep the match total.
+            NextHop::Sid(_) | NextHop::NatPool => Verdict::Drop(DropReason::Ipv4NotRouted),
             NextHop::Forward { port, via } => {
                 if l2_multicast {
                     return Verdict::Drop(DropReason::EthMulticastNotForwarded);
@@ -529,6 +606,105 @@ impl L3 {
                 Verdict::Forward(port)
             }
         }
+    }
+
+    /// The NAT44 stage (see [`crate::nat::fast`]): `Ok(false)` for traffic
+    /// NAT does not touch, `Ok(true)` when the packet has been translated
+    /// (route it again), `Err(verdict)` to stop here: a punt before
+    /// translation (TTL, MTU), a miss handed to the mapping core
+    /// (`nat_miss`, the kind in `ws.punt_arg`), or a drop.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn nat44(
+        &self,
+        plan: &NatPlan,
+        ip: &mut [u8],
+        in_port: u16,
+        nh: Option<NextHop>,
+        ttl: u8,
+        total_len: u16,
+        df: bool,
+        l2_multicast: bool,
+        ws: &mut WorkerState,
+    ) -> Result<bool, Verdict> {
+        let pool_dst = nh == Some(NextHop::NatPool);
+        let in_role = plan.role(in_port);
+        let out_role = match nh {
+            Some(NextHop::Forward { port, .. }) => Some((port, plan.role(port))),
+            _ => None,
+        };
+        let kind = match (in_role, pool_dst, out_role) {
+            (Role::Inside, true, _) => msg::TAG_HAIRPIN,
+            (Role::Inside, false, Some((_, Role::Outside))) => msg::TAG_OUTBOUND,
+            (Role::Inside, false, _) => return Ok(false),
+            (_, true, _) => msg::TAG_INBOUND,
+            (Role::Outside, false, Some((_, Role::Inside))) => return Err(Verdict::Drop(DropReason::NatNoMapping)),
+            (_, false, _) => return Ok(false),
+        };
+        if l2_multicast {
+            return Err(Verdict::Drop(DropReason::EthMulticastNotForwarded));
+        }
+        if ttl <= 1 {
+            return Err(Verdict::Punt(PuntReason::TtlExpired));
+        }
+        if let Some((port, _)) = out_role.filter(|_| kind == msg::TAG_OUTBOUND) {
+            let mtu = self.ports[usize::from(port)].mtu;
+            if total_len > mtu {
+                ws.punt_arg = u32::from(mtu);
+                return Err(if df {
+                    Verdict::Punt(PuntReason::TooBig)
+                } else {
+                    Verdict::Drop(DropReason::FragmentationNeeded)
+                });
+            }
+        }
+        let Some(nw) = ws.nat.as_deref_mut() else {
+            return Err(Verdict::Drop(DropReason::NatNoState));
+        };
+        let flow = translate::parse_flow(ip).map_err(|e| Verdict::Drop(e.drop_reason()))?;
+        let now = nw.now_ms;
+        let miss = |ws: &mut WorkerState, tag: u32| {
+            ws.punt_arg = tag & 0xffff;
+            Err(Verdict::Punt(PuntReason::NatMiss))
+        };
+        let mut key = flow.key;
+        if kind != msg::TAG_INBOUND {
+            let Some((rw, touch)) = nw.cache.lookup(CacheKey::new(Direction::Outbound, &key), flow.tcp_flags, now) else {
+                return miss(ws, kind);
+            };
+            if !flow.icmp_error {
+                nw.note(touch);
+            }
+            let r = if flow.icmp_error {
+                translate::translate_icmp_error_outbound(ip, rw.addr, rw.port)
+            } else {
+                translate::rewrite_src(ip, rw.addr, rw.port)
+            };
+            r.map_err(|e| Verdict::Drop(e.drop_reason()))?;
+            if kind == msg::TAG_OUTBOUND {
+                return Ok(true);
+            }
+            // Hairpin: the packet now comes from the public endpoint and is
+            // an inbound packet of the destination's mapping.
+            key.src = rw.addr;
+            key.sport = rw.port;
+            if key.proto == translate::Proto::Icmp && !flow.icmp_error {
+                key.dport = rw.port;
+            }
+        }
+        let Some((rw, touch)) = nw.cache.lookup(CacheKey::new(Direction::Inbound, &key), flow.tcp_flags, now) else {
+            return miss(ws, msg::TAG_INBOUND);
+        };
+        if !flow.icmp_error {
+            nw.note(touch);
+        }
+        let r = if flow.icmp_error {
+            translate::translate_icmp_error_inbound(ip, rw.addr, rw.port)
+        } else {
+            translate::rewrite_dst(ip, rw.addr, rw.port)
+        };
+        r.map_err(|e| Verdict::Drop(e.drop_reason()))?;
+        Ok(true)
     }
 
     #[inline]
@@ -603,6 +779,8 @@ impl L3 {
                 }
                 self.srv6_sid(pkt, in_port, sid, ws, depth)
             }
+            // Pool addresses are IPv4.
+            NextHop::NatPool => Verdict::Drop(DropReason::Ipv6NotRouted),
             NextHop::Encap(policy) => {
                 if l2_multicast {
                     return Verdict::Drop(DropReason::EthMulticastNotForwarded);

@@ -24,6 +24,8 @@ pub mod worker;
 #[cfg(test)]
 mod l3_tests;
 #[cfg(test)]
+mod nat_tests;
+#[cfg(test)]
 mod slowpath_tests;
 #[cfg(test)]
 mod srv6_tests;

@@ -160,6 +160,8 @@ impl<P: PacketBuf> SlowPath<P> {
                 self.icmp_error(&pkt, IcmpWhy::ParamProblem(code, pointer), now_ms, pool, send);
                 self.counters.drops.inc(DropReason::Srv6ParamProblem);
             }
+            // Workers send these to the mapping core, never here.
+            PuntReason::NatMiss => self.counters.drops.inc(DropReason::NatNoState),
         }
     }
 

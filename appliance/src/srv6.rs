@@ -332,6 +332,14 @@ pub struct WorkerState {
     /// mbuf tag: the MTU for `too_big`; [`param_problem_arg`] for
     /// `param_problem`.
     pub punt_arg: u32,
+    /// The worker's NAT state (cache, activity records); `None` on the
+    /// control core and when NAT is off.
+    pub nat: Option<Box<crate::nat::fast::NatWorker>>,
+    /// Set by the caller: the packet is already translated (an answer from
+    /// the mapping core, or a re-run of a `neighbor_miss` punt after NAT).
+    pub nat_skip: bool,
+    /// Set by the pipeline: NAT translated this packet (or it was already).
+    pub nat_done: bool,
 }
 
 impl WorkerState {
@@ -343,6 +351,9 @@ impl WorkerState {
             storage_passed: false,
             storage_override: None,
             punt_arg: 0,
+            nat: None,
+            nat_skip: false,
+            nat_done: false,
         }
     }
 

@@ -176,6 +176,32 @@ reasons!(
         /// An ICMP error is never sent about an ICMP error, a fragment
         /// other than the first, or a non-unicast packet (RFC 1812 §4.3.2.7).
         IcmpErrorSuppressed => "icmp_error_suppressed",
+        NatMalformed => "nat_malformed",
+        NatFragment => "nat_fragment",
+        NatUnsupportedProtocol => "nat_unsupported_protocol",
+        NatUnsupportedIcmp => "nat_unsupported_icmp",
+        NatBadChecksum => "nat_bad_checksum",
+        NatWrongKind => "nat_wrong_kind",
+        NatPoolExhausted => "nat_pool_exhausted",
+        NatSubscriberLimit => "nat_subscriber_limit",
+        NatSubscribersFull => "nat_subscribers_full",
+        NatBlocksFull => "nat_blocks_full",
+        NatMappingsFull => "nat_mappings_full",
+        NatSessionsFull => "nat_sessions_full",
+        NatNoMapping => "nat_no_mapping",
+        NatFiltered => "nat_filtered",
+        /// A worker's request ring to the mapping core was full.
+        NatRingFull => "nat_ring_full",
+        /// The mapping core's answer ring to a worker was full.
+        NatAnswerRingFull => "nat_answer_ring_full",
+        /// An answer without a valid header (never expected).
+        NatBadAnswer => "nat_bad_answer",
+        /// An activity report that could not be sent (no mbuf, ring full).
+        NatReportLost => "nat_report_lost",
+        /// NAT traffic on a core that has no NAT state (never expected).
+        NatNoState => "nat_no_state",
+        /// A translated packet routed back to a pool address.
+        NatLoop => "nat_loop",
     }
 );
 
@@ -201,6 +227,9 @@ reasons!(
         PortUnreachable => "port_unreachable",
         /// An SRH or SRv6 upper-layer error: ICMPv6 parameter problem.
         ParamProblem => "param_problem",
+        /// No NAT cache entry: the packet went to the mapping core (not to
+        /// the control core) and is held until it answers.
+        NatMiss => "nat_miss",
     }
 );
 

@@ -87,6 +87,10 @@
 //! caller counts and drops on; live mappings are never evicted.
 
 pub mod alloc;
+pub mod cache;
+pub mod fast;
+pub mod mapper;
+pub mod msg;
 pub mod session;
 mod table;
 pub mod translate;
@@ -170,6 +174,27 @@ pub enum NatError {
 }
 
 impl NatError {
+    /// The drop reason a packet refused for this error is counted under.
+    pub fn drop_reason(self) -> crate::stats::DropReason {
+        use crate::stats::DropReason as D;
+        match self {
+            NatError::Malformed => D::NatMalformed,
+            NatError::Fragment => D::NatFragment,
+            NatError::UnsupportedProtocol => D::NatUnsupportedProtocol,
+            NatError::UnsupportedIcmp => D::NatUnsupportedIcmp,
+            NatError::BadChecksum => D::NatBadChecksum,
+            NatError::WrongKind => D::NatWrongKind,
+            NatError::PoolExhausted => D::NatPoolExhausted,
+            NatError::SubscriberLimit => D::NatSubscriberLimit,
+            NatError::SubscribersFull => D::NatSubscribersFull,
+            NatError::BlocksFull => D::NatBlocksFull,
+            NatError::MappingsFull => D::NatMappingsFull,
+            NatError::SessionsFull => D::NatSessionsFull,
+            NatError::NoMapping => D::NatNoMapping,
+            NatError::Filtered => D::NatFiltered,
+        }
+    }
+
     /// Every variant, in declaration order.
     pub const ALL: [NatError; 14] = [
         NatError::Malformed,
@@ -587,6 +612,10 @@ pub(crate) mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), NatError::ALL.len());
+        // Each error has its own drop reason, labelled nat_<label>.
+        for e in NatError::ALL {
+            assert_eq!(e.drop_reason().label(), format!("nat_{}", e.label()));
+        }
     }
 
     #[test]

@@ -195,6 +195,19 @@ pub struct SessionId {
     generation: u32,
 }
 
+impl SessionId {
+    /// The id as one word (for messages between cores).
+    pub const fn to_bits(self) -> u64 {
+        (self.generation as u64) << 32 | self.index as u64
+    }
+
+    /// The id [`SessionId::to_bits`] made. Any word is accepted: an id that
+    /// names no live session is recognised as stale by [`NatTable::touch`].
+    pub const fn from_bits(bits: u64) -> SessionId {
+        SessionId { index: bits as u32, generation: (bits >> 32) as u32 }
+    }
+}
+
 /// Both translations of a flow: what a worker caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Binding {

@@ -1465,7 +1465,8 @@ pub(crate) mod tests {
             }
             let addr = Ipv4Addr::from(addr);
             let _ = parse_flow(&bytes);
-            let ops: [fn(&mut [u8], Ipv4Addr, u16) -> Result<(), NatError>; 4] =
+            type Op = fn(&mut [u8], Ipv4Addr, u16) -> Result<(), NatError>;
+            let ops: [Op; 4] =
                 [rewrite_src, rewrite_dst, translate_icmp_error_inbound, translate_icmp_error_outbound];
             for op in ops {
                 let mut copy = bytes.clone();
