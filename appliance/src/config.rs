@@ -603,6 +603,28 @@ pub struct Config {
     pub srv6: Srv6,
     /// The built-in storage responder of the storage SID behavior.
     pub storage_service: StorageService,
+    /// Carrier-grade NAT44; `None` (the default) turns it off.
+    #[serde(skip)]
+    pub nat: Option<Nat>,
+}
+
+/// NAT44 (`nat:`): port roles, the pool and the mapping server's tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nat {
+    /// Inside (subscriber) ports, by index: 1..=16, unique.
+    pub inside: Vec<usize>,
+    /// Outside (public) ports, by index: 1..=16, unique, none of them inside.
+    pub outside: Vec<usize>,
+    /// The pool, tables, limits and timeouts (pool expanded to addresses).
+    pub table: crate::nat::NatConfig,
+    /// The pool as written (addresses and prefixes), for printing.
+    pub pool_text: Vec<String>,
+    /// Slots of each worker's flow cache: a power of two, 1024..=16777216.
+    pub worker_cache_entries: u32,
+    /// Size of each worker's request and answer rings: a power of two, 64..=65536.
+    pub ring_size: u32,
+    /// Whether the seeds were written (else they come from the OS at start).
+    pub seeded: bool,
 }
 
 /// DPDK EAL options (`eal:`).
@@ -667,6 +689,8 @@ pub struct Lcores {
     pub main: Lcore,
     /// Poll-mode workers, 1..=64. Worker `w` is `workers[w]`.
     pub workers: Vec<Lcore>,
+    /// The NAT mapping server's lcore: required with `nat:`, refused without.
+    pub mapper: Option<Lcore>,
 }
 
 /// An EAL lcore pinned to a CPU (`--lcores lcore@cpu`).
@@ -1153,6 +1177,7 @@ impl Config {
         }
         let lcores: Vec<String> = std::iter::once(&self.lcores.main)
             .chain(&self.lcores.workers)
+            .chain(&self.lcores.mapper)
             .map(|l| format!("{}@{}", l.lcore, l.cpu))
             .collect();
         v.push(format!("--lcores={}", lcores.join(",")));
@@ -1256,6 +1281,31 @@ impl Config {
                 steering: &self.srv6.steering,
             },
             storage_service: &self.storage_service,
+            nat: self.nat.as_ref().map(|n| NatView {
+                inside: n.inside.iter().map(|&p| self.ports[p].name.as_str()).collect(),
+                outside: n.outside.iter().map(|&p| self.ports[p].name.as_str()).collect(),
+                pool: &n.pool_text,
+                ports_per_block: n.table.ports_per_block,
+                blocks_per_subscriber_max: n.table.blocks_per_subscriber_max,
+                subscribers_max: n.table.subscribers_max,
+                blocks_max: n.table.blocks_max,
+                port_quarantine_max: n.table.port_quarantine_max,
+                reuse_delay_ms: n.table.reuse_delay_ms,
+                mappings_max: n.table.mappings_max,
+                sessions_max: n.table.sessions_max,
+                filtering: match n.table.filtering {
+                    crate::nat::Filtering::EndpointIndependent => "endpoint-independent",
+                    crate::nat::Filtering::AddressDependent => "address-dependent",
+                    crate::nat::Filtering::AddressAndPortDependent => "address-and-port-dependent",
+                },
+                udp_timeout_ms: n.table.udp_timeout_ms,
+                tcp_established_timeout_ms: n.table.tcp_established_timeout_ms,
+                tcp_transitory_timeout_ms: n.table.tcp_transitory_timeout_ms,
+                icmp_timeout_ms: n.table.icmp_timeout_ms,
+                worker_cache_entries: n.worker_cache_entries,
+                ring_size: n.ring_size,
+                random_seed: n.seeded.then_some(n.table.random_seed),
+            }),
         };
         serde_yaml_ng::to_string(&view).expect("the effective configuration serializes")
     }
@@ -1290,6 +1340,31 @@ struct View<'a> {
     log: &'a Log,
     srv6: Srv6View<'a>,
     storage_service: &'a StorageService,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat: Option<NatView<'a>>,
+}
+
+#[derive(Serialize)]
+struct NatView<'a> {
+    inside: Vec<&'a str>,
+    outside: Vec<&'a str>,
+    pool: &'a [String],
+    ports_per_block: u16,
+    blocks_per_subscriber_max: u16,
+    subscribers_max: u32,
+    blocks_max: u32,
+    port_quarantine_max: u32,
+    reuse_delay_ms: u64,
+    mappings_max: u32,
+    sessions_max: u32,
+    filtering: &'static str,
+    udp_timeout_ms: u64,
+    tcp_established_timeout_ms: u64,
+    tcp_transitory_timeout_ms: u64,
+    icmp_timeout_ms: u64,
+    worker_cache_entries: u32,
+    ring_size: u32,
+    random_seed: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -1356,6 +1431,7 @@ mod defaults {
     pub const LOG_LEVEL: &str = "info";
     pub const STORAGE_UDP_PORT: i64 = 7878;
     pub const STORAGE_QUEUE_DEPTH: i64 = 0;
+    pub const NAT_CACHE_ENTRIES: i64 = 65536;
 
     pub fn queues() -> i64 {
         QUEUES
@@ -1387,6 +1463,66 @@ struct RawConfig {
     log: RawLog,
     srv6: RawSrv6,
     storage_service: RawStorageService,
+    nat: Option<RawNat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNat {
+    inside: Vec<String>,
+    outside: Vec<String>,
+    pool: Vec<String>,
+    ports_per_block: i64,
+    blocks_per_subscriber_max: i64,
+    subscribers_max: i64,
+    blocks_max: i64,
+    port_quarantine_max: i64,
+    reuse_delay_ms: i64,
+    mappings_max: i64,
+    sessions_max: i64,
+    filtering: RawFiltering,
+    udp_timeout_ms: i64,
+    tcp_established_timeout_ms: i64,
+    tcp_transitory_timeout_ms: i64,
+    icmp_timeout_ms: i64,
+    worker_cache_entries: i64,
+    ring_size: i64,
+    random_seed: Option<u64>,
+}
+
+impl Default for RawNat {
+    fn default() -> Self {
+        let d = crate::nat::NatConfig::default();
+        RawNat {
+            inside: Vec::new(),
+            outside: Vec::new(),
+            pool: Vec::new(),
+            ports_per_block: i64::from(d.ports_per_block),
+            blocks_per_subscriber_max: i64::from(d.blocks_per_subscriber_max),
+            subscribers_max: i64::from(d.subscribers_max),
+            blocks_max: i64::from(d.blocks_max),
+            port_quarantine_max: i64::from(d.port_quarantine_max),
+            reuse_delay_ms: d.reuse_delay_ms as i64,
+            mappings_max: i64::from(d.mappings_max),
+            sessions_max: i64::from(d.sessions_max),
+            filtering: RawFiltering::EndpointIndependent,
+            udp_timeout_ms: d.udp_timeout_ms as i64,
+            tcp_established_timeout_ms: d.tcp_established_timeout_ms as i64,
+            tcp_transitory_timeout_ms: d.tcp_transitory_timeout_ms as i64,
+            icmp_timeout_ms: d.icmp_timeout_ms as i64,
+            worker_cache_entries: defaults::NAT_CACHE_ENTRIES,
+            ring_size: defaults::RING_SIZE,
+            random_seed: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawFiltering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
 }
 
 #[derive(Deserialize)]
@@ -1418,6 +1554,7 @@ impl Default for RawEal {
 struct RawLcores {
     main: RawLcore,
     workers: Vec<RawLcore>,
+    mapper: Option<RawLcore>,
 }
 
 impl Default for RawLcores {
@@ -1431,6 +1568,7 @@ impl Default for RawLcores {
                 lcore: 1,
                 cpu: Some(1),
             }],
+            mapper: None,
         }
     }
 }
@@ -1768,7 +1906,26 @@ fn validate(raw: RawConfig) -> Res<Config> {
     let log = validate_log(raw.log)?;
     let srv6 = validate_srv6(raw.srv6, &ports, &routes)?;
     let storage_service = validate_storage_service(raw.storage_service)?;
+    let nat = match raw.nat {
+        None => None,
+        Some(n) => Some(validate_nat(n, &ports)?),
+    };
+    match (&nat, &lcores.mapper) {
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "lcores.mapper",
+                "required with nat: the mapping server's lcore, e.g. { lcore: 2, cpu: 0 }",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid("lcores.mapper", "only used with nat:, which is not configured"))
+        }
+        _ => {}
+    }
     check_mbufs(&mempool, &ports, &lcores)?;
+    if let Some(n) = &nat {
+        check_nat_mbufs(&mempool, n, lcores.workers.len())?;
+    }
     Ok(Config {
         eal,
         lcores,
@@ -1783,6 +1940,121 @@ fn validate(raw: RawConfig) -> Res<Config> {
         log,
         srv6,
         storage_service,
+        nat,
+    })
+}
+
+fn validate_port_list(path: &str, names: &[String], ports: &[Port]) -> Res<Vec<usize>> {
+    if names.is_empty() {
+        return Err(ConfigError::invalid(path, "must name at least one port"));
+    }
+    count(path, names.len(), 1, MAX_PORTS)?;
+    let mut out: Vec<usize> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let p = resolve_port(format!("{path}[{i}]"), name, ports)?;
+        if let Some(j) = out.iter().position(|&q| q == p) {
+            return Err(ConfigError::invalid(
+                format!("{path}[{i}]"),
+                format!("duplicate port {name} (also {path}[{j}])"),
+            ));
+        }
+        if ports[p].ipv4.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{path}[{i}]"),
+                format!("port {name} has no IPv4 address (NAT44 routes IPv4 through it)"),
+            ));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Most public addresses in `nat.pool` (after expanding prefixes).
+const MAX_NAT_POOL: usize = 65_536;
+
+fn validate_nat(r: RawNat, ports: &[Port]) -> Res<Nat> {
+    let inside = validate_port_list("nat.inside", &r.inside, ports)?;
+    let outside = validate_port_list("nat.outside", &r.outside, ports)?;
+    if let Some((i, p)) = outside.iter().enumerate().find(|(_, p)| inside.contains(p)) {
+        return Err(ConfigError::invalid(
+            format!("nat.outside[{i}]"),
+            format!("port {} is also in nat.inside", ports[*p].name),
+        ));
+    }
+    if r.pool.is_empty() {
+        return Err(ConfigError::invalid("nat.pool", "at least one public IPv4 address or prefix is required"));
+    }
+    let mut pool: Vec<Ipv4Addr> = Vec::new();
+    let mut seen: HashMap<Ipv4Addr, usize> = HashMap::new();
+    for (i, text) in r.pool.iter().enumerate() {
+        let path = format!("nat.pool[{i}]");
+        let (base, len) = if text.contains('/') {
+            let c: Ipv4Cidr = text.parse().map_err(|e: String| ConfigError::invalid(&path, e))?;
+            if c.len < 16 {
+                return Err(ConfigError::invalid(&path, format!("/{} is too large: at most a /16 per entry", c.len)));
+            }
+            let mask = if c.len == 0 { 0 } else { u32::MAX << (32 - u32::from(c.len)) };
+            if u32::from(c.addr) & !mask != 0 {
+                return Err(ConfigError::invalid(&path, format!("{text} has host bits set (write the network)")));
+            }
+            (u32::from(c.addr), c.len)
+        } else {
+            let a: Ipv4Addr = text
+                .parse()
+                .map_err(|_| ConfigError::invalid(&path, format!("{text:?} is not an IPv4 address or prefix")))?;
+            (u32::from(a), 32)
+        };
+        let n = 1u64 << (32 - u32::from(len));
+        if pool.len() as u64 + n > MAX_NAT_POOL as u64 {
+            return Err(ConfigError::invalid(&path, format!("the pool would exceed {MAX_NAT_POOL} addresses")));
+        }
+        for k in 0..n as u32 {
+            let a = Ipv4Addr::from(base + k);
+            if a.is_multicast() || a.is_broadcast() || a.is_loopback() || a.is_unspecified() {
+                return Err(ConfigError::invalid(&path, format!("{a} cannot be a public address")));
+            }
+            if let Some(j) = seen.get(&a) {
+                return Err(ConfigError::invalid(&path, format!("{a} is already in nat.pool[{j}]")));
+            }
+            if let Some(owner) = own_address(IpAddr::V4(a), ports) {
+                return Err(ConfigError::invalid(&path, format!("{a} is a port address ({owner})")));
+            }
+            seen.insert(a, i);
+            pool.push(a);
+        }
+    }
+    let defaults = crate::nat::NatConfig::default();
+    let table = crate::nat::NatConfig {
+        pool,
+        ports_per_block: range("nat.ports_per_block", r.ports_per_block, 1, 65535)?,
+        blocks_per_subscriber_max: range("nat.blocks_per_subscriber_max", r.blocks_per_subscriber_max, 0, 65535)?,
+        subscribers_max: range("nat.subscribers_max", r.subscribers_max, 0, i64::from(u32::MAX))?,
+        blocks_max: range("nat.blocks_max", r.blocks_max, 0, i64::from(u32::MAX))?,
+        port_quarantine_max: range("nat.port_quarantine_max", r.port_quarantine_max, 0, i64::from(u32::MAX))?,
+        reuse_delay_ms: range("nat.reuse_delay_ms", r.reuse_delay_ms, 0, i64::MAX)?,
+        mappings_max: range("nat.mappings_max", r.mappings_max, 0, i64::from(u32::MAX))?,
+        sessions_max: range("nat.sessions_max", r.sessions_max, 0, i64::from(u32::MAX))?,
+        filtering: match r.filtering {
+            RawFiltering::EndpointIndependent => crate::nat::Filtering::EndpointIndependent,
+            RawFiltering::AddressDependent => crate::nat::Filtering::AddressDependent,
+            RawFiltering::AddressAndPortDependent => crate::nat::Filtering::AddressAndPortDependent,
+        },
+        udp_timeout_ms: range("nat.udp_timeout_ms", r.udp_timeout_ms, 0, i64::MAX)?,
+        tcp_established_timeout_ms: range("nat.tcp_established_timeout_ms", r.tcp_established_timeout_ms, 0, i64::MAX)?,
+        tcp_transitory_timeout_ms: range("nat.tcp_transitory_timeout_ms", r.tcp_transitory_timeout_ms, 0, i64::MAX)?,
+        icmp_timeout_ms: range("nat.icmp_timeout_ms", r.icmp_timeout_ms, 0, i64::MAX)?,
+        random_seed: r.random_seed.unwrap_or(defaults.random_seed),
+        hash_seed: r.random_seed.map_or(defaults.hash_seed, |s| crate::nat::mix64(s ^ defaults.hash_seed)),
+    };
+    table.validate().map_err(|e| ConfigError::invalid(format!("nat.{}", e.field), e.reason))?;
+    Ok(Nat {
+        inside,
+        outside,
+        table,
+        pool_text: r.pool,
+        worker_cache_entries: pow2_range("nat.worker_cache_entries", r.worker_cache_entries, 1024, 1 << 24)?,
+        ring_size: pow2_range("nat.ring_size", r.ring_size, 64, 65536)?,
+        seeded: r.random_seed.is_some(),
     })
 }
 
@@ -1849,7 +2121,20 @@ fn validate_lcores(r: RawLcores) -> Res<Lcores> {
         seen.insert(l.lcore, path);
         workers.push(l);
     }
-    Ok(Lcores { main, workers })
+    let mapper = match &r.mapper {
+        None => None,
+        Some(m) => {
+            let l = one("lcores.mapper", m)?;
+            if let Some(other) = seen.get(&l.lcore) {
+                return Err(ConfigError::invalid(
+                    "lcores.mapper.lcore",
+                    format!("lcore {} is already used by {other}", l.lcore),
+                ));
+            }
+            Some(l)
+        }
+    };
+    Ok(Lcores { main, workers, mapper })
 }
 
 /// DPDK's `rte_mempool_create` refuses `cache_size * 3 / 2 > n`.
@@ -2893,6 +3178,22 @@ fn check_mbufs(m: &Mempool, ports: &[Port], lcores: &Lcores) -> Res<()> {
                 "{} mbufs are fewer than the descriptor rings ({rings}) and lcore caches ({caches}) \
                  can hold: raise it to at least {need}",
                 m.mbufs
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The NAT rings hold mbufs too: requests and answers in flight.
+fn check_nat_mbufs(m: &Mempool, nat: &Nat, workers: usize) -> Res<()> {
+    let need = 2 * u64::from(nat.ring_size) * workers as u64;
+    if u64::from(m.mbufs) < need * 2 {
+        return Err(ConfigError::invalid(
+            "nat.ring_size",
+            format!(
+                "{} request+answer ring slots for {workers} workers would hold more than half of mempool.mbufs ({}): \
+                 lower nat.ring_size or raise mempool.mbufs",
+                need, m.mbufs
             ),
         ));
     }
@@ -4935,5 +5236,80 @@ storage_service:
                 .len(),
             4096
         );
+    }
+
+    const NAT: &str = r#"
+lcores:
+  main: { lcore: 0, cpu: 0 }
+  workers: [{ lcore: 1, cpu: 1 }]
+  mapper: { lcore: 2, cpu: 0 }
+nat:
+  inside: [inside]
+  outside: [outside]
+  pool: ["100.64.100.0/30", "100.64.100.9"]
+  ports_per_block: 256
+  mappings_max: 4096
+  sessions_max: 8192
+  filtering: address-dependent
+  udp_timeout_ms: 120000
+"#;
+
+    fn with_nat(from: &str, to: &str) -> String {
+        let nat = if from.is_empty() { NAT.to_string() } else {
+            assert!(NAT.contains(from), "{from}");
+            NAT.replace(from, to)
+        };
+        format!("{BASE}{nat}")
+    }
+
+    #[test]
+    fn nat_section_parses_and_round_trips() {
+        let c = ok(&with_nat("", ""));
+        let n = c.nat.as_ref().unwrap();
+        assert_eq!(n.inside, [0]);
+        assert_eq!(n.outside, [1]);
+        assert_eq!(n.table.pool.len(), 5, "a /30 and one address");
+        assert_eq!(n.table.pool[4], Ipv4Addr::new(100, 64, 100, 9));
+        assert_eq!(n.table.ports_per_block, 256);
+        assert_eq!(n.table.filtering, crate::nat::Filtering::AddressDependent);
+        assert_eq!(n.table.udp_timeout_ms, 120_000);
+        assert_eq!(n.table.icmp_timeout_ms, 60_000, "default");
+        assert_eq!(n.worker_cache_entries, 65536);
+        assert_eq!(c.lcores.mapper, Some(Lcore { lcore: 2, cpu: 0 }));
+        assert!(c.eal_args("x").iter().any(|a| a == "--lcores=0@0,1@1,2@0"));
+        let again = ok(&c.to_yaml());
+        assert_eq!(again, c);
+        assert!(ok(BASE).nat.is_none(), "off by default");
+    }
+
+    #[test]
+    fn nat_errors_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("  mapper: { lcore: 2, cpu: 0 }\n", "", "lcores.mapper: required with nat"),
+            ("mapper: { lcore: 2, cpu: 0 }", "mapper: { lcore: 1, cpu: 0 }", "lcores.mapper.lcore: lcore 1 is already used"),
+            ("inside: [inside]", "inside: []", "nat.inside: must name at least one port"),
+            ("inside: [inside]", "inside: [nope]", "nat.inside[0]: no port named \"nope\""),
+            ("outside: [outside]", "outside: [inside]", "nat.outside[0]: port inside is also in nat.inside"),
+            ("outside: [outside]", "outside: [outside, outside]", "nat.outside[1]: duplicate port outside"),
+            ("pool: [\"100.64.100.0/30\", \"100.64.100.9\"]", "pool: []", "nat.pool: at least one"),
+            ("\"100.64.100.9\"", "\"100.64.100.2\"", "nat.pool[1]: 100.64.100.2 is already in nat.pool[0]"),
+            ("\"100.64.100.9\"", "\"198.51.100.1\"", "nat.pool[1]: 198.51.100.1 is a port address (ports[1].ipv4[0])"),
+            ("\"100.64.100.9\"", "\"bogus\"", "nat.pool[1]: \"bogus\" is not an IPv4 address or prefix"),
+            ("\"100.64.100.0/30\"", "\"100.64.100.1/30\"", "nat.pool[0]: 100.64.100.1/30 has host bits set"),
+            ("\"100.64.100.0/30\"", "\"100.64.0.0/15\"", "nat.pool[0]: /15 is too large"),
+            ("ports_per_block: 256", "ports_per_block: 100", "nat.ports_per_block: 100: must be a power of two"),
+            ("sessions_max: 8192", "sessions_max: 100", "nat.sessions_max: 100 is below mappings_max"),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 10", "nat.udp_timeout_ms: 10: must be in 1000..=86400000"),
+            ("filtering: address-dependent", "filtering: strict", "nat.filtering: unknown variant"),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  worker_cache_entries: 3000", "nat.worker_cache_entries: 3000 is not a power of two"),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  colour: blue", "nat.colour: unknown field `colour`"),
+        ];
+        for (from, to, want) in cases {
+            let e = err(&with_nat(from, to));
+            assert!(e.starts_with(want), "{from} -> {to}: got {e}");
+        }
+        // A mapper lcore without NAT is refused too.
+        let e = err(&BASE.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }]\n  mapper: { lcore: 2 }\nports:"));
+        assert!(e.starts_with("lcores.mapper: only used with nat"), "{e}");
     }
 }

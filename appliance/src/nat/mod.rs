@@ -458,7 +458,7 @@ impl<E, F: FnMut(E)> Sink<E> for FnSink<F> {
 
 /// splitmix64's finaliser: a cheap, well-mixing 64-bit hash step.
 #[inline]
-pub(crate) fn mix64(mut x: u64) -> u64 {
+pub fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
