@@ -18,6 +18,11 @@ use crate::control::Control;
 use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, WorkerState, L3};
 use crate::srv6::{Behavior, PolicySpec, Responder, SidSpec, Srv6Config, StoragePolicy};
 use crate::metrics::MetricsSource;
+use crate::nat::cache::FlowCache;
+use crate::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
+use crate::nat::mapper::{Mapper, NatStats};
+use crate::natcore::{EventOut, MapperCore, NatClock};
+use crate::worker::NatLink;
 use crate::neigh::NeighborTable;
 use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::stats::ControlCounters;
@@ -88,8 +93,23 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             RouteSpec { prefix, len, port: r.port as u16, via: r.via }
         })
         .collect();
+    let nat_plan = cfg.nat.as_ref().map(|n| NatPlan {
+        roles: (0..cfg.ports.len())
+            .map(|i| {
+                if n.inside.contains(&i) {
+                    Role::Inside
+                } else if n.outside.contains(&i) {
+                    Role::Outside
+                } else {
+                    Role::Neither
+                }
+            })
+            .collect(),
+        pool: n.table.pool.clone(),
+    });
     let l3 = Arc::new(
-        L3::with_srv6(infos, &routes, &srv6_config(cfg), neigh.clone()).context("building the route tables")?,
+        L3::with_nat(infos, &routes, &srv6_config(cfg), nat_plan, neigh.clone())
+            .context("building the route tables")?,
     );
 
     let control_counters = Arc::new(ControlCounters::default());
@@ -113,6 +133,58 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         slow.add_static(n.port as u16, n.ip, n.mac).with_context(|| format!("neighbors[{i}]"))?;
     }
 
+    // NAT: the mapping server's tables (allocated now, at start), its event
+    // log writer, and a request/answer ring pair per worker.
+    let clock = NatClock::start();
+    let mut nat_core = None;
+    let mut nat_links = Vec::new();
+    let mut nat_stats = None;
+    let mut nat_query = None;
+    let mut nat_logger = None;
+    if let Some(n) = &cfg.nat {
+        let mut table_cfg = n.table.clone();
+        if !n.seeded {
+            let (a, b) = os_seeds();
+            table_cfg.random_seed = a;
+            table_cfg.hash_seed = b;
+        }
+        let stats = Arc::new(NatStats::default());
+        let (event_tx, event_rx) = std::sync::mpsc::sync_channel(crate::natcore::EVENT_QUEUE);
+        nat_logger = Some(crate::natcore::spawn_event_logger(event_rx, clock).context("starting the NAT log writer")?);
+        let mapper = Mapper::new(&table_cfg, EventOut { tx: event_tx, stats: stats.clone() }, stats.clone());
+        tracing::info!(
+            pool_addresses = table_cfg.pool.len(),
+            ports_per_block = table_cfg.ports_per_block,
+            sessions_max = table_cfg.sessions_max,
+            table_bytes = mapper.table().memory_bytes(),
+            "NAT mapping server tables allocated"
+        );
+        let (query_tx, query_rx) = std::sync::mpsc::channel();
+        let mut requests = Vec::new();
+        let mut answers = Vec::new();
+        for w in 0..workers_n {
+            let (req_p, req_c) = rte::MbufRing::new(&eal, &format!("apl_natreq{w}"), n.ring_size)
+                .context("creating a NAT request ring")?;
+            let (ans_p, ans_c) = rte::MbufRing::new(&eal, &format!("apl_natans{w}"), n.ring_size)
+                .context("creating a NAT answer ring")?;
+            nat_links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock });
+            requests.push(req_c);
+            answers.push(ans_p);
+        }
+        nat_core = Some(MapperCore {
+            mapper,
+            requests,
+            answers,
+            queries: query_rx,
+            stop: stop.clone(),
+            idle: cfg.pipeline.idle_backoff,
+            clock,
+        });
+        nat_stats = Some(stats);
+        nat_query = Some(query_tx);
+    }
+    let mut nat_links = nat_links.into_iter();
+
     let mut punt_rx = Vec::new();
     let mut inject_tx = Vec::new();
     let mut rings = Vec::new();
@@ -124,6 +196,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             .context("creating an inject ring")?;
         rings.push((format!("punt{w}"), punt_p.ring().clone()));
         rings.push((format!("inject{w}"), inj_p.ring().clone()));
+        if let Some(core) = &nat_core {
+            rings.push((format!("nat_request{w}"), core.requests[w].ring().clone()));
+            rings.push((format!("nat_answer{w}"), core.answers[w].ring().clone()));
+        }
         punt_rx.push(punt_c);
         inject_tx.push(inj_p);
         worker_parts.push((punt_p, inj_c));
@@ -134,6 +210,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     let mut workers = Vec::new();
     let mut worker_counters = Vec::new();
     let mut sid_counters = Vec::new();
+    let mut nat_worker_counters = Vec::new();
     for (w, (punt, inject)) in worker_parts.into_iter().enumerate() {
         let mut rx = Vec::new();
         let mut rxc = Vec::new();
@@ -149,8 +226,17 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             tx.push(port.tx_queue(w as u16)?);
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
-        let state = WorkerState::new(&l3, Box::new(responder_from(cfg)));
+        let mut state = WorkerState::new(&l3, Box::new(responder_from(cfg)));
         sid_counters.push(state.sid_counters.clone());
+        if let Some(n) = &cfg.nat {
+            let t = &n.table;
+            let min_timeout = t.udp_timeout_ms.min(t.icmp_timeout_ms).min(t.tcp_transitory_timeout_ms);
+            let (idle_ms, report_ms) = cache_timing(min_timeout);
+            let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ w as u64);
+            let nw = NatWorker::new(cache);
+            nat_worker_counters.push(nw.counters.clone());
+            state.nat = Some(Box::new(nw));
+        }
         let counters = Arc::new(WorkerCounters {
             lcore: cfg.lcores.workers[w].lcore,
             rx: rxc,
@@ -169,6 +255,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             burst_size: usize::from(cfg.pipeline.burst_size),
             idle: cfg.pipeline.idle_backoff,
             state,
+            nat: nat_links.next(),
         });
     }
 
@@ -183,6 +270,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         tsc_hz: rte::tsc_hz(),
         l3: l3.clone(),
         sid_counters,
+        nat: nat_stats.clone(),
+        nat_workers: nat_worker_counters,
+        nat_query: nat_query.map(std::sync::Mutex::new),
+        nat_clock: clock,
     });
     let metrics_stop = Arc::new(AtomicBool::new(false));
     let metrics_thread = match cfg.metrics.listen {
@@ -201,6 +292,16 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             Err(e) => {
                 stop.store(true, Ordering::SeqCst);
                 bail!("launching worker {w} on lcore {lcore}: {e}");
+            }
+        }
+    }
+    if let Some(core) = nat_core.take() {
+        let lcore = cfg.lcores.mapper.map_or(0, |l| l.lcore);
+        match rte::lcore::launch(lcore, move || core.run()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                bail!("launching the NAT mapping server on lcore {lcore}: {e}");
             }
         }
     }
@@ -226,6 +327,11 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         if rc != 0 {
             tracing::error!(rc, "a worker returned an error");
         }
+    }
+    if let Some(t) = nat_logger {
+        // The mapping core's sink (the sender) went with it: the writer
+        // drains what is queued and ends.
+        let _ = t.join();
     }
     metrics_stop.store(true, Ordering::SeqCst);
     if let Some(t) = metrics_thread {
@@ -303,4 +409,17 @@ fn responder_from(cfg: &Config) -> Responder {
     let mut objects = cfg.storage_service.objects.clone();
     objects.sort_unstable();
     Responder { udp_port: cfg.storage_service.udp_port, queue_depth: cfg.storage_service.queue_depth, objects }
+}
+
+/// Two 64-bit seeds from the OS (port randomisation, table hashes), so a
+/// remote sender cannot predict ports or bucket collisions.
+fn os_seeds() -> (u64, u64) {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is keyed from the OS's random source once per process
+    // and per instance thereafter.
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u64(1);
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(2);
+    (a.finish(), b.finish())
 }

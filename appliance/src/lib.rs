@@ -13,6 +13,7 @@ pub mod l3;
 pub mod lpm;
 pub mod metrics;
 pub mod nat;
+pub mod natcore;
 pub mod neigh;
 pub mod packet;
 pub mod slowpath;

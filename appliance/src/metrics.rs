@@ -20,6 +20,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge as PGauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+
+use crate::nat::fast::NatWorkerCounters;
+use crate::nat::mapper::NatStats;
+use crate::nat::session::SessionFilter;
+use crate::nat::translate::Proto;
+use crate::natcore::{NatClock, NatQuery};
 use crate::neigh::{NeighborState, NeighborTable};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
 use crate::worker::WorkerCounters;
@@ -41,6 +49,13 @@ pub struct MetricsSource {
     pub l3: Arc<crate::l3::L3>,
     /// Per worker: one block of counters per local SID.
     pub sid_counters: Vec<Arc<Vec<crate::srv6::SidCounters>>>,
+    /// The NAT mapping server's figures (with NAT on).
+    pub nat: Option<Arc<NatStats>>,
+    /// Per worker: the NAT cache counters (with NAT on).
+    pub nat_workers: Vec<Arc<NatWorkerCounters>>,
+    /// Asks the mapping core for session listings (with NAT on).
+    pub nat_query: Option<Mutex<Sender<NatQuery>>>,
+    pub nat_clock: NatClock,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -134,7 +149,9 @@ impl MetricsSource {
             "drops",
             "Packets dropped, by reason (workers and control core)",
             DropReason::ALL.iter().map(|&r| {
-                let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>() + self.control.drops.get(r);
+                let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>()
+                    + self.control.drops.get(r)
+                    + self.nat.as_ref().map_or(0, |n| n.drops.get(r));
                 (l(&[("reason", r.label().to_owned())]), v)
             }),
         );
@@ -293,9 +310,128 @@ impl MetricsSource {
             }).collect::<Vec<_>>(),
         );
 
+        if let Some(n) = &self.nat {
+            self.render_nat(&mut reg, n);
+        }
+
         let mut out = String::new();
         encode(&mut out, &reg).expect("encoding into a String cannot fail");
         out
+    }
+
+    fn render_nat(&self, reg: &mut Registry, n: &NatStats) {
+        let one = |v: u64| [(Labels::new(), v as i64)];
+        let gauges: [(&str, &str, u64); 8] = [
+            ("nat_sessions", "Live NAT sessions", n.sessions.get()),
+            ("nat_mappings", "Live NAT mappings (endpoint-independent)", n.mappings.get()),
+            ("nat_subscribers", "Subscribers holding port blocks", n.subscribers.get()),
+            ("nat_blocks_allocated", "Port blocks held by subscribers", n.blocks_allocated.get()),
+            ("nat_blocks_quarantined", "Released port blocks not yet reusable", n.blocks_quarantined.get()),
+            ("nat_blocks_free", "Port blocks free in the pool", n.blocks_free.get()),
+            ("nat_ports_quarantined", "Released ports not yet reusable", n.ports_quarantined.get()),
+            ("nat_table_bytes", "Memory of the mapping server's tables (allocated at start)", n.memory_bytes.get()),
+        ];
+        for (name, help, v) in gauges {
+            gauge_family(reg, name, help, one(v));
+        }
+        let counters: [(&str, &str, u64); 13] = [
+            ("nat_mappings_created", "NAT mappings created", n.mappings_created.get()),
+            ("nat_mappings_retired", "NAT mappings retired", n.mappings_retired.get()),
+            ("nat_sessions_created", "NAT sessions created", n.sessions_created.get()),
+            ("nat_sessions_retired", "NAT sessions retired", n.sessions_retired.get()),
+            ("nat_ports_allocated", "Public ports allocated", n.ports_allocated.get()),
+            ("nat_block_allocations", "Port blocks allocated to subscribers", n.blocks_allocated_total.get()),
+            ("nat_block_releases", "Port blocks released by subscribers", n.blocks_released_total.get()),
+            ("nat_subscriber_limit_hits", "New mappings refused by the per-subscriber block limit", n.subscriber_limit_hits.get()),
+            ("nat_pool_exhausted", "New mappings refused for want of a free block", n.pool_exhausted.get()),
+            ("nat_ports_preserved", "Mappings that kept the inside port", n.ports_preserved.get()),
+            ("nat_touches", "Activity records applied by the mapping server", n.touches.get()),
+            ("nat_touches_stale", "Activity records about sessions already retired", n.touches_stale.get()),
+            ("nat_log_events_dropped", "Block log events lost because the log writer was behind", n.events_dropped.get()),
+        ];
+        for (name, help, v) in counters {
+            counter_family(reg, name, help, [(Labels::new(), v)]);
+        }
+        counter_family(
+            reg,
+            "nat_requests",
+            "Worker misses answered by the mapping server, by kind",
+            [
+                (l(&[("kind", "outbound".into())]), n.requests_outbound.get()),
+                (l(&[("kind", "inbound".into())]), n.requests_inbound.get()),
+                (l(&[("kind", "hairpin".into())]), n.requests_hairpin.get()),
+            ],
+        );
+        let per_worker = |f: &dyn Fn(&NatWorkerCounters) -> u64| {
+            self.nat_workers
+                .iter()
+                .zip(&self.workers)
+                .map(|(c, w)| (l(&[("lcore", w.lcore.to_string())]), f(c)))
+                .collect::<Vec<_>>()
+        };
+        counter_family(reg, "nat_cache_hits", "Packets translated from a worker's cache", per_worker(&|c| c.hits.get()));
+        counter_family(reg, "nat_cache_misses", "NAT packets without a usable cache entry", per_worker(&|c| c.misses.get()));
+        counter_family(reg, "nat_cache_evictions", "Live cache entries pushed out of a full bucket", per_worker(&|c| c.evictions.get()));
+        counter_family(reg, "nat_cache_inserts", "Cache entries installed from answers", per_worker(&|c| c.inserts.get()));
+        counter_family(reg, "nat_reports", "Activity reports sent to the mapping server", per_worker(&|c| c.reports.get()));
+    }
+
+    /// `GET /nat/sessions?inside=A&public=A&remote=A&proto=udp&limit=N`:
+    /// the mapping server's live sessions, one per line.
+    pub fn nat_sessions_text(&self, query: &str) -> Result<String, String> {
+        let Some(tx) = &self.nat_query else {
+            return Err("NAT is not configured\n".into());
+        };
+        let mut filter = SessionFilter::default();
+        let mut limit = 1000usize;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let addr = || v.parse().map_err(|_| format!("{k}: {v:?} is not an IPv4 address\n"));
+            match k {
+                "inside" => filter.inside_addr = Some(addr()?),
+                "public" => filter.public_addr = Some(addr()?),
+                "remote" => filter.remote_addr = Some(addr()?),
+                "proto" => {
+                    filter.proto = Some(match v {
+                        "tcp" => Proto::Tcp,
+                        "udp" => Proto::Udp,
+                        "icmp" => Proto::Icmp,
+                        _ => return Err(format!("proto: {v:?} is not tcp, udp or icmp\n")),
+                    })
+                }
+                "limit" => limit = v.parse().map_err(|_| format!("limit: {v:?} is not a number\n"))?,
+                _ => return Err(format!("unknown filter {k:?} (inside, public, remote, proto, limit)\n")),
+            }
+        }
+        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+        tx.lock()
+            .map_err(|_| "internal error\n".to_string())?
+            .send(NatQuery { filter, limit, reply: reply_tx })
+            .map_err(|_| "the mapping server is not running\n".to_string())?;
+        let sessions = reply_rx
+            .recv_timeout(Duration::from_secs(2))
+            .map_err(|_| "the mapping server did not answer\n".to_string())?;
+        let now = self.nat_clock.now_ms();
+        let mut s = format!(
+            "{:<5} {:<21} {:<21} {:<21} {:<11} {:>8} {:>10}\n",
+            "proto", "inside", "public", "remote", "state", "idle_s", "expires_s"
+        );
+        for i in &sessions {
+            let b = &i.binding;
+            let _ = writeln!(
+                s,
+                "{:<5} {:<21} {:<21} {:<21} {:<11} {:>8} {:>10}",
+                b.proto.name(),
+                format!("{}:{}", b.inside_addr, b.inside_port),
+                format!("{}:{}", b.public_addr, b.public_port),
+                format!("{}:{}", b.remote_addr, b.remote_port),
+                i.tcp_state.map_or("-", |t| t.name()),
+                now.saturating_sub(i.last_ms) / 1000,
+                i.expires_ms.saturating_sub(now) / 1000
+            );
+        }
+        let _ = writeln!(s, "{} sessions shown", sessions.len());
+        Ok(s)
     }
 
     /// A human-readable listing of the neighbour table.
@@ -377,7 +513,9 @@ impl MetricsSource {
             let _ = writeln!(s, "  port {name}: rx_packets={rx} tx_packets={tx}");
         }
         for &r in DropReason::ALL {
-            let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>() + self.control.drops.get(r);
+            let v = self.workers.iter().map(|w| w.drops.get(r)).sum::<u64>()
+                + self.control.drops.get(r)
+                + self.nat.as_ref().map_or(0, |n| n.drops.get(r));
             if v > 0 {
                 let _ = writeln!(s, "  drops{{reason={}}}={v}", r.label());
             }
@@ -387,6 +525,17 @@ impl MetricsSource {
             if v > 0 {
                 let _ = writeln!(s, "  punts{{reason={}}}={v}", r.label());
             }
+        }
+        if let Some(n) = &self.nat {
+            let _ = writeln!(
+                s,
+                "  nat: sessions={} mappings={} mappings_created={} mappings_retired={} subscriber_limit_hits={}",
+                n.sessions.get(),
+                n.mappings.get(),
+                n.mappings_created.get(),
+                n.mappings_retired.get(),
+                n.subscriber_limit_hits.get()
+            );
         }
         let c = &self.control;
         let _ = writeln!(
@@ -447,7 +596,15 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", source.render()),
         ("GET", "/neighbors") => ("200 OK", "text/plain; charset=utf-8", source.neighbors_text()),
         ("GET", "/srv6") => ("200 OK", "text/plain; charset=utf-8", source.srv6_text()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors /srv6\n".to_owned()),
+        ("GET", p) if p == "/nat/sessions" || p.starts_with("/nat/sessions?") => {
+            match source.nat_sessions_text(p.split_once('?').map_or("", |(_, q)| q)) {
+                Ok(body) => ("200 OK", "text/plain; charset=utf-8", body),
+                Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
+            }
+        }
+        ("GET", "/") => {
+            ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors /srv6 /nat/sessions\n".to_owned())
+        }
         ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
     };

@@ -240,7 +240,12 @@ impl<P: PacketBuf> SlowPath<P> {
             self.counters.drops.inc(DropReason::ArpInvalid);
             return;
         }
-        let target_is_ours = info.owns(IpAddr::V4(tpa));
+        // Our own addresses, and NAT pool addresses on an outside port's
+        // subnet (so on-link hosts reach the pool without a route).
+        let target_is_ours = info.owns(IpAddr::V4(tpa))
+            || (self.l3.is_nat_pool(tpa)
+                && info.on_link(IpAddr::V4(tpa))
+                && self.l3.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside));
         let sender_on_link = info.on_link(IpAddr::V4(spa)) && !info.owns(IpAddr::V4(spa));
         // RFC 826 merge: update a known sender; create an entry only when the
         // packet is for us.

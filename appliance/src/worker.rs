@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rte::{Burst, Mbuf, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
+use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
 
 use crate::config::IdleBackoff;
 use crate::l3::{Verdict, WorkerState, L3};
+use crate::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
+use crate::natcore::NatClock;
+use crate::stats::PuntReason;
 use crate::srv6::punt_tag;
 use crate::stats::{Counter, DropCounters, DropReason, PuntCounters};
 
@@ -69,8 +72,64 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     pub burst_size: usize,
     pub idle: IdleBackoff,
-    /// Per-worker pipeline state (SID counters, local service).
+    /// Per-worker pipeline state (SID counters, local service, NAT cache).
     pub state: WorkerState,
+    /// The rings to and from the NAT mapping core (with NAT on).
+    pub nat: Option<NatLink>,
+}
+
+/// A worker's side of the NAT mapping core: held packets and activity
+/// reports go out on `requests`, translated packets come back on `answers`.
+pub struct NatLink {
+    pub requests: RingProducer,
+    pub answers: RingConsumer,
+    /// Where activity reports are allocated from.
+    pub pool: Mempool,
+    pub clock: NatClock,
+}
+
+/// Where a verdict sends a packet: the worker's output bursts.
+struct Outputs<'a> {
+    tx_bufs: &'a mut [Burst],
+    tx: &'a mut [TxQueue],
+    punt_burst: &'a mut Burst,
+    punt: &'a mut RingProducer,
+    nat_burst: &'a mut Burst,
+    nat: Option<&'a mut NatLink>,
+}
+
+impl Outputs<'_> {
+    #[inline]
+    fn dispatch(&mut self, c: &WorkerCounters, verdict: Verdict, punt_arg: u32, mut m: Mbuf) {
+        match verdict {
+            Verdict::Forward(out) => push_tx(self.tx_bufs, self.tx, c, out, m),
+            Verdict::Punt(PuntReason::NatMiss) => {
+                c.punts.inc(PuntReason::NatMiss);
+                let Some(link) = self.nat.as_deref_mut() else {
+                    c.drops.inc(DropReason::NatNoState);
+                    return;
+                };
+                m.set_tag(0x4e41_0000 | (punt_arg & 0xffff));
+                if let Err(m) = self.nat_burst.push(m) {
+                    flush_ring(&mut link.requests, self.nat_burst, &c.drops, DropReason::NatRingFull);
+                    if self.nat_burst.push(m).is_err() {
+                        c.drops.inc(DropReason::NatRingFull);
+                    }
+                }
+            }
+            Verdict::Punt(reason) => {
+                c.punts.inc(reason);
+                m.set_tag(punt_tag(reason, punt_arg));
+                if let Err(m) = self.punt_burst.push(m) {
+                    flush_ring(self.punt, self.punt_burst, &c.drops, DropReason::PuntRingFull);
+                    if self.punt_burst.push(m).is_err() {
+                        c.drops.inc(DropReason::PuntRingFull);
+                    }
+                }
+            }
+            Verdict::Drop(reason) => c.drops.inc(reason),
+        }
+    }
 }
 
 impl Worker {
@@ -80,6 +139,7 @@ impl Worker {
         let mut tx_bufs: Vec<Burst> = (0..ports).map(|_| Burst::new()).collect();
         let mut rx_burst = Burst::new();
         let mut punt_burst = Burst::new();
+        let mut nat_burst = Burst::new();
         let burst_size = self.burst_size.clamp(1, BURST_MAX);
         let mut empty_polls: u32 = 0;
         let c = self.counters.clone();
@@ -87,6 +147,17 @@ impl Worker {
 
         while !self.stop.load(Ordering::Relaxed) {
             let mut work = 0usize;
+            if let (Some(link), Some(nw)) = (&self.nat, self.state.nat.as_deref_mut()) {
+                nw.now_ms = link.clock.now_ms();
+            }
+            let mut out = Outputs {
+                tx_bufs: &mut tx_bufs,
+                tx: &mut self.tx,
+                punt_burst: &mut punt_burst,
+                punt: &mut self.punt,
+                nat_burst: &mut nat_burst,
+                nat: self.nat.as_mut(),
+            };
             for (ri, rx) in self.rx.iter_mut().enumerate() {
                 let n = rx.queue.rx_burst(&mut rx_burst, burst_size);
                 if n == 0 {
@@ -102,21 +173,30 @@ impl Worker {
                         c.drops.inc(DropReason::MultiSegment);
                         continue;
                     }
-                    match self.l3.process(&mut m, rx.port, &mut self.state) {
-                        Verdict::Forward(out) => {
-                            push_tx(&mut tx_bufs, &mut self.tx, &c, out, m);
+                    let v = self.l3.process(&mut m, rx.port, &mut self.state);
+                    out.dispatch(&c, v, self.state.punt_arg, m);
+                }
+            }
+            // Answers of the NAT mapping core: install the entries, then
+            // route the (translated) packet.
+            if let Some(link) = out.nat.as_deref_mut() {
+                let n = link.answers.dequeue_burst(&mut rx_burst, burst_size);
+                if n > 0 {
+                    work += n;
+                    for mut m in rx_burst.drain() {
+                        let Some(answer) = Answer::decode(m.data()) else {
+                            c.drops.inc(DropReason::NatBadAnswer);
+                            continue;
+                        };
+                        m.adj(ANSWER_LEN);
+                        if let Some(nw) = self.state.nat.as_deref_mut() {
+                            nw.install(&answer);
                         }
-                        Verdict::Punt(reason) => {
-                            c.punts.inc(reason);
-                            m.set_tag(punt_tag(reason, self.state.punt_arg));
-                            if let Err(m) = punt_burst.push(m) {
-                                flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
-                                if punt_burst.push(m).is_err() {
-                                    c.drops.inc(DropReason::PuntRingFull);
-                                }
-                            }
-                        }
-                        Verdict::Drop(reason) => c.drops.inc(reason),
+                        self.state.nat_skip = true;
+                        let port = m.port();
+                        let v = self.l3.process(&mut m, port, &mut self.state);
+                        self.state.nat_skip = false;
+                        out.dispatch(&c, v, self.state.punt_arg, m);
                     }
                 }
             }
@@ -127,15 +207,24 @@ impl Worker {
                 work += n;
                 c.injected.add(n as u64);
                 for m in rx_burst.drain() {
-                    let out = m.port();
-                    if usize::from(out) < ports {
-                        push_tx(&mut tx_bufs, &mut self.tx, &c, out, m);
+                    let port = m.port();
+                    if usize::from(port) < ports {
+                        push_tx(out.tx_bufs, out.tx, &c, port, m);
                     } else {
                         c.drops.inc(DropReason::EthNotForUs);
                     }
                 }
             }
-            flush_punts(&mut self.punt, &mut punt_burst, &c.drops);
+            flush_ring(out.punt, out.punt_burst, &c.drops, DropReason::PuntRingFull);
+            if let Some(link) = out.nat.as_deref_mut() {
+                flush_ring(&mut link.requests, out.nat_burst, &c.drops, DropReason::NatRingFull);
+                if let Some(nw) = self.state.nat.as_deref_mut() {
+                    send_reports(link, nw, &c);
+                    if work > 0 {
+                        nw.publish();
+                    }
+                }
+            }
             for (p, (buf, txq)) in tx_bufs.iter_mut().zip(self.tx.iter_mut()).enumerate() {
                 flush_tx(buf, txq, &c, p);
             }
@@ -193,13 +282,40 @@ fn flush_tx(buf: &mut Burst, txq: &mut TxQueue, c: &WorkerCounters, p: usize) {
 }
 
 #[inline]
-fn flush_punts(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters) {
+fn flush_ring(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters, reason: DropReason) {
     if burst.is_empty() {
         return;
     }
     ring.enqueue_burst(burst);
     let dropped = burst.free_all();
     if dropped > 0 {
-        drops.add(DropReason::PuntRingFull, dropped as u64);
+        drops.add(reason, dropped as u64);
+    }
+}
+
+/// Sends the NAT activity records waiting in `nw` to the mapping core, in
+/// report mbufs of up to [`TOUCHES_PER_REPORT`] records. No mbuf or a full
+/// ring loses the records (counted as `nat_report_lost`, one per record).
+fn send_reports(link: &mut NatLink, nw: &mut crate::nat::fast::NatWorker, c: &WorkerCounters) {
+    if nw.touches_lost > 0 {
+        c.drops.add(DropReason::NatReportLost, nw.touches_lost);
+        nw.touches_lost = 0;
+    }
+    while !nw.touches.is_empty() {
+        let n = nw.touches.len().min(TOUCHES_PER_REPORT);
+        let sent = link.pool.alloc().and_then(|mut m| {
+            let buf = m.append(n * TOUCH_LEN)?;
+            msg::encode_touches(&nw.touches[..n], buf);
+            m.set_tag(msg::TAG_TOUCH);
+            link.requests.enqueue(m).ok()
+        });
+        match sent {
+            Some(()) => {
+                nw.counters.reports.inc();
+                nw.counters.touch_records.add(n as u64);
+            }
+            None => c.drops.add(DropReason::NatReportLost, n as u64),
+        }
+        nw.touches.drain(..n);
     }
 }
