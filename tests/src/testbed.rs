@@ -136,15 +136,24 @@ impl Testbed {
         Ok(Testbed { topo: ScriptTopology::up("scripts/testbed.sh", "at", tag, 12)? })
     }
 
+    /// The NAT testbed (scripts/nat-testbed.sh): subscribers `s1`, `s2` on a bridge (`sw`),
+    /// the appliance's `rtr`, the server `srv`; prefix `nt<pid>-<tag><n>`.
+    pub fn up_nat(tag: &str) -> Testbed {
+        ScriptTopology::up("scripts/nat-testbed.sh", "nt", tag, 8)
+            .map(|topo| Testbed { topo })
+            .unwrap_or_else(|e| panic!("nat testbed up failed: {e:#}"))
+    }
+
     /// The namespace prefix (TB).
     pub fn name(&self) -> &str {
         self.topo.name()
     }
 
-    /// Full namespace name for `h1`, `rtr` or `h2`; any other string is taken as a full name.
+    /// Full namespace name for `h1`, `rtr` or `h2` (NAT testbed: `s1`, `s2`, `sw`, `rtr`,
+    /// `srv`); any other string is taken as a full name.
     pub fn ns(&self, which: &str) -> String {
         match which {
-            "h1" | "rtr" | "h2" => format!("{}-{}", self.name(), which),
+            "h1" | "rtr" | "h2" | "s1" | "s2" | "sw" | "srv" => format!("{}-{}", self.name(), which),
             other => other.to_string(),
         }
     }
