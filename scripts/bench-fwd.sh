@@ -8,6 +8,12 @@
 #   steer  the same to the storage SID 2001:db8:a::7 carrying a storage probe; the
 #          sr-c policy decides per packet (queue depth 5 >= threshold 1: pass) and the
 #          packet continues as End to the next segment
+#   nat1k, nat64k, nat1m
+#          NAT44 (configs/bench-nat.yaml): 64-byte IPv4/UDP from 1024, 65536 or 1048576
+#          subscriber flows (scripts/mkpcap.py nat), translated to the pool and routed
+#          out. The run first waits until every flow has its session (the mapping
+#          server creating them as fast as it can: the setup line gives new mappings
+#          per second), then measures established flows only.
 #
 #   generator: dpdk-testpmd, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
 #
@@ -33,7 +39,7 @@ cd "$(dirname "$0")/.."
 require_root
 use_cargo
 
-DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}; MODES=${MODES:-"l3 end steer"}
+DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}; MODES=${MODES:-"l3 end steer nat1k nat64k nat1m"}
 W=/tmp/apl-bench; NS=aplb-dut; METRICS_PORT=9199
 GEN_PID=; DUT_PID=
 
@@ -59,6 +65,10 @@ ip netns add $NS; ip -n $NS link set lo up    # private loopback for the DUT's m
 # The DUT's config: the committed bench config with metrics on the private loopback.
 sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-memif.yaml > $W/bench.yaml
 "$BIN" check-config $W/bench.yaml > /dev/null
+sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-nat.yaml > $W/bench-nat.yaml
+"$BIN" check-config $W/bench-nat.yaml > /dev/null
+
+nat_flows() { case "$1" in nat1k) echo 1024 ;; nat64k) echo 65536 ;; nat1m) echo 1048576 ;; *) echo 0 ;; esac; }
 
 start_gen() { # mode
   local src
@@ -70,7 +80,12 @@ start_gen() { # mode
       -- $src --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 > $W/gen.log 2>&1 &
   else
     # apl-gen on CPU 0: replays the mode's frames (scripts/mkpcap.py) into the memif.
-    python3 scripts/mkpcap.py "$1" $W/$1.pcap
+    if [ ! -s $W/$1.pcap ]; then
+      case "$1" in
+        nat*) python3 scripts/mkpcap.py nat $W/$1.pcap "$(nat_flows "$1")" ;;
+        *) python3 scripts/mkpcap.py "$1" $W/$1.pcap ;;
+      esac
+    fi
     taskset -c 0 "$GEN" --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0 \
       --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no \
       -- --pcap $W/$1.pcap > $W/gen.log 2>&1 &
@@ -108,20 +123,45 @@ run_testpmd_io() { # mode
   median $v
 }
 
+metric() { # prefix: the sum of the samples whose name{labels} start with it
+  ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics \
+    | awk -v p="$1" 'index($1, p) == 1 {s+=$NF} END {printf "%d\n", s}'
+}
+
+# NAT modes: wait until every flow has its session; record how fast they came.
+wait_sessions() { # mode flows
+  local t0 now sessions created prev_created=0 peak=0 d i
+  t0=$(date +%s.%N)
+  for i in $(seq 360); do
+    sleep 0.5
+    sessions=$(metric 'appliance_nat_sessions{'); created=$(metric 'appliance_nat_mappings_created_total{')
+    d=$(( (created - prev_created) * 2 )); prev_created=$created
+    [ "$d" -gt "$peak" ] && peak=$d
+    [ "$sessions" -ge "$2" ] && break
+  done
+  now=$(date +%s.%N)
+  echo "mode=$1 flows=$2 sessions=$sessions setup_s=$(echo "$now - $t0" | bc -l | xargs printf %.1f) \
+new_mappings_per_s_peak=$peak table_bytes=$(metric 'appliance_nat_table_bytes{') \
+ring_full_drops=$(ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics | awk '/reason="nat_ring_full"/ {print $NF}')" >> $W/natsetup.log
+}
+
 # appliance: per-second deltas of its tx counter on port1.
 run_appliance() { # mode
   rm -f $W/memif0.sock
-  ip netns exec $NS "$BIN" run --config $W/bench.yaml > $W/dut.log 2>&1 &
+  local cfg=$W/bench.yaml flows
+  flows=$(nat_flows "$1")
+  [ "$flows" -gt 0 ] && cfg=$W/bench-nat.yaml
+  ip netns exec $NS "$BIN" run --config $cfg > $W/dut.log 2>&1 &
   DUT_PID=$!
   local i v=() prev cur
-  for i in $(seq 100); do
+  for i in $(seq 300); do
     ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics > /dev/null 2>&1 && break
     sleep 0.1
   done
   start_gen "$1"
+  [ "$flows" -gt 0 ] && wait_sessions "$1" "$flows"
   sleep "$WARM"
-  tx() { ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics \
-         | awk '/^appliance_port_tx_packets_total\{port="port1"/ {s+=$NF} END {printf "%d\n", s}'; }
+  tx() { metric 'appliance_port_tx_packets_total{port="port1"'; }
   prev=$(tx)
   for i in $(seq "$DUR"); do
     sleep 1
@@ -152,3 +192,7 @@ for mode in $MODES; do
   unset R
 done
 printf '%s\n' "${summary[@]}"
+if [ -s $W/natsetup.log ]; then
+  echo "# NAT set-up phases (sessions created by the mapping server while the generator loops over the flows):"
+  cat $W/natsetup.log
+fi

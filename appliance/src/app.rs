@@ -177,7 +177,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             answers,
             queries: query_rx,
             stop: stop.clone(),
-            idle: cfg.pipeline.idle_backoff,
+            idle: crate::config::IdleBackoff { enabled: n.mapper_idle_backoff, ..cfg.pipeline.idle_backoff },
             clock,
         });
         nat_stats = Some(stats);

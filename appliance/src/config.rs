@@ -625,6 +625,10 @@ pub struct Nat {
     pub ring_size: u32,
     /// Whether the seeds were written (else they come from the OS at start).
     pub seeded: bool,
+    /// Whether the mapping server's loop sleeps when idle (with
+    /// `pipeline.idle_backoff`'s `empty_polls` and `sleep_us`); written
+    /// `null` it follows `pipeline.idle_backoff.enabled`.
+    pub mapper_idle_backoff: bool,
 }
 
 /// DPDK EAL options (`eal:`).
@@ -1305,6 +1309,7 @@ impl Config {
                 worker_cache_entries: n.worker_cache_entries,
                 ring_size: n.ring_size,
                 random_seed: n.seeded.then_some(n.table.random_seed),
+                mapper_idle_backoff: n.mapper_idle_backoff,
             }),
         };
         serde_yaml_ng::to_string(&view).expect("the effective configuration serializes")
@@ -1365,6 +1370,7 @@ struct NatView<'a> {
     worker_cache_entries: u32,
     ring_size: u32,
     random_seed: Option<u64>,
+    mapper_idle_backoff: bool,
 }
 
 #[derive(Serialize)]
@@ -1488,6 +1494,7 @@ struct RawNat {
     worker_cache_entries: i64,
     ring_size: i64,
     random_seed: Option<u64>,
+    mapper_idle_backoff: Option<bool>,
 }
 
 impl Default for RawNat {
@@ -1513,6 +1520,7 @@ impl Default for RawNat {
             worker_cache_entries: defaults::NAT_CACHE_ENTRIES,
             ring_size: defaults::RING_SIZE,
             random_seed: None,
+            mapper_idle_backoff: None,
         }
     }
 }
@@ -1908,7 +1916,7 @@ fn validate(raw: RawConfig) -> Res<Config> {
     let storage_service = validate_storage_service(raw.storage_service)?;
     let nat = match raw.nat {
         None => None,
-        Some(n) => Some(validate_nat(n, &ports)?),
+        Some(n) => Some(validate_nat(n, &ports, pipeline.idle_backoff.enabled)?),
     };
     match (&nat, &lcores.mapper) {
         (Some(_), None) => {
@@ -1972,7 +1980,7 @@ fn validate_port_list(path: &str, names: &[String], ports: &[Port]) -> Res<Vec<u
 /// Most public addresses in `nat.pool` (after expanding prefixes).
 const MAX_NAT_POOL: usize = 65_536;
 
-fn validate_nat(r: RawNat, ports: &[Port]) -> Res<Nat> {
+fn validate_nat(r: RawNat, ports: &[Port], pipeline_backoff: bool) -> Res<Nat> {
     let inside = validate_port_list("nat.inside", &r.inside, ports)?;
     let outside = validate_port_list("nat.outside", &r.outside, ports)?;
     if let Some((i, p)) = outside.iter().enumerate().find(|(_, p)| inside.contains(p)) {
@@ -2055,6 +2063,7 @@ fn validate_nat(r: RawNat, ports: &[Port]) -> Res<Nat> {
         worker_cache_entries: pow2_range("nat.worker_cache_entries", r.worker_cache_entries, 1024, 1 << 24)?,
         ring_size: pow2_range("nat.ring_size", r.ring_size, 64, 65536)?,
         seeded: r.random_seed.is_some(),
+        mapper_idle_backoff: r.mapper_idle_backoff.unwrap_or(pipeline_backoff),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Carrier-grade NAT44 (capability N of `DESIGN.md`): the pure core.
+//! Carrier-grade NAT44 (capability N of `DESIGN.md`).
 //!
 //! # Architecture
 //!
@@ -18,25 +18,26 @@
 //!               └ miss: state request to M over its ring (same path as above)
 //! ```
 //!
-//! * **Fast path** (each worker, later): a per-worker flow cache (no locks, no
+//! * **Fast path** (each worker, [`fast`], [`cache`], `L3::nat44`): a per-worker flow cache (no locks, no
 //!   shared writes) keyed by the packet's 5-tuple in each direction, giving the
 //!   rewrite to apply; [`translate`] does the rewrite on the packet's bytes with
 //!   RFC 1624 incremental checksums. A miss is not dropped: the packet is held
 //!   and a request goes to the mapping core over the worker's SPSC ring.
-//! * **Slow path** (the mapping core, later wired): one [`session::NatTable`]
+//! * **Slow path** (the mapping core, [`mapper`], lcore loop `crate::natcore`): one [`session::NatTable`]
 //!   per mapping server. It creates mappings (allocating public address/port
 //!   pairs by port block per subscriber, [`alloc`]), creates and refreshes
 //!   sessions, applies the filtering behaviour, and retires sessions and
 //!   mappings on timeouts and TCP state ([`session::NatTable::expire`], bounded
-//!   work per call). It answers workers with the binding; the worker installs
-//!   it in its cache and sends the held packet.
+//!   work per call). It translates the held packet itself and sends it back
+//!   with the session's cache entries in its headroom ([`msg`]); the worker
+//!   installs them and routes the packet.
 //! * **Return traffic** arriving on a worker that has no cache entry for it is
 //!   resolved the same way (a state request; [`session::NatTable::inbound`]),
 //!   so no packet of a known session is dropped for want of a cache entry.
-//!   Hand-off by public port range (VPP style) is possible later: blocks are
-//!   aligned, so `(port - 1024) / ports_per_block` names the block, which could
-//!   be owned by a worker; it needs outbound mappings to be created on the
-//!   owning worker and is not done now.
+//!   (Hand-off by public port range, VPP style, is not done: blocks are
+//!   aligned, so `(port - 1024) / ports_per_block` names a block a worker
+//!   could own, but outbound mappings would then have to be created on the
+//!   owning worker.)
 //! * **Events**: every change of mapping state is a [`session::NatEvent`]
 //!   pushed to a caller-provided [`Sink`], in causal order (block allocated →
 //!   mapping created → session opened; session closed → mapping retired →
@@ -44,7 +45,7 @@
 //!   stream is what a standby mapping server will replay (high availability is
 //!   a later issue).
 //!
-//! # How the pipeline will use it
+//! # How the pipeline uses it (`L3::nat44`, `Mapper::request`)
 //!
 //! ```text
 //!  flow = translate::parse_flow(ip)?            // Err(e): drop, count nat_<e.label()>
@@ -66,19 +67,16 @@
 //! mapping: sessions carry the timeouts and the filtering, so a new remote
 //! endpoint costs one round trip to the mapping core. A hit records the time
 //! (and TCP flags) locally; workers report them in batches
-//! ([`session::NatTable::touch`]) and drop entries whose session id the
-//! mapping core no longer knows.
+//! ([`session::NatTable::touch`]) and stop trusting an entry that has been
+//! idle for half the shortest timeout ([`fast`]).
 //!
-//! # What exists now
+//! # Modules
 //!
-//! [`translate`], [`alloc`], [`session`], a fixed-capacity hash map for the
-//! indices (`table.rs`) and the configuration below: pure code on byte slices
-//! and plain structs, tested without DPDK. Not yet: the
-//! per-worker flow cache, the rings between workers and the mapping core, the
-//! hook in [`crate::l3`] (NAT runs on IPv4 before the route lookup), hairpin
-//! dispatch in the pipeline (the table supports it: an outbound packet whose
-//! destination is a pool address is translated outbound, then inbound), the
-//! config-file section, metrics export and the HA stream. See `docs/nat.md`.
+//! [`translate`] (rewrites on bytes), [`alloc`] (port blocks), [`session`]
+//! (mappings, sessions, timeouts, events), `table.rs` (fixed-capacity hash
+//! map), [`cache`] (the worker's cache), [`msg`] (what travels on the rings),
+//! [`mapper`] (the mapping server), [`fast`] (the per-worker state and the
+//! port roles). All pure: tested without DPDK. See `docs/nat.md`.
 //!
 //! # Limits
 //!
