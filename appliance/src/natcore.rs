@@ -93,13 +93,14 @@ pub fn spawn_event_logger(rx: Receiver<NatEvent>, clock: NatClock) -> std::io::R
             if let NatEvent::Block(b) = event {
                 tracing::info!(
                     target: "nat_log",
-                    event = b.kind.name(),
+                    event = %b.kind.name(),
+                    time_ms = b.time_ms,
                     subscriber = %b.subscriber,
                     public_addr = %b.public_addr,
                     port_start = b.port_start,
                     port_end = b.port_end,
                     unix_ms = clock.wall0_ms + b.time_ms,
-                    "{b}"
+                    "nat_block"
                 );
             }
         }
