@@ -5,7 +5,8 @@
 #
 #   objstore/bench.sh [DIR]        DIR holds the 1 GiB test file (default target/objstore-bench;
 #                                  it must be on a file system that supports O_DIRECT, not tmpfs)
-#   env: RUNTIME=10 (seconds per run), QD=32, SIZE_MIB=1024, FIO_EXTRA="" (more fio options)
+#   env: RUNTIME=10 (seconds per run), QD=32, SIZE_MIB=1024, FIO_EXTRA="" (more fio options),
+#        STORE=1 (then also 4 KiB object PUT/GET through the store on the same file; 0 to skip)
 #
 # Needs root only to install fio/jq when missing (apt-get).
 set -euo pipefail
@@ -62,3 +63,11 @@ printf '%-10s %12.0f %10.1f %10.1f\n' fio "$fio_iops" "$fio_p50" "$fio_p99"
 printf '%-10s %12.0f %10.1f %10.1f\n' blkbench "$bb_iops" "$bb_p50" "$bb_p99"
 awk -v a="$bb_iops" -v b="$fio_iops" 'BEGIN { printf "blkbench / fio IOPS ratio: %.2f\n", a / b }'
 echo "(fio p50/p99 are completion latency, clat; blkbench's are submit-to-reap)"
+
+if [ "${STORE:-1}" = 1 ]; then
+    # The object store on the same file (formats it; the raw runs above are done with it).
+    ST_CMD=(target/release/blkbench --file "$FILE" --seconds "$RUNTIME" --qd "$QD" --mode store)
+    echo
+    echo "== object store: ${ST_CMD[*]}"
+    "${ST_CMD[@]}" | grep -v '^RESULT'
+fi

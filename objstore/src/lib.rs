@@ -41,7 +41,7 @@ pub mod index;
 pub mod layout;
 pub mod store;
 
-pub use store::{BlockingStore, ChunkData, FormatOptions, ObjectInfo, Reply, Request, Store, StoreCompletion, StoreConfig};
+pub use store::{BlockingStore, ChunkData, FormatOptions, ObjectInfo, Reply, Request, Store, StoreCompletion, StoreConfig, StoreStats};
 
 /// An object identifier: the low 64 bits of a replica's IPv6 address in the storage design, but
 /// the store takes any 128-bit value.

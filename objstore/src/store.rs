@@ -129,6 +129,25 @@ pub enum Reply {
     List(Vec<ObjectInfo>),
 }
 
+/// Counters since open (for metrics). Plain integers: the store belongs to one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub puts: u64,
+    pub gets: u64,
+    pub deletes: u64,
+    pub stats: u64,
+    pub lists: u64,
+    /// Requests answered with an error (refusals at submit not counted).
+    pub errors: u64,
+    pub checksum_failures: u64,
+    pub device_errors: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub journal_records: u64,
+    pub journal_entries: u64,
+    pub checkpoints: u64,
+}
+
 #[derive(Debug)]
 pub struct StoreCompletion {
     pub tag: u64,
@@ -200,6 +219,7 @@ pub struct Store {
     freed: Vec<u64>,
     io_done: Vec<IoCompletion>,
     failed: Option<Error>,
+    stats: StoreStats,
 }
 
 fn dev_err(op: IoOp, errno: i32) -> Error {
@@ -384,6 +404,7 @@ impl Store {
             freed: Vec::with_capacity(m),
             io_done: Vec::with_capacity(depth as usize),
             failed: None,
+            stats: StoreStats::default(),
         })
     }
 
@@ -398,6 +419,16 @@ impl Store {
     /// Free data blocks (quarantined ones not counted).
     pub fn free_blocks(&self) -> u64 {
         self.alloc.free_blocks()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Data blocks in use (chunks plus blocks of puts in flight or awaiting reuse).
+    pub fn used_blocks(&self) -> u64 {
+        self.alloc.total_blocks() - self.alloc.free_blocks()
     }
 
     /// Next journal sequence number to be written.
@@ -448,6 +479,7 @@ impl Store {
         }
         match req {
             Request::Stat { object } => {
+                self.stats.stats += 1;
                 let result = match self.index.get(object) {
                     Some(o) => Ok(Reply::Stat(Self::info(object, o))),
                     None => Err(Error::NotFound(object)),
@@ -456,6 +488,7 @@ impl Store {
                 Ok(())
             }
             Request::List { after, limit } => {
+                self.stats.lists += 1;
                 let list = self.index.range_after(after).take(limit).map(|(&id, o)| Self::info(id, o)).collect();
                 self.ready.push_back(StoreCompletion { tag, result: Ok(Reply::List(list)) });
                 Ok(())
@@ -548,6 +581,26 @@ impl Store {
     fn finish(&mut self, slot: u32, result: Result<Reply>) {
         if let Some(op) = self.ops[slot as usize].take() {
             self.free_ops.push(slot);
+            let st = &mut self.stats;
+            match (&op.kind, &result) {
+                (OpKind::Get { len, .. }, Ok(_)) => {
+                    st.gets += 1;
+                    st.bytes_read += *len as u64;
+                }
+                (OpKind::Update { entry: Entry::Put { size, chunk, .. } }, Ok(_)) => {
+                    st.puts += 1;
+                    st.bytes_written += chunk.map_or(0, |c| chunk_len(*size, c.index) as u64);
+                }
+                (OpKind::Update { entry: Entry::Delete { .. } }, Ok(_)) => st.deletes += 1,
+                (_, Err(e)) => {
+                    st.errors += 1;
+                    match e {
+                        Error::Checksum { .. } => st.checksum_failures += 1,
+                        Error::Device { .. } => st.device_errors += 1,
+                        _ => {}
+                    }
+                }
+            }
             self.ready.push_back(StoreCompletion { tag: op.tag, result });
         }
     }
@@ -649,6 +702,7 @@ impl Store {
             T_SB_FLUSH => match c.result {
                 Ok(()) => {
                     self.sb = self.new_sb;
+                    self.stats.checkpoints += 1;
                     self.commit = Commit::Idle;
                     tracing::debug!(generation = self.sb.generation, seq = self.sb.ckpt_seq, "checkpoint installed");
                 }
@@ -736,6 +790,8 @@ impl Store {
     /// The record is durable: apply its entries in order and answer each request.
     fn apply_group(&mut self) {
         self.next_seq += 1;
+        self.stats.journal_records += 1;
+        self.stats.journal_entries += self.group.len() as u64;
         self.commit = Commit::Idle;
         let group = std::mem::take(&mut self.group);
         for (i, &slot) in group.iter().enumerate() {

@@ -169,7 +169,7 @@ fn kill9_during_put_stream_on_uring_file() {
                     }
                 }
                 Err(Error::NotFound(_)) => {
-                    assert!(acked.get(&id).is_none(), "round {round}: acknowledged object {id} (newest started {newest_started}) lost");
+                    assert!(!acked.contains_key(&id), "round {round}: acknowledged object {id} (newest started {newest_started}) lost");
                 }
                 Err(e) => panic!("round {round}: stat {id}: {e}"),
             }

@@ -123,6 +123,7 @@ fn flipped_bit_is_a_checksum_error_on_ram() {
     s.put_object(6, 1, &[1, 2, 3]).unwrap();
     dev.flip_bit(chunk_lba(&s, 6, 0), 4000, 0);
     assert_eq!(s.get_chunk(6, 0), Err(Error::Checksum { object: 6, chunk: 0 }));
+    assert_eq!(s.store().stats().checksum_failures, 3);
 }
 
 #[test]
