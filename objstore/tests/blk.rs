@@ -139,3 +139,30 @@ fn uring_block_device_probes_iopoll() {
     let pool = DmaPool::new(2, 1).unwrap();
     assert_eq!(dev2.queue_pair(4, &pool).is_ok(), polled);
 }
+
+/// A queue pair is created where the device is opened (the main thread) and driven by the core
+/// that owns it: moving it to another thread must work.
+#[test]
+fn uring_queue_pair_moves_to_its_core() {
+    let f = dev_file(64 * BLOCK_SIZE as u64);
+    let dev = UringDevice::open(&f.path, UringOptions::default()).unwrap();
+    let pool = DmaPool::new(8, 4).unwrap();
+    let qp = dev.queue_pair(4, &pool).unwrap();
+    let worker = std::thread::spawn(move || {
+        let mut qp = qp;
+        exercise_on(qp.as_mut(), &pool);
+    });
+    worker.join().unwrap();
+}
+
+fn exercise_on(qp: &mut dyn QueuePair, pool: &DmaPool) {
+    let mut b = pool.alloc().unwrap();
+    b.copy_from_slice(&pattern(3, 4 * BLOCK_SIZE));
+    qp.submit(Io::write(0, 4, b, 1)).unwrap();
+    drain(qp, 1);
+    qp.submit(Io::flush(2)).unwrap();
+    assert_eq!(drain(qp, 1)[0].result, Ok(()));
+    qp.submit(Io::read(0, 4, pool.alloc().unwrap(), 3)).unwrap();
+    let c = drain(qp, 1).pop().unwrap();
+    assert_eq!(&c.buf.unwrap()[..], &pattern(3, 4 * BLOCK_SIZE)[..]);
+}

@@ -4,9 +4,11 @@
 //!   [`DmaPool`] region is registered as one fixed buffer, so reads and writes are
 //!   `READ_FIXED`/`WRITE_FIXED` with no per-I/O page pinning. If registration fails (region over
 //!   1 GiB, memlock limit) the queue pair says so once and uses plain `READ`/`WRITE`.
-//! * Submissions are only written into the submission ring by `submit`; `poll` makes one
-//!   `io_uring_enter` that both submits them and (with `COOP_TASKRUN` + `TASKRUN_FLAG`) runs the
-//!   pending completion work, then reaps the completion ring. No thread sleeps on the data path.
+//! * Submissions are only written into the submission ring by `submit`; `poll` makes at most
+//!   one `io_uring_enter`, which both submits them and runs pending completion work, then reaps
+//!   the completion ring. The rings use `COOP_TASKRUN` + `TASKRUN_FLAG`: the kernel does not
+//!   interrupt the polling thread to post completions, it raises a flag, so a poll with nothing
+//!   to submit and no flag raised makes no system call at all. No thread sleeps on the data path.
 //! * `IOPOLL` (completion by polling the device's queue instead of an interrupt) is used only
 //!   where the device supports it. With [`IopollMode::Auto`], a block device is probed once with
 //!   a polled read of block 0 (devices without poll queues answer `EOPNOTSUPP`); a regular file
@@ -156,21 +158,24 @@ impl UringDevice {
         }
     }
 
-    fn build_ring(entries: u32, iopoll: bool) -> std::io::Result<IoUring> {
+    /// A ring of `entries`; the flag says whether it has `COOP_TASKRUN` + `TASKRUN_FLAG` (then
+    /// the kernel tells us through the SQ flags when completion work is pending, and `poll` can
+    /// skip the system call when there is nothing to submit or run).
+    fn build_ring(entries: u32, iopoll: bool) -> std::io::Result<(IoUring, bool)> {
         let mut b = IoUring::builder();
-        b.setup_coop_taskrun().setup_taskrun_flag().setup_single_issuer();
+        b.setup_coop_taskrun().setup_taskrun_flag();
         if iopoll {
             b.setup_iopoll();
         }
         match b.build(entries) {
-            Ok(r) => Ok(r),
-            // Older kernels lack the task-run flags; retry without them.
+            Ok(r) => Ok((r, true)),
+            // Kernels before 5.19 lack the task-run flags; retry without them.
             Err(_) => {
                 let mut b = IoUring::builder();
                 if iopoll {
                     b.setup_iopoll();
                 }
-                b.build(entries)
+                b.build(entries).map(|r| (r, false))
             }
         }
     }
@@ -226,12 +231,12 @@ impl BlockDevice for UringDevice {
         }
         if self.shared.iopoll.load(Ordering::Relaxed) != IOPOLL_NO {
             match Self::build_ring(depth, true) {
-                Ok(mut ring) => {
+                Ok((mut ring, coop)) => {
                     if self.shared.iopoll.load(Ordering::Relaxed) == IOPOLL_YES
                         || self.probe_iopoll(&mut ring, pool)
                     {
                         self.shared.iopoll.store(IOPOLL_YES, Ordering::Relaxed);
-                        iopoll_ring = Some(ring);
+                        iopoll_ring = Some((ring, coop));
                     } else {
                         self.shared.iopoll.store(IOPOLL_NO, Ordering::Relaxed);
                     }
@@ -253,12 +258,12 @@ impl BlockDevice for UringDevice {
             }
         }
         let iopoll = iopoll_ring.is_some();
-        let ring = match iopoll_ring {
+        let (ring, coop) = match iopoll_ring {
             Some(r) => r,
             None => Self::build_ring(depth, false).map_err(|e| Error::os("io_uring setup", e))?,
         };
         let flush_ring = if iopoll {
-            Some(Self::build_ring(depth, false).map_err(|e| Error::os("io_uring setup", e))?)
+            Some(Self::build_ring(depth, false).map_err(|e| Error::os("io_uring setup", e))?.0)
         } else {
             None
         };
@@ -280,6 +285,7 @@ impl BlockDevice for UringDevice {
         }
         Ok(Box::new(UringQueuePair {
             ring,
+            coop,
             flush_ring,
             fd,
             fixed,
@@ -316,6 +322,8 @@ struct Slot {
 
 struct UringQueuePair {
     ring: IoUring,
+    /// `ring` reports pending completion work in its SQ flags (see `build_ring`).
+    coop: bool,
     /// Ordinary ring for flushes when `ring` is an IOPOLL ring.
     flush_ring: Option<IoUring>,
     fd: i32,
@@ -352,8 +360,17 @@ impl UringQueuePair {
         n
     }
 
-    fn enter(ring: &IoUring) -> std::io::Result<usize> {
-        ring.submit()
+    /// One `io_uring_enter` when it can do anything: entries to submit, an IOPOLL ring to poll,
+    /// completion work pending, or a ring that cannot tell us (no `TASKRUN_FLAG`). Errors
+    /// (EINTR, EBUSY) are transient: the next poll retries.
+    fn enter(ring: &mut IoUring, coop: bool) {
+        let needed = !coop || ring.params().is_setup_iopoll() || {
+            let sq = ring.submission();
+            !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+        };
+        if needed {
+            let _ = ring.submit();
+        }
     }
 
     fn build_sqe(&self, io: &mut Io, slot: u32) -> squeue::Entry {
@@ -419,15 +436,14 @@ impl QueuePair for UringQueuePair {
         let mut n = 0;
         let busy = self.depth - self.free_slots.len() - self.flushes_in_flight;
         if busy > 0 {
-            // One io_uring_enter: submits what `submit` queued, polls the device on an IOPOLL
-            // ring, runs deferred completion work. Errors (EINTR, EBUSY) are transient: the
-            // next poll retries.
-            let _ = Self::enter(&self.ring);
+            // At most one io_uring_enter: submits what `submit` queued, polls the device on an
+            // IOPOLL ring, runs deferred completion work.
+            Self::enter(&mut self.ring, self.coop);
             n += Self::reap(&mut self.ring, &mut self.slots, &mut self.free_slots, out);
         }
         if self.flushes_in_flight > 0 {
             if let Some(fr) = &mut self.flush_ring {
-                let _ = Self::enter(fr);
+                Self::enter(fr, false);
                 let m = Self::reap(fr, &mut self.slots, &mut self.free_slots, out);
                 self.flushes_in_flight -= m;
                 n += m;
