@@ -446,6 +446,11 @@ impl Store {
         self.in_flight() == 0 && self.commit == Commit::Idle && self.qp.in_flight() == 0
     }
 
+    /// Whether a checkpoint is being written (journal commits wait for it).
+    pub fn checkpoint_in_progress(&self) -> bool {
+        matches!(self.commit, Commit::Ckpt { .. } | Commit::CkptFlush | Commit::Sb | Commit::SbFlush)
+    }
+
     /// The error that stopped the store, if any.
     pub fn failure(&self) -> Option<&Error> {
         self.failed.as_ref()

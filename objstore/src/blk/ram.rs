@@ -10,6 +10,7 @@
 //! [`RamDevice::crash`] cuts the power: the device stops (every later request fails with `EIO`),
 //! and a new device is returned whose media holds, for each dirty block independently, either
 //! the new or the old content (block-granular tearing); requests not yet executed are lost.
+//! [`RamDevice::crash_torn_sectors`] also tears blocks inside, 512-byte sector by sector.
 //! [`RamDevice::flip_bit`] corrupts a block on both images.
 //!
 //! The state sits behind a mutex so the test can reach it while a store drives the queue pair;
@@ -96,13 +97,21 @@ impl RamState {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tearing {
+    Blocks,
+    Sectors,
+}
+
 /// What a simulated power cut did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CrashReport {
     /// Blocks written but not flushed at the cut.
     pub dirty: usize,
-    /// Of those, how many reached the media anyway.
+    /// Of those, how many reached the media whole anyway.
     pub persisted: usize,
+    /// Of those, how many were torn inside (sector by sector; `crash_torn_sectors` only).
+    pub torn: usize,
 }
 
 /// An in-memory block device; clones share the device.
@@ -141,16 +150,34 @@ impl RamDevice {
     /// Cut the power. This device fails every request from now on; the returned device holds
     /// what the media would hold: each dirty block, independently, new or old.
     pub fn crash(&self, seed: u64) -> (RamDevice, CrashReport) {
+        self.cut(seed, Tearing::Blocks)
+    }
+
+    /// Like [`RamDevice::crash`], but a dirty block may also be torn inside: each of its eight
+    /// 512-byte sectors independently new or old (devices promise no more than sector atomicity).
+    pub fn crash_torn_sectors(&self, seed: u64) -> (RamDevice, CrashReport) {
+        self.cut(seed, Tearing::Sectors)
+    }
+
+    fn cut(&self, seed: u64, tearing: Tearing) -> (RamDevice, CrashReport) {
+        const SECTOR: usize = 512;
         let mut st = lock(&self.state);
         st.dead = true;
         st.rng ^= seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut media = st.media.clone();
         let mut dirty: Vec<u64> = st.dirty.keys().copied().collect();
         dirty.sort_unstable();
-        let mut report = CrashReport { dirty: dirty.len(), persisted: 0 };
+        let mut report = CrashReport { dirty: dirty.len(), persisted: 0, torn: 0 };
         for b in dirty {
-            if st.one_in(2) {
-                let r = RamState::range(b, 1);
+            let r = RamState::range(b, 1);
+            if tearing == Tearing::Sectors && st.one_in(3) {
+                for s in (r.start..r.end).step_by(SECTOR) {
+                    if st.one_in(2) {
+                        media[s..s + SECTOR].copy_from_slice(&st.cache[s..s + SECTOR]);
+                    }
+                }
+                report.torn += 1;
+            } else if st.one_in(2) {
                 media[r.clone()].copy_from_slice(&st.cache[r]);
                 report.persisted += 1;
             }
