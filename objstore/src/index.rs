@@ -56,9 +56,31 @@ pub struct ObjectMeta {
     pub chunks: Vec<ChunkMeta>,
 }
 
+/// A run of consecutive chunks stored in consecutive blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub first_chunk: u32,
+    pub lba: u64,
+    pub blocks: u32,
+}
+
 impl ObjectMeta {
     pub fn present(&self) -> u64 {
         self.chunks.iter().filter(|c| c.lba != 0).count() as u64
+    }
+
+    /// The object's present chunks as extents (diagnostics; the index stores chunks).
+    pub fn extents(&self) -> Vec<Extent> {
+        let mut out: Vec<Extent> = Vec::new();
+        for (i, c) in self.chunks.iter().enumerate().filter(|(_, c)| c.lba != 0) {
+            match out.last_mut() {
+                Some(e) if e.first_chunk as usize + e.blocks as usize == i && e.lba + u64::from(e.blocks) == c.lba => {
+                    e.blocks += 1
+                }
+                _ => out.push(Extent { first_chunk: i as u32, lba: c.lba, blocks: 1 }),
+            }
+        }
+        out
     }
 }
 
@@ -335,6 +357,20 @@ mod tests {
         assert_eq!(idx.apply(&Entry::Delete { object: 1 }, &mut freed), Ok(Applied::Delete { existed: false }));
         assert_eq!(idx.reserved(), 9);
         assert!(matches!(idx.apply(&put(5, 1, 4096, Some((0, 300))), &mut freed), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn extents_of_runs() {
+        let c = |lba| ChunkMeta { lba, crc: 0 };
+        let o = ObjectMeta { size: 6 * 4096, version: 1, chunks: vec![c(10), c(11), c(12), c(0), c(14), c(20)] };
+        assert_eq!(
+            o.extents(),
+            vec![
+                Extent { first_chunk: 0, lba: 10, blocks: 3 },
+                Extent { first_chunk: 4, lba: 14, blocks: 1 },
+                Extent { first_chunk: 5, lba: 20, blocks: 1 },
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ fn round_trips(dev: &dyn BlockDevice) {
         assert_eq!(st.present, st.chunks);
         assert_eq!(s.get_object(i as u128 + 1).unwrap(), data, "size {n}");
     }
+    // Written in order on an empty device, the 1 MiB object is one extent (next-fit allocator).
+    let big = s.store().index().get(SIZES.len() as u128).unwrap().extents();
+    assert_eq!(big.len(), 1, "{big:?}");
+    assert_eq!(big[0].blocks, 256);
     s.quiesce();
     drop(s);
     // And after a clean remount.
