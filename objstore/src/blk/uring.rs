@@ -373,11 +373,11 @@ impl UringQueuePair {
         }
     }
 
-    fn build_sqe(&self, io: &mut Io, slot: u32) -> squeue::Entry {
+    fn build_sqe(&self, io: &mut Io, slot: u32) -> Option<squeue::Entry> {
         let off = io.lba * BLOCK_SIZE as u64;
         let len = io.nblocks * BLOCK_SIZE as u32;
         let file = types::Fixed(0);
-        match io.op {
+        let sqe = match io.op {
             IoOp::Flush => {
                 if self.flush_ring.is_some() {
                     opcode::Fsync::new(types::Fd(self.fd)).flags(types::FsyncFlags::DATASYNC).build()
@@ -386,8 +386,7 @@ impl UringQueuePair {
                 }
             }
             IoOp::Read | IoOp::Write => {
-                // `validate` checked that the buffer exists.
-                let Some(buf) = io.buf.as_mut() else { unreachable!("validated request has a buffer") };
+                let buf = io.buf.as_mut()?;
                 let fixed = self.fixed && self.pool.owns(buf);
                 let ptr = buf.as_mut_ptr();
                 match (io.op, fixed) {
@@ -397,8 +396,8 @@ impl UringQueuePair {
                     (_, false) => opcode::Write::new(file, ptr, len).offset(off).build(),
                 }
             }
-        }
-        .user_data(u64::from(slot))
+        };
+        Some(sqe.user_data(u64::from(slot)))
     }
 }
 
@@ -410,7 +409,9 @@ impl QueuePair for UringQueuePair {
         let Some(&slot) = self.free_slots.last() else {
             return Err(Box::new(Rejected { io, reason: SubmitError::QueueFull }));
         };
-        let sqe = self.build_sqe(&mut io, slot);
+        let Some(sqe) = self.build_sqe(&mut io, slot) else {
+            return Err(Box::new(Rejected { io, reason: SubmitError::BadRequest }));
+        };
         let is_flush = io.op == IoOp::Flush;
         let ring = match (&mut self.flush_ring, is_flush) {
             (Some(fr), true) => fr,
