@@ -16,7 +16,10 @@ fn drain(qp: &mut dyn QueuePair, want: usize) -> Vec<IoCompletion> {
 }
 
 fn exercise(dev: &dyn BlockDevice) {
-    let pool = DmaPool::new(16, 4).unwrap();
+    exercise_with(dev, DmaPool::new(16, 4).unwrap());
+}
+
+fn exercise_with(dev: &dyn BlockDevice, pool: DmaPool) {
     let mut qp = dev.queue_pair(4, &pool).unwrap();
     assert_eq!(qp.depth(), 4);
 
@@ -90,6 +93,16 @@ fn uring_file_without_fixed_buffers() {
     let f = dev_file(64 * BLOCK_SIZE as u64);
     let dev = UringDevice::open(&f.path, UringOptions { iopoll: IopollMode::Off, fixed_buffers: false }).unwrap();
     exercise(&dev);
+}
+
+#[test]
+fn uring_file_with_ordinary_memory_pool() {
+    // The fallback when no hugepages are free: ordinary memory, still registered.
+    let f = dev_file(64 * BLOCK_SIZE as u64);
+    let dev = UringDevice::open(&f.path, UringOptions::default()).unwrap();
+    let pool = DmaPool::with_hugepages(16, 4, false).unwrap();
+    assert!(!pool.is_hugepage());
+    exercise_with(&dev, pool);
 }
 
 #[test]

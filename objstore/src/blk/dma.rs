@@ -35,15 +35,17 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    fn map(len: usize) -> Result<Region> {
-        let huge_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
-        if let Some(base) = mmap_anon(huge_len, libc::MAP_HUGETLB) {
-            return Ok(Region { base, len: huge_len, hugepage: true });
+    fn map(len: usize, hugepages: bool) -> Result<Region> {
+        if hugepages {
+            let huge_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+            if let Some(base) = mmap_anon(huge_len, libc::MAP_HUGETLB) {
+                return Ok(Region { base, len: huge_len, hugepage: true });
+            }
+            tracing::warn!(
+                bytes = len,
+                "no free hugepages for the DMA pool; falling back to ordinary page-aligned memory"
+            );
         }
-        tracing::warn!(
-            bytes = len,
-            "no free hugepages for the DMA pool; falling back to ordinary page-aligned memory"
-        );
         let page_len = len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
         let base = mmap_anon(page_len, 0).ok_or_else(|| {
             Error::os("mmap of the DMA pool", std::io::Error::last_os_error())
@@ -147,8 +149,15 @@ impl std::fmt::Debug for DmaPool {
 }
 
 impl DmaPool {
-    /// Map a pool of `count` buffers of `buf_blocks` 4 KiB blocks each.
+    /// Map a pool of `count` buffers of `buf_blocks` 4 KiB blocks each, from hugepages when
+    /// any are free.
     pub fn new(count: usize, buf_blocks: usize) -> Result<DmaPool> {
+        Self::with_hugepages(count, buf_blocks, true)
+    }
+
+    /// As [`DmaPool::new`]; `hugepages: false` maps ordinary memory straight away (what the
+    /// fallback does).
+    pub fn with_hugepages(count: usize, buf_blocks: usize, hugepages: bool) -> Result<DmaPool> {
         if count == 0 || buf_blocks == 0 || count > u32::MAX as usize {
             return Err(Error::Config(format!(
                 "DMA pool of {count} buffers of {buf_blocks} blocks"
@@ -158,7 +167,7 @@ impl DmaPool {
         let len = count
             .checked_mul(buf_size)
             .ok_or_else(|| Error::Config("DMA pool too large".into()))?;
-        let region = Region::map(len)?;
+        let region = Region::map(len, hugepages)?;
         let words = count.div_ceil(64);
         let free: Box<[AtomicU64]> = (0..words)
             .map(|w| {
@@ -308,6 +317,18 @@ mod tests {
             assert_eq!(b.len(), 2 * BLOCK_SIZE);
             assert!(b.iter().all(|&x| x == i as u8));
         }
+    }
+
+    #[test]
+    fn ordinary_memory_fallback() {
+        let pool = DmaPool::with_hugepages(3, 1, false).unwrap();
+        assert!(!pool.is_hugepage());
+        let (base, len) = pool.region();
+        assert_eq!(base as usize % BLOCK_SIZE, 0);
+        assert_eq!(len, 3 * BLOCK_SIZE);
+        let mut b = pool.alloc().unwrap();
+        b.fill(1);
+        assert_eq!(b.as_ptr() as usize % BLOCK_SIZE, 0);
     }
 
     #[test]
