@@ -128,7 +128,9 @@ impl Geometry {
         let ckpt_blocks = ckpt_bytes.div_ceil(BLOCK_SIZE as u64);
         let data_start = after_journal + 2 * ckpt_blocks;
         if data_start + 2 > total_blocks {
-            return Err(bad(format!("no room for data after metadata ({data_start} blocks)")));
+            return Err(bad(format!(
+                "no room for data after metadata ({data_start} blocks)"
+            )));
         }
         let data_blocks = total_blocks - data_start;
         let spare_blocks = (data_blocks / 8).clamp(1, 256);
@@ -280,7 +282,13 @@ impl Superblock {
         if ckpt_slot > 1 {
             return Err(Error::Corrupt("checkpoint slot".into()));
         }
-        Ok(Superblock { geometry, uuid, generation: get_u64(b, 40), ckpt_slot, ckpt_seq: get_u64(b, 128) })
+        Ok(Superblock {
+            geometry,
+            uuid,
+            generation: get_u64(b, 40),
+            ckpt_slot,
+            ckpt_seq: get_u64(b, 128),
+        })
     }
 }
 
@@ -296,8 +304,15 @@ pub struct ChunkRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     /// Create, re-version or extend an object, and (with `chunk`) point one chunk at a block.
-    Put { object: ObjectId, version: u64, size: u64, chunk: Option<ChunkRef> },
-    Delete { object: ObjectId },
+    Put {
+        object: ObjectId,
+        version: u64,
+        size: u64,
+        chunk: Option<ChunkRef>,
+    },
+    Delete {
+        object: ObjectId,
+    },
 }
 
 impl Entry {
@@ -315,7 +330,9 @@ pub fn encode_record(b: &mut [u8], seq: u64, uuid: &[u8; 16], entries: &[Entry])
     let b = &mut b[..BLOCK_SIZE];
     let payload: usize = entries.iter().map(Entry::encoded_len).sum();
     if payload > BLOCK_SIZE - RECORD_HEADER || entries.len() > u16::MAX as usize {
-        return Err(Error::Config(format!("journal record of {payload} bytes does not fit a block")));
+        return Err(Error::Config(format!(
+            "journal record of {payload} bytes does not fit a block"
+        )));
     }
     b.fill(0);
     put_u32(b, 0, JOURNAL_MAGIC);
@@ -327,12 +344,21 @@ pub fn encode_record(b: &mut [u8], seq: u64, uuid: &[u8; 16], entries: &[Entry])
     let mut off = RECORD_HEADER;
     for e in entries {
         match *e {
-            Entry::Put { object, version, size, chunk } => {
+            Entry::Put {
+                object,
+                version,
+                size,
+                chunk,
+            } => {
                 b[off] = 1;
                 put_u128(b, off + 1, object);
                 put_u64(b, off + 17, version);
                 put_u64(b, off + 25, size);
-                let c = chunk.unwrap_or(ChunkRef { index: 0, lba: 0, crc: 0 });
+                let c = chunk.unwrap_or(ChunkRef {
+                    index: 0,
+                    lba: 0,
+                    crc: 0,
+                });
                 put_u32(b, off + 33, c.index);
                 put_u64(b, off + 37, c.lba);
                 put_u32(b, off + 45, c.crc);
@@ -390,13 +416,18 @@ pub fn decode_record(b: &[u8], uuid: &[u8; 16]) -> Option<Record> {
                     }),
                 }
             }
-            2 if off + DELETE_ENTRY <= end => Entry::Delete { object: get_u128(b, off + 1) },
+            2 if off + DELETE_ENTRY <= end => Entry::Delete {
+                object: get_u128(b, off + 1),
+            },
             _ => return None,
         };
         off += e.encoded_len();
         entries.push(e);
     }
-    (off == end).then_some(Record { seq: get_u64(b, 8), entries })
+    (off == end).then_some(Record {
+        seq: get_u64(b, 8),
+        entries,
+    })
 }
 
 /// The checkpoint header.
@@ -492,7 +523,16 @@ mod tests {
     #[test]
     fn record_capacity() {
         let puts = vec![
-            Entry::Put { object: 1, version: 1, size: 1, chunk: Some(ChunkRef { index: 0, lba: 9, crc: 1 }) };
+            Entry::Put {
+                object: 1,
+                version: 1,
+                size: 1,
+                chunk: Some(ChunkRef {
+                    index: 0,
+                    lba: 9,
+                    crc: 1
+                })
+            };
             MAX_RECORD_PUTS
         ];
         let mut b = vec![0u8; BLOCK_SIZE];
@@ -504,7 +544,12 @@ mod tests {
 
     fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![
-            (any::<u128>(), any::<u64>(), any::<u64>(), proptest::option::of((any::<u32>(), 1u64.., any::<u32>())))
+            (
+                any::<u128>(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of((any::<u32>(), 1u64.., any::<u32>()))
+            )
                 .prop_map(|(object, version, size, c)| Entry::Put {
                     object,
                     version,

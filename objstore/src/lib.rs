@@ -41,7 +41,10 @@ pub mod index;
 pub mod layout;
 pub mod store;
 
-pub use store::{BlockingStore, ChunkData, FormatOptions, ObjectInfo, Reply, Request, Store, StoreCompletion, StoreConfig, StoreStats};
+pub use store::{
+    BlockingStore, ChunkData, FormatOptions, ObjectInfo, Reply, Request, Store, StoreCompletion, StoreConfig,
+    StoreStats,
+};
 
 /// An object identifier: the low 64 bits of a replica's IPv6 address in the storage design, but
 /// the store takes any 128-bit value.
@@ -64,9 +67,18 @@ pub enum Error {
     #[error("chunk {chunk} must be {expected} bytes, got {got}")]
     BadLength { chunk: u32, expected: usize, got: usize },
     #[error("object {object:#x} is at version {current}, request is for older version {requested}")]
-    StaleVersion { object: ObjectId, current: u64, requested: u64 },
+    StaleVersion {
+        object: ObjectId,
+        current: u64,
+        requested: u64,
+    },
     #[error("object {object:#x} version {version} has size {size}, request says {requested}")]
-    SizeMismatch { object: ObjectId, version: u64, size: u64, requested: u64 },
+    SizeMismatch {
+        object: ObjectId,
+        version: u64,
+        size: u64,
+        requested: u64,
+    },
     /// No free data block, or the object's declared size does not fit the remaining capacity.
     #[error("no space left on the device")]
     NoSpace,
@@ -94,7 +106,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn os(context: &'static str, e: std::io::Error) -> Self {
-        Error::Os { context, message: e.to_string() }
+        Error::Os {
+            context,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -57,7 +57,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { max_requests: 64, checkpoint_depth: 8 }
+        StoreConfig {
+            max_requests: 64,
+            checkpoint_depth: 8,
+        }
     }
 }
 
@@ -71,7 +74,10 @@ pub struct FormatOptions {
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        FormatOptions { max_objects: 65_536, journal_blocks: 0 }
+        FormatOptions {
+            max_objects: 65_536,
+            journal_blocks: 0,
+        }
     }
 }
 
@@ -83,12 +89,28 @@ pub enum Request<'a> {
     /// `chunk` is 0 and `data` empty: that creates the empty object. A newer version replaces the
     /// object; the same version adds or rewrites chunks (so retries are harmless); an older
     /// version is refused.
-    Put { object: ObjectId, chunk: u32, data: &'a [u8], size: u64, version: u64 },
-    Get { object: ObjectId, chunk: u32 },
-    Stat { object: ObjectId },
-    Delete { object: ObjectId },
+    Put {
+        object: ObjectId,
+        chunk: u32,
+        data: &'a [u8],
+        size: u64,
+        version: u64,
+    },
+    Get {
+        object: ObjectId,
+        chunk: u32,
+    },
+    Stat {
+        object: ObjectId,
+    },
+    Delete {
+        object: ObjectId,
+    },
     /// Up to `limit` objects with id > `after`, in id order.
-    List { after: Option<ObjectId>, limit: usize },
+    List {
+        after: Option<ObjectId>,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +192,13 @@ fn tag(kind: u64, low: u32) -> u64 {
 }
 
 enum OpKind {
-    Get { object: ObjectId, chunk: u32, crc: u32, len: usize, epoch: u64 },
+    Get {
+        object: ObjectId,
+        chunk: u32,
+        crc: u32,
+        len: usize,
+        epoch: u64,
+    },
     /// A put or delete; `entry` is what the journal will record.
     Update { entry: Entry },
 }
@@ -187,7 +215,10 @@ enum Commit {
     Record,
     Flush2,
     /// Checkpoint blocks being written: next block to submit, blocks in flight.
-    Ckpt { next: u64, in_flight: usize },
+    Ckpt {
+        next: u64,
+        in_flight: usize,
+    },
     CkptFlush,
     Sb,
     SbFlush,
@@ -230,7 +261,11 @@ fn new_uuid() -> [u8; 16] {
     let mut u = [0u8; 16];
     for half in u.chunks_mut(8) {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         h.write_u32(std::process::id());
         half.copy_from_slice(&h.finish().to_le_bytes());
     }
@@ -240,7 +275,8 @@ fn new_uuid() -> [u8; 16] {
 /// Blocking single-request I/O for format and mount (not the data path).
 fn sync_io(qp: &mut dyn QueuePair, io: Io) -> Result<Option<DmaBuf>> {
     let op = io.op;
-    qp.submit(io).map_err(|r| Error::Config(format!("{} at mount: {}", op.name(), r.reason)))?;
+    qp.submit(io)
+        .map_err(|r| Error::Config(format!("{} at mount: {}", op.name(), r.reason)))?;
     let mut out = Vec::with_capacity(qp.depth());
     loop {
         qp.poll(&mut out);
@@ -268,7 +304,11 @@ impl Store {
         let uuid = new_uuid();
         let pool = DmaPool::new(2, 1)?;
         let mut qp = dev.queue_pair(4, &pool)?;
-        let idx = Index::new(geometry.max_objects, geometry.reservable(), geometry.data_start..geometry.total_blocks);
+        let idx = Index::new(
+            geometry.max_objects,
+            geometry.reservable(),
+            geometry.data_start..geometry.total_blocks,
+        );
         let mut ckpt = Vec::new();
         idx.encode_checkpoint(0, &uuid, &mut ckpt);
         let mut buf = pool.alloc().ok_or(Error::Busy)?;
@@ -276,7 +316,13 @@ impl Store {
         buf[..ckpt.len()].copy_from_slice(&ckpt);
         let buf = sync_write(qp.as_mut(), geometry.ckpt_start[0], buf)?;
         sync_io(qp.as_mut(), Io::flush(0))?;
-        let sb = Superblock { geometry, uuid, generation: 1, ckpt_slot: 0, ckpt_seq: 0 };
+        let sb = Superblock {
+            geometry,
+            uuid,
+            generation: 1,
+            ckpt_slot: 0,
+            ckpt_seq: 0,
+        };
         let mut buf = buf;
         sb.encode(&mut buf);
         let buf = sync_write(qp.as_mut(), 0, buf)?;
@@ -290,7 +336,9 @@ impl Store {
     /// checkpoint, replay the journal after it, rebuild the allocator.
     pub fn open(dev: &dyn BlockDevice, cfg: StoreConfig) -> Result<Store> {
         if cfg.max_requests == 0 || cfg.checkpoint_depth == 0 {
-            return Err(Error::Config("max_requests and checkpoint_depth must be at least 1".into()));
+            return Err(Error::Config(
+                "max_requests and checkpoint_depth must be at least 1".into(),
+            ));
         }
         // Buffers: one per request, as many again for replies the caller still holds, the
         // checkpoint writers, the journal and superblock buffers.
@@ -340,7 +388,13 @@ impl Store {
             bytes.extend_from_slice(&b[..n]);
             lba += 1;
         }
-        let mut index = Index::decode_checkpoint(&h, &bytes[CKPT_HEADER..], g.max_objects, g.reservable(), data.clone())?;
+        let mut index = Index::decode_checkpoint(
+            &h,
+            &bytes[CKPT_HEADER..],
+            g.max_objects,
+            g.reservable(),
+            data.clone(),
+        )?;
         drop(bytes);
 
         // Journal replay.
@@ -349,7 +403,9 @@ impl Store {
         let mut replayed = 0u64;
         while seq - sb.ckpt_seq <= g.journal_blocks {
             let b = sync_read(qp.as_mut(), &pool, g.journal_lba(seq))?;
-            let Some(rec) = layout::decode_record(&b, &sb.uuid) else { break };
+            let Some(rec) = layout::decode_record(&b, &sb.uuid) else {
+                break;
+            };
             if rec.seq != seq {
                 break;
             }
@@ -448,7 +504,10 @@ impl Store {
 
     /// Whether a checkpoint is being written (journal commits wait for it).
     pub fn checkpoint_in_progress(&self) -> bool {
-        matches!(self.commit, Commit::Ckpt { .. } | Commit::CkptFlush | Commit::Sb | Commit::SbFlush)
+        matches!(
+            self.commit,
+            Commit::Ckpt { .. } | Commit::CkptFlush | Commit::Sb | Commit::SbFlush
+        )
     }
 
     /// The error that stopped the store, if any.
@@ -494,12 +553,25 @@ impl Store {
             }
             Request::List { after, limit } => {
                 self.stats.lists += 1;
-                let list = self.index.range_after(after).take(limit).map(|(&id, o)| Self::info(id, o)).collect();
-                self.ready.push_back(StoreCompletion { tag, result: Ok(Reply::List(list)) });
+                let list = self
+                    .index
+                    .range_after(after)
+                    .take(limit)
+                    .map(|(&id, o)| Self::info(id, o))
+                    .collect();
+                self.ready.push_back(StoreCompletion {
+                    tag,
+                    result: Ok(Reply::List(list)),
+                });
                 Ok(())
             }
             Request::Delete { object } => {
-                let slot = self.take_slot(Op { tag, kind: OpKind::Update { entry: Entry::Delete { object } } })?;
+                let slot = self.take_slot(Op {
+                    tag,
+                    kind: OpKind::Update {
+                        entry: Entry::Delete { object },
+                    },
+                })?;
                 self.commit_queue.push_back(slot);
                 Ok(())
             }
@@ -515,27 +587,62 @@ impl Store {
                 }
                 let len = chunk_len(o.size, chunk);
                 let buf = self.pool.alloc().ok_or(Error::Busy)?;
-                let op = Op { tag, kind: OpKind::Get { object, chunk, crc: c.crc, len, epoch: self.epoch } };
+                let op = Op {
+                    tag,
+                    kind: OpKind::Get {
+                        object,
+                        chunk,
+                        crc: c.crc,
+                        len,
+                        epoch: self.epoch,
+                    },
+                };
                 let slot = self.take_slot(op)?;
                 self.submit_io(Io::read(c.lba, 1, buf, tag_of(T_READ, slot)), slot)
             }
-            Request::Put { object, chunk, data, size, version } => {
+            Request::Put {
+                object,
+                chunk,
+                data,
+                size,
+                version,
+            } => {
                 let chunks = chunk_count(size);
                 if size == 0 {
                     if chunk != 0 || !data.is_empty() {
-                        return Err(Error::ChunkOutOfRange { chunk, size, chunks: 0 });
+                        return Err(Error::ChunkOutOfRange {
+                            chunk,
+                            size,
+                            chunks: 0,
+                        });
                     }
                 } else if u64::from(chunk) >= chunks {
-                    return Err(Error::ChunkOutOfRange { chunk, size, chunks: chunks.min(u64::from(u32::MAX)) as u32 });
+                    return Err(Error::ChunkOutOfRange {
+                        chunk,
+                        size,
+                        chunks: chunks.min(u64::from(u32::MAX)) as u32,
+                    });
                 }
                 let want = chunk_len(size, chunk);
                 if data.len() != want {
-                    return Err(Error::BadLength { chunk, expected: want, got: data.len() });
+                    return Err(Error::BadLength {
+                        chunk,
+                        expected: want,
+                        got: data.len(),
+                    });
                 }
                 self.index.precheck_put(object, version, size)?;
                 if size == 0 {
-                    let entry = Entry::Put { object, version, size, chunk: None };
-                    let slot = self.take_slot(Op { tag, kind: OpKind::Update { entry } })?;
+                    let entry = Entry::Put {
+                        object,
+                        version,
+                        size,
+                        chunk: None,
+                    };
+                    let slot = self.take_slot(Op {
+                        tag,
+                        kind: OpKind::Update { entry },
+                    })?;
                     self.commit_queue.push_back(slot);
                     return Ok(());
                 }
@@ -544,8 +651,20 @@ impl Store {
                 buf[..data.len()].copy_from_slice(data);
                 buf[data.len()..BLOCK_SIZE].fill(0);
                 let crc = crc32c::crc32c(&buf[..BLOCK_SIZE]);
-                let entry = Entry::Put { object, version, size, chunk: Some(ChunkRef { index: chunk, lba, crc }) };
-                let slot = match self.take_slot(Op { tag, kind: OpKind::Update { entry } }) {
+                let entry = Entry::Put {
+                    object,
+                    version,
+                    size,
+                    chunk: Some(ChunkRef {
+                        index: chunk,
+                        lba,
+                        crc,
+                    }),
+                };
+                let slot = match self.take_slot(Op {
+                    tag,
+                    kind: OpKind::Update { entry },
+                }) {
                     Ok(s) => s,
                     Err(e) => {
                         self.free_block(lba);
@@ -592,11 +711,21 @@ impl Store {
                     st.gets += 1;
                     st.bytes_read += *len as u64;
                 }
-                (OpKind::Update { entry: Entry::Put { size, chunk, .. } }, Ok(_)) => {
+                (
+                    OpKind::Update {
+                        entry: Entry::Put { size, chunk, .. },
+                    },
+                    Ok(_),
+                ) => {
                     st.puts += 1;
                     st.bytes_written += chunk.map_or(0, |c| chunk_len(*size, c.index) as u64);
                 }
-                (OpKind::Update { entry: Entry::Delete { .. } }, Ok(_)) => st.deletes += 1,
+                (
+                    OpKind::Update {
+                        entry: Entry::Delete { .. },
+                    },
+                    Ok(_),
+                ) => st.deletes += 1,
                 (_, Err(e)) => {
                     st.errors += 1;
                     match e {
@@ -630,7 +759,18 @@ impl Store {
         let slot = c.tag as u32;
         match kind {
             T_READ => {
-                let Some(Op { kind: OpKind::Get { object, chunk, crc, len, .. }, .. }) = &self.ops[slot as usize] else {
+                let Some(Op {
+                    kind:
+                        OpKind::Get {
+                            object,
+                            chunk,
+                            crc,
+                            len,
+                            ..
+                        },
+                    ..
+                }) = &self.ops[slot as usize]
+                else {
                     return;
                 };
                 let (object, chunk, crc, len) = (*object, *chunk, *crc, *len);
@@ -651,8 +791,13 @@ impl Store {
             T_WRITE => match c.result {
                 Ok(()) => self.commit_queue.push_back(slot),
                 Err(e) => {
-                    if let Some(Op { kind: OpKind::Update { entry: Entry::Put { chunk: Some(cr), .. } }, .. }) =
-                        &self.ops[slot as usize]
+                    if let Some(Op {
+                        kind:
+                            OpKind::Update {
+                                entry: Entry::Put { chunk: Some(cr), .. },
+                            },
+                        ..
+                    }) = &self.ops[slot as usize]
                     {
                         let lba = cr.lba;
                         self.free_block(lba);
@@ -684,13 +829,18 @@ impl Store {
                     return self.fail_store(dev_err(IoOp::Write, e));
                 }
                 if let Commit::Ckpt { next, in_flight } = self.commit {
-                    self.commit = Commit::Ckpt { next, in_flight: in_flight - 1 };
+                    self.commit = Commit::Ckpt {
+                        next,
+                        in_flight: in_flight - 1,
+                    };
                 }
                 self.drive_checkpoint();
             }
             T_CKPT_FLUSH => match c.result {
                 Ok(()) => {
-                    let Some(mut buf) = self.sb_buf.take() else { return self.fail_store(Error::Busy) };
+                    let Some(mut buf) = self.sb_buf.take() else {
+                        return self.fail_store(Error::Busy);
+                    };
                     self.new_sb.encode(&mut buf);
                     let lba = self.new_sb.copy_lba();
                     self.submit_meta(Io::write(lba, 1, buf, tag_of(T_SB, 0)), Commit::Sb);
@@ -709,7 +859,11 @@ impl Store {
                     self.sb = self.new_sb;
                     self.stats.checkpoints += 1;
                     self.commit = Commit::Idle;
-                    tracing::debug!(generation = self.sb.generation, seq = self.sb.ckpt_seq, "checkpoint installed");
+                    tracing::debug!(
+                        generation = self.sb.generation,
+                        seq = self.sb.ckpt_seq,
+                        "checkpoint installed"
+                    );
                 }
                 Err(e) => self.fail_store(dev_err(IoOp::Flush, e)),
             },
@@ -762,7 +916,11 @@ impl Store {
         let mut bytes = 0;
         let mut needs_flush = false;
         while let Some(&slot) = self.commit_queue.front() {
-            let Some(Op { kind: OpKind::Update { entry }, .. }) = &self.ops[slot as usize] else {
+            let Some(Op {
+                kind: OpKind::Update { entry },
+                ..
+            }) = &self.ops[slot as usize]
+            else {
                 self.commit_queue.pop_front();
                 continue;
             };
@@ -783,7 +941,9 @@ impl Store {
     }
 
     fn write_record(&mut self) {
-        let Some(mut buf) = self.journal_buf.take() else { return self.fail_store(Error::Busy) };
+        let Some(mut buf) = self.journal_buf.take() else {
+            return self.fail_store(Error::Busy);
+        };
         if let Err(e) = layout::encode_record(&mut buf, self.next_seq, &self.sb.uuid, &self.group_entries) {
             self.journal_buf = Some(buf);
             return self.fail_group(e, true);
@@ -832,8 +992,13 @@ impl Store {
         let group = std::mem::take(&mut self.group);
         for &slot in &group {
             if free_blocks {
-                if let Some(Op { kind: OpKind::Update { entry: Entry::Put { chunk: Some(c), .. } }, .. }) =
-                    &self.ops[slot as usize]
+                if let Some(Op {
+                    kind:
+                        OpKind::Update {
+                            entry: Entry::Put { chunk: Some(c), .. },
+                        },
+                    ..
+                }) = &self.ops[slot as usize]
                 {
                     let lba = c.lba;
                     self.free_block(lba);
@@ -864,24 +1029,44 @@ impl Store {
     fn start_checkpoint(&mut self) {
         let slot = 1 - self.sb.ckpt_slot;
         let seq = self.next_seq - 1;
-        self.index.encode_checkpoint(seq, &self.sb.uuid, &mut self.ckpt_data);
-        self.new_sb = Superblock { generation: self.sb.generation + 1, ckpt_slot: slot, ckpt_seq: seq, ..self.sb };
-        self.commit = Commit::Ckpt { next: 0, in_flight: 0 };
+        self.index
+            .encode_checkpoint(seq, &self.sb.uuid, &mut self.ckpt_data);
+        self.new_sb = Superblock {
+            generation: self.sb.generation + 1,
+            ckpt_slot: slot,
+            ckpt_seq: seq,
+            ..self.sb
+        };
+        self.commit = Commit::Ckpt {
+            next: 0,
+            in_flight: 0,
+        };
         tracing::debug!(bytes = self.ckpt_data.len(), seq, slot, "checkpoint started");
         self.drive_checkpoint();
     }
 
     fn drive_checkpoint(&mut self) {
-        let Commit::Ckpt { mut next, mut in_flight } = self.commit else { return };
+        let Commit::Ckpt {
+            mut next,
+            mut in_flight,
+        } = self.commit
+        else {
+            return;
+        };
         let blocks = self.ckpt_data.len().div_ceil(BLOCK_SIZE) as u64;
         let start = self.sb.geometry.ckpt_start[self.new_sb.ckpt_slot as usize];
         while next < blocks {
-            let Some(mut buf) = self.ckpt_bufs.pop() else { break };
+            let Some(mut buf) = self.ckpt_bufs.pop() else {
+                break;
+            };
             let from = next as usize * BLOCK_SIZE;
             let to = (from + BLOCK_SIZE).min(self.ckpt_data.len());
             buf[..to - from].copy_from_slice(&self.ckpt_data[from..to]);
             buf[to - from..BLOCK_SIZE].fill(0);
-            match self.qp.submit(Io::write(start + next, 1, buf, tag_of(T_CKPT, next as u32))) {
+            match self
+                .qp
+                .submit(Io::write(start + next, 1, buf, tag_of(T_CKPT, next as u32)))
+            {
                 Ok(()) => {
                     next += 1;
                     in_flight += 1;
@@ -908,7 +1093,10 @@ impl Store {
             .ops
             .iter()
             .filter_map(|o| match o {
-                Some(Op { kind: OpKind::Get { epoch, .. }, .. }) => Some(*epoch),
+                Some(Op {
+                    kind: OpKind::Get { epoch, .. },
+                    ..
+                }) => Some(*epoch),
                 _ => None,
             })
             .min()
@@ -939,7 +1127,12 @@ pub struct BlockingStore {
 
 impl BlockingStore {
     pub fn new(store: Store) -> BlockingStore {
-        BlockingStore { store, out: Vec::new(), stash: Vec::new(), next_tag: 1 }
+        BlockingStore {
+            store,
+            out: Vec::new(),
+            stash: Vec::new(),
+            next_tag: 1,
+        }
     }
 
     pub fn open(dev: &dyn BlockDevice, cfg: StoreConfig) -> Result<BlockingStore> {
@@ -996,8 +1189,22 @@ impl BlockingStore {
         self.wait(tag)
     }
 
-    pub fn put_chunk(&mut self, object: ObjectId, chunk: u32, data: &[u8], size: u64, version: u64) -> Result<()> {
-        self.call(Request::Put { object, chunk, data, size, version }).map(|_| ())
+    pub fn put_chunk(
+        &mut self,
+        object: ObjectId,
+        chunk: u32,
+        data: &[u8],
+        size: u64,
+        version: u64,
+    ) -> Result<()> {
+        self.call(Request::Put {
+            object,
+            chunk,
+            data,
+            size,
+            version,
+        })
+        .map(|_| ())
     }
 
     pub fn get_chunk(&mut self, object: ObjectId, chunk: u32) -> Result<Vec<u8>> {
@@ -1037,7 +1244,13 @@ impl BlockingStore {
         let mut tags = Vec::new();
         let mut first_err = None;
         for (i, c) in data.chunks(crate::index::CHUNK_SIZE).enumerate() {
-            match self.start(Request::Put { object, chunk: i as u32, data: c, size, version }) {
+            match self.start(Request::Put {
+                object,
+                chunk: i as u32,
+                data: c,
+                size,
+                version,
+            }) {
                 Ok(t) => tags.push(t),
                 Err(e) => {
                     first_err = Some(e);
@@ -1073,7 +1286,9 @@ impl BlockingStore {
                 next += 1;
                 continue;
             }
-            let Some((chunk, t)) = inflight.pop_front() else { break };
+            let Some((chunk, t)) = inflight.pop_front() else {
+                break;
+            };
             match self.wait(t) {
                 Ok(Reply::Get(d)) => {
                     let off = chunk as usize * crate::index::CHUNK_SIZE;

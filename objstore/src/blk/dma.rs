@@ -39,7 +39,11 @@ impl Region {
         if hugepages {
             let huge_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
             if let Some(base) = mmap_anon(huge_len, libc::MAP_HUGETLB) {
-                return Ok(Region { base, len: huge_len, hugepage: true });
+                return Ok(Region {
+                    base,
+                    len: huge_len,
+                    hugepage: true,
+                });
             }
             tracing::warn!(
                 bytes = len,
@@ -47,10 +51,13 @@ impl Region {
             );
         }
         let page_len = len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-        let base = mmap_anon(page_len, 0).ok_or_else(|| {
-            Error::os("mmap of the DMA pool", std::io::Error::last_os_error())
-        })?;
-        Ok(Region { base, len: page_len, hugepage: false })
+        let base = mmap_anon(page_len, 0)
+            .ok_or_else(|| Error::os("mmap of the DMA pool", std::io::Error::last_os_error()))?;
+        Ok(Region {
+            base,
+            len: page_len,
+            hugepage: false,
+        })
     }
 }
 
@@ -195,7 +202,11 @@ impl DmaPool {
         // SAFETY: `offset + buf_size <= region.len` because `index < count` and the region holds
         // `count * buf_size` bytes, so the pointer stays inside the mapping.
         let ptr = unsafe { self.shared.region.base.add(offset) };
-        Some(DmaBuf { shared: Arc::clone(&self.shared), index, ptr })
+        Some(DmaBuf {
+            shared: Arc::clone(&self.shared),
+            index,
+            ptr,
+        })
     }
 
     pub fn buf_size(&self) -> usize {
@@ -276,7 +287,10 @@ impl Drop for DmaBuf {
 
 impl std::fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaBuf").field("index", &self.index).field("size", &self.capacity()).finish()
+        f.debug_struct("DmaBuf")
+            .field("index", &self.index)
+            .field("size", &self.capacity())
+            .finish()
     }
 }
 

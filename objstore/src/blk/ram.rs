@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{validate, BlockDevice, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError, BLOCK_SIZE};
+use super::{
+    validate, BlockDevice, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError, BLOCK_SIZE,
+};
 use crate::Result;
 
 struct RamState {
@@ -167,7 +169,11 @@ impl RamDevice {
         let mut media = st.media.clone();
         let mut dirty: Vec<u64> = st.dirty.keys().copied().collect();
         dirty.sort_unstable();
-        let mut report = CrashReport { dirty: dirty.len(), persisted: 0, torn: 0 };
+        let mut report = CrashReport {
+            dirty: dirty.len(),
+            persisted: 0,
+            torn: 0,
+        };
         for b in dirty {
             let r = RamState::range(b, 1);
             if tearing == Tearing::Sectors && st.one_in(3) {
@@ -245,7 +251,10 @@ impl QueuePair for RamQueuePair {
             return Err(Box::new(Rejected { io, reason }));
         }
         if self.in_flight() >= self.depth {
-            return Err(Box::new(Rejected { io, reason: SubmitError::QueueFull }));
+            return Err(Box::new(Rejected {
+                io,
+                reason: SubmitError::QueueFull,
+            }));
         }
         // A submission is an event: later executions get larger stamps than this one.
         st.stamp += 1;
@@ -266,7 +275,12 @@ impl QueuePair for RamQueuePair {
             let pick = i + (st.next_rand() % (self.queued.len() - i) as u64) as usize;
             let (mut io, stamp) = self.queued.swap_remove(pick);
             let result = st.execute(&mut io, stamp);
-            self.executed.push(IoCompletion { tag: io.tag, op: io.op, buf: io.buf, result });
+            self.executed.push(IoCompletion {
+                tag: io.tag,
+                op: io.op,
+                buf: io.buf,
+                result,
+            });
         }
         // Report a random subset of the executed ones.
         let before = out.len();
