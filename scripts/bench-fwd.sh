@@ -116,6 +116,7 @@ run_testpmd_io() { # mode
   sleep $((WARM + DUR + 1))
   stop_pid $GEN_PID; GEN_PID=
   stop_pid $DUT_PID; DUT_PID=
+  cp $W/dut.log $W/testpmd-$1.log; cp $W/gen.log $W/gen-testpmd-$1.log
   # Lines: "NIC statistics for port N" ... "Tx-pps: X"; keep port 1's, skip the warm-up.
   local v
   v=$(awk '/NIC statistics for port/ {p=$(NF-1)} /Tx-pps:/ && p==1 {print $2}' $W/dut.log \

@@ -608,6 +608,37 @@ impl L3 {
         }
     }
 
+    /// Prefetches the NAT cache bucket a frame received on `in_port` will
+    /// look up (a cheap guess from its headers, no validation: the lookup
+    /// itself checks everything). Called for a whole burst before any of it
+    /// is processed, so the buckets' memory latencies overlap.
+    #[inline]
+    pub fn nat_prefetch(&self, frame: &[u8], in_port: u16, ws: &WorkerState) {
+        let (Some(plan), Some(nw)) = (&self.nat, ws.nat.as_deref()) else { return };
+        let Some(ip) = frame.get(ethernet::HEADER_LEN..) else { return };
+        if frame[12..14] != [0x08, 0x00] || ip.len() < 20 {
+            return;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let (Some(proto), Some(l4)) = (translate::Proto::from_number(ip[9]), ip.get(ihl..ihl + 8)) else { return };
+        let (sport, dport) = match proto {
+            translate::Proto::Icmp => {
+                let id = u16::from_be_bytes([l4[4], l4[5]]);
+                (id, id)
+            }
+            _ => (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])),
+        };
+        let key = translate::FlowKey {
+            proto,
+            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            sport,
+            dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            dport,
+        };
+        let direction = if plan.role(in_port) == Role::Inside { Direction::Outbound } else { Direction::Inbound };
+        nw.cache.prefetch(CacheKey::new(direction, &key));
+    }
+
     /// The NAT44 stage (see [`crate::nat::fast`]): `Ok(false)` for traffic
     /// NAT does not touch, `Ok(true)` when the packet has been translated
     /// (route it again), `Err(verdict)` to stop here: a punt before

@@ -167,6 +167,11 @@ impl Worker {
                 let rxc = &c.rx[ri];
                 rxc.packets.add(n as u64);
                 rxc.bytes.add(rx_burst.bytes());
+                if self.state.nat.is_some() {
+                    for m in rx_burst.as_slice() {
+                        self.l3.nat_prefetch(m.data(), rx.port, &self.state);
+                    }
+                }
                 for mut m in rx_burst.drain() {
                     m.set_port(rx.port);
                     if !m.is_contiguous() {

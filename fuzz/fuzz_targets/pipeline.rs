@@ -1,10 +1,19 @@
-//! The whole worker pipeline (L3, SRv6 behaviours, storage steering) and
-//! the control core's handling of what it punts, on arbitrary frames. The
-//! first byte picks the receiving port. Invariants: no panic; forwarded
-//! frames go to an existing port; a neighbour-miss punt re-runs to a miss.
+//! The whole worker pipeline (L3, SRv6 behaviours, storage steering, NAT44
+//! with its mapping server) and the control core's handling of what it
+//! punts, on arbitrary frames. The first byte picks the receiving port (and,
+//! with bit 7 set, the NAT set-up). Invariants: no panic; forwarded frames go
+//! to an existing port; a neighbour-miss punt re-runs to a miss; a NAT miss
+//! answered by the mapping server is routed without asking again.
 #![no_main]
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use appliance::nat::cache::FlowCache;
+use appliance::nat::fast::{NatPlan, NatWorker, Role};
+use appliance::nat::mapper::{Mapper, NatStats};
+use appliance::nat::msg::{Answer, ANSWER_LEN};
+use appliance::nat::{NatConfig, NullSink};
+use appliance::packet::PacketBuf;
 
 use appliance::l3::{PortInfo, RouteSpec, Verdict, WorkerState, L3};
 use appliance::neigh::{NeighborState, NeighborTable};
@@ -20,7 +29,38 @@ fn v6(s: &str) -> Ipv6Addr {
 
 fn l3() -> &'static Arc<L3> {
     static L3S: OnceLock<Arc<L3>> = OnceLock::new();
-    L3S.get_or_init(|| {
+    L3S.get_or_init(|| build(None))
+}
+
+const POOL: Ipv4Addr = Ipv4Addr::new(100, 64, 100, 1);
+
+fn nat_config() -> NatConfig {
+    NatConfig {
+        pool: vec![POOL, Ipv4Addr::new(100, 64, 100, 2)],
+        ports_per_block: 64,
+        blocks_per_subscriber_max: 2,
+        subscribers_max: 64,
+        blocks_max: 128,
+        port_quarantine_max: 256,
+        mappings_max: 256,
+        sessions_max: 512,
+        ..NatConfig::default()
+    }
+}
+
+/// The same tables with NAT (port 0 inside, port 1 outside), and the mapping
+/// server every input shares (state accumulates across inputs, as it would).
+fn nat() -> &'static (Arc<L3>, Mutex<Mapper<NullSink>>) {
+    static NAT: OnceLock<(Arc<L3>, Mutex<Mapper<NullSink>>)> = OnceLock::new();
+    NAT.get_or_init(|| {
+        let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: nat_config().pool };
+        let mapper = Mapper::new(&nat_config(), NullSink, Arc::new(NatStats::default()));
+        (build(Some(plan)), Mutex::new(mapper))
+    })
+}
+
+fn build(nat: Option<NatPlan>) -> Arc<L3> {
+    {
         let ports = vec![
             PortInfo {
                 name: "inside".into(),
@@ -59,14 +99,48 @@ fn l3() -> &'static Arc<L3> {
         let (table, mut w) = NeighborTable::new(64);
         w.set(1, IpAddr::V6(v6("2001:db8:2::2")), [2, 0, 0, 0, 2, 2], NeighborState::Reachable, 0).unwrap();
         w.set(0, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), [2, 0, 0, 0, 1, 2], NeighborState::Reachable, 0).unwrap();
-        Arc::new(L3::with_srv6(ports, &routes, &srv6, table).unwrap())
-    })
+        w.set(1, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), [2, 0, 0, 0, 2, 2], NeighborState::Reachable, 0).unwrap();
+        Arc::new(L3::with_nat(ports, &routes, &srv6, nat, table).unwrap())
+    }
+}
+
+/// A NAT worker: a miss goes to the mapping server; its answer is installed
+/// and the packet routed without NAT (as the worker loop does).
+fn run_nat(port: u16, frame: &[u8]) {
+    let (l3, mapper) = nat();
+    let mut ws = WorkerState::scratch(l3);
+    ws.nat = Some(Box::new(NatWorker::new(FlowCache::new(64, 1000, 250, 7))));
+    let mut buf = VecBuf::from_frame(frame, port);
+    let v = l3.process(&mut buf, port, &mut ws);
+    if let Verdict::Forward(p) = v {
+        assert!(p < 2);
+    }
+    if v != Verdict::Punt(PuntReason::NatMiss) {
+        return;
+    }
+    let tag = 0x4e41_0000 | ws.punt_arg;
+    if mapper.lock().unwrap().request(&mut buf, tag, 1).is_err() {
+        return;
+    }
+    let answer = Answer::decode(buf.data()).expect("the mapping server's answer has a valid header");
+    assert!(buf.adj(ANSWER_LEN));
+    ws.nat.as_mut().unwrap().install(&answer);
+    ws.nat_skip = true;
+    let v = l3.process(&mut buf, port, &mut ws);
+    assert_ne!(v, Verdict::Punt(PuntReason::NatMiss), "an answered packet asks again");
+    if let Verdict::Forward(p) = v {
+        assert!(p < 2);
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, frame)) = data.split_first() else { return };
-    let l3 = l3();
     let port = u16::from(sel % 3);
+    if sel & 0x80 != 0 {
+        run_nat(port, frame);
+        return;
+    }
+    let l3 = l3();
     let mut ws = WorkerState::scratch(l3);
     let mut buf = frame.to_vec();
     let v = l3.process_frame(&mut buf, port, &mut ws);

@@ -52,6 +52,16 @@ impl Burst {
         Ok(())
     }
 
+    /// The packets, in order, without taking them out (to look ahead, e.g.
+    /// to prefetch what their processing will touch).
+    #[inline]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: Mbuf is repr(transparent) over NonNull<rte_mbuf>, which has
+        // the layout of *mut rte_mbuf; the first `len` pointers are non-null,
+        // owned, valid mbufs, borrowed here for as long as `self` is.
+        unsafe { std::slice::from_raw_parts(self.ptrs.as_ptr().cast::<Mbuf>(), self.len) }
+    }
+
     /// Takes every packet out, in order. Packets not taken by the end of the
     /// iteration are freed when the iterator drops.
     #[inline]

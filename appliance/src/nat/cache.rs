@@ -146,7 +146,9 @@ impl FlowCache {
     pub fn new(entries: usize, idle_ms: u32, report_ms: u32, seed: u64) -> FlowCache {
         let n = entries.max(BUCKET).next_power_of_two();
         FlowCache {
-            slots: vec![EMPTY; n],
+            // Transparent huge pages: a random bucket per packet over 4 KiB
+            // pages is a TLB miss per packet (4x slower at 192 MB).
+            slots: rte::huge_vec(n, EMPTY),
             bucket_mask: n / BUCKET - 1,
             seed,
             idle_ms,
@@ -178,6 +180,13 @@ impl FlowCache {
     #[inline]
     fn bucket(&self, key: CacheKey) -> usize {
         (key.hash(self.seed) as usize & self.bucket_mask) * BUCKET
+    }
+
+    /// Brings `key`'s bucket into the CPU cache ahead of its lookup.
+    #[inline]
+    pub fn prefetch(&self, key: CacheKey) {
+        let base = self.bucket(key);
+        rte::prefetch(&self.slots[base..base + BUCKET]);
     }
 
     /// Looks `key` up at `now_ms`. A hit refreshes the entry and, when an
