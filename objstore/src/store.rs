@@ -14,8 +14,8 @@
 //! 3. group commit (one at a time): **flush** (the data blocks of the group are now durable) ->
 //!    **write** one journal record naming every entry of the group -> **flush** (the record is
 //!    durable) -> apply the entries to the index in record order -> acknowledge each request.
-//!    Blocks the entries made unreachable are released only now, and only once no read that
-//!    may target them is in flight.
+//!    Blocks the entries made unreachable are released only now, and a block that an in-flight
+//!    get is reading is pinned until that read completes.
 //!
 //! Deletes take the same path without the data write. Gets read the block named by the index
 //! at submit time and verify its CRC32C before answering; a mismatch answers
@@ -195,9 +195,9 @@ enum OpKind {
     Get {
         object: ObjectId,
         chunk: u32,
+        lba: u64,
         crc: u32,
         len: usize,
-        epoch: u64,
     },
     /// A put or delete; `entry` is what the journal will record.
     Update { entry: Entry },
@@ -245,8 +245,9 @@ pub struct Store {
     sb_buf: Option<DmaBuf>,
     ckpt_bufs: Vec<DmaBuf>,
     ckpt_data: Vec<u8>,
-    epoch: u64,
-    quarantine: VecDeque<(u64, u64)>,
+    /// Blocks no longer referenced that an in-flight read still targets; freed when the last
+    /// such read completes.
+    pinned: Vec<u64>,
     freed: Vec<u64>,
     io_done: Vec<IoCompletion>,
     failed: Option<Error>,
@@ -455,8 +456,7 @@ impl Store {
             sb_buf: Some(sb_buf),
             ckpt_bufs,
             ckpt_data: Vec::new(),
-            epoch: 0,
-            quarantine: VecDeque::new(),
+            pinned: Vec::with_capacity(m),
             freed: Vec::with_capacity(m),
             io_done: Vec::with_capacity(depth as usize),
             failed: None,
@@ -472,7 +472,7 @@ impl Store {
         &self.index
     }
 
-    /// Free data blocks (quarantined ones not counted).
+    /// Free data blocks (blocks pinned by in-flight reads not counted).
     pub fn free_blocks(&self) -> u64 {
         self.alloc.free_blocks()
     }
@@ -592,9 +592,9 @@ impl Store {
                     kind: OpKind::Get {
                         object,
                         chunk,
+                        lba: c.lba,
                         crc: c.crc,
                         len,
-                        epoch: self.epoch,
                     },
                 };
                 let slot = self.take_slot(op)?;
@@ -748,7 +748,6 @@ impl Store {
         }
         self.io_done = done;
         self.drive_commit();
-        self.release_quarantine();
         let n = self.ready.len();
         out.extend(self.ready.drain(..));
         n
@@ -764,16 +763,16 @@ impl Store {
                         OpKind::Get {
                             object,
                             chunk,
+                            lba,
                             crc,
                             len,
-                            ..
                         },
                     ..
                 }) = &self.ops[slot as usize]
                 else {
                     return;
                 };
-                let (object, chunk, crc, len) = (*object, *chunk, *crc, *len);
+                let (object, chunk, lba, crc, len) = (*object, *chunk, *lba, *crc, *len);
                 let result = match (c.result, c.buf) {
                     (Err(e), _) => Err(dev_err(IoOp::Read, e)),
                     (Ok(()), Some(buf)) => {
@@ -787,6 +786,7 @@ impl Store {
                     (Ok(()), None) => Err(dev_err(IoOp::Read, libc::EIO)),
                 };
                 self.finish(slot, result);
+                self.unpin(lba);
             }
             T_WRITE => match c.result {
                 Ok(()) => self.commit_queue.push_back(slot),
@@ -974,11 +974,12 @@ impl Store {
                     Err(e)
                 }
             };
-            if !self.freed.is_empty() {
-                let epoch = self.epoch;
-                self.epoch += 1;
-                for k in 0..self.freed.len() {
-                    self.quarantine.push_back((epoch, self.freed[k]));
+            for k in 0..self.freed.len() {
+                let lba = self.freed[k];
+                if self.read_targets(lba) {
+                    self.pinned.push(lba);
+                } else {
+                    self.free_block(lba);
                 }
             }
             self.finish(slot, result);
@@ -1085,29 +1086,21 @@ impl Store {
         }
     }
 
-    fn release_quarantine(&mut self) {
-        if self.quarantine.is_empty() {
-            return;
-        }
-        let min_read = self
-            .ops
+    /// Whether an in-flight read targets `lba` (a scan of the request slots).
+    fn read_targets(&self, lba: u64) -> bool {
+        self.ops
             .iter()
-            .filter_map(|o| match o {
-                Some(Op {
-                    kind: OpKind::Get { epoch, .. },
-                    ..
-                }) => Some(*epoch),
-                _ => None,
-            })
-            .min()
-            .unwrap_or(u64::MAX);
-        // A read that started at epoch r may target blocks freed at epochs >= r.
-        while let Some(&(epoch, lba)) = self.quarantine.front() {
-            if epoch >= min_read {
-                break;
+            .any(|o| matches!(o, Some(Op { kind: OpKind::Get { lba: l, .. }, .. }) if *l == lba))
+    }
+
+    /// A read of `lba` finished: free the block if it was unreferenced meanwhile and no other
+    /// read targets it.
+    fn unpin(&mut self, lba: u64) {
+        if let Some(i) = self.pinned.iter().position(|&p| p == lba) {
+            if !self.read_targets(lba) {
+                self.pinned.swap_remove(i);
+                self.free_block(lba);
             }
-            self.quarantine.pop_front();
-            self.free_block(lba);
         }
     }
 }

@@ -306,3 +306,42 @@ fn unformatted_device_is_refused() {
     let mut s = BlockingStore::open(&dev, small_cfg()).unwrap();
     s.put_object(1, 1, b"ok").unwrap();
 }
+
+/// A get in flight pins the block it reads: deleting the object and churning the allocator
+/// through the whole data area must not hand that block to a new write before the read runs.
+#[test]
+fn a_read_in_flight_keeps_its_block_from_reuse() {
+    let dev = RamDevice::new(256, 10);
+    format(&dev, 8, 16);
+    let mut s = BlockingStore::open(&dev, small_cfg()).unwrap();
+    let a = pattern(1, 4096);
+    s.put_chunk(1, 0, &a, 4096, 1).unwrap();
+    let lba = chunk_lba(&s, 1, 0);
+    dev.hold_reads(true);
+    let get = s.start(objstore::Request::Get { object: 1, chunk: 0 }).unwrap();
+    s.delete(1).unwrap();
+    // Rewrite one chunk over and over: the next-fit allocator walks the whole data area.
+    let data_blocks = s.store().superblock().geometry.data_blocks;
+    for i in 0..2 * data_blocks {
+        s.put_chunk(2, 0, &pattern(100 + i, 4096), 4096, 1).unwrap();
+        assert_ne!(
+            chunk_lba(&s, 2, 0),
+            lba,
+            "block reused while a read of it is in flight"
+        );
+    }
+    dev.hold_reads(false);
+    match s.wait(get).unwrap() {
+        objstore::Reply::Get(d) => assert_eq!(&d[..], &a[..]),
+        other => panic!("{other:?}"),
+    }
+    // Once the read is done the block is free again.
+    s.quiesce();
+    for i in 0..2 * data_blocks {
+        s.put_chunk(2, 0, &pattern(500 + i, 4096), 4096, 1).unwrap();
+        if chunk_lba(&s, 2, 0) == lba {
+            return;
+        }
+    }
+    panic!("block {lba} never reused after the read completed");
+}

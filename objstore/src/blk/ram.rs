@@ -32,6 +32,7 @@ struct RamState {
     dirty: HashMap<u64, u64>,
     stamp: u64,
     dead: bool,
+    hold_reads: bool,
     rng: u64,
     writes: u64,
     flushes: u64,
@@ -142,6 +143,7 @@ impl RamDevice {
                 dirty: HashMap::new(),
                 stamp: 0,
                 dead: false,
+                hold_reads: false,
                 rng: seed | 1,
                 writes: 0,
                 flushes: 0,
@@ -209,6 +211,12 @@ impl RamDevice {
     }
 
     /// Writes and flushes executed so far.
+    /// While `true`, reads stay queued (not executed); other requests go on. For tests of what
+    /// happens around a slow read.
+    pub fn hold_reads(&self, hold: bool) {
+        lock(&self.state).hold_reads = hold;
+    }
+
     pub fn counters(&self) -> (u64, u64) {
         let st = lock(&self.state);
         (st.writes, st.flushes)
@@ -273,6 +281,11 @@ impl QueuePair for RamQueuePair {
                 continue;
             }
             let pick = i + (st.next_rand() % (self.queued.len() - i) as u64) as usize;
+            if st.hold_reads && self.queued[pick].0.op == IoOp::Read {
+                self.queued.swap(i, pick);
+                i += 1;
+                continue;
+            }
             let (mut io, stamp) = self.queued.swap_remove(pick);
             let result = st.execute(&mut io, stamp);
             self.executed.push(IoCompletion {
