@@ -1228,30 +1228,42 @@ impl BlockingStore {
         }
     }
 
-    /// Write a whole object (all chunks in flight together, as many as the store takes).
+    /// Write a whole object, with up to the store's request slots in flight.
     pub fn put_object(&mut self, object: ObjectId, version: u64, data: &[u8]) -> Result<()> {
         let size = data.len() as u64;
         if size == 0 {
             return self.put_chunk(object, 0, &[], 0, version);
         }
-        let mut tags = Vec::new();
+        let window = self.store.max_requests;
+        let mut inflight = VecDeque::with_capacity(window);
         let mut first_err = None;
         for (i, c) in data.chunks(crate::index::CHUNK_SIZE).enumerate() {
-            match self.start(Request::Put {
+            if inflight.len() == window {
+                if let Some(t) = inflight.pop_front() {
+                    if let Err(e) = self.wait(t) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if first_err.is_some() {
+                break;
+            }
+            let req = Request::Put {
                 object,
                 chunk: i as u32,
                 data: c,
                 size,
                 version,
-            }) {
-                Ok(t) => tags.push(t),
+            };
+            match self.start(req) {
+                Ok(t) => inflight.push_back(t),
                 Err(e) => {
                     first_err = Some(e);
                     break;
                 }
             }
         }
-        for t in tags {
+        for t in inflight {
             if let Err(e) = self.wait(t) {
                 first_err.get_or_insert(e);
             }

@@ -71,6 +71,23 @@ fn round_trips_on_uring_file() {
 }
 
 #[test]
+fn hundred_mib_object_on_uring_file() {
+    let f = dev_file(120 << 20);
+    let dev = UringDevice::open(&f.path, UringOptions::default()).unwrap();
+    format(&dev, 16, 0);
+    let mut s = BlockingStore::open(&dev, StoreConfig::default()).unwrap();
+    let data = pattern(77, 100 << 20);
+    s.put_object(1, 1, &data).unwrap();
+    drop(s);
+    let mut s = BlockingStore::open(&dev, StoreConfig::default()).unwrap();
+    assert_eq!(s.stat(1).unwrap().present, 25_600);
+    assert!(
+        s.get_object(1).unwrap() == data,
+        "100 MiB object differs after remount"
+    );
+}
+
+#[test]
 fn versions_idempotence_delete_list() {
     let dev = RamDevice::new(2048, 2);
     format(&dev, 50, 0);
