@@ -311,6 +311,22 @@ fn object_table_full() {
 }
 
 #[test]
+fn store_and_queue_pairs_move_to_worker_threads() {
+    fn is_send<T: Send>() {}
+    is_send::<objstore::Store>();
+    is_send::<BlockingStore>();
+    let dev = RamDevice::new(256, 11);
+    format(&dev, 8, 16);
+    let store = objstore::Store::open(&dev, small_cfg()).unwrap();
+    let worker = std::thread::spawn(move || {
+        let mut s = BlockingStore::new(store);
+        s.put_object(1, 1, b"moved").unwrap();
+        s.get_object(1).unwrap()
+    });
+    assert_eq!(worker.join().unwrap(), b"moved");
+}
+
+#[test]
 fn unformatted_device_is_refused() {
     let dev = RamDevice::new(256, 8);
     assert!(matches!(
