@@ -274,3 +274,52 @@ fn filtering_limits_and_timeouts() {
     assert!(!lines.iter().any(|l| l.ends_with("other-address")), "ADF must filter another address: {lines:?}");
     assert!(apl.metric_sum("appliance_drops_total", &[("reason", "nat_filtered")]) >= 1.0);
 }
+
+/// Two workers, two rx queues per port (af_packet fanout spreads flows): the return
+/// traffic of a flow often reaches the worker that did not create its mapping. That worker
+/// asks the mapping server (a state request) instead of dropping the packet.
+#[test]
+fn two_workers_return_traffic_on_the_other_worker() {
+    let tb = Testbed::up_nat("twow");
+    let config = nat_config(|_| {});
+    let config = edit_yaml(&config, |v| {
+        let lcore = |lcore: u64, cpu: u64| {
+            let mut m = serde_yaml_ng::Mapping::new();
+            m.insert("lcore".into(), lcore.into());
+            m.insert("cpu".into(), cpu.into());
+            Value::Mapping(m)
+        };
+        v["lcores"]["workers"] = Value::Sequence(vec![lcore(1, 1), lcore(2, 0)]);
+        v["lcores"]["mapper"] = lcore(3, 0);
+        v["mempool"]["mbufs"] = 16383u64.into();
+        for p in v["ports"].as_sequence_mut().expect("ports").iter_mut() {
+            p["queues"] = 2u64.into();
+            let args = p["args"].as_str().expect("args").replace("qpairs=1", "qpairs=2");
+            p["args"] = args.into();
+        }
+    });
+    let apl = Appliance::start(&tb, &config);
+    let _servers = servers(&tb);
+
+    // 200 flows, one datagram each way: every reply must come back.
+    let out = probe(&tb, "s1", &["udp-many", "200", SRV, "9000"]);
+    assert!(out.contains("replies 200"), "every flow's reply must reach s1: {out}\n{}", apl.log_tail(20));
+    let requests = |kind: &str| apl.metric_sum("appliance_nat_requests_total", &[("kind", kind)]);
+    assert!(requests("outbound") >= 200.0, "one outbound request per new flow");
+    assert!(
+        requests("inbound") >= 1.0,
+        "with two workers some replies arrive on the worker without the entry and are resolved by a state request"
+    );
+    assert_eq!(apl.metric_sum("appliance_drops_total", &[("reason", "nat_no_mapping")]), 0.0);
+    // Both workers translated traffic.
+    let m = apl.metrics();
+    for lcore in ["1", "2"] {
+        let misses = appliance_tests::metric_sum(&m, "appliance_nat_cache_misses_total", &[("lcore", lcore)]);
+        assert!(misses >= 1.0, "worker {lcore} saw no NAT traffic");
+    }
+    // And a TCP transfer through both, content checked.
+    let out = probe(&tb, "s1", &["tcp-send", SRV, "9100", "2000000"]);
+    let sent = out.lines().find_map(|l| l.strip_prefix("sent ")).unwrap_or_else(|| panic!("{out}"));
+    let got = out.lines().find_map(|l| l.strip_prefix("sha256 ")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(sent, got);
+}
