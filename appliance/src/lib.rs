@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nat;
 pub mod natcore;
 pub mod neigh;
+pub mod objservice;
 pub mod packet;
 pub mod slowpath;
 pub mod srv6;

@@ -1,0 +1,540 @@
+//! The storage service on a worker core (issue 5 item 3; the design is
+//! `docs/storage-service.md`): requests over IPv6/UDP to a replica address
+//! (the node's object prefix plus the object id), served from the
+//! [`objstore::Store`] the worker owns, run to completion.
+//!
+//! * A request packet is **held** (the mbuf itself, in a fixed table) while
+//!   its I/O is in flight; the worker polls the store every loop and turns
+//!   each completion into the reply, written in place over the held packet
+//!   (addresses and ports swapped, Ethernet back to the sender) and sent
+//!   out of the port it came in on.
+//! * A put carries one fragment (≤ 1 KiB) of a 4 KiB chunk. Fragments are
+//!   assembled per (object, version, chunk) in a fixed set of buffers; the
+//!   whole chunk is submitted as one durable put, and every fragment of it
+//!   is acknowledged only when the store reports the chunk durable. A
+//!   fragment of a chunk already stored at that version is acknowledged at
+//!   once (retries are harmless).
+//! * Nothing waits: a full request table or no free assembly buffer is
+//!   answered `busy` at once; a store refusal is answered with its status.
+//!
+//! Limits (v1): one worker (the store drives one device from one core);
+//! replies to the sender's MAC (no route lookup); no SRH on requests to a
+//! replica address (steered requests still go to the built-in responder).
+
+use std::net::Ipv6Addr;
+
+use objstore::{Error as StoreError, Reply, Request, Store, StoreCompletion};
+
+use crate::packet::PacketBuf;
+use crate::stats::Counter;
+use crate::wire::storage::{self as sh, Op};
+use crate::wire::{checksum, ethernet, ipv4::Protocol, ipv6};
+
+const ETH: usize = ethernet::HEADER_LEN;
+const IP6: usize = ipv6::HEADER_LEN;
+const UDP: usize = 8;
+/// Where the storage header starts in a frame.
+const SH: usize = ETH + IP6 + UDP;
+/// Bytes of one fragment.
+pub const FRAGMENT: usize = 1024;
+/// Bytes of one chunk (the store's block).
+pub const CHUNK: usize = 4096;
+const FRAGS_PER_CHUNK: usize = CHUNK / FRAGMENT;
+/// Most objects in one list reply (fits a 1280-byte MTU).
+pub const LIST_MAX: usize = 50;
+/// How long an incomplete chunk waits for its missing fragments.
+pub const ASSEMBLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Tag bit of a store request that is a chunk put (the low bits name the
+/// assembly buffer); others name a held request.
+const PUT_TAG: u64 = 1 << 63;
+
+/// Status codes beyond `wire::storage::status` (docs/storage-service.md).
+pub mod status {
+    pub const CHECKSUM: u16 = 4;
+    pub const NO_SPACE: u16 = 5;
+    pub const BUSY: u16 = 6;
+    pub const VERSION: u16 = 7;
+    pub const IO: u16 = 8;
+}
+
+/// Counters of the service (its worker is the only writer).
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub requests: Counter,
+    pub replies: Counter,
+    pub bad_requests: Counter,
+    pub busy: Counter,
+    pub checksum_failures: Counter,
+    pub chunks_written: Counter,
+    pub bytes_written: Counter,
+    pub bytes_read: Counter,
+    /// Chunks dropped incomplete after [`ASSEMBLY_TIMEOUT`].
+    pub assemblies_expired: Counter,
+}
+
+enum Waiting {
+    Get { chunk: u32, frag_off: usize, len: usize },
+    Stat,
+    Delete,
+    List,
+    /// A put fragment waiting for its chunk.
+    Put,
+}
+
+struct Held<P> {
+    pkt: P,
+    object: u64,
+    waiting: Waiting,
+}
+
+struct Assembly {
+    key: Option<(u64, u64, u32)>,
+    size: u64,
+    buf: Vec<u8>,
+    have: u8,
+    need: u8,
+    submitted: bool,
+    /// The store refused the chunk: its fragments get this status at the next poll.
+    failed: Option<u16>,
+    /// When the first fragment came: an assembly that stays incomplete for
+    /// `ASSEMBLY_TIMEOUT` is dropped (its fragments unanswered: the client
+    /// retries the whole chunk).
+    started: std::time::Instant,
+    /// Held request slots acknowledged when the chunk is durable.
+    fragments: Vec<usize>,
+}
+
+/// The service. See the module doc.
+pub struct ObjectService<P: PacketBuf> {
+    store: Store,
+    udp_port: u16,
+    held: Vec<Option<Held<P>>>,
+    free: Vec<usize>,
+    assemblies: Vec<Assembly>,
+    completions: Vec<StoreCompletion>,
+    pub counters: ServiceCounters,
+}
+
+/// A parsed request.
+struct Parsed {
+    dst: Ipv6Addr,
+    hdr: sh::Repr,
+}
+
+impl<P: PacketBuf> ObjectService<P> {
+    /// A service over `store`, holding at most `requests_max` packets and
+    /// assembling at most `assemblies_max` chunks at once.
+    pub fn new(store: Store, udp_port: u16, requests_max: usize, assemblies_max: usize) -> ObjectService<P> {
+        ObjectService {
+            store,
+            udp_port,
+            held: (0..requests_max).map(|_| None).collect(),
+            free: (0..requests_max).rev().collect(),
+            assemblies: (0..assemblies_max)
+                .map(|_| Assembly {
+                    key: None,
+                    size: 0,
+                    buf: vec![0; CHUNK],
+                    have: 0,
+                    need: 0,
+                    submitted: false,
+                    failed: None,
+                    started: std::time::Instant::now(),
+                    fragments: Vec::with_capacity(2 * FRAGS_PER_CHUNK),
+                })
+                .collect(),
+            completions: Vec::with_capacity(64),
+            counters: ServiceCounters::default(),
+        }
+    }
+
+    pub fn udp_port(&self) -> u16 {
+        self.udp_port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Requests held now (waiting for I/O): the service's queue depth.
+    pub fn queue_depth(&self) -> usize {
+        self.held.len() - self.free.len()
+    }
+
+    /// Takes a request frame (IPv6, UDP to the service port, to one of our
+    /// replica addresses). Returns the frame back when it is answered at
+    /// once (a reply written in place, to send out of its port), `None`
+    /// when it is held or dropped (a malformed request is counted and
+    /// dropped: without a valid header there is no one to answer).
+    pub fn request(&mut self, mut pkt: P) -> Option<P> {
+        self.counters.requests.inc();
+        let Some(p) = parse(pkt.data(), self.udp_port) else {
+            self.counters.bad_requests.inc();
+            return None;
+        };
+        let object = object_of(p.dst);
+        let hdr = p.hdr;
+        let answer_now = |svc: &mut Self, pkt: &mut P, status: u16, body: &[u8]| {
+            if status == status::BUSY {
+                svc.counters.busy.inc();
+            }
+            svc.counters.replies.inc();
+            reply_in_place(pkt, &hdr, status, body)
+        };
+        if hdr.object_id != object {
+            return answer_now(self, &mut pkt, sh::status::BAD_REQUEST, &[]).then_some(pkt);
+        }
+        let Some(slot) = self.free.pop() else {
+            return answer_now(self, &mut pkt, status::BUSY, &[]).then_some(pkt);
+        };
+        let id = u128::from(object);
+        let (req, waiting) = match Op(hdr.op) {
+            Op::GET_CHUNK => {
+                let off = hdr.offset;
+                if off % FRAGMENT as u64 != 0 || hdr.length as usize > FRAGMENT {
+                    self.free.push(slot);
+                    return answer_now(self, &mut pkt, sh::status::BAD_REQUEST, &[]).then_some(pkt);
+                }
+                let chunk = (off / CHUNK as u64) as u32;
+                let frag_off = (off % CHUNK as u64) as usize;
+                (Request::Get { object: id, chunk }, Waiting::Get { chunk, frag_off, len: hdr.length as usize })
+            }
+            Op::STAT => (Request::Stat { object: id }, Waiting::Stat),
+            Op::DELETE => (Request::Delete { object: id }, Waiting::Delete),
+            Op::LIST => (
+                Request::List { after: (hdr.flags & 1 != 0).then_some(id), limit: (hdr.length as usize).clamp(1, LIST_MAX) },
+                Waiting::List,
+            ),
+            Op::PUT_CHUNK => {
+                self.free.push(slot);
+                return self.put_fragment(pkt, &p, object);
+            }
+            _ => {
+                self.free.push(slot);
+                return answer_now(self, &mut pkt, sh::status::UNSUPPORTED, &[]).then_some(pkt);
+            }
+        };
+        match self.store.submit(req, slot as u64) {
+            Ok(()) => {
+                self.held[slot] = Some(Held { pkt, object, waiting });
+                None
+            }
+            Err(e) => {
+                self.free.push(slot);
+                let st = status_of(&e);
+                answer_now(self, &mut pkt, st, &[]).then_some(pkt)
+            }
+        }
+    }
+
+    fn put_fragment(&mut self, mut pkt: P, p: &Parsed, object: u64) -> Option<P> {
+        let hdr = p.hdr;
+        let data_start = SH + sh::HEADER_LEN;
+        let parsed = {
+            let d = &pkt.data()[data_start.min(pkt.data().len())..];
+            (d.len() >= 16).then(|| {
+                let size = u64::from_be_bytes(d[0..8].try_into().expect("8"));
+                let version = u64::from_be_bytes(d[8..16].try_into().expect("8"));
+                (size, version, d.len() - 16)
+            })
+        };
+        let bad = |svc: &mut Self, pkt: &mut P, st: u16| {
+            svc.counters.replies.inc();
+            if st == sh::status::BAD_REQUEST {
+                svc.counters.bad_requests.inc();
+            }
+            if st == status::BUSY {
+                svc.counters.busy.inc();
+            }
+            reply_in_place(pkt, &hdr, st, &[])
+        };
+        let Some((size, version, avail)) = parsed else {
+            return bad(self, &mut pkt, sh::status::BAD_REQUEST).then_some(pkt);
+        };
+        let off = hdr.offset;
+        let len = hdr.length as usize;
+        let expected = if size == 0 { 0 } else { (size.saturating_sub(off)).min(FRAGMENT as u64) as usize };
+        if off % FRAGMENT as u64 != 0 || (size > 0 && off >= size) || (size == 0 && off != 0) || len != expected || avail < len {
+            return bad(self, &mut pkt, sh::status::BAD_REQUEST).then_some(pkt);
+        }
+        let chunk = (off / CHUNK as u64) as u32;
+        let frag = ((off % CHUNK as u64) as usize) / FRAGMENT;
+        let chunk_len = objstore::index::chunk_len(size, chunk);
+        let need = chunk_len.div_ceil(FRAGMENT).max(1) as u8;
+        // Already durable at this version: acknowledge at once.
+        if let Some(meta) = self.store.index().get(u128::from(object)) {
+            if meta.version == version && meta.size == size && meta.chunks.get(chunk as usize).is_some_and(|c| c.lba != 0) {
+                self.counters.replies.inc();
+                return reply_in_place(&mut pkt, &hdr, sh::status::OK, &[]).then_some(pkt);
+            }
+            if meta.version > version {
+                return bad(self, &mut pkt, status::VERSION).then_some(pkt);
+            }
+        }
+        let key = (object, version, chunk);
+        let a = match self.assemblies.iter().position(|a| a.key == Some(key)) {
+            Some(a) => a,
+            None => {
+                let Some(a) = self.assemblies.iter().position(|a| a.key.is_none()) else {
+                    return bad(self, &mut pkt, status::BUSY).then_some(pkt);
+                };
+                let asm = &mut self.assemblies[a];
+                asm.key = Some(key);
+                asm.size = size;
+                asm.have = 0;
+                asm.need = need;
+                asm.submitted = false;
+                asm.failed = None;
+                asm.started = std::time::Instant::now();
+                asm.fragments.clear();
+                a
+            }
+        };
+        let Some(slot) = self.free.pop() else {
+            return bad(self, &mut pkt, status::BUSY).then_some(pkt);
+        };
+        if self.assemblies[a].fragments.len() == self.assemblies[a].fragments.capacity() {
+            self.free.push(slot);
+            return bad(self, &mut pkt, status::BUSY).then_some(pkt);
+        }
+        {
+            let asm = &mut self.assemblies[a];
+            let src = &pkt.data()[data_start + 16..data_start + 16 + len];
+            asm.buf[frag * FRAGMENT..frag * FRAGMENT + len].copy_from_slice(src);
+            asm.have |= 1 << frag;
+            asm.fragments.push(slot);
+        }
+        self.held[slot] = Some(Held { pkt, object, waiting: Waiting::Put });
+        self.submit_ready(a);
+        None
+    }
+
+    /// Submits assembly `a` if all its fragments are in and it is not yet submitted.
+    fn submit_ready(&mut self, a: usize) {
+        let asm = &mut self.assemblies[a];
+        let full = (1u16 << asm.need) - 1;
+        if asm.submitted || asm.failed.is_some() || u16::from(asm.have) != full {
+            return;
+        }
+        let Some((object, version, chunk)) = asm.key else { return };
+        let len = objstore::index::chunk_len(asm.size, chunk);
+        let req = Request::Put { object: u128::from(object), chunk, data: &asm.buf[..len], size: asm.size, version };
+        match self.store.submit(req, PUT_TAG | a as u64) {
+            Ok(()) => asm.submitted = true,
+            // Queue full: retried from `poll`. Anything else fails the chunk.
+            Err(StoreError::Busy) => {}
+            Err(e) => asm.failed = Some(status_of(&e)),
+        }
+    }
+
+    /// Acknowledges (with `st`) every fragment of assembly `a` and frees it.
+    fn finish_chunk(&mut self, a: usize, st: u16) -> Vec<P> {
+        let slots: Vec<usize> = self.assemblies[a].fragments.drain(..).collect();
+        self.assemblies[a].key = None;
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if let Some(mut h) = self.held[slot].take() {
+                self.free.push(slot);
+                let hdr = header_of(h.pkt.data());
+                self.counters.replies.inc();
+                if reply_in_place(&mut h.pkt, &hdr, st, &[]) {
+                    out.push(h.pkt);
+                }
+            }
+        }
+        out
+    }
+
+    /// Polls the store; every finished request's reply goes to `out` (to
+    /// send out of the frame's port). Call once per worker loop.
+    pub fn poll(&mut self, out: &mut Vec<P>) -> usize {
+        for a in 0..self.assemblies.len() {
+            if self.assemblies[a].key.is_some() && !self.assemblies[a].submitted {
+                self.submit_ready(a);
+            }
+            if let Some(st) = self.assemblies[a].failed.take() {
+                out.extend(self.finish_chunk(a, st));
+            }
+            let asm = &self.assemblies[a];
+            if asm.key.is_some() && !asm.submitted && asm.started.elapsed() > ASSEMBLY_TIMEOUT {
+                self.counters.assemblies_expired.inc();
+                for slot in self.assemblies[a].fragments.drain(..) {
+                    self.held[slot] = None; // the packet is freed unanswered
+                    self.free.push(slot);
+                }
+                self.assemblies[a].key = None;
+            }
+        }
+        self.completions.clear();
+        let mut completions = std::mem::take(&mut self.completions);
+        let n = self.store.poll(&mut completions);
+        for c in completions.drain(..) {
+            if c.tag & PUT_TAG != 0 {
+                let a = (c.tag & !PUT_TAG) as usize;
+                let st = match &c.result {
+                    Ok(_) => {
+                        self.counters.chunks_written.inc();
+                        let len = self.assemblies[a].key.map_or(0, |(_, _, ch)| objstore::index::chunk_len(self.assemblies[a].size, ch));
+                        self.counters.bytes_written.add(len as u64);
+                        sh::status::OK
+                    }
+                    Err(e) => status_of(e),
+                };
+                out.extend(self.finish_chunk(a, st));
+                continue;
+            }
+            let slot = c.tag as usize;
+            let Some(mut h) = self.held.get_mut(slot).and_then(Option::take) else { continue };
+            self.free.push(slot);
+            let hdr = header_of(h.pkt.data());
+            let mut body = [0u8; 16 + FRAGMENT];
+            let (st, len) = match (c.result, &h.waiting) {
+                (Ok(Reply::Get(data)), Waiting::Get { chunk, frag_off, len }) => {
+                    let (size, version) = self.store.index().get(u128::from(h.object)).map_or((0, 0), |m| (m.size, m.version));
+                    let _ = chunk;
+                    let end = (*frag_off + *len).min(data.len());
+                    let part = &data[(*frag_off).min(end)..end];
+                    body[0..8].copy_from_slice(&size.to_be_bytes());
+                    body[8..16].copy_from_slice(&version.to_be_bytes());
+                    body[16..16 + part.len()].copy_from_slice(part);
+                    self.counters.bytes_read.add(part.len() as u64);
+                    (sh::status::OK, 16 + part.len())
+                }
+                (Ok(Reply::Stat(info)), Waiting::Stat) => {
+                    body[0..8].copy_from_slice(&info.size.to_be_bytes());
+                    body[8..16].copy_from_slice(&info.version.to_be_bytes());
+                    body[16..20].copy_from_slice(&info.chunks.to_be_bytes());
+                    body[20..24].copy_from_slice(&u32::from(info.present == info.chunks).to_be_bytes());
+                    (sh::status::OK, 24)
+                }
+                (Ok(Reply::Delete { .. }), Waiting::Delete) => (sh::status::OK, 0),
+                (Ok(Reply::List(items)), Waiting::List) => {
+                    let n = items.len().min(LIST_MAX).min((body.len() - 4) / 24);
+                    body[0..4].copy_from_slice(&(n as u32).to_be_bytes());
+                    for (i, it) in items.iter().take(n).enumerate() {
+                        let e = &mut body[4 + i * 24..4 + (i + 1) * 24];
+                        e[0..8].copy_from_slice(&(it.object as u64).to_be_bytes());
+                        e[8..16].copy_from_slice(&it.size.to_be_bytes());
+                        e[16..24].copy_from_slice(&it.version.to_be_bytes());
+                    }
+                    (sh::status::OK, 4 + n * 24)
+                }
+                (Err(e), _) => {
+                    if matches!(e, StoreError::Checksum { .. }) {
+                        self.counters.checksum_failures.inc();
+                    }
+                    (status_of(&e), 0)
+                }
+                _ => (status::IO, 0),
+            };
+            self.counters.replies.inc();
+            if reply_in_place(&mut h.pkt, &hdr, st, &body[..len]) {
+                out.push(h.pkt);
+            }
+        }
+        self.completions = completions;
+        n
+    }
+}
+
+/// The object id of a replica address: its low 64 bits.
+pub fn object_of(addr: Ipv6Addr) -> u64 {
+    (u128::from(addr) & u128::from(u64::MAX)) as u64
+}
+
+fn status_of(e: &StoreError) -> u16 {
+    match e {
+        StoreError::NotFound(_) | StoreError::ChunkMissing { .. } => sh::status::NOT_FOUND,
+        StoreError::Checksum { .. } => status::CHECKSUM,
+        StoreError::NoSpace | StoreError::ObjectTableFull(_) => status::NO_SPACE,
+        StoreError::StaleVersion { .. } => status::VERSION,
+        StoreError::Busy => status::BUSY,
+        StoreError::ChunkOutOfRange { .. } | StoreError::BadLength { .. } | StoreError::SizeMismatch { .. } | StoreError::TooLarge { .. } => {
+            sh::status::BAD_REQUEST
+        }
+        _ => status::IO,
+    }
+}
+
+/// The storage header of a held request frame (validated when it came in).
+fn header_of(frame: &[u8]) -> sh::Repr {
+    sh::Repr::parse(&sh::Packet::new_unchecked(&frame[SH..]))
+}
+
+/// Validates an IPv6/UDP request frame to `port` (no extension headers; UDP
+/// checksum verified) and reads its storage header.
+fn parse(frame: &[u8], port: u16) -> Option<Parsed> {
+    if frame.len() < SH + sh::HEADER_LEN || frame[12..14] != [0x86, 0xdd] {
+        return None;
+    }
+    let ip = ipv6::Packet::new_checked(&frame[ETH..]).ok()?;
+    if ip.next_header() != Protocol::UDP {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let udp_len = usize::from(ip.payload_len());
+    let udp = frame.get(ETH + IP6..ETH + IP6 + udp_len)?;
+    if udp_len < UDP || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp_len {
+        return None;
+    }
+    if u16::from_be_bytes([udp[2], udp[3]]) != port {
+        return None;
+    }
+    let sum = checksum::add(checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, udp_len as u32), checksum::sum(udp));
+    if u16::from_be_bytes([udp[6], udp[7]]) == 0 || sum != 0xffff {
+        return None;
+    }
+    let req = sh::Packet::new_checked(&udp[UDP..]).ok()?;
+    let hdr = sh::Repr::parse(&req);
+    if Op(hdr.op).is_reply() {
+        return None;
+    }
+    Some(Parsed { dst, hdr })
+}
+
+/// Rewrites a (validated) request frame into its reply: Ethernet back to
+/// the sender, IPv6 from the replica address to the client, UDP ports
+/// swapped, the reply header with `status`, then `body`. False if the frame
+/// cannot hold it.
+fn reply_in_place<P: PacketBuf>(pkt: &mut P, req: &sh::Repr, status: u16, body: &[u8]) -> bool {
+    let Some(p) = parse_addrs(pkt.data()) else { return false };
+    let udp_len = UDP + sh::HEADER_LEN + body.len();
+    let total = ETH + IP6 + udp_len;
+    if !pkt.set_len(total.max(60)) {
+        return false;
+    }
+    let data = pkt.data_mut();
+    data[total..].fill(0);
+    // Ethernet: back to the sender.
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&data[6..12]);
+    macs[6..].copy_from_slice(&data[0..6]);
+    data[..12].copy_from_slice(&macs);
+    if ipv6::emit_header(&mut data[ETH..], p.1, p.0, Protocol::UDP, 64, udp_len).is_err() {
+        return false;
+    }
+    let udp = &mut data[ETH + IP6..total];
+    udp[0..2].copy_from_slice(&p.3.to_be_bytes());
+    udp[2..4].copy_from_slice(&p.2.to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    udp[6..8].fill(0);
+    let hdr = sh::Repr { op: Op(req.op).reply().0, status, length: body.len() as u32, ..*req };
+    if hdr.emit(&mut udp[UDP..]).is_err() {
+        return false;
+    }
+    udp[UDP + sh::HEADER_LEN..].copy_from_slice(body);
+    let sum = checksum::add(checksum::pseudo_header_v6(p.1, p.0, Protocol::UDP.0, udp_len as u32), checksum::sum(udp));
+    let c = !sum;
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    true
+}
+
+/// (client address, replica address, client port, service port) of a request frame.
+fn parse_addrs(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, u16, u16)> {
+    let ip = ipv6::Packet::new_checked(frame.get(ETH..)?).ok()?;
+    let udp = frame.get(ETH + IP6..ETH + IP6 + UDP)?;
+    Some((ip.src_addr(), ip.dst_addr(), u16::from_be_bytes([udp[0], udp[1]]), u16::from_be_bytes([udp[2], udp[3]])))
+}
+
+#[cfg(test)]
+mod tests;
