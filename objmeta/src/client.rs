@@ -123,6 +123,22 @@ impl MetaClient {
         )
     }
 
+    /// Removes a node from membership; `Ok(false)` when it was not known.
+    pub fn deregister(&self, node: &str) -> Result<bool, ClientError> {
+        let v: serde_json::Value = self.call(
+            "DELETE",
+            &format!("/nodes/{}", http::percent_encode(node)),
+            None::<&()>,
+        )?;
+        Ok(v["deleted"].as_bool().unwrap_or(false))
+    }
+
+    /// Whether the service and its store answer.
+    pub fn health(&self) -> Result<(), ClientError> {
+        self.call::<serde_json::Value>("GET", "/health", None::<&()>)?;
+        Ok(())
+    }
+
     pub fn nodes(&self) -> Result<Vec<Node>, ClientError> {
         self.call("GET", "/nodes", None::<&()>)
     }

@@ -101,6 +101,8 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
         ("POST", ["nodes"]) => reply(body::<NodeRegistration>(req).and_then(|r| svc.register(r))),
         ("GET", ["nodes"]) => reply(svc.nodes()),
         ("GET", ["nodes", id]) => reply(svc.node(id)),
+        ("DELETE", ["nodes", id]) => reply(svc.deregister(id).map(|d| json!({ "deleted": d }))),
+        ("GET", ["health"]) => reply(svc.check().map(|()| json!({ "status": "ok" }))),
         ("POST", ["nodes", id, "heartbeat"]) => {
             reply(body::<HeartbeatBody>(req).and_then(|b| svc.heartbeat(id, b.used_bytes)))
         }

@@ -230,6 +230,20 @@ impl MetadataService {
         Err(contended(&key))
     }
 
+    /// Removes a node from membership (decommissioned, or replaced by a node with another id
+    /// and the same prefix or SID). Objects keep their replica records; intents skip replicas
+    /// on nodes that are no longer known. `Ok(false)` when there was no such node.
+    pub fn deregister(&self, id: &str) -> Result<bool, MetaError> {
+        validate_node_id(id)?;
+        Ok(self.store.delete(node_key(id).as_bytes())?)
+    }
+
+    /// Checks that the store answers (a read of one key).
+    pub fn check(&self) -> Result<(), MetaError> {
+        self.store.get(NEXT_ID.as_bytes())?;
+        Ok(())
+    }
+
     /// One node, with its current health.
     pub fn node(&self, id: &str) -> Result<Node, MetaError> {
         validate_node_id(id)?;
@@ -341,8 +355,10 @@ impl MetadataService {
             // 2. The object record.
             let okey = object_key(id);
             if let Some((m, _)) = self.get::<ObjectMeta>(&okey)? {
-                if fresh {
+                if fresh && m.name != req.name {
                     // An allocated id that an explicit create took: give the name back, retry.
+                    // (Same name: a concurrent create of this name saw our binding and wrote
+                    // the object first; it is ours, compared below.)
                     let b = to_json(&NameBinding { id });
                     let nkey = name_key(req.name.as_deref().expect("fresh implies a name"));
                     self.store

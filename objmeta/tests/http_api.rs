@@ -39,6 +39,10 @@ fn the_api_through_meta_client() {
     assert_eq!(c.nodes().unwrap().len(), 6);
     assert_eq!(c.heartbeat("node-1", 77).unwrap().used_bytes, 77);
     assert_eq!(c.node("node-1").unwrap().used_bytes, 77);
+    c.health().unwrap();
+    c.register(&common::reg(9, "z", 1)).unwrap();
+    assert!(c.deregister("node-9").unwrap());
+    assert!(!c.deregister("node-9").unwrap());
 
     let name = "dir/a file?&=#.bin";
     let req = CreateRequest {

@@ -78,25 +78,5 @@ fn a_failed_create_leaves_no_name_behind() {
 fn concurrent_creates_of_one_name_agree() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, _) = common::service(fresh(&dir));
-    common::six_nodes(&svc);
-    let svc = std::sync::Arc::new(svc);
-    let hs: Vec<_> = (0..8)
-        .map(|_| {
-            let svc = svc.clone();
-            std::thread::spawn(move || {
-                svc.create(CreateRequest {
-                    name: Some("race".into()),
-                    size: 7,
-                    ..CreateRequest::default()
-                })
-                .unwrap()
-            })
-        })
-        .collect();
-    let all: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(
-        all.windows(2).all(|w| w[0] == w[1]),
-        "one object, every creator gets it"
-    );
-    assert_eq!(svc.list(None, 100).unwrap().objects.len(), 1);
+    common::concurrent_creates(std::sync::Arc::new(svc), 8, 30);
 }

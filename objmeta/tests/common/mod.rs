@@ -119,6 +119,24 @@ pub fn conformance(store: &(dyn MetaStore + 'static)) {
     );
     assert!(store.delete(b"a/1").unwrap());
     assert_eq!(store.get(b"a/1").unwrap(), None);
+
+    // Large values and long listings (etcd answers these with chunked bodies).
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 256) as u8).collect();
+    store.put(b"big", &big).unwrap();
+    assert_eq!(store.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    assert!(store
+        .compare_and_swap(b"big", Some(&big), Some(b"small"))
+        .unwrap());
+    for i in 0..150u32 {
+        store
+            .put(format!("many/{i:04}").as_bytes(), &[b'v'; 100])
+            .unwrap();
+    }
+    let many = store.list_prefix(b"many/", None, 1000).unwrap();
+    assert_eq!(many.len(), 150);
+    assert_eq!(many[149].0, b"many/0149");
+    let page = store.list_prefix(b"many/", Some(b"many/0099"), 30).unwrap();
+    assert_eq!((page.len(), page[0].0.as_slice()), (30, &b"many/0100"[..]));
     wipe(store);
 }
 
@@ -590,6 +608,58 @@ pub fn listing(svc: &MetadataService) {
     assert_eq!(seen, ids, "every object once, in id order");
     assert_eq!(pages, 3);
     assert_eq!(svc.list(Some(u64::MAX), 10).unwrap().objects, vec![]);
+}
+
+/// `threads` creators race on each of `rounds` names (half of them with an explicit id
+/// creator in the mix): each name ends up as one object, and every creator gets that object.
+pub fn concurrent_creates(svc: Arc<MetadataService>, threads: usize, rounds: usize) {
+    six_nodes(&svc);
+    for round in 0..rounds {
+        let name = format!("race-{round}");
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let svc = svc.clone();
+                let name = name.clone();
+                thread::spawn(move || {
+                    if t == 0 && round % 2 == 1 {
+                        // Takes the id the named creators are likely to be allocated next.
+                        let _ = svc.create(CreateRequest {
+                            id: Some(round as u64 + 1),
+                            size: 1,
+                            ..CreateRequest::default()
+                        });
+                        return None;
+                    }
+                    Some(
+                        svc.create(CreateRequest {
+                            name: Some(name),
+                            size: 7,
+                            ..CreateRequest::default()
+                        })
+                        .unwrap(),
+                    )
+                })
+            })
+            .collect();
+        let got: Vec<_> = hs.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        assert!(
+            got.windows(2).all(|w| w[0] == w[1]),
+            "{name}: creators disagree: {got:?}"
+        );
+        assert_eq!(svc.lookup(&ObjectRef::Name(name.clone())).unwrap(), got[0]);
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let p = svc.list(after, 1000).unwrap();
+        all.extend(p.objects);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let named = all.iter().filter(|m| m.name.is_some()).count();
+    assert_eq!(named, rounds, "one object per name, no orphans");
 }
 
 /// Every service test on a fresh store from `make`.
