@@ -107,10 +107,21 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             .collect(),
         pool: n.table.pool.clone(),
     });
+    let objects = cfg.storage.as_ref().map(|st| (st.object_prefix.addr, cfg.storage_service.udp_port));
     let l3 = Arc::new(
-        L3::with_nat(infos, &routes, &srv6_config(cfg), nat_plan, neigh.clone())
+        L3::build(infos, &routes, &srv6_config(cfg), nat_plan, objects, neigh.clone())
             .context("building the route tables")?,
     );
+    // The storage service's device and store (opened now: formatting and
+    // journal replay happen before any packet is received).
+    let (storage_device, mut storage_service) = match &cfg.storage {
+        None => (None, None),
+        Some(st) => {
+            let (dev, svc) = open_storage(st, cfg.storage_service.udp_port).context("storage")?;
+            (Some(dev), Some(svc))
+        }
+    };
+    let storage_counters = storage_service.as_ref().map(|s| s.counters.clone());
 
     let control_counters = Arc::new(ControlCounters::default());
     let slow_cfg = SlowPathConfig {
@@ -256,6 +267,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             idle: cfg.pipeline.idle_backoff,
             state,
             nat: nat_links.next(),
+            storage: storage_service.take(),
         });
     }
 
@@ -274,6 +286,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         nat_workers: nat_worker_counters,
         nat_query: nat_query.map(std::sync::Mutex::new),
         nat_clock: clock,
+        storage: storage_counters,
     });
     let metrics_stop = Arc::new(AtomicBool::new(false));
     let metrics_thread = match cfg.metrics.listen {
@@ -342,6 +355,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     tracing::info!("final counters:\n{summary}");
     drop(control);
     drop(source);
+    drop(storage_device);
     drop(ports);
     drop(pool);
     drop(eal);
@@ -422,4 +436,48 @@ fn os_seeds() -> (u64, u64) {
     let mut b = std::collections::hash_map::RandomState::new().build_hasher();
     b.write_u64(2);
     (a.finish(), b.finish())
+}
+
+/// Opens (creating and formatting a new file or a blank device) the storage
+/// service's store. The device is returned to be kept until shutdown.
+fn open_storage(
+    st: &crate::config::Storage,
+    udp_port: u16,
+) -> Result<(Box<dyn objstore::blk::BlockDevice>, crate::objservice::ObjectService<rte::Mbuf>)> {
+    use objstore::blk::{BlockDevice, RamDevice, UringDevice, UringOptions};
+    use objstore::{FormatOptions, Store, StoreConfig};
+    let blocks = u64::from(st.size_mb) * 256;
+    let (dev, blank): (Box<dyn BlockDevice>, bool) = if st.device == "ram" {
+        (Box::new(RamDevice::new(blocks, 1)), true)
+    } else {
+        let path = std::path::Path::new(&st.device);
+        if !path.exists() {
+            UringDevice::create_file(path, blocks * 4096)
+                .with_context(|| format!("storage.device: creating {}", st.device))?;
+        }
+        // Blank (never formatted): the first block is all zeros.
+        let mut first = [0u8; 4096];
+        let blank = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
+            .map(|()| first.iter().all(|&b| b == 0))
+            .with_context(|| format!("storage.device: reading {}", st.device))?;
+        let dev = UringDevice::open(path, UringOptions::default())
+            .with_context(|| format!("storage.device: opening {} (O_DIRECT, io_uring)", st.device))?;
+        (Box::new(dev), blank)
+    };
+    if blank {
+        Store::format(&*dev, FormatOptions { max_objects: u64::from(st.objects_max), journal_blocks: 0 })
+            .with_context(|| format!("formatting {}", st.device))?;
+        tracing::info!(device = %st.device, size_mb = st.size_mb, "storage device formatted");
+    }
+    let store = Store::open(&*dev, StoreConfig { max_requests: st.requests_max.min(1024) as usize, checkpoint_depth: 8 })
+        .with_context(|| format!("opening the object store on {}", st.device))?;
+    tracing::info!(
+        device = %dev.describe(),
+        objects = store.index().len(),
+        object_prefix = %st.object_prefix,
+        "object store opened"
+    );
+    let svc = crate::objservice::ObjectService::new(store, udp_port, st.requests_max as usize, st.assemblies_max as usize);
+    Ok((dev, svc))
 }

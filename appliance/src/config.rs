@@ -606,6 +606,28 @@ pub struct Config {
     /// Carrier-grade NAT44; `None` (the default) turns it off.
     #[serde(skip)]
     pub nat: Option<Nat>,
+    /// The object storage service; `None` (the default) turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+}
+
+/// The object storage service (`storage:`), docs/storage-service.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    /// The node's object prefix (a /64): replica addresses are this prefix
+    /// plus the object id.
+    pub object_prefix: Ipv6Cidr,
+    /// The block device or raw file holding the objects, or `ram` (memory,
+    /// lost at exit: for tests).
+    pub device: String,
+    /// Size of the file created when `device` does not exist, and of `ram`.
+    pub size_mb: u32,
+    /// Objects the store can hold (fixed when the device is formatted).
+    pub objects_max: u32,
+    /// Requests held at once (waiting for I/O); more are answered `busy`.
+    pub requests_max: u32,
+    /// Chunks being assembled from fragments at once.
+    pub assemblies_max: u32,
 }
 
 /// NAT44 (`nat:`): port roles, the pool and the mapping server's tables.
@@ -1311,6 +1333,7 @@ impl Config {
                 random_seed: n.seeded.then_some(n.table.random_seed),
                 mapper_idle_backoff: n.mapper_idle_backoff,
             }),
+            storage: self.storage.as_ref(),
         };
         serde_yaml_ng::to_string(&view).expect("the effective configuration serializes")
     }
@@ -1347,6 +1370,8 @@ struct View<'a> {
     storage_service: &'a StorageService,
     #[serde(skip_serializing_if = "Option::is_none")]
     nat: Option<NatView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<&'a Storage>,
 }
 
 #[derive(Serialize)]
@@ -1448,6 +1473,18 @@ mod defaults {
     pub fn mtu() -> i64 {
         MTU
     }
+    pub fn storage_size_mb() -> i64 {
+        256
+    }
+    pub fn storage_objects_max() -> i64 {
+        65536
+    }
+    pub fn storage_requests_max() -> i64 {
+        256
+    }
+    pub fn storage_assemblies_max() -> i64 {
+        64
+    }
     pub fn encap_mode() -> super::EncapMode {
         super::EncapMode::Encaps
     }
@@ -1470,6 +1507,22 @@ struct RawConfig {
     srv6: RawSrv6,
     storage_service: RawStorageService,
     nat: Option<RawNat>,
+    storage: Option<RawStorage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    object_prefix: String,
+    device: String,
+    #[serde(default = "defaults::storage_size_mb")]
+    size_mb: i64,
+    #[serde(default = "defaults::storage_objects_max")]
+    objects_max: i64,
+    #[serde(default = "defaults::storage_requests_max")]
+    requests_max: i64,
+    #[serde(default = "defaults::storage_assemblies_max")]
+    assemblies_max: i64,
 }
 
 #[derive(Deserialize)]
@@ -1930,6 +1983,10 @@ fn validate(raw: RawConfig) -> Res<Config> {
         }
         _ => {}
     }
+    let storage = match raw.storage {
+        None => None,
+        Some(r) => Some(validate_storage(r, &ports, lcores.workers.len())?),
+    };
     check_mbufs(&mempool, &ports, &lcores)?;
     if let Some(n) = &nat {
         check_nat_mbufs(&mempool, n, lcores.workers.len())?;
@@ -1949,6 +2006,59 @@ fn validate(raw: RawConfig) -> Res<Config> {
         srv6,
         storage_service,
         nat,
+        storage,
+    })
+}
+
+fn validate_storage(r: RawStorage, ports: &[Port], workers: usize) -> Res<Storage> {
+    let object_prefix: Ipv6Cidr = r
+        .object_prefix
+        .parse()
+        .map_err(|e: String| ConfigError::invalid("storage.object_prefix", e))?;
+    if object_prefix.len != 64 {
+        return Err(ConfigError::invalid(
+            "storage.object_prefix",
+            format!("{} must be a /64 (the object id is the interface identifier)", r.object_prefix),
+        ));
+    }
+    if object_prefix.addr != object_prefix.network() {
+        return Err(ConfigError::invalid(
+            "storage.object_prefix",
+            format!("{} has host bits set (the network is {}/64)", r.object_prefix, object_prefix.network()),
+        ));
+    }
+    if object_prefix.addr.is_multicast() || (object_prefix.addr.segments()[0] & 0xffc0) == 0xfe80 {
+        return Err(ConfigError::invalid("storage.object_prefix", "must be a global unicast prefix"));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        for (k, c) in p.ipv6.iter().enumerate() {
+            if c.overlaps(&object_prefix) {
+                return Err(ConfigError::invalid(
+                    "storage.object_prefix",
+                    format!("overlaps ports[{i}].ipv6[{k}] ({}/{})", c.addr, c.len),
+                ));
+            }
+        }
+    }
+    if r.device.is_empty() || (r.device != "ram" && !r.device.starts_with('/')) {
+        return Err(ConfigError::invalid(
+            "storage.device",
+            format!("{:?}: an absolute path of a block device or file, or \"ram\"", r.device),
+        ));
+    }
+    if workers != 1 {
+        return Err(ConfigError::invalid(
+            "storage",
+            format!("the storage service runs on one worker for now; lcores.workers has {workers} entries"),
+        ));
+    }
+    Ok(Storage {
+        object_prefix,
+        device: r.device,
+        size_mb: range("storage.size_mb", r.size_mb, 16, 1 << 20)?,
+        objects_max: range("storage.objects_max", r.objects_max, 1, 1 << 24)?,
+        requests_max: range("storage.requests_max", r.requests_max, 1, 65536)?,
+        assemblies_max: range("storage.assemblies_max", r.assemblies_max, 1, 4096)?,
     })
 }
 
@@ -5320,5 +5430,32 @@ nat:
         // A mapper lcore without NAT is refused too.
         let e = err(&BASE.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }]\n  mapper: { lcore: 2 }\nports:"));
         assert!(e.starts_with("lcores.mapper: only used with nat"), "{e}");
+    }
+
+    #[test]
+    fn storage_section() {
+        let yaml = format!("{BASE}storage:\n  object_prefix: \"2001:db8:f0:1::/64\"\n  device: ram\n");
+        let c = ok(&yaml);
+        let st = c.storage.as_ref().unwrap();
+        assert_eq!(st.object_prefix.len, 64);
+        assert_eq!(st.size_mb, 256);
+        assert_eq!(ok(&c.to_yaml()), c);
+        let cases: &[(&str, &str)] = &[
+            ("object_prefix: \"2001:db8:f0:1::/64\"", "storage.object_prefix: ... must be a /64"),
+            ("device: ram", "storage.device: \"disk.img\": an absolute path"),
+        ];
+        let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:f0:1::/48"));
+        assert!(e.starts_with("storage.object_prefix: 2001:db8:f0:1::/48 must be a /64"), "{e}");
+        let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:f0:1::5/64"));
+        assert!(e.contains("host bits"), "{e}");
+        let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:1::/64"));
+        assert!(e.starts_with("storage.object_prefix: overlaps ports[0].ipv6[0]"), "{e}");
+        let e = err(&yaml.replace("device: ram", "device: disk.img"));
+        assert!(e.starts_with(cases[1].1), "{e}");
+        let e = err(&format!("{yaml}  size_mb: 1\n"));
+        assert!(e.starts_with("storage.size_mb: must be 16..="), "{e}");
+        let two = yaml.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }, { lcore: 2 }]\nports:");
+        let e = err(&two.replace("qpairs=1", "qpairs=2"));
+        assert!(e.starts_with("storage: the storage service runs on one worker"), "{e}");
     }
 }

@@ -177,6 +177,9 @@ pub enum NextHop {
     Encap(u16),
     /// A NAT pool address: inbound NAT (translated, then routed again).
     NatPool,
+    /// An address in the node's object prefix: a replica address of the
+    /// storage service (UDP to its port), otherwise treated as our own.
+    Objects,
 }
 
 /// Why the tables could not be built.
@@ -256,6 +259,8 @@ pub struct L3 {
     neigh: Arc<NeighborTable>,
     pub(crate) srv6: Srv6Tables,
     nat: Option<NatPlan>,
+    /// The object prefix's storage service UDP port (0: no storage service).
+    objects_port: u16,
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291 App. A).
@@ -297,8 +302,22 @@ impl L3 {
         nat: Option<NatPlan>,
         neigh: Arc<NeighborTable>,
     ) -> Result<L3, L3Error> {
+        Self::build(ports, routes, srv6, nat, None, neigh)
+    }
+
+    /// Everything: as [`L3::with_nat`], plus the storage service's object
+    /// prefix (a /64 routed to [`NextHop::Objects`]) and UDP port.
+    pub fn build(
+        ports: Vec<PortInfo>,
+        routes: &[RouteSpec],
+        srv6: &Srv6Config,
+        nat: Option<NatPlan>,
+        objects: Option<(Ipv6Addr, u16)>,
+        neigh: Arc<NeighborTable>,
+    ) -> Result<L3, L3Error> {
         let n_pool = nat.as_ref().map_or(0, |n| n.pool.len());
         let n_routes = routes.len()
+            + 1
             + srv6.sids.len()
             + srv6.policies.len()
             + ports.iter().map(|p| 2 * (p.ipv4.len() + p.ipv6.len())).sum::<usize>();
@@ -346,6 +365,9 @@ impl L3 {
         for (i, sid) in srv6.sids.iter().enumerate() {
             add(IpAddr::V6(sid.sid), 128, NextHop::Sid(i as u16))?;
         }
+        if let Some((prefix, _)) = objects {
+            add(IpAddr::V6(prefix), 64, NextHop::Objects)?;
+        }
         // Own addresses last: a /32 or /128 always wins.
         for (i, p) in ports.iter().enumerate() {
             let port = i as u16;
@@ -370,7 +392,7 @@ impl L3 {
                 hosts4.insert(u128::from(u32::from(*a)), idx);
             }
         }
-        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default(), nat };
+        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default(), nat, objects_port: objects.map_or(0, |o| o.1) };
         l3.srv6 = Srv6Tables::build(&l3, srv6).map_err(L3Error::Srv6)?;
         Ok(l3)
     }
@@ -576,9 +598,9 @@ impl L3 {
                 }
                 self.h_encaps(pkt, in_port, policy, ws)
             }
-            // IPv4 to an IPv6 SID cannot happen, and pool addresses are
-            // handled above (or NAT is off); keep the match total.
-            NextHop::Sid(_) | NextHop::NatPool => Verdict::Drop(DropReason::Ipv4NotRouted),
+            // IPv4 to an IPv6 SID or object prefix cannot happen, and pool
+            // addresses are handled above (or NAT is off); keep the match total.
+            NextHop::Sid(_) | NextHop::NatPool | NextHop::Objects => Verdict::Drop(DropReason::Ipv4NotRouted),
             NextHop::Forward { port, via } => {
                 if l2_multicast {
                     return Verdict::Drop(DropReason::EthMulticastNotForwarded);
@@ -783,8 +805,20 @@ impl L3 {
                 Verdict::Punt(PuntReason::NoRoute)
             };
         };
+        if nh == NextHop::Objects {
+            if l2_multicast {
+                return Verdict::Drop(DropReason::EthMulticastNotForwarded);
+            }
+            let l4 = &ip_buf[ipv6::HEADER_LEN..ip_len];
+            if next_header == ipv4::Protocol::UDP
+                && l4.len() >= 8
+                && u16::from_be_bytes([l4[2], l4[3]]) == self.objects_port
+            {
+                return Verdict::Punt(PuntReason::Storage);
+            }
+        }
         match nh {
-            NextHop::Local { .. } => {
+            NextHop::Local { .. } | NextHop::Objects => {
                 if next_header == ipv4::Protocol::ICMPV6 {
                     let icmp = &ip_buf[ipv6::HEADER_LEN..ip_len];
                     if is_nd_type(icmp) {

@@ -56,6 +56,8 @@ pub struct MetricsSource {
     /// Asks the mapping core for session listings (with NAT on).
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
+    /// The storage service's counters (with `storage:` configured).
+    pub storage: Option<Arc<crate::objservice::ServiceCounters>>,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -312,6 +314,21 @@ impl MetricsSource {
 
         if let Some(n) = &self.nat {
             self.render_nat(&mut reg, n);
+        }
+        if let Some(st) = &self.storage {
+            for (name, help, v) in [
+                ("storage_requests", "Requests to the storage service", st.requests.get()),
+                ("storage_replies", "Replies of the storage service", st.replies.get()),
+                ("storage_bad_requests", "Storage requests dropped or refused as malformed", st.bad_requests.get()),
+                ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", st.busy.get()),
+                ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", st.checksum_failures.get()),
+                ("storage_chunks_written", "Chunks made durable", st.chunks_written.get()),
+                ("storage_written_bytes", "Object bytes made durable", st.bytes_written.get()),
+                ("storage_read_bytes", "Object bytes sent in replies", st.bytes_read.get()),
+                ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", st.assemblies_expired.get()),
+            ] {
+                counter_family(&mut reg, name, help, [(Labels::new(), v)]);
+            }
         }
 
         let mut out = String::new();

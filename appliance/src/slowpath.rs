@@ -162,6 +162,7 @@ impl<P: PacketBuf> SlowPath<P> {
             }
             // Workers send these to the mapping core, never here.
             PuntReason::NatMiss => self.counters.drops.inc(DropReason::NatNoState),
+            PuntReason::Storage => self.counters.drops.inc(DropReason::StorageNoService),
         }
     }
 

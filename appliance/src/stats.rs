@@ -202,6 +202,9 @@ reasons!(
         NatNoState => "nat_no_state",
         /// A translated packet routed back to a pool address.
         NatLoop => "nat_loop",
+        /// A storage request on a core without the storage service, or
+        /// one the service could not parse (see its counters).
+        StorageNoService => "storage_no_service",
     }
 );
 
@@ -230,6 +233,9 @@ reasons!(
         /// No NAT cache entry: the packet went to the mapping core (not to
         /// the control core) and is held until it answers.
         NatMiss => "nat_miss",
+        /// A request to a replica address: handed to the worker's storage
+        /// service (held until its I/O completes).
+        Storage => "storage",
     }
 );
 

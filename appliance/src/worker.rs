@@ -21,6 +21,7 @@ use crate::config::IdleBackoff;
 use crate::l3::{Verdict, WorkerState, L3};
 use crate::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
 use crate::natcore::NatClock;
+use crate::objservice::ObjectService;
 use crate::stats::PuntReason;
 use crate::srv6::punt_tag;
 use crate::stats::{Counter, DropCounters, DropReason, PuntCounters};
@@ -76,6 +77,8 @@ pub struct Worker {
     pub state: WorkerState,
     /// The rings to and from the NAT mapping core (with NAT on).
     pub nat: Option<NatLink>,
+    /// The object storage service (with `storage:` configured).
+    pub storage: Option<ObjectService<Mbuf>>,
 }
 
 /// A worker's side of the NAT mapping core: held packets and activity
@@ -96,6 +99,7 @@ struct Outputs<'a> {
     punt: &'a mut RingProducer,
     nat_burst: &'a mut Burst,
     nat: Option<&'a mut NatLink>,
+    storage: Option<&'a mut ObjectService<Mbuf>>,
 }
 
 impl Outputs<'_> {
@@ -103,6 +107,19 @@ impl Outputs<'_> {
     fn dispatch(&mut self, c: &WorkerCounters, verdict: Verdict, punt_arg: u32, mut m: Mbuf) {
         match verdict {
             Verdict::Forward(out) => push_tx(self.tx_bufs, self.tx, c, out, m),
+            Verdict::Punt(PuntReason::Storage) => {
+                c.punts.inc(PuntReason::Storage);
+                match self.storage.as_deref_mut() {
+                    Some(svc) => {
+                        // Answered at once (errors, retries), or held until its I/O completes.
+                        if let Some(reply) = svc.request(m) {
+                            let port = reply.port();
+                            push_tx(self.tx_bufs, self.tx, c, port, reply);
+                        }
+                    }
+                    None => c.drops.inc(DropReason::StorageNoService),
+                }
+            }
             Verdict::Punt(PuntReason::NatMiss) => {
                 c.punts.inc(PuntReason::NatMiss);
                 let Some(link) = self.nat.as_deref_mut() else {
@@ -140,6 +157,7 @@ impl Worker {
         let mut rx_burst = Burst::new();
         let mut punt_burst = Burst::new();
         let mut nat_burst = Burst::new();
+        let mut storage_replies: Vec<Mbuf> = Vec::with_capacity(1024);
         let burst_size = self.burst_size.clamp(1, BURST_MAX);
         let mut empty_polls: u32 = 0;
         let c = self.counters.clone();
@@ -157,6 +175,7 @@ impl Worker {
                 punt: &mut self.punt,
                 nat_burst: &mut nat_burst,
                 nat: self.nat.as_mut(),
+                storage: self.storage.as_mut(),
             };
             for (ri, rx) in self.rx.iter_mut().enumerate() {
                 let n = rx.queue.rx_burst(&mut rx_burst, burst_size);
@@ -218,6 +237,15 @@ impl Worker {
                     } else {
                         c.drops.inc(DropReason::EthNotForUs);
                     }
+                }
+            }
+            // Storage I/O that completed: its replies go out.
+            if let Some(svc) = out.storage.as_deref_mut() {
+                svc.poll(&mut storage_replies);
+                work += storage_replies.len();
+                for m in storage_replies.drain(..) {
+                    let port = m.port();
+                    push_tx(out.tx_bufs, out.tx, &c, port, m);
                 }
             }
             flush_ring(out.punt, out.punt_burst, &c.drops, DropReason::PuntRingFull);

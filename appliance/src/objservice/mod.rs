@@ -112,7 +112,7 @@ pub struct ObjectService<P: PacketBuf> {
     free: Vec<usize>,
     assemblies: Vec<Assembly>,
     completions: Vec<StoreCompletion>,
-    pub counters: ServiceCounters,
+    pub counters: std::sync::Arc<ServiceCounters>,
 }
 
 /// A parsed request.
@@ -144,7 +144,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 })
                 .collect(),
             completions: Vec::with_capacity(64),
-            counters: ServiceCounters::default(),
+            counters: std::sync::Arc::new(ServiceCounters::default()),
         }
     }
 
@@ -254,7 +254,7 @@ impl<P: PacketBuf> ObjectService<P> {
         let off = hdr.offset;
         let len = hdr.length as usize;
         let expected = if size == 0 { 0 } else { (size.saturating_sub(off)).min(FRAGMENT as u64) as usize };
-        if off % FRAGMENT as u64 != 0 || (size > 0 && off >= size) || (size == 0 && off != 0) || len != expected || avail < len {
+        if !off.is_multiple_of(FRAGMENT as u64) || (size > 0 && off >= size) || (size == 0 && off != 0) || len != expected || avail < len {
             return bad(self, &mut pkt, sh::status::BAD_REQUEST).then_some(pkt);
         }
         let chunk = (off / CHUNK as u64) as u32;
