@@ -9,8 +9,10 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Largest body accepted, either way.
+/// Largest response body the client accepts (etcd range answers can be large).
 pub const MAX_BODY: usize = 16 << 20;
+/// Largest request body the server accepts (every API request is small).
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
 const MAX_HEADERS: usize = 16 << 10;
 
 /// A parsed request.
@@ -102,13 +104,13 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Option<(String, Headers)>> {
     )))
 }
 
-fn content_length(headers: &[(String, String)]) -> io::Result<Option<usize>> {
+fn content_length(headers: &[(String, String)], max: usize) -> io::Result<Option<usize>> {
     match header(headers, "content-length") {
         None => Ok(None),
         Some(v) => {
             let n: usize = v.parse().map_err(|_| bad("bad Content-Length"))?;
-            if n > MAX_BODY {
-                return Err(bad("body too large"));
+            if n > max {
+                return Err(bad(format!("body of {n} bytes, more than {max}")));
             }
             Ok(Some(n))
         }
@@ -137,7 +139,7 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
     if header(&headers, "transfer-encoding").is_some() {
         return Err(bad("chunked request bodies are not supported"));
     }
-    let body = match content_length(&headers)? {
+    let body = match content_length(&headers, MAX_REQUEST_BODY)? {
         Some(n) => read_exact_body(r, n)?,
         None => Vec::new(),
     };
@@ -251,7 +253,7 @@ pub fn call(
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     {
         read_chunked(&mut r)?
-    } else if let Some(n) = content_length(&headers)? {
+    } else if let Some(n) = content_length(&headers, MAX_BODY)? {
         read_exact_body(&mut r, n)?
     } else {
         let mut b = Vec::new();

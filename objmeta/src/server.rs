@@ -182,6 +182,14 @@ fn serve_connection(svc: &MetadataService, stream: TcpStream) {
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 let (status, body) = error_body(400, "invalid", &e.to_string());
                 let _ = http::write_response(&mut w, status, &body, false);
+                // Closing with unread input would reset the connection and the client might
+                // lose the answer: half-close, then discard what is still coming (bounded).
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&mut r, 4 * http::MAX_REQUEST_BODY as u64),
+                    &mut std::io::sink(),
+                );
                 return;
             }
             Err(_) => return,

@@ -152,7 +152,8 @@ impl MetadataService {
 
     /// Adds a node, or updates a known one (a node that restarts registers again). The node
     /// counts as heard from now. Refused when another node already has the same object prefix
-    /// or storage SID.
+    /// or storage SID, and when a known node comes with another object prefix (its objects'
+    /// replica addresses lie in the old one).
     pub fn register(&self, reg: NodeRegistration) -> Result<Node, MetaError> {
         validate_node_id(&reg.id)?;
         if reg.failure_domain.is_empty() {
@@ -187,6 +188,16 @@ impl MetadataService {
         let key = node_key(&reg.id);
         for _ in 0..CAS_ATTEMPTS {
             let old = self.store.get(key.as_bytes())?;
+            if let Some(raw) = &old {
+                let known: Node = from_json(&key, raw)?;
+                if known.object_prefix != reg.object_prefix {
+                    // Its objects' replica addresses are in the old prefix.
+                    return Err(MetaError::Conflict(format!(
+                        "node {} has object prefix {}, not {}: deregister it first to re-address it",
+                        reg.id, known.object_prefix, reg.object_prefix
+                    )));
+                }
+            }
             let now = self.clock.now_ms();
             let node = Node {
                 id: reg.id.clone(),
@@ -321,8 +332,8 @@ impl MetadataService {
         for _ in 0..CAS_ATTEMPTS {
             // 1. The id: given, bound to the name already, or freshly allocated and bound.
             // `bound`: this round bound the name (so a failed placement must unbind it).
-            let (id, fresh, bound) = match &req.name {
-                None => (req.id.expect("checked above"), false, false),
+            let (id, bound) = match &req.name {
+                None => (req.id.expect("checked above"), false),
                 Some(name) => {
                     let nkey = name_key(name);
                     match self.get::<NameBinding>(&nkey)? {
@@ -333,7 +344,7 @@ impl MetadataService {
                                     b.id
                                 )));
                             }
-                            (b.id, false, false)
+                            (b.id, false)
                         }
                         None => {
                             let id = match req.id {
@@ -347,7 +358,7 @@ impl MetadataService {
                             {
                                 continue; // someone bound the name meanwhile: look again
                             }
-                            (id, req.id.is_none(), true)
+                            (id, true)
                         }
                     }
                 }
@@ -355,14 +366,21 @@ impl MetadataService {
             // 2. The object record.
             let okey = object_key(id);
             if let Some((m, _)) = self.get::<ObjectMeta>(&okey)? {
-                if fresh && m.name != req.name {
-                    // An allocated id that an explicit create took: give the name back, retry.
-                    // (Same name: a concurrent create of this name saw our binding and wrote
-                    // the object first; it is ours, compared below.)
+                if req.name.is_some() && m.name != req.name {
+                    // The name binding (ours or found) points at an object that does not carry
+                    // this name: an allocated id that an explicit create took, or a binding a
+                    // racing or crashed creator has not released. Unbind it (only if it is
+                    // unchanged) and look again, unless the taken id is the one we asked for.
                     let b = to_json(&NameBinding { id });
-                    let nkey = name_key(req.name.as_deref().expect("fresh implies a name"));
+                    let nkey = name_key(req.name.as_deref().expect("checked"));
                     self.store
                         .compare_and_swap(nkey.as_bytes(), Some(&b), None)?;
+                    if req.id == Some(id) {
+                        return Err(MetaError::AlreadyExists(format!(
+                            "object {id:#x} exists with name {:?}",
+                            m.name
+                        )));
+                    }
                     continue;
                 }
                 if m.state == ObjectState::Deleting {

@@ -129,6 +129,13 @@ fn the_api_through_meta_client() {
     let (s, v) = raw("POST", "/objects", Some(b"{not json"));
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid")));
     assert!(v["message"].as_str().unwrap().contains("request body"));
+    let huge = vec![b' '; http::MAX_REQUEST_BODY + 1];
+    let (s, v) = raw("POST", "/objects", Some(&huge));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid")),
+        "oversized body refused unread"
+    );
     let (s, v) = raw("PUT", "/objects", None);
     assert_eq!((s, v["error"].as_str()), (405, Some("method_not_allowed")));
     let (s, _) = raw("GET", "/nope", None);

@@ -278,6 +278,18 @@ pub fn membership_and_health(svc: &MetadataService, clock: &ManualClock) {
         svc.register(reg(7, "", GB)),
         Err(MetaError::Invalid(_))
     ));
+    let mut moved = reg(2, "rack-c", GB);
+    moved.object_prefix = "2001:db8:ffff:1::/64".parse().unwrap();
+    assert!(
+        matches!(svc.register(moved), Err(MetaError::Conflict(_))),
+        "a known node keeps its prefix"
+    );
+    let mut new_sid = reg(2, "rack-c", GB);
+    new_sid.storage_sid = "fc00:ffff::100".parse().unwrap();
+    assert_eq!(
+        svc.register(new_sid).unwrap().storage_sid,
+        "fc00:ffff::100".parse::<Ipv6Addr>().unwrap()
+    );
     let mut bad = reg(7, "rack-a", GB);
     bad.id = "bad id".into();
     assert!(matches!(svc.register(bad), Err(MetaError::Invalid(_))));
