@@ -237,7 +237,12 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             tx.push(port.tx_queue(w as u16)?);
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
-        let mut state = WorkerState::new(&l3, Box::new(responder_from(cfg)));
+        // Steering decides on the object service's real queue depth when it exists.
+        let service: Box<dyn crate::srv6::LocalService> = match &storage_service {
+            Some(svc) => Box::new(crate::objservice::LoadView { load: svc.load(), responder: responder_from(cfg) }),
+            None => Box::new(responder_from(cfg)),
+        };
+        let mut state = WorkerState::new(&l3, service);
         sid_counters.push(state.sid_counters.clone());
         if let Some(n) = &cfg.nat {
             let t = &n.table;

@@ -261,6 +261,8 @@ pub struct L3 {
     nat: Option<NatPlan>,
     /// The object prefix's storage service UDP port (0: no storage service).
     objects_port: u16,
+    /// The node's object prefix (with the storage service).
+    objects_prefix: Option<Ipv6Addr>,
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291 App. A).
@@ -392,7 +394,7 @@ impl L3 {
                 hosts4.insert(u128::from(u32::from(*a)), idx);
             }
         }
-        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default(), nat, objects_port: objects.map_or(0, |o| o.1) };
+        let mut l3 = L3 { ports, routes4, routes6, hosts4, hosts6, nexthops, neigh, srv6: Srv6Tables::default(), nat, objects_port: objects.map_or(0, |o| o.1), objects_prefix: objects.map(|o| o.0) };
         l3.srv6 = Srv6Tables::build(&l3, srv6).map_err(L3Error::Srv6)?;
         Ok(l3)
     }
@@ -403,6 +405,11 @@ impl L3 {
 
     pub fn neighbors(&self) -> &Arc<NeighborTable> {
         &self.neigh
+    }
+
+    /// The storage service's object prefix, when it is configured.
+    pub fn objects_prefix(&self) -> Option<Ipv6Addr> {
+        self.objects_prefix
     }
 
     /// The NAT layout, when NAT is configured.

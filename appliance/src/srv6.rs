@@ -630,7 +630,7 @@ impl L3 {
             }
             _ => p.dst,
         };
-        let (client_port, request) = {
+        let (client_port, request, udp_total) = {
             let data = pkt.data();
             let udp = &data[upper_off..end];
             let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
@@ -649,9 +649,37 @@ impl L3 {
             let Ok(req) = storage::Packet::new_checked(&udp[8..]) else {
                 return self.sid_drop(ws, sid, DropReason::StorageBadRequest);
             };
-            (u16::from_be_bytes([udp[0], udp[1]]), storage::Repr::parse(&req))
+            (u16::from_be_bytes([udp[0], udp[1]]), storage::Repr::parse(&req), udp_len)
         };
         ws.sid_counters[usize::from(sid)].accepted.inc();
+        if let Some(prefix) = self.objects_prefix() {
+            // The object service takes it: it becomes a plain request to the
+            // object's replica address here (extension headers removed, UDP
+            // checksum over the new pseudo-header), served and answered from
+            // that address, which tells the client who accepted.
+            let replica = Ipv6Addr::from(u128::from(prefix) | u128::from(request.object_id));
+            let data = pkt.data_mut();
+            data.copy_within(upper_off..upper_off + udp_total, ETH + IP6);
+            if !pkt.set_len(ETH + IP6 + udp_total) {
+                return self.sid_drop(ws, sid, DropReason::StorageBadRequest);
+            }
+            let data = pkt.data_mut();
+            {
+                let mut ip = ipv6::Packet::new_unchecked(&mut data[ETH..]);
+                ip.set_payload_len(udp_total as u16);
+                ip.set_next_header(Protocol::UDP);
+                ip.set_dst_addr(replica);
+            }
+            let udp = &mut data[ETH + IP6..ETH + IP6 + udp_total];
+            udp[6..8].fill(0);
+            let sum = checksum::add(
+                checksum::pseudo_header_v6(p.src, replica, Protocol::UDP.0, udp_total as u32),
+                checksum::sum(udp),
+            );
+            let c = !sum;
+            udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+            return Verdict::Punt(PuntReason::Storage);
+        }
         // The reply: Ethernet back to the sender, IPv6 from the SID, UDP.
         let accepted_by = self.srv6.sids[usize::from(sid)].sid;
         let mut body = [0u8; 128];

@@ -2088,3 +2088,43 @@ fn seed_frames_are_handled_as_intended() {
         assert_eq!(l3.process_frame(&mut f, IN, &mut w), e, "seed {i}");
     }
 }
+
+/// With the object service configured, an accepted storage request becomes a
+/// plain request to the object's replica address here (SRH removed, UDP
+/// checksum over the new pseudo-header) and goes to the service; the service
+/// answers it from that address.
+#[test]
+fn accepted_request_goes_to_the_object_service() {
+    let prefix = Ipv6Addr::new(0x2001, 0xdb8, 0xf0, 1, 0, 0, 0, 0);
+    let (table, mut w) = NeighborTable::new(64);
+    let l3 = L3::build(ports(1500), &srv6_routes(), &srv6_config(None), None, Some((prefix, SERVICE_PORT)), table).unwrap();
+    resolve(&mut w);
+    let mut ws = ws_with(&l3, 0, &[]);
+    // Last candidate (SL 0): always accepts.
+    let mut frame = storage_request(&[SID_NBL, B1], 0, SERVICE_PORT, &probe(5, 0x2a));
+    let v = l3.process_frame(&mut frame, IN, &mut ws);
+    assert_eq!(v, Verdict::Punt(PuntReason::Storage));
+    let ip = ip6_of(&frame);
+    assert_eq!(ip.dst_addr(), Ipv6Addr::from(u128::from(prefix) | 0x2a), "to the replica address");
+    assert_eq!(ip.src_addr(), HOST_V6);
+    assert_eq!(ip.next_header(), Protocol::UDP, "SRH removed");
+    let seg = ip.payload();
+    assert!(udp_valid(HOST_V6, ip.dst_addr(), seg), "UDP checksum over the new pseudo-header");
+    assert_eq!(&seg[8..8 + storage::HEADER_LEN], &probe(5, 0x2a)[..]);
+    assert_eq!(ws.sid_counters[I_NBL].accepted.get(), 1);
+    // The service answers it (a probe: at once, from the replica address).
+    let dev = objstore::blk::RamDevice::new(1024, 3);
+    objstore::Store::format(&dev, objstore::FormatOptions { max_objects: 16, journal_blocks: 0 }).unwrap();
+    let store = objstore::Store::open(&dev, objstore::StoreConfig::default()).unwrap();
+    let mut svc = crate::objservice::ObjectService::<VecBuf>::new(store, SERVICE_PORT, 8, 2);
+    let reply = svc.request(VecBuf::from_frame(&frame, IN)).expect("a probe is answered at once").to_vec();
+    let rip = ip6_of(&reply);
+    assert_eq!(rip.src_addr(), Ipv6Addr::from(u128::from(prefix) | 0x2a));
+    assert_eq!(rip.dst_addr(), HOST_V6);
+    let body = &rip.payload()[8..];
+    let hdr = storage::Packet::new_checked(body).unwrap();
+    assert_eq!(hdr.op(), storage::Op::PROBE.reply());
+    assert_eq!(hdr.status(), storage::status::OK);
+    let pr = storage::ProbeReply::parse(hdr.data()).unwrap();
+    assert_eq!(pr.accepted_by, Ipv6Addr::from(u128::from(prefix) | 0x2a));
+}

@@ -113,6 +113,33 @@ pub struct ObjectService<P: PacketBuf> {
     assemblies: Vec<Assembly>,
     completions: Vec<StoreCompletion>,
     pub counters: std::sync::Arc<ServiceCounters>,
+    /// Requests held now, published for steering's `sr-c` decisions
+    /// ([`LoadView`]).
+    load: std::sync::Arc<crate::stats::Gauge>,
+}
+
+/// What SRv6 storage steering sees of the service: its queue depth (the
+/// requests held now) read from the worker's service, the rest from the
+/// configured responder (the UDP port; `holds-object` from the configured
+/// list).
+pub struct LoadView {
+    pub load: std::sync::Arc<crate::stats::Gauge>,
+    pub responder: crate::srv6::Responder,
+}
+
+impl crate::srv6::LocalService for LoadView {
+    fn queue_depth(&self) -> u32 {
+        self.load.get() as u32
+    }
+    fn holds(&self, object_id: u64) -> bool {
+        self.responder.holds(object_id)
+    }
+    fn serve(&mut self, request: &sh::Repr, accepted_by: Ipv6Addr, reply: &mut [u8]) -> usize {
+        self.responder.serve(request, accepted_by, reply)
+    }
+    fn udp_port(&self) -> u16 {
+        self.responder.udp_port
+    }
 }
 
 /// A parsed request.
@@ -145,7 +172,13 @@ impl<P: PacketBuf> ObjectService<P> {
                 .collect(),
             completions: Vec::with_capacity(64),
             counters: std::sync::Arc::new(ServiceCounters::default()),
+            load: std::sync::Arc::new(crate::stats::Gauge::default()),
         }
+    }
+
+    /// The gauge of held requests (for [`LoadView`]).
+    pub fn load(&self) -> std::sync::Arc<crate::stats::Gauge> {
+        self.load.clone()
     }
 
     pub fn udp_port(&self) -> u16 {
@@ -208,6 +241,14 @@ impl<P: PacketBuf> ObjectService<P> {
             Op::PUT_CHUNK => {
                 self.free.push(slot);
                 return self.put_fragment(pkt, &p, object);
+            }
+            Op::PROBE => {
+                // Steering's probe: who accepted (this replica address) and how loaded.
+                self.free.push(slot);
+                let mut body = [0u8; sh::ProbeReply::LEN];
+                let depth = self.queue_depth() as u32;
+                let _ = sh::ProbeReply { accepted_by: p.dst, queue_depth: depth }.emit(&mut body);
+                return answer_now(self, &mut pkt, sh::status::OK, &body).then_some(pkt);
             }
             _ => {
                 self.free.push(slot);
@@ -348,6 +389,7 @@ impl<P: PacketBuf> ObjectService<P> {
     /// Polls the store; every finished request's reply goes to `out` (to
     /// send out of the frame's port). Call once per worker loop.
     pub fn poll(&mut self, out: &mut Vec<P>) -> usize {
+        self.load.set(self.queue_depth() as u64);
         for a in 0..self.assemblies.len() {
             if self.assemblies[a].key.is_some() && !self.assemblies[a].submitted {
                 self.submit_ready(a);
