@@ -284,3 +284,87 @@ fn the_binary_serves_and_its_subcommands_talk_to_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
 }
+
+fn serve(bin: &str, listen: &str, store: &str) -> Kill {
+    let k = Kill(
+        Command::new(bin)
+            .args(["serve", "--listen", listen, "--store", store])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let c = MetaClient::new(listen);
+    let t0 = Instant::now();
+    while c.health().is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "objmeta serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    k
+}
+
+#[test]
+fn kill_9_during_a_stream_of_creates_loses_no_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_objmeta");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let store = format!("embedded:{}", dir.path().join("k9.db").display());
+    let mut srv = serve(bin, &listen, &store);
+    let c = MetaClient::new(listen.clone()).with_timeout(Duration::from_secs(2));
+    for i in 0..4 {
+        c.register(&common::reg(i, &format!("d{i}"), 1 << 40))
+            .unwrap();
+    }
+    // Four writers create and commit objects until the server dies under them.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let req = CreateRequest {
+                        name: Some(format!("w{w}-{i}")),
+                        size: i,
+                        ..CreateRequest::default()
+                    };
+                    let Ok(m) = c.create(&req) else { break };
+                    acked.push(m.clone());
+                    match c.commit(m.id, 1) {
+                        Ok(done) => *acked.last_mut().unwrap() = done,
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    // SIGKILL (Child::kill) to the server's PID: no chance to flush anything.
+    srv.0.kill().unwrap();
+    let _ = srv.0.wait();
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 10,
+        "only {} creates before the kill",
+        acked.len()
+    );
+    let _srv = serve(bin, &listen, &store);
+    for m in &acked {
+        let got = c.lookup(&ObjectRef::Name(m.name.clone().unwrap())).unwrap();
+        // A commit whose answer was lost may have happened: Complete is allowed then.
+        if m.state == ObjectState::Complete {
+            assert_eq!(&got, m);
+        } else {
+            assert_eq!(
+                (got.id, got.size, &got.replicas),
+                (m.id, m.size, &m.replicas)
+            );
+        }
+    }
+}
