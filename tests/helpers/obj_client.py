@@ -12,6 +12,17 @@
   obj_client.py PREFIX verify FIRST COUNT       gets objects FIRST..FIRST+COUNT-1 of a stream: prints
                                                 "good ID", "absent ID" or "wrong ID (status N)" for each
 
+With the metadata service (PREFIX is then ignored; write "-"):
+  obj_client.py - mput META NAME FILE           create NAME (size of FILE) at the metadata service META
+                                                (http://host:port), put FILE on every replica address,
+                                                commit; prints "ok ID ADDR..." only when every replica
+                                                acknowledged every chunk
+  obj_client.py - mget META NAME OUT            read NAME from its first replica that answers, failing
+                                                over; prints "ok ID from ADDR" and "bad ADDR (why)" lines
+  obj_client.py - steer SEGS OBJ                a stat request for OBJ over the storage SIDs SEGS (travel
+                                                order, comma-separated) with an SRH; prints "accepted ADDR
+                                                status N" (ADDR: the replica address that answered)
+
 PREFIX is the node's object prefix (e.g. 2001:db8:f0:1::); object OBJ lives at PREFIX + OBJ.
 Requests are retransmitted on timeout (every request is idempotent).
 """
@@ -45,17 +56,19 @@ def parse(reply):
 
 
 class Client:
-    def __init__(self, prefix):
+    def __init__(self, prefix, tries=20):
         self.prefix = prefix
+        self.tries = tries
         self.s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self.s.bind(("::", 0))
         self.rid = int.from_bytes(os.urandom(4), "big") << 20
 
-    def call_many(self, obj, reqs, window=64, timeout=0.5, tries=20):
+    def call_many(self, obj, reqs, window=64, timeout=0.5, tries=None):
         """reqs: list of (op, offset, length, flags, data). Returns [(status, data)] in order."""
         dst = (addr(self.prefix, obj), PORT)
         base = self.rid
         self.rid += len(reqs) + 1
+        tries = tries or self.tries
         results = [None] * len(reqs)
         sent_at = {}
         attempts = [0] * len(reqs)
@@ -112,6 +125,71 @@ class Client:
         return 0, bytes(out[:size])
 
 
+def http(method, url, body=None):
+    import json
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def split_replica(address):
+    a = int(ipaddress.IPv6Address(address))
+    return str(ipaddress.IPv6Address(a & ~((1 << 64) - 1))), a & ((1 << 64) - 1)
+
+
+def mput(meta, name, content):
+    m = http("POST", meta + "/objects", {"name": name, "size": len(content)})
+    addrs = [r["address"] for r in m["replicas"]]
+    for address in addrs:
+        prefix, oid = split_replica(address)
+        res = Client(prefix).put(oid, content, m["version"])
+        bad = sorted(set(st for st, _ in res if st != 0))
+        if bad:
+            return "error replica %s statuses %s" % (address, bad)
+    http("POST", meta + "/objects/%d/commit" % m["id"], {"version": m["version"]})
+    return "ok %d %s" % (m["id"], " ".join(addrs))
+
+
+def mget(meta, name):
+    import urllib.parse
+    m = http("GET", meta + "/objects?name=" + urllib.parse.quote(name))
+    lines = []
+    for r in m["replicas"]:
+        prefix, oid = split_replica(r["address"])
+        try:
+            st, data = Client(prefix, tries=4).get(oid)
+        except TimeoutError:
+            lines.append("bad %s (no answer)" % r["address"])
+            continue
+        if st != 0:
+            lines.append("bad %s (status %d)" % (r["address"], st))
+            continue
+        return data, lines + ["ok %d from %s" % (m["id"], r["address"])]
+    return None, lines + ["error no replica answered"]
+
+
+def steer(segs, obj):
+    segs = [socket.inet_pton(socket.AF_INET6, a) for a in segs.split(",")]
+    n = len(segs)
+    srh = struct.pack("!BBBBBBH", 0, 2 * n, 4, n - 1, n - 1, 0, 0) + b"".join(reversed(segs))
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, 57, srh)  # IPV6_RTHDR
+    s.bind(("::", 0))
+    s.settimeout(2)
+    final = socket.inet_ntop(socket.AF_INET6, segs[-1])
+    for _ in range(5):
+        s.sendto(request(STAT, obj, rid=4242), (final, PORT))
+        try:
+            data, addr = s.recvfrom(4096)
+        except socket.timeout:
+            continue
+        rid, status, _ = parse(data)
+        return "accepted %s status %d" % (addr[0], status)
+    return "timeout"
+
+
 def content_of(obj):
     """Deterministic 4 KiB content of object `obj` (for the stream mode)."""
     seed = obj.to_bytes(8, "big")
@@ -131,7 +209,7 @@ def hashlib_sha256(b):
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    c = Client(sys.argv[1])
+    c = Client(sys.argv[1] if sys.argv[1] != "-" else "::")
     cmd, args = sys.argv[2], sys.argv[3:]
     if cmd == "put":
         obj, path = int(args[0], 0), args[1]
@@ -170,6 +248,15 @@ def main():
             res = c.put(obj, content_of(obj))
             if all(st == 0 for st, _ in res):
                 print("acked %d" % obj, flush=True)
+    elif cmd == "mput":
+        print(mput(args[0], args[1], open(args[2], "rb").read()), flush=True)
+    elif cmd == "mget":
+        data, lines = mget(args[0], args[1])
+        if data is not None:
+            open(args[2], "wb").write(data)
+        print("\n".join(lines), flush=True)
+    elif cmd == "steer":
+        print(steer(args[0], int(args[1], 0)), flush=True)
     elif cmd == "verify":
         first, count = int(args[0]), int(args[1])
         for obj in range(first, first + count):
