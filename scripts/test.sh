@@ -14,17 +14,18 @@ log "setup"
 bash "$REPO_ROOT/scripts/setup.sh"
 use_cargo || die "cargo not found"
 
-# Namespaces left by an earlier test run that was killed (at<pid>-<tag>-h1|rtr|h2, whose pid is gone).
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^at[0-9]+-.+-(h1|rtr|h2)$' || true); do
-  pid=${ns#at}; pid=${pid%%-*}
+# Namespaces left by an earlier test run that was killed (at<pid>-…, nt<pid>-…, st<pid>-…: the
+# router, NAT and steering testbeds), whose test process is gone: ended and deleted.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(at|nt|st)[0-9]+-' || true); do
+  pid=${ns#[ans]t}; pid=${pid%%-*}
   if [ ! -e "/proc/$pid" ]; then
     info "removing stale test namespace $ns"
-    TB=${ns%-*} bash "$REPO_ROOT/scripts/testbed.sh" down >/dev/null 2>&1 || true
+    ns_delete "$ns" test.sh
   fi
 done
 
-log "build: cargo build --release -p appliance"
-cargo build --release -p appliance
+log "build: cargo build --release -p appliance -p objmeta -p objcli"
+cargo build --release -p appliance -p objmeta -p objcli
 export APPLIANCE_BIN="$REPO_ROOT/target/release/appliance"
 [ -x "$APPLIANCE_BIN" ] || die "no binary at $APPLIANCE_BIN"
 

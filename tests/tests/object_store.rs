@@ -1,7 +1,7 @@
 //! Issue 5 end to end: three storage appliances (the steering testbed: a kernel client and
 //! three appliance namespaces on one bridge), the metadata service (`objmeta serve`, in the
-//! client's namespace), and a kernel client (tests/helpers/obj_client.py). Objects are created
-//! at the metadata service, written to all three replica addresses, committed, and read back
+//! client's namespace), and kernel clients (tests/helpers/obj_client.py, and `objcli` for 100 MiB). Objects are created
+//! (0 B to 100 MiB) at the metadata service, written to all three replica addresses, committed, and read back
 //! with content checked; with one node killed, reads fail over; a steered request is accepted
 //! by the first candidate under its threshold. Run as root, serially: `sudo bash scripts/test.sh`.
 
@@ -24,19 +24,20 @@ fn node_config(k: usize) -> String {
         let mut st = serde_yaml_ng::Mapping::new();
         st.insert("object_prefix".into(), Value::from(format!("{}/64", object_prefix(k))));
         st.insert("device".into(), Value::from("ram"));
-        st.insert("size_mb".into(), Value::from(64));
+        st.insert("size_mb".into(), Value::from(160));
         v["storage"] = Value::Mapping(st);
     })
 }
 
-fn objmeta_bin() -> PathBuf {
-    for p in ["target/release/objmeta", "target/debug/objmeta"] {
-        let p = workspace_root().join(p);
+/// A workspace binary (objmeta, objcli), release build first.
+fn bin(name: &str) -> PathBuf {
+    for dir in ["target/release", "target/debug"] {
+        let p = workspace_root().join(dir).join(name);
         if p.is_file() {
             return p;
         }
     }
-    panic!("no objmeta binary: build it first (cargo build --release -p objmeta)");
+    panic!("no {name} binary: build it first (cargo build --release -p {name})");
 }
 
 /// The metadata service in the client's namespace; killed (by PID) on drop.
@@ -68,7 +69,7 @@ fn three_replicas_failover_and_steering() {
     let meta = Meta(
         Command::new("ip")
             .args(["netns", "exec", &st.ns("cl")])
-            .arg(objmeta_bin())
+            .arg(bin("objmeta"))
             .args(["serve", "--listen", "127.0.0.1:7070", "--down-after", "3600", "--store"])
             .arg(format!("embedded:{}", db.display()))
             .stdin(Stdio::null())
@@ -84,7 +85,7 @@ fn three_replicas_failover_and_steering() {
     }
     for k in 1..=3 {
         let body = format!(
-            r#"{{"id":"n{k}","object_prefix":"{}/64","storage_sid":"{}","capacity_bytes":60000000,"failure_domain":"rack{k}"}}"#,
+            r#"{{"id":"n{k}","object_prefix":"{}/64","storage_sid":"{}","capacity_bytes":150000000,"failure_domain":"rack{k}"}}"#,
             object_prefix(k),
             sid(k)
         );
@@ -116,10 +117,26 @@ fn three_replicas_failover_and_steering() {
         assert!(out.contains("ok "), "get of {len} bytes: {out}");
         assert!(std::fs::read(&back).unwrap() == data, "object of {len} bytes differs");
     }
+    // 100 MiB with the Rust client (objcli): put on three replicas, commit, get back.
+    let big = dir.path().join("big.in");
+    {
+        let mut data = vec![0u8; 100 << 20];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data).unwrap();
+        std::fs::write(&big, &data).unwrap();
+    }
+    let objcli = bin("objcli");
+    let objcli = objcli.display().to_string();
+    let out = st.exec_timeout("cl", &[&objcli, "--meta", META, "put", &big.display().to_string(), "--name", "big"], Duration::from_secs(600));
+    assert!(out.status.success(), "objcli put of 100 MiB: {}", output_text(&out));
+    let big_out = dir.path().join("big.out");
+    let out = st.exec_timeout("cl", &[&objcli, "--meta", META, "get", "big", "-o", &big_out.display().to_string()], Duration::from_secs(600));
+    assert!(out.status.success(), "objcli get of 100 MiB: {}", output_text(&out));
+    assert!(std::fs::read(&big).unwrap() == std::fs::read(&big_out).unwrap(), "the 100 MiB object differs");
+
     // Every node stored every object.
     for (k, n) in nodes.iter().enumerate() {
         let chunks = n.metric_sum("appliance_storage_chunks_written_total", &[]);
-        assert!(chunks >= (1 + 1 + 1 + 256) as f64, "node {} wrote {chunks} chunks", k + 1);
+        assert!(chunks >= (1 + 1 + 1 + 256 + 25_600) as f64, "node {} wrote {chunks} chunks", k + 1);
     }
 
     // A steered request (SRH over the three storage SIDs, none busy) is accepted by the
