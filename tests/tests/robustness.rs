@@ -520,6 +520,22 @@ print("sent", sent)
             rig.ctx()
         ),
     }
+    // The fuzz sends from h1's port and may have spoofed ARP/ND for h1's own addresses with
+    // random link-layer addresses (legitimately learned: RFC 826, RFC 4861 7.2.3). h1 then
+    // announces itself again (gratuitous ARP, unsolicited NA with override), as a host does
+    // after a link change; forwarding must work at once after that.
+    let announce = r#"
+from scapy.all import *
+conf.verb = 0
+mac = get_if_hwaddr("eth0")
+sendp(Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(op=2, hwsrc=mac, psrc="192.0.2.2", hwdst="ff:ff:ff:ff:ff:ff", pdst="192.0.2.2"), iface="eth0")
+sendp(Ether(dst="33:33:00:00:00:01", src=mac) / IPv6(src="2001:db8:1::2", dst="ff02::1", hlim=255)
+      / ICMPv6ND_NA(tgt="2001:db8:1::2", R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac), iface="eth0")
+print("announced")
+"#;
+    let out = rig.tb.exec_timeout("h1", &[&py.to_string_lossy(), "-c", announce], Duration::from_secs(60));
+    assert!(output_text(&out).contains("announced"), "{}", output_text(&out));
+    sleep(Duration::from_millis(200));
     assert_ping(&rig, "h1", H2_V4);
     assert_ping(&rig, "h1", H2_V6);
     assert_ping(&rig, "h2", "192.0.2.2");
