@@ -60,3 +60,17 @@ ns_delete() { # ns [label]
   fi
   ip netns del "$ns" 2>/dev/null || true
 }
+
+# Prints the links and addresses of each namespace given (testbed scripts' `status`).
+ns_status() { # ns...
+  local ns
+  for ns in "$@"; do
+    if ns_exists "$ns"; then
+      echo "## $ns"
+      ip -n "$ns" -br link
+      ip -n "$ns" -br addr
+    else
+      echo "## $ns: absent"
+    fi
+  done
+}

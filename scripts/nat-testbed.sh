@@ -91,18 +91,7 @@ up() {
   echo "nat testbed $TB up: $S1 (100.64.0.10) $S2 (100.64.0.11) | $SW (br0) | $RTR (apl-in, apl-out) | $SRV (198.51.100.2, .3)"
 }
 
-status() {
-  local ns
-  for ns in "${ALL[@]}"; do
-    if ns_exists "$ns"; then
-      echo "## $ns"
-      ip -n "$ns" -br link
-      ip -n "$ns" -br addr
-    else
-      echo "## $ns: absent"
-    fi
-  done
-}
+status() { ns_status "${ALL[@]}"; }
 
 cmd=${1:-}
 case "$cmd" in

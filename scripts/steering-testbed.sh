@@ -101,18 +101,7 @@ up() {
   echo "steering testbed $TB up: $CL (2001:db8:5::100) | $SW (br0) | ${APLS[*]} (apl0)"
 }
 
-status() {
-  local ns
-  for ns in "${ALL[@]}"; do
-    if ns_exists "$ns"; then
-      echo "## $ns"
-      ip -n "$ns" -br link
-      ip -n "$ns" -br addr
-    else
-      echo "## $ns: absent"
-    fi
-  done
-}
+status() { ns_status "${ALL[@]}"; }
 
 cmd=${1:-}
 case "$cmd" in

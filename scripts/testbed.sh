@@ -112,18 +112,7 @@ kernel_router() {
   echo "testbed $TB: kernel of $RTR is now the router"
 }
 
-status() {
-  local ns
-  for ns in "$H1" "$RTR" "$H2"; do
-    if ns_exists "$ns"; then
-      echo "## $ns"
-      ip -n "$ns" -br link
-      ip -n "$ns" -br addr
-    else
-      echo "## $ns: absent"
-    fi
-  done
-}
+status() { ns_status "$H1" "$RTR" "$H2"; }
 
 cmd=${1:-}
 case "$cmd" in
