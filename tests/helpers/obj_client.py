@@ -9,6 +9,8 @@
   obj_client.py PREFIX rm OBJ                   prints "ok" or "status N"
   obj_client.py PREFIX stream FIRST COUNT       puts COUNT 4 KiB objects FIRST.. (content derived from the
                                                 id), one at a time, printing "acked ID" after each
+  obj_client.py PREFIX bench FIRST COUNT        COUNT 4 KiB puts then COUNT gets of objects FIRST.., one at
+                                                a time; prints ops/s and p50/p99 latency of each
   obj_client.py PREFIX verify FIRST COUNT       gets objects FIRST..FIRST+COUNT-1 of a stream: prints
                                                 "good ID", "absent ID" or "wrong ID (status N)" for each
 
@@ -257,6 +259,27 @@ def main():
         print("\n".join(lines), flush=True)
     elif cmd == "steer":
         print(steer(args[0], int(args[1], 0)), flush=True)
+    elif cmd == "bench":
+        first, count = int(args[0]), int(args[1])
+        data = os.urandom(4096)
+        for op in ("put", "get"):
+            lat = []
+            t0 = time.perf_counter()
+            for obj in range(first, first + count):
+                t = time.perf_counter()
+                if op == "put":
+                    res = c.put(obj, data)
+                    ok = all(st == 0 for st, _ in res)
+                else:
+                    st, got = c.get(obj)
+                    ok = st == 0 and got == data
+                if not ok:
+                    sys.exit("bench: %s of object %d failed" % (op, obj))
+                lat.append(time.perf_counter() - t)
+            total = time.perf_counter() - t0
+            lat.sort()
+            print("%s 4KiB: %d ops in %.2f s = %.0f ops/s, p50 %.0f us, p99 %.0f us" % (
+                op, count, total, count / total, lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6), flush=True)
     elif cmd == "verify":
         first, count = int(args[0]), int(args[1])
         for obj in range(first, first + count):
