@@ -317,6 +317,13 @@ impl MetricsSource {
         }
         if let Some(st) = &self.storage {
             for (name, help, v) in [
+                ("storage_queue_depth", "Storage requests held now, waiting for I/O", st.queue_depth.get()),
+                ("storage_device_used_blocks", "4 KiB data blocks of the storage device in use", st.device_used_blocks.get()),
+                ("storage_device_free_blocks", "4 KiB data blocks of the storage device free", st.device_free_blocks.get()),
+            ] {
+                gauge_family(&mut reg, name, help, [(Labels::new(), v as i64)]);
+            }
+            for (name, help, v) in [
                 ("storage_requests", "Requests to the storage service", st.requests.get()),
                 ("storage_replies", "Replies of the storage service", st.replies.get()),
                 ("storage_bad_requests", "Storage requests dropped or refused as malformed", st.bad_requests.get()),
@@ -333,6 +340,15 @@ impl MetricsSource {
 
         let mut out = String::new();
         encode(&mut out, &reg).expect("encoding into a String cannot fail");
+        if let Some(st) = &self.storage {
+            let mut h = String::new();
+            storage_text(&mut h, st);
+            // Before the OpenMetrics end marker.
+            match out.rfind("# EOF") {
+                Some(i) => out.insert_str(i, &h),
+                None => out.push_str(&h),
+            }
+        }
         out
     }
 
@@ -632,4 +648,25 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
+}
+
+/// The storage latency histograms in the text format (prometheus-client
+/// builds histograms from observations only; these are single-writer
+/// counters on the worker).
+fn storage_text(out: &mut String, st: &crate::objservice::ServiceCounters) {
+    use crate::objservice::{LATENCY_BOUNDS_US, OPS};
+    out.push_str("# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n");
+    out.push_str("# TYPE appliance_storage_latency_seconds histogram\n");
+    for (i, op) in OPS.iter().enumerate() {
+        let h = &st.latency[i];
+        let mut cumulative = 0;
+        for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += h.buckets[b].get();
+            let _ = writeln!(out, "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        cumulative += h.buckets[LATENCY_BOUNDS_US.len()].get();
+        let _ = writeln!(out, "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "appliance_storage_latency_seconds_sum{{op=\"{op}\"}} {}", h.sum_us.get() as f64 / 1e6);
+        let _ = writeln!(out, "appliance_storage_latency_seconds_count{{op=\"{op}\"}} {}", h.count.get());
+    }
 }

@@ -86,6 +86,15 @@ fn objects_round_trip_through_the_appliance() {
     assert_eq!(client(&tb, &["rm", "4"]).trim(), "ok", "delete is idempotent");
     assert!(apl.metric_sum("appliance_storage_chunks_written_total", &[]) >= (1 + 1 + 1 + 2 + 256) as f64);
     assert!(apl.metric_sum("appliance_storage_read_bytes_total", &[]) >= (1 << 20) as f64);
+    // Latency histograms per operation, queue depth, device usage.
+    let m = apl.metrics();
+    let sum = |name: &str, f: &[(&str, &str)]| appliance_tests::metric_sum(&m, name, f);
+    let puts = sum("appliance_storage_latency_seconds_count", &[("op", "put")]);
+    assert!(puts >= (1 + 1 + 4 + 5 + 1024) as f64, "one latency sample per put fragment: {puts}");
+    assert_eq!(sum("appliance_storage_latency_seconds_bucket", &[("op", "put"), ("le", "+Inf")]), puts);
+    assert!(sum("appliance_storage_latency_seconds_count", &[("op", "get")]) >= 1024.0);
+    assert!(sum("appliance_storage_device_used_blocks", &[]) >= 256.0, "device usage");
+    assert!(m.contains("appliance_storage_queue_depth"), "queue depth gauge");
 }
 
 #[test]

@@ -70,6 +70,37 @@ pub struct ServiceCounters {
     pub bytes_read: Counter,
     /// Chunks dropped incomplete after [`ASSEMBLY_TIMEOUT`].
     pub assemblies_expired: Counter,
+    /// Requests held now (waiting for I/O).
+    pub queue_depth: crate::stats::Gauge,
+    /// Data blocks of the device in use and free.
+    pub device_used_blocks: crate::stats::Gauge,
+    pub device_free_blocks: crate::stats::Gauge,
+    /// Time from a request's arrival to its reply, by operation ([`OPS`]).
+    pub latency: [LatencyHistogram; 5],
+}
+
+/// The operations latency is kept for, in [`ServiceCounters::latency`] order.
+pub const OPS: [&str; 5] = ["put", "get", "stat", "delete", "list"];
+
+/// Upper bounds (µs) of the latency buckets; the last bucket is +Inf.
+pub const LATENCY_BOUNDS_US: [u64; 11] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+
+/// A latency histogram (single writer): per-bucket counts (not cumulative),
+/// the sum and the count.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    pub buckets: [Counter; 12],
+    pub sum_us: Counter,
+    pub count: Counter,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, us: u64) {
+        let i = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].inc();
+        self.sum_us.add(us);
+        self.count.inc();
+    }
 }
 
 enum Waiting {
@@ -85,6 +116,7 @@ struct Held<P> {
     pkt: P,
     object: u64,
     waiting: Waiting,
+    arrived: std::time::Instant,
 }
 
 struct Assembly {
@@ -257,7 +289,7 @@ impl<P: PacketBuf> ObjectService<P> {
         };
         match self.store.submit(req, slot as u64) {
             Ok(()) => {
-                self.held[slot] = Some(Held { pkt, object, waiting });
+                self.held[slot] = Some(Held { pkt, object, waiting, arrived: std::time::Instant::now() });
                 None
             }
             Err(e) => {
@@ -345,7 +377,7 @@ impl<P: PacketBuf> ObjectService<P> {
             asm.have |= 1 << frag;
             asm.fragments.push(slot);
         }
-        self.held[slot] = Some(Held { pkt, object, waiting: Waiting::Put });
+        self.held[slot] = Some(Held { pkt, object, waiting: Waiting::Put, arrived: std::time::Instant::now() });
         self.submit_ready(a);
         None
     }
@@ -376,6 +408,7 @@ impl<P: PacketBuf> ObjectService<P> {
         for slot in slots {
             if let Some(mut h) = self.held[slot].take() {
                 self.free.push(slot);
+                self.counters.latency[0].observe(h.arrived.elapsed().as_micros() as u64);
                 let hdr = header_of(h.pkt.data());
                 self.counters.replies.inc();
                 if reply_in_place(&mut h.pkt, &hdr, st, &[]) {
@@ -390,6 +423,9 @@ impl<P: PacketBuf> ObjectService<P> {
     /// send out of the frame's port). Call once per worker loop.
     pub fn poll(&mut self, out: &mut Vec<P>) -> usize {
         self.load.set(self.queue_depth() as u64);
+        self.counters.queue_depth.set(self.queue_depth() as u64);
+        self.counters.device_used_blocks.set(self.store.used_blocks());
+        self.counters.device_free_blocks.set(self.store.free_blocks());
         for a in 0..self.assemblies.len() {
             if self.assemblies[a].key.is_some() && !self.assemblies[a].submitted {
                 self.submit_ready(a);
@@ -429,6 +465,14 @@ impl<P: PacketBuf> ObjectService<P> {
             let Some(mut h) = self.held.get_mut(slot).and_then(Option::take) else { continue };
             self.free.push(slot);
             let hdr = header_of(h.pkt.data());
+            let op_index = match h.waiting {
+                Waiting::Put => 0,
+                Waiting::Get { .. } => 1,
+                Waiting::Stat => 2,
+                Waiting::Delete => 3,
+                Waiting::List => 4,
+            };
+            self.counters.latency[op_index].observe(h.arrived.elapsed().as_micros() as u64);
             let mut body = [0u8; 16 + FRAGMENT];
             let (st, len) = match (c.result, &h.waiting) {
                 (Ok(Reply::Get(data)), Waiting::Get { chunk, frag_off, len }) => {

@@ -138,6 +138,16 @@ fn put_get_stat_list_delete() {
     let r = exchange(&mut svc, vec![frame(4, Op::STAT, 0, 0, 0, &[])], 1);
     assert_eq!(read_reply(&r[0], 4).0, sh::status::NOT_FOUND);
     assert_eq!(svc.queue_depth(), 0);
+    // Latency was recorded for every answered operation.
+    let count = |op: usize| svc.counters.latency[op].count.get();
+    assert!(count(0) >= 1 + 1 + 1 + 3, "put fragments: {}", count(0));
+    assert!(count(1) >= 1 + 1 + 3, "get fragments");
+    assert!(count(2) >= 4, "stats");
+    assert_eq!(count(3), 1);
+    assert_eq!(count(4), 1);
+    let h = &svc.counters.latency[1];
+    assert_eq!(h.buckets.iter().map(|b| b.get()).sum::<u64>(), h.count.get());
+    assert!(svc.counters.device_used_blocks.get() > 0);
 }
 
 #[test]
