@@ -2,10 +2,12 @@
 //! three appliance namespaces on one bridge), the metadata service (`objmeta serve`, in the
 //! client's namespace), and kernel clients (tests/helpers/obj_client.py, and `objcli` for 100 MiB). Objects are created
 //! (0 B to 100 MiB) at the metadata service, written to all three replica addresses, committed, and read back
-//! with content checked; with one node killed, reads fail over; a steered request is accepted
+//! with content checked; a flipped bit on one replica's device is reported and read around;
+//! with one node killed, reads fail over; a steered request is accepted
 //! by the first candidate under its threshold. Run as root, serially: `sudo bash scripts/test.sh`.
 
 use appliance_tests::steering::{candidate_config, port_addr, sid, StorageFabric};
+use appliance_tests::storage::DeviceFile;
 use appliance_tests::testbed::workspace_root;
 use appliance_tests::{edit_yaml, output_text, Appliance};
 use serde_yaml_ng::Value;
@@ -19,11 +21,11 @@ fn object_prefix(k: usize) -> String {
     format!("2001:db8:5b:{k}::")
 }
 
-fn node_config(k: usize) -> String {
+fn node_config(k: usize, device: &DeviceFile) -> String {
     edit_yaml(&candidate_config(k, 8, 0, true), |v| {
         let mut st = serde_yaml_ng::Mapping::new();
         st.insert("object_prefix".into(), Value::from(format!("{}/64", object_prefix(k))));
-        st.insert("device".into(), Value::from("ram"));
+        st.insert("device".into(), Value::from(device.0.display().to_string()));
         st.insert("size_mb".into(), Value::from(160));
         v["storage"] = Value::Mapping(st);
     })
@@ -60,7 +62,9 @@ fn client(st: &StorageFabric, args: &[&str]) -> String {
 #[test]
 fn three_replicas_failover_and_steering() {
     let st = StorageFabric::up("objs");
-    let mut nodes: Vec<Appliance> = (1..=3).map(|k| Appliance::start_in(&st.appliance_ns(k), &node_config(k))).collect();
+    let devices: Vec<DeviceFile> = (1..=3).map(|k| DeviceFile::new(&format!("node{k}"))).collect();
+    let mut nodes: Vec<Appliance> =
+        (1..=3).map(|k| Appliance::start_in(&st.appliance_ns(k), &node_config(k, &devices[k - 1]))).collect();
     for k in 1..=3 {
         st.exec_ok("cl", &["ip", "-6", "route", "add", &format!("{}/64", object_prefix(k)), "via", &port_addr(k)]);
     }
@@ -144,6 +148,23 @@ fn three_replicas_failover_and_steering() {
     let segs = format!("{},{},{}", sid(1), sid(2), sid(3));
     let out = client(&st, &["steer", &segs, "3"]);
     assert!(out.starts_with(&format!("accepted {}3 status", object_prefix(1))), "steered stat: {out}");
+
+    // Corruption: flip a bit of obj-2 (4 KiB) on the node its reads go to first; the read
+    // is answered with status checksum there, reported, and served by another replica.
+    let first = client(&st, &["mget", META, "obj-2", &dir.path().join("y").display().to_string()]);
+    let from = first.lines().find_map(|l| l.strip_prefix("ok ")).and_then(|l| l.split(" from ").nth(1)).unwrap_or_else(|| panic!("{first}")).to_string();
+    let k = (1..=3).find(|k| from.starts_with(&format!("2001:db8:5b:{k}:"))).expect("a node's replica");
+    let (status, log) = nodes[k - 1].stop();
+    assert!(status.success(), "{log}");
+    let content = std::fs::read(dir.path().join("in2")).unwrap();
+    devices[k - 1].flip_bit_in(&content[..64], 200);
+    nodes[k - 1] = Appliance::start_in(&st.appliance_ns(k), &node_config(k, &devices[k - 1]));
+    let back = dir.path().join("repaired");
+    let out = client(&st, &["mget", META, "obj-2", &back.display().to_string()]);
+    assert!(out.contains(&format!("bad {from} (status 4)")), "the corrupted replica is reported: {out}");
+    assert!(out.contains("ok "), "read from a good replica: {out}");
+    assert!(std::fs::read(&back).unwrap() == content, "the data read is the original");
+    assert!(nodes[k - 1].metric_sum("appliance_storage_checksum_failures_total", &[]) >= 1.0);
 
     // Kill the node holding the first replica of obj-3: the read fails over.
     let first = client(&st, &["mget", META, "obj-3", &dir.path().join("x").display().to_string()]);

@@ -5,6 +5,7 @@
 //! (tests/helpers/obj_client.py); the appliance runs the demo config plus a `storage:`
 //! section. Run as root, serially: `sudo bash scripts/test.sh`.
 
+use appliance_tests::storage::DeviceFile;
 use appliance_tests::testbed::workspace_root;
 use appliance_tests::{demo_config, edit_yaml, output_text, Appliance, Testbed};
 use serde_yaml_ng::Value;
@@ -12,25 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "2001:db8:f0:1::";
-
-/// A device file under target/ (O_DIRECT needs a real file system, not tmpfs), removed on drop.
-struct DeviceFile(PathBuf);
-
-impl DeviceFile {
-    fn new(tag: &str) -> DeviceFile {
-        let dir = workspace_root().join("target/storage-test");
-        std::fs::create_dir_all(&dir).expect("create target/storage-test");
-        let p = dir.join(format!("{tag}-{}.img", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        DeviceFile(p)
-    }
-}
-
-impl Drop for DeviceFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn config(device: &Path) -> String {
     edit_yaml(&demo_config(), |v| {
@@ -164,13 +146,7 @@ fn a_corrupted_block_is_never_returned() {
 
     // Flip one bit of the object's second chunk on the device (found by its content).
     let content = std::fs::read(&src).unwrap();
-    let mut image = std::fs::read(&dev.0).unwrap();
-    let pos = image
-        .windows(64)
-        .position(|w| w == &content[4096..4096 + 64])
-        .expect("the chunk is on the device");
-    image[pos + 100] ^= 0x04;
-    std::fs::write(&dev.0, &image).unwrap();
+    dev.flip_bit_in(&content[4096..4096 + 64], 100);
 
     let apl = Appliance::start(&tb, &cfg);
     let back = dir.path().join("out");
