@@ -21,9 +21,10 @@ With the metadata service (PREFIX is then ignored; write "-"):
                                                 acknowledged every chunk
   obj_client.py - mget META NAME OUT            read NAME from its first replica that answers, failing
                                                 over; prints "ok ID from ADDR" and "bad ADDR (why)" lines
-  obj_client.py - steer SEGS OBJ                a stat request for OBJ over the storage SIDs SEGS (travel
-                                                order, comma-separated) with an SRH; prints "accepted ADDR
-                                                status N" (ADDR: the replica address that answered)
+  obj_client.py - steer SEGS OBJ [FILE]         a stat request for OBJ (or, with FILE of at most 1 KiB, a put
+                                                of FILE as OBJ) over the storage SIDs SEGS (travel order,
+                                                comma-separated) with an SRH; prints "accepted ADDR status N"
+                                                (ADDR: the replica address that answered)
 
 PREFIX is the node's object prefix (e.g. 2001:db8:f0:1::); object OBJ lives at PREFIX + OBJ.
 Requests are retransmitted on timeout (every request is idempotent).
@@ -172,7 +173,7 @@ def mget(meta, name):
     return None, lines + ["error no replica answered"]
 
 
-def steer(segs, obj):
+def steer(segs, obj, content=None):
     segs = [socket.inet_pton(socket.AF_INET6, a) for a in segs.split(",")]
     n = len(segs)
     srh = struct.pack("!BBBBBBH", 0, 2 * n, 4, n - 1, n - 1, 0, 0) + b"".join(reversed(segs))
@@ -181,8 +182,12 @@ def steer(segs, obj):
     s.bind(("::", 0))
     s.settimeout(2)
     final = socket.inet_ntop(socket.AF_INET6, segs[-1])
+    if content is None:
+        req = request(STAT, obj, rid=4242)
+    else:
+        req = request(PUT, obj, 0, len(content), 0, struct.pack("!QQ", len(content), 1) + content, rid=4242)
     for _ in range(5):
-        s.sendto(request(STAT, obj, rid=4242), (final, PORT))
+        s.sendto(req, (final, PORT))
         try:
             data, addr = s.recvfrom(4096)
         except socket.timeout:
@@ -258,7 +263,8 @@ def main():
             open(args[2], "wb").write(data)
         print("\n".join(lines), flush=True)
     elif cmd == "steer":
-        print(steer(args[0], int(args[1], 0)), flush=True)
+        content = open(args[2], "rb").read() if len(args) > 2 else None
+        print(steer(args[0], int(args[1], 0), content), flush=True)
     elif cmd == "bench":
         first, count = int(args[0]), int(args[1])
         data = os.urandom(4096)
