@@ -114,14 +114,32 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     );
     // The storage service's device and store (opened now: formatting and
     // journal replay happen before any packet is received).
-    let (storage_device, mut storage_service) = match &cfg.storage {
-        None => (None, None),
-        Some(st) => {
-            let (dev, svc) = open_storage(st, cfg.storage_service.udp_port).context("storage")?;
-            (Some(dev), Some(svc))
+    // One store per worker, each on its own device; objects sharded id % workers.
+    let mut storage_devices = Vec::new();
+    let mut storage_services = Vec::new();
+    if let Some(st) = &cfg.storage {
+        for (w, device) in st.devices.iter().enumerate() {
+            let (dev, svc) = open_storage(st, device, cfg.storage_service.udp_port)
+                .with_context(|| format!("storage (worker {w}, device {device})"))?;
+            storage_devices.push(dev);
+            storage_services.push(Some(svc));
         }
-    };
-    let storage_counters = storage_service.as_ref().map(|s| s.counters.clone());
+    }
+    let storage_counters: Vec<_> = storage_services.iter().flatten().map(|s| s.counters.clone()).collect();
+    // Hand-over rings between workers (storage requests for another worker's objects).
+    let n_storage = storage_services.len();
+    let mut storage_out: Vec<Vec<Option<rte::RingProducer>>> = (0..n_storage).map(|_| (0..n_storage).map(|_| None).collect()).collect();
+    let mut storage_in: Vec<Vec<rte::RingConsumer>> = (0..n_storage).map(|_| Vec::new()).collect();
+    for (from, outs) in storage_out.iter_mut().enumerate() {
+        for to in (0..n_storage).filter(|&t| t != from) {
+            let (p, c) = rte::MbufRing::new(&eal, &format!("apl_sto{from}_{to}"), 1024)
+                .context("creating a storage hand-over ring")?;
+            outs[to] = Some(p);
+            storage_in[to].push(c);
+        }
+    }
+    let mut storage_out = storage_out.into_iter();
+    let mut storage_in = storage_in.into_iter();
 
     let control_counters = Arc::new(ControlCounters::default());
     let slow_cfg = SlowPathConfig {
@@ -238,7 +256,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
         // Steering decides on the object service's real queue depth when it exists.
-        let service: Box<dyn crate::srv6::LocalService> = match &storage_service {
+        let service: Box<dyn crate::srv6::LocalService> = match storage_services.get(w).and_then(Option::as_ref) {
             Some(svc) => Box::new(crate::objservice::LoadView { load: svc.load(), responder: responder_from(cfg) }),
             None => Box::new(responder_from(cfg)),
         };
@@ -272,7 +290,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             idle: cfg.pipeline.idle_backoff,
             state,
             nat: nat_links.next(),
-            storage: storage_service.take(),
+            storage: storage_services.get_mut(w).and_then(Option::take),
+            storage_index: w,
+            storage_out: storage_out.next().unwrap_or_default(),
+            storage_in: storage_in.next().unwrap_or_default(),
         });
     }
 
@@ -360,7 +381,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     tracing::info!("final counters:\n{summary}");
     drop(control);
     drop(source);
-    drop(storage_device);
+    drop(storage_devices);
     drop(ports);
     drop(pool);
     drop(eal);
@@ -447,36 +468,37 @@ fn os_seeds() -> (u64, u64) {
 /// service's store. The device is returned to be kept until shutdown.
 fn open_storage(
     st: &crate::config::Storage,
+    device: &str,
     udp_port: u16,
 ) -> Result<(Box<dyn objstore::blk::BlockDevice>, crate::objservice::ObjectService<rte::Mbuf>)> {
     use objstore::blk::{BlockDevice, RamDevice, UringDevice, UringOptions};
     use objstore::{FormatOptions, Store, StoreConfig};
     let blocks = u64::from(st.size_mb) * 256;
-    let (dev, blank): (Box<dyn BlockDevice>, bool) = if st.device == "ram" {
+    let (dev, blank): (Box<dyn BlockDevice>, bool) = if device == "ram" {
         (Box::new(RamDevice::new(blocks, 1)), true)
     } else {
-        let path = std::path::Path::new(&st.device);
+        let path = std::path::Path::new(&device);
         if !path.exists() {
             UringDevice::create_file(path, blocks * 4096)
-                .with_context(|| format!("storage.device: creating {}", st.device))?;
+                .with_context(|| format!("storage.device: creating {}", device))?;
         }
         // Blank (never formatted): the first block is all zeros.
         let mut first = [0u8; 4096];
         let blank = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
             .map(|()| first.iter().all(|&b| b == 0))
-            .with_context(|| format!("storage.device: reading {}", st.device))?;
+            .with_context(|| format!("storage.device: reading {}", device))?;
         let dev = UringDevice::open(path, UringOptions::default())
-            .with_context(|| format!("storage.device: opening {} (O_DIRECT, io_uring)", st.device))?;
+            .with_context(|| format!("storage.device: opening {} (O_DIRECT, io_uring)", device))?;
         (Box::new(dev), blank)
     };
     if blank {
         Store::format(&*dev, FormatOptions { max_objects: u64::from(st.objects_max), journal_blocks: 0 })
-            .with_context(|| format!("formatting {}", st.device))?;
-        tracing::info!(device = %st.device, size_mb = st.size_mb, "storage device formatted");
+            .with_context(|| format!("formatting {}", device))?;
+        tracing::info!(device = %device, size_mb = st.size_mb, "storage device formatted");
     }
     let store = Store::open(&*dev, StoreConfig { max_requests: st.requests_max.min(1024) as usize, checkpoint_depth: 8 })
-        .with_context(|| format!("opening the object store on {}", st.device))?;
+        .with_context(|| format!("opening the object store on {}", device))?;
     tracing::info!(
         device = %dev.describe(),
         objects = store.index().len(),

@@ -617,9 +617,12 @@ pub struct Storage {
     /// The node's object prefix (a /64): replica addresses are this prefix
     /// plus the object id.
     pub object_prefix: Ipv6Cidr,
-    /// The block device or raw file holding the objects, or `ram` (memory,
-    /// lost at exit: for tests).
-    pub device: String,
+    /// One device per worker (worker `w` serves the objects with
+    /// `id % workers == w` from `devices[w]`): a block device or raw file,
+    /// or `ram` (memory, lost at exit: for tests). Written `device:` as one
+    /// string (one worker) or a list.
+    #[serde(rename = "device")]
+    pub devices: Vec<String>,
     /// Size of the file created when `device` does not exist, and of `ram`.
     pub size_mb: u32,
     /// Objects the store can hold (fixed when the device is formatted).
@@ -1510,11 +1513,19 @@ struct RawConfig {
     storage: Option<RawStorage>,
 }
 
+/// `storage.device`: one path, or one per worker.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDevices {
+    One(String),
+    PerWorker(Vec<String>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     object_prefix: String,
-    device: String,
+    device: RawDevices,
     #[serde(default = "defaults::storage_size_mb")]
     size_mb: i64,
     #[serde(default = "defaults::storage_objects_max")]
@@ -2040,21 +2051,33 @@ fn validate_storage(r: RawStorage, ports: &[Port], workers: usize) -> Res<Storag
             }
         }
     }
-    if r.device.is_empty() || (r.device != "ram" && !r.device.starts_with('/')) {
+    let (devices, listed) = match r.device {
+        RawDevices::One(d) => (vec![d], false),
+        RawDevices::PerWorker(v) => (v, true),
+    };
+    if devices.len() != workers {
         return Err(ConfigError::invalid(
             "storage.device",
-            format!("{:?}: an absolute path of a block device or file, or \"ram\"", r.device),
+            format!(
+                "{} device(s) for {workers} workers: each worker serves its share of the objects from its own device (give a list of {workers})",
+                devices.len()
+            ),
         ));
     }
-    if workers != 1 {
-        return Err(ConfigError::invalid(
-            "storage",
-            format!("the storage service runs on one worker for now; lcores.workers has {workers} entries"),
-        ));
+    for (i, d) in devices.iter().enumerate() {
+        let path = if listed { format!("storage.device[{i}]") } else { "storage.device".to_string() };
+        if d.is_empty() || (d != "ram" && !d.starts_with('/')) {
+            return Err(ConfigError::invalid(path, format!("{d:?}: an absolute path of a block device or file, or \"ram\"")));
+        }
+        if d != "ram" {
+            if let Some(j) = devices[..i].iter().position(|e| e == d) {
+                return Err(ConfigError::invalid(path, format!("{d} is also storage.device[{j}]")));
+            }
+        }
     }
     Ok(Storage {
         object_prefix,
-        device: r.device,
+        devices,
         size_mb: range("storage.size_mb", r.size_mb, 16, 1 << 20)?,
         objects_max: range("storage.objects_max", r.objects_max, 1, 1 << 24)?,
         requests_max: range("storage.requests_max", r.requests_max, 1, 65536)?,
@@ -5455,7 +5478,13 @@ nat:
         let e = err(&format!("{yaml}  size_mb: 1\n"));
         assert!(e.starts_with("storage.size_mb: must be 16..="), "{e}");
         let two = yaml.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }, { lcore: 2 }]\nports:");
-        let e = err(&two.replace("qpairs=1", "qpairs=2"));
-        assert!(e.starts_with("storage: the storage service runs on one worker"), "{e}");
+        let two = two.replace("qpairs=1", "qpairs=2");
+        let e = err(&two);
+        assert!(e.starts_with("storage.device: 1 device(s) for 2 workers"), "{e}");
+        let c2 = ok(&two.replace("device: ram", "device: [ram, /var/tmp/apl-dev1.img]"));
+        assert_eq!(c2.storage.as_ref().unwrap().devices, ["ram", "/var/tmp/apl-dev1.img"]);
+        assert_eq!(ok(&c2.to_yaml()), c2);
+        let e = err(&two.replace("device: ram", "device: [/a.img, /a.img]"));
+        assert!(e.starts_with("storage.device[1]: /a.img is also storage.device[0]"), "{e}");
     }
 }

@@ -56,8 +56,8 @@ pub struct MetricsSource {
     /// Asks the mapping core for session listings (with NAT on).
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
-    /// The storage service's counters (with `storage:` configured).
-    pub storage: Option<Arc<crate::objservice::ServiceCounters>>,
+    /// The storage service's counters, one block per worker (with `storage:` configured).
+    pub storage: Vec<Arc<crate::objservice::ServiceCounters>>,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -315,24 +315,26 @@ impl MetricsSource {
         if let Some(n) = &self.nat {
             self.render_nat(&mut reg, n);
         }
-        if let Some(st) = &self.storage {
+        if !self.storage.is_empty() {
+            let total = |f: &dyn Fn(&crate::objservice::ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
             for (name, help, v) in [
-                ("storage_queue_depth", "Storage requests held now, waiting for I/O", st.queue_depth.get()),
-                ("storage_device_used_blocks", "4 KiB data blocks of the storage device in use", st.device_used_blocks.get()),
-                ("storage_device_free_blocks", "4 KiB data blocks of the storage device free", st.device_free_blocks.get()),
+                ("storage_queue_depth", "Storage requests held now, waiting for I/O", total(&|s| s.queue_depth.get())),
+                ("storage_device_used_blocks", "4 KiB data blocks of the storage devices in use", total(&|s| s.device_used_blocks.get())),
+                ("storage_device_free_blocks", "4 KiB data blocks of the storage devices free", total(&|s| s.device_free_blocks.get())),
             ] {
                 gauge_family(&mut reg, name, help, [(Labels::new(), v as i64)]);
             }
             for (name, help, v) in [
-                ("storage_requests", "Requests to the storage service", st.requests.get()),
-                ("storage_replies", "Replies of the storage service", st.replies.get()),
-                ("storage_bad_requests", "Storage requests dropped or refused as malformed", st.bad_requests.get()),
-                ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", st.busy.get()),
-                ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", st.checksum_failures.get()),
-                ("storage_chunks_written", "Chunks made durable", st.chunks_written.get()),
-                ("storage_written_bytes", "Object bytes made durable", st.bytes_written.get()),
-                ("storage_read_bytes", "Object bytes sent in replies", st.bytes_read.get()),
-                ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", st.assemblies_expired.get()),
+                ("storage_requests", "Requests to the storage service", total(&|s| s.requests.get())),
+                ("storage_replies", "Replies of the storage service", total(&|s| s.replies.get())),
+                ("storage_bad_requests", "Storage requests dropped or refused as malformed", total(&|s| s.bad_requests.get())),
+                ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", total(&|s| s.busy.get())),
+                ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", total(&|s| s.checksum_failures.get())),
+                ("storage_chunks_written", "Chunks made durable", total(&|s| s.chunks_written.get())),
+                ("storage_written_bytes", "Object bytes made durable", total(&|s| s.bytes_written.get())),
+                ("storage_read_bytes", "Object bytes sent in replies", total(&|s| s.bytes_read.get())),
+                ("storage_handed_over", "Storage requests handed to the worker that owns the object", total(&|s| s.handed_over.get())),
+                ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", total(&|s| s.assemblies_expired.get())),
             ] {
                 counter_family(&mut reg, name, help, [(Labels::new(), v)]);
             }
@@ -340,9 +342,9 @@ impl MetricsSource {
 
         let mut out = String::new();
         encode(&mut out, &reg).expect("encoding into a String cannot fail");
-        if let Some(st) = &self.storage {
+        if !self.storage.is_empty() {
             let mut h = String::new();
-            storage_text(&mut h, st);
+            storage_text(&mut h, &self.storage);
             // Before the OpenMetrics end marker.
             match out.rfind("# EOF") {
                 Some(i) => out.insert_str(i, &h),
@@ -653,20 +655,22 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
 /// The storage latency histograms in the text format (prometheus-client
 /// builds histograms from observations only; these are single-writer
 /// counters on the worker).
-fn storage_text(out: &mut String, st: &crate::objservice::ServiceCounters) {
+fn storage_text(out: &mut String, blocks: &[Arc<crate::objservice::ServiceCounters>]) {
     use crate::objservice::{LATENCY_BOUNDS_US, OPS};
     out.push_str("# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n");
     out.push_str("# TYPE appliance_storage_latency_seconds histogram\n");
     for (i, op) in OPS.iter().enumerate() {
-        let h = &st.latency[i];
+        let bucket = |b: usize| -> u64 { blocks.iter().map(|s| s.latency[i].buckets[b].get()).sum() };
         let mut cumulative = 0;
         for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
-            cumulative += h.buckets[b].get();
+            cumulative += bucket(b);
             let _ = writeln!(out, "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
         }
-        cumulative += h.buckets[LATENCY_BOUNDS_US.len()].get();
+        cumulative += bucket(LATENCY_BOUNDS_US.len());
+        let sum_us: u64 = blocks.iter().map(|s| s.latency[i].sum_us.get()).sum();
+        let count: u64 = blocks.iter().map(|s| s.latency[i].count.get()).sum();
         let _ = writeln!(out, "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "appliance_storage_latency_seconds_sum{{op=\"{op}\"}} {}", h.sum_us.get() as f64 / 1e6);
-        let _ = writeln!(out, "appliance_storage_latency_seconds_count{{op=\"{op}\"}} {}", h.count.get());
+        let _ = writeln!(out, "appliance_storage_latency_seconds_sum{{op=\"{op}\"}} {}", sum_us as f64 / 1e6);
+        let _ = writeln!(out, "appliance_storage_latency_seconds_count{{op=\"{op}\"}} {count}");
     }
 }

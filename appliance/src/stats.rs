@@ -205,6 +205,9 @@ reasons!(
         /// A storage request on a core without the storage service, or
         /// one the service could not parse (see its counters).
         StorageNoService => "storage_no_service",
+        /// The ring handing a storage request to the worker that owns its
+        /// object was full.
+        StorageHandoffFull => "storage_handoff_full",
     }
 );
 

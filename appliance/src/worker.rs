@@ -79,6 +79,12 @@ pub struct Worker {
     pub nat: Option<NatLink>,
     /// The object storage service (with `storage:` configured).
     pub storage: Option<ObjectService<Mbuf>>,
+    /// Hand-over of storage requests for objects other workers own: this
+    /// worker's index, a ring to each other worker (`None` for itself) and
+    /// the rings from them.
+    pub storage_index: usize,
+    pub storage_out: Vec<Option<RingProducer>>,
+    pub storage_in: Vec<RingConsumer>,
 }
 
 /// A worker's side of the NAT mapping core: held packets and activity
@@ -100,6 +106,8 @@ struct Outputs<'a> {
     nat_burst: &'a mut Burst,
     nat: Option<&'a mut NatLink>,
     storage: Option<&'a mut ObjectService<Mbuf>>,
+    storage_index: usize,
+    storage_out: &'a mut [Option<RingProducer>],
 }
 
 impl Outputs<'_> {
@@ -109,6 +117,22 @@ impl Outputs<'_> {
             Verdict::Forward(out) => push_tx(self.tx_bufs, self.tx, c, out, m),
             Verdict::Punt(PuntReason::Storage) => {
                 c.punts.inc(PuntReason::Storage);
+                let workers = self.storage_out.len();
+                if workers > 1 {
+                    // Objects are sharded over the workers: hand it to the owner.
+                    let owner = crate::objservice::shard_of(m.data(), workers).unwrap_or(self.storage_index);
+                    if owner != self.storage_index {
+                        match self.storage_out.get_mut(owner).and_then(Option::as_mut) {
+                            Some(ring) => {
+                                if ring.enqueue(m).is_err() {
+                                    c.drops.inc(DropReason::StorageHandoffFull);
+                                }
+                            }
+                            None => c.drops.inc(DropReason::StorageNoService),
+                        }
+                        return;
+                    }
+                }
                 match self.storage.as_deref_mut() {
                     Some(svc) => {
                         // Answered at once (errors, retries), or held until its I/O completes.
@@ -176,6 +200,8 @@ impl Worker {
                 nat_burst: &mut nat_burst,
                 nat: self.nat.as_mut(),
                 storage: self.storage.as_mut(),
+                storage_index: self.storage_index,
+                storage_out: &mut self.storage_out,
             };
             for (ri, rx) in self.rx.iter_mut().enumerate() {
                 let n = rx.queue.rx_burst(&mut rx_burst, burst_size);
@@ -236,6 +262,20 @@ impl Worker {
                         push_tx(out.tx_bufs, out.tx, &c, port, m);
                     } else {
                         c.drops.inc(DropReason::EthNotForUs);
+                    }
+                }
+            }
+            // Storage requests other workers handed over (objects this one owns).
+            if let Some(svc) = out.storage.as_deref_mut() {
+                for ring in self.storage_in.iter_mut() {
+                    let n = ring.dequeue_burst(&mut rx_burst, burst_size);
+                    work += n;
+                    svc.counters.handed_over.add(n as u64);
+                    for m in rx_burst.drain() {
+                        if let Some(reply) = svc.request(m) {
+                            let port = reply.port();
+                            push_tx(out.tx_bufs, out.tx, &c, port, reply);
+                        }
                     }
                 }
             }

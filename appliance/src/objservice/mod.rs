@@ -17,9 +17,11 @@
 //! * Nothing waits: a full request table or no free assembly buffer is
 //!   answered `busy` at once; a store refusal is answered with its status.
 //!
-//! Limits (v1): one worker (the store drives one device from one core);
-//! replies to the sender's MAC (no route lookup); no SRH on requests to a
-//! replica address (steered requests still go to the built-in responder).
+//! Several workers: each owns one store on its own device and serves the
+//! objects with `id % workers` equal to its index; a request that reaches
+//! another worker is handed over on a per-pair SPSC ring (`worker.rs`).
+//!
+//! Limits (v1): replies go back to the sender's MAC (no route lookup).
 
 use std::net::Ipv6Addr;
 
@@ -70,6 +72,8 @@ pub struct ServiceCounters {
     pub bytes_read: Counter,
     /// Chunks dropped incomplete after [`ASSEMBLY_TIMEOUT`].
     pub assemblies_expired: Counter,
+    /// Requests another worker received and handed over (objects this one owns).
+    pub handed_over: Counter,
     /// Requests held now (waiting for I/O).
     pub queue_depth: crate::stats::Gauge,
     /// Data blocks of the device in use and free.
@@ -521,6 +525,15 @@ impl<P: PacketBuf> ObjectService<P> {
         self.completions = completions;
         n
     }
+}
+
+/// The worker that owns a storage request frame's object (objects are
+/// sharded `id % workers`, the id being the low 64 bits of the replica
+/// address the frame is sent to); `None` for a frame too short to say.
+pub fn shard_of(frame: &[u8], workers: usize) -> Option<usize> {
+    let id = frame.get(ETH + 32..ETH + 40)?;
+    let id = u64::from_be_bytes(id.try_into().ok()?);
+    Some((id % workers.max(1) as u64) as usize)
 }
 
 /// The object id of a replica address: its low 64 bits.
