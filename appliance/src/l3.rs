@@ -722,25 +722,15 @@ impl L3 {
             return Err(Verdict::Drop(DropReason::NatNoState));
         };
         let flow = translate::parse_flow(ip).map_err(|e| Verdict::Drop(e.drop_reason()))?;
-        let now = nw.now_ms;
         let miss = |ws: &mut WorkerState, tag: u32| {
             ws.punt_arg = tag & 0xffff;
             Err(Verdict::Punt(PuntReason::NatMiss))
         };
         let mut key = flow.key;
         if kind != msg::TAG_INBOUND {
-            let Some((rw, touch)) = nw.cache.lookup(CacheKey::new(Direction::Outbound, &key), flow.tcp_flags, now) else {
+            let Some(rw) = nat_from_cache(nw, ip, Direction::Outbound, &key, &flow)? else {
                 return miss(ws, kind);
             };
-            if !flow.icmp_error {
-                nw.note(touch);
-            }
-            let r = if flow.icmp_error {
-                translate::translate_icmp_error_outbound(ip, rw.addr, rw.port)
-            } else {
-                translate::rewrite_src(ip, rw.addr, rw.port)
-            };
-            r.map_err(|e| Verdict::Drop(e.drop_reason()))?;
             if kind == msg::TAG_OUTBOUND {
                 return Ok(true);
             }
@@ -752,19 +742,10 @@ impl L3 {
                 key.dport = rw.port;
             }
         }
-        let Some((rw, touch)) = nw.cache.lookup(CacheKey::new(Direction::Inbound, &key), flow.tcp_flags, now) else {
-            return miss(ws, msg::TAG_INBOUND);
-        };
-        if !flow.icmp_error {
-            nw.note(touch);
+        match nat_from_cache(nw, ip, Direction::Inbound, &key, &flow)? {
+            Some(_) => Ok(true),
+            None => miss(ws, msg::TAG_INBOUND),
         }
-        let r = if flow.icmp_error {
-            translate::translate_icmp_error_inbound(ip, rw.addr, rw.port)
-        } else {
-            translate::rewrite_dst(ip, rw.addr, rw.port)
-        };
-        r.map_err(|e| Verdict::Drop(e.drop_reason()))?;
-        Ok(true)
     }
 
     #[inline]
@@ -889,6 +870,34 @@ impl L3 {
             }
         }
     }
+}
+
+/// One NAT step from the worker's cache: looks `key` up in `direction`,
+/// queues the activity report a hit may owe, and rewrites `ip` (the source
+/// outbound, the destination inbound; the quoted packet too for ICMP errors,
+/// which report no activity). `Ok(None)` on a miss.
+#[inline]
+fn nat_from_cache(
+    nw: &mut crate::nat::fast::NatWorker,
+    ip: &mut [u8],
+    direction: Direction,
+    key: &translate::FlowKey,
+    flow: &translate::Flow,
+) -> Result<Option<crate::nat::cache::Rewrite>, Verdict> {
+    let Some((rw, touch)) = nw.cache.lookup(CacheKey::new(direction, key), flow.tcp_flags, nw.now_ms) else {
+        return Ok(None);
+    };
+    if !flow.icmp_error {
+        nw.note(touch);
+    }
+    let r = match (direction, flow.icmp_error) {
+        (Direction::Outbound, false) => translate::rewrite_src(ip, rw.addr, rw.port),
+        (Direction::Outbound, true) => translate::translate_icmp_error_outbound(ip, rw.addr, rw.port),
+        (Direction::Inbound, false) => translate::rewrite_dst(ip, rw.addr, rw.port),
+        (Direction::Inbound, true) => translate::translate_icmp_error_inbound(ip, rw.addr, rw.port),
+    };
+    r.map_err(|e| Verdict::Drop(e.drop_reason()))?;
+    Ok(Some(rw))
 }
 
 /// True for ICMPv6 router/neighbour discovery messages (types 133..=137).
