@@ -404,12 +404,10 @@ impl<P: PacketBuf> ObjectService<P> {
         }
     }
 
-    /// Acknowledges (with `st`) every fragment of assembly `a` and frees it.
-    fn finish_chunk(&mut self, a: usize, st: u16) -> Vec<P> {
-        let slots: Vec<usize> = self.assemblies[a].fragments.drain(..).collect();
-        self.assemblies[a].key = None;
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
+    /// Acknowledges (with `st`) every fragment of assembly `a` and frees it;
+    /// the replies go to `out` (no allocation: `out` has the worker's room).
+    fn finish_chunk(&mut self, a: usize, st: u16, out: &mut Vec<P>) {
+        while let Some(slot) = self.assemblies[a].fragments.pop() {
             if let Some(mut h) = self.held[slot].take() {
                 self.free.push(slot);
                 self.counters.latency[0].observe(h.arrived.elapsed().as_micros() as u64);
@@ -420,7 +418,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 }
             }
         }
-        out
+        self.assemblies[a].key = None;
     }
 
     /// Polls the store; every finished request's reply goes to `out` (to
@@ -435,7 +433,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 self.submit_ready(a);
             }
             if let Some(st) = self.assemblies[a].failed.take() {
-                out.extend(self.finish_chunk(a, st));
+                self.finish_chunk(a, st, out);
             }
             let asm = &self.assemblies[a];
             if asm.key.is_some() && !asm.submitted && asm.started.elapsed() > ASSEMBLY_TIMEOUT {
@@ -462,7 +460,7 @@ impl<P: PacketBuf> ObjectService<P> {
                     }
                     Err(e) => status_of(e),
                 };
-                out.extend(self.finish_chunk(a, st));
+                self.finish_chunk(a, st, out);
                 continue;
             }
             let slot = c.tag as usize;
