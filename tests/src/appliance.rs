@@ -66,6 +66,29 @@ pub fn config_with(yaml: &str, file_prefix: &str, metrics_listen: &str) -> Strin
     })
 }
 
+/// An `{lcore, cpu}` mapping.
+pub fn lcore(lcore: u64, cpu: u64) -> Value {
+    let mut m = Mapping::new();
+    m.insert("lcore".into(), lcore.into());
+    m.insert("cpu".into(), cpu.into());
+    Value::Mapping(m)
+}
+
+/// Edits a config with af_packet ports (`qpairs=1`) to run two workers (lcores 1@1, 2@0),
+/// every port with two rx queues over two queue pairs (the kernel's fanout spreads flows over
+/// them; rx queue q is polled by worker q % 2), and a pool large enough for it: 2 ports x
+/// (2 rx + 2 tx queues) x 1024 descriptors plus three lcore caches (docs/config.md).
+pub fn two_workers(v: &mut Value) {
+    v["lcores"]["workers"] = Value::Sequence(vec![lcore(1, 1), lcore(2, 0)]);
+    v["mempool"]["mbufs"] = 16383u64.into();
+    for p in v["ports"].as_sequence_mut().expect("ports is a list").iter_mut() {
+        p["queues"] = 2u64.into();
+        let args = p["args"].as_str().expect("af_packet args").to_string();
+        assert!(args.contains("qpairs=1"), "port args changed: {args}");
+        p["args"] = args.replace("qpairs=1", "qpairs=2").into();
+    }
+}
+
 fn set_path(v: &mut Value, path: &[&str], new: Value) {
     let mut cur = v;
     for (i, key) in path.iter().enumerate() {

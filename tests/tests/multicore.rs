@@ -6,7 +6,6 @@
 
 use appliance_tests::tools::{poll_until, samples_by_label};
 use appliance_tests::{demo_config, edit_yaml, metric_sum, output_text, Rig};
-use serde_yaml_ng::Value;
 use std::time::{Duration, Instant};
 
 const H1_V4: &str = "192.0.2.2";
@@ -21,25 +20,7 @@ const IN_V6: &str = "2001:db8:1::1";
 const MAX_IPERF_RUNS: u16 = 4;
 
 fn two_worker_config() -> String {
-    edit_yaml(&demo_config(), |v| {
-        let w = |lcore: u64, cpu: u64| {
-            let mut m = serde_yaml_ng::Mapping::new();
-            m.insert("lcore".into(), lcore.into());
-            m.insert("cpu".into(), cpu.into());
-            Value::Mapping(m)
-        };
-        v["lcores"]["workers"] = Value::Sequence(vec![w(1, 1), w(2, 0)]);
-        // The pool must fill 2 ports x (2 rx queues + 2 tx queues) x 1024 descriptors plus
-        // three lcore caches (docs/config.md, sizing rule): more than the demo's 8191.
-        v["mempool"]["mbufs"] = 16383u64.into();
-        let ports = v["ports"].as_sequence_mut().expect("ports is a list");
-        for p in ports.iter_mut() {
-            p["queues"] = 2u64.into();
-            let args = p["args"].as_str().expect("af_packet args").to_string();
-            assert!(args.contains("qpairs=1"), "demo port args changed: {args}");
-            p["args"] = args.replace("qpairs=1", "qpairs=2").into();
-        }
-    })
+    edit_yaml(&demo_config(), appliance_tests::appliance::two_workers)
 }
 
 fn assert_ping(rig: &Rig, ns: &str, addr: &str) {

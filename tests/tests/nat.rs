@@ -283,20 +283,8 @@ fn two_workers_return_traffic_on_the_other_worker() {
     let tb = Testbed::up_nat("twow");
     let config = nat_config(|_| {});
     let config = edit_yaml(&config, |v| {
-        let lcore = |lcore: u64, cpu: u64| {
-            let mut m = serde_yaml_ng::Mapping::new();
-            m.insert("lcore".into(), lcore.into());
-            m.insert("cpu".into(), cpu.into());
-            Value::Mapping(m)
-        };
-        v["lcores"]["workers"] = Value::Sequence(vec![lcore(1, 1), lcore(2, 0)]);
-        v["lcores"]["mapper"] = lcore(3, 0);
-        v["mempool"]["mbufs"] = 16383u64.into();
-        for p in v["ports"].as_sequence_mut().expect("ports").iter_mut() {
-            p["queues"] = 2u64.into();
-            let args = p["args"].as_str().expect("args").replace("qpairs=1", "qpairs=2");
-            p["args"] = args.into();
-        }
+        appliance_tests::appliance::two_workers(v);
+        v["lcores"]["mapper"] = appliance_tests::appliance::lcore(3, 0);
     });
     let apl = Appliance::start(&tb, &config);
     let _servers = servers(&tb);

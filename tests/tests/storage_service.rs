@@ -164,19 +164,7 @@ fn two_workers_shard_the_objects() {
     let tb = Testbed::up("objtwo");
     let devs = [DeviceFile::new("w0"), DeviceFile::new("w1")];
     let cfg = edit_yaml(&config(&devs[0].0), |v| {
-        let lcore = |lcore: u64, cpu: u64| {
-            let mut m = serde_yaml_ng::Mapping::new();
-            m.insert("lcore".into(), lcore.into());
-            m.insert("cpu".into(), cpu.into());
-            Value::Mapping(m)
-        };
-        v["lcores"]["workers"] = Value::Sequence(vec![lcore(1, 1), lcore(2, 0)]);
-        v["mempool"]["mbufs"] = 16383u64.into();
-        for p in v["ports"].as_sequence_mut().expect("ports").iter_mut() {
-            p["queues"] = 2u64.into();
-            let args = p["args"].as_str().expect("args").replace("qpairs=1", "qpairs=2");
-            p["args"] = args.into();
-        }
+        appliance_tests::appliance::two_workers(v);
         v["storage"]["device"] = Value::Sequence(devs.iter().map(|d| Value::from(d.0.display().to_string())).collect());
     });
     let apl = Appliance::start(&tb, &cfg);

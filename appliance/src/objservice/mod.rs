@@ -108,7 +108,7 @@ impl LatencyHistogram {
 }
 
 enum Waiting {
-    Get { chunk: u32, frag_off: usize, len: usize },
+    Get { frag_off: usize, len: usize },
     Stat,
     Delete,
     List,
@@ -266,7 +266,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 }
                 let chunk = (off / CHUNK as u64) as u32;
                 let frag_off = (off % CHUNK as u64) as usize;
-                (Request::Get { object: id, chunk }, Waiting::Get { chunk, frag_off, len: hdr.length as usize })
+                (Request::Get { object: id, chunk }, Waiting::Get { frag_off, len: hdr.length as usize })
             }
             Op::STAT => (Request::Stat { object: id }, Waiting::Stat),
             Op::DELETE => (Request::Delete { object: id }, Waiting::Delete),
@@ -477,9 +477,8 @@ impl<P: PacketBuf> ObjectService<P> {
             self.counters.latency[op_index].observe(h.arrived.elapsed().as_micros() as u64);
             let mut body = [0u8; 16 + FRAGMENT];
             let (st, len) = match (c.result, &h.waiting) {
-                (Ok(Reply::Get(data)), Waiting::Get { chunk, frag_off, len }) => {
+                (Ok(Reply::Get(data)), Waiting::Get { frag_off, len }) => {
                     let (size, version) = self.store.index().get(u128::from(h.object)).map_or((0, 0), |m| (m.size, m.version));
-                    let _ = chunk;
                     let end = (*frag_off + *len).min(data.len());
                     let part = &data[(*frag_off).min(end)..end];
                     body[0..8].copy_from_slice(&size.to_be_bytes());
