@@ -15,17 +15,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, EncapMode, IpCidr, SidBehavior};
 use crate::control::Control;
-use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, WorkerState, L3};
-use crate::srv6::{Behavior, PolicySpec, Responder, SidSpec, Srv6Config, StoragePolicy};
+use dataplane::l3::{link_local_from_mac, PortInfo, RouteSpec, WorkerState, L3};
+use dataplane::srv6::{Behavior, PolicySpec, Responder, SidSpec, Srv6Config, StoragePolicy};
 use crate::metrics::MetricsSource;
-use crate::nat::cache::FlowCache;
-use crate::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
-use crate::nat::mapper::{Mapper, NatStats};
+use dataplane::nat::cache::FlowCache;
+use dataplane::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
+use dataplane::nat::mapper::{Mapper, NatStats};
 use crate::natcore::{EventOut, MapperCore, NatClock};
 use crate::worker::NatLink;
-use crate::neigh::NeighborTable;
-use crate::slowpath::{SlowPath, SlowPathConfig};
-use crate::stats::ControlCounters;
+use dataplane::neigh::NeighborTable;
+use dataplane::slowpath::{SlowPath, SlowPathConfig};
+use dataplane::stats::ControlCounters;
 use crate::worker::{QueueCounters, RxBinding, Worker, WorkerCounters};
 
 /// Runs the appliance until `stop` is set (by a signal). Returns after a
@@ -256,8 +256,8 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
             txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
         }
         // Steering decides on the object service's real queue depth when it exists.
-        let service: Box<dyn crate::srv6::LocalService> = match storage_services.get(w).and_then(Option::as_ref) {
-            Some(svc) => Box::new(crate::objservice::LoadView { load: svc.load(), responder: responder_from(cfg) }),
+        let service: Box<dyn dataplane::srv6::LocalService> = match storage_services.get(w).and_then(Option::as_ref) {
+            Some(svc) => Box::new(dataplane::objservice::LoadView { load: svc.load(), responder: responder_from(cfg) }),
             None => Box::new(responder_from(cfg)),
         };
         let mut state = WorkerState::new(&l3, service);
@@ -470,7 +470,7 @@ fn open_storage(
     st: &crate::config::Storage,
     device: &str,
     udp_port: u16,
-) -> Result<(Box<dyn objstore::blk::BlockDevice>, crate::objservice::ObjectService<rte::Mbuf>)> {
+) -> Result<(Box<dyn objstore::blk::BlockDevice>, dataplane::objservice::ObjectService<rte::Mbuf>)> {
     use objstore::blk::{BlockDevice, RamDevice, UringDevice, UringOptions};
     use objstore::{FormatOptions, Store, StoreConfig};
     let blocks = u64::from(st.size_mb) * 256;
@@ -505,6 +505,6 @@ fn open_storage(
         object_prefix = %st.object_prefix,
         "object store opened"
     );
-    let svc = crate::objservice::ObjectService::new(store, udp_port, st.requests_max as usize, st.assemblies_max as usize);
+    let svc = dataplane::objservice::ObjectService::new(store, udp_port, st.requests_max as usize, st.assemblies_max as usize);
     Ok((dev, svc))
 }

@@ -227,275 +227,8 @@ type Res<T> = Result<T, ConfigError>;
 // Prefixes and addresses
 // ---------------------------------------------------------------------------
 
-/// An IPv4 address with a prefix length: an interface address (`192.0.2.1/24`,
-/// host bits allowed) or a network (`198.51.100.0/24`, host bits zero).
-/// Displays and serializes as `addr/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    /// The address as written (host bits may be set).
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub len: u8,
-}
+pub use netwire::prefix::{IpCidr, Ipv4Cidr, Ipv6Cidr};
 
-impl Ipv4Cidr {
-    /// `None` if `len > 32`.
-    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
-        (len <= 32).then_some(Ipv4Cidr { addr, len })
-    }
-
-    /// The netmask as a number (`/24` => `0xffff_ff00`).
-    pub fn mask(&self) -> u32 {
-        mask32(self.len)
-    }
-
-    /// The network address (host bits cleared).
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-
-    /// The subnet's broadcast address (host bits set).
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    /// The prefix with host bits cleared (`192.0.2.1/24` => `192.0.2.0/24`).
-    pub fn trunc(&self) -> Ipv4Cidr {
-        Ipv4Cidr {
-            addr: self.network(),
-            len: self.len,
-        }
-    }
-
-    /// Whether `ip` is inside the subnet.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
-    }
-
-    /// Whether the two subnets share an address (one contains the other).
-    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
-        let m = mask32(self.len.min(other.len));
-        u32::from(self.addr) & m == u32::from(other.addr) & m
-    }
-
-    /// Whether all host bits are zero.
-    pub fn is_network(&self) -> bool {
-        self.addr == self.network()
-    }
-}
-
-/// An IPv6 address with a prefix length; see [`Ipv4Cidr`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv6Cidr {
-    /// The address as written (host bits may be set).
-    pub addr: Ipv6Addr,
-    /// Prefix length, 0..=128.
-    pub len: u8,
-}
-
-impl Ipv6Cidr {
-    /// `None` if `len > 128`.
-    pub fn new(addr: Ipv6Addr, len: u8) -> Option<Self> {
-        (len <= 128).then_some(Ipv6Cidr { addr, len })
-    }
-
-    /// The netmask as a number.
-    pub fn mask(&self) -> u128 {
-        mask128(self.len)
-    }
-
-    /// The network address (host bits cleared).
-    pub fn network(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.addr) & self.mask())
-    }
-
-    /// The prefix with host bits cleared.
-    pub fn trunc(&self) -> Ipv6Cidr {
-        Ipv6Cidr {
-            addr: self.network(),
-            len: self.len,
-        }
-    }
-
-    /// Whether `ip` is inside the subnet.
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        u128::from(ip) & self.mask() == u128::from(self.addr) & self.mask()
-    }
-
-    /// Whether the two subnets share an address (one contains the other).
-    pub fn overlaps(&self, other: &Ipv6Cidr) -> bool {
-        let m = mask128(self.len.min(other.len));
-        u128::from(self.addr) & m == u128::from(other.addr) & m
-    }
-
-    /// Whether all host bits are zero.
-    pub fn is_network(&self) -> bool {
-        self.addr == self.network()
-    }
-}
-
-/// An IPv4 or IPv6 prefix (a route's destination).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpCidr {
-    /// IPv4 prefix.
-    V4(Ipv4Cidr),
-    /// IPv6 prefix.
-    V6(Ipv6Cidr),
-}
-
-impl IpCidr {
-    /// The address as written.
-    pub fn addr(&self) -> IpAddr {
-        match self {
-            IpCidr::V4(c) => IpAddr::V4(c.addr),
-            IpCidr::V6(c) => IpAddr::V6(c.addr),
-        }
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        match self {
-            IpCidr::V4(c) => c.len,
-            IpCidr::V6(c) => c.len,
-        }
-    }
-
-    /// The network address (host bits cleared).
-    pub fn network(&self) -> IpAddr {
-        match self {
-            IpCidr::V4(c) => IpAddr::V4(c.network()),
-            IpCidr::V6(c) => IpAddr::V6(c.network()),
-        }
-    }
-
-    /// Whether `ip` is inside the prefix (false across families).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self, ip) {
-            (IpCidr::V4(c), IpAddr::V4(a)) => c.contains(a),
-            (IpCidr::V6(c), IpAddr::V6(a)) => c.contains(a),
-            _ => false,
-        }
-    }
-
-    /// Whether this is an IPv4 prefix.
-    pub fn is_ipv4(&self) -> bool {
-        matches!(self, IpCidr::V4(_))
-    }
-
-    /// Whether all host bits are zero.
-    pub fn is_network(&self) -> bool {
-        match self {
-            IpCidr::V4(c) => c.is_network(),
-            IpCidr::V6(c) => c.is_network(),
-        }
-    }
-}
-
-fn mask32(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
-}
-
-fn mask128(len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len.min(128)))
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl fmt::Display for Ipv6Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl fmt::Display for IpCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpCidr::V4(c) => c.fmt(f),
-            IpCidr::V6(c) => c.fmt(f),
-        }
-    }
-}
-
-/// Parses `addr/len`; host bits are allowed. The error is a message for a user.
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = split_cidr(s, "192.0.2.1/24")?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a} is not an IPv4 address"))?;
-        Ok(Ipv4Cidr {
-            addr,
-            len: parse_len(l, 32)?,
-        })
-    }
-}
-
-/// Parses `addr/len`; host bits are allowed. The error is a message for a user.
-impl FromStr for Ipv6Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = split_cidr(s, "2001:db8::1/64")?;
-        let addr: Ipv6Addr = a
-            .parse()
-            .map_err(|_| format!("{a} is not an IPv6 address"))?;
-        Ok(Ipv6Cidr {
-            addr,
-            len: parse_len(l, 128)?,
-        })
-    }
-}
-
-/// Parses an IPv4 (no `:`) or IPv6 `addr/len`; host bits are allowed.
-impl FromStr for IpCidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.contains(':') {
-            s.parse().map(IpCidr::V6)
-        } else {
-            s.parse().map(IpCidr::V4)
-        }
-    }
-}
-
-fn split_cidr<'a>(s: &'a str, example: &str) -> Result<(&'a str, &'a str), String> {
-    s.split_once('/').ok_or_else(|| {
-        format!("{s} has no prefix length (expected address/length, e.g. {example})")
-    })
-}
-
-fn parse_len(l: &str, max: u8) -> Result<u8, String> {
-    if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("prefix length {l:?} is not a number"));
-    }
-    match l.parse::<u8>() {
-        Ok(n) if n <= max => Ok(n),
-        _ => Err(format!("prefix length {l} is out of range 0..={max}")),
-    }
-}
-
-macro_rules! cidr_serialize {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-    )*};
-}
-cidr_serialize!(Ipv4Cidr, Ipv6Cidr, IpCidr);
 
 /// Formats a MAC address as `02:00:00:00:00:01`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
@@ -641,7 +374,7 @@ pub struct Nat {
     /// Outside (public) ports, by index: 1..=16, unique, none of them inside.
     pub outside: Vec<usize>,
     /// The pool, tables, limits and timeouts (pool expanded to addresses).
-    pub table: crate::nat::NatConfig,
+    pub table: dataplane::nat::NatConfig,
     /// The pool as written (addresses and prefixes), for printing.
     pub pool_text: Vec<String>,
     /// Slots of each worker's flow cache: a power of two, 1024..=16777216.
@@ -1323,9 +1056,9 @@ impl Config {
                 mappings_max: n.table.mappings_max,
                 sessions_max: n.table.sessions_max,
                 filtering: match n.table.filtering {
-                    crate::nat::Filtering::EndpointIndependent => "endpoint-independent",
-                    crate::nat::Filtering::AddressDependent => "address-dependent",
-                    crate::nat::Filtering::AddressAndPortDependent => "address-and-port-dependent",
+                    dataplane::nat::Filtering::EndpointIndependent => "endpoint-independent",
+                    dataplane::nat::Filtering::AddressDependent => "address-dependent",
+                    dataplane::nat::Filtering::AddressAndPortDependent => "address-and-port-dependent",
                 },
                 udp_timeout_ms: n.table.udp_timeout_ms,
                 tcp_established_timeout_ms: n.table.tcp_established_timeout_ms,
@@ -1563,7 +1296,7 @@ struct RawNat {
 
 impl Default for RawNat {
     fn default() -> Self {
-        let d = crate::nat::NatConfig::default();
+        let d = dataplane::nat::NatConfig::default();
         RawNat {
             inside: Vec::new(),
             outside: Vec::new(),
@@ -2164,8 +1897,8 @@ fn validate_nat(r: RawNat, ports: &[Port], pipeline_backoff: bool) -> Res<Nat> {
             pool.push(a);
         }
     }
-    let defaults = crate::nat::NatConfig::default();
-    let table = crate::nat::NatConfig {
+    let defaults = dataplane::nat::NatConfig::default();
+    let table = dataplane::nat::NatConfig {
         pool,
         ports_per_block: range("nat.ports_per_block", r.ports_per_block, 1, 65535)?,
         blocks_per_subscriber_max: range("nat.blocks_per_subscriber_max", r.blocks_per_subscriber_max, 0, 65535)?,
@@ -2176,16 +1909,16 @@ fn validate_nat(r: RawNat, ports: &[Port], pipeline_backoff: bool) -> Res<Nat> {
         mappings_max: range("nat.mappings_max", r.mappings_max, 0, i64::from(u32::MAX))?,
         sessions_max: range("nat.sessions_max", r.sessions_max, 0, i64::from(u32::MAX))?,
         filtering: match r.filtering {
-            RawFiltering::EndpointIndependent => crate::nat::Filtering::EndpointIndependent,
-            RawFiltering::AddressDependent => crate::nat::Filtering::AddressDependent,
-            RawFiltering::AddressAndPortDependent => crate::nat::Filtering::AddressAndPortDependent,
+            RawFiltering::EndpointIndependent => dataplane::nat::Filtering::EndpointIndependent,
+            RawFiltering::AddressDependent => dataplane::nat::Filtering::AddressDependent,
+            RawFiltering::AddressAndPortDependent => dataplane::nat::Filtering::AddressAndPortDependent,
         },
         udp_timeout_ms: range("nat.udp_timeout_ms", r.udp_timeout_ms, 0, i64::MAX)?,
         tcp_established_timeout_ms: range("nat.tcp_established_timeout_ms", r.tcp_established_timeout_ms, 0, i64::MAX)?,
         tcp_transitory_timeout_ms: range("nat.tcp_transitory_timeout_ms", r.tcp_transitory_timeout_ms, 0, i64::MAX)?,
         icmp_timeout_ms: range("nat.icmp_timeout_ms", r.icmp_timeout_ms, 0, i64::MAX)?,
         random_seed: r.random_seed.unwrap_or(defaults.random_seed),
-        hash_seed: r.random_seed.map_or(defaults.hash_seed, |s| crate::nat::mix64(s ^ defaults.hash_seed)),
+        hash_seed: r.random_seed.map_or(defaults.hash_seed, |s| dataplane::nat::mix64(s ^ defaults.hash_seed)),
     };
     table.validate().map_err(|e| ConfigError::invalid(format!("nat.{}", e.field), e.reason))?;
     Ok(Nat {
@@ -5413,7 +5146,7 @@ nat:
         assert_eq!(n.table.pool.len(), 5, "a /30 and one address");
         assert_eq!(n.table.pool[4], Ipv4Addr::new(100, 64, 100, 9));
         assert_eq!(n.table.ports_per_block, 256);
-        assert_eq!(n.table.filtering, crate::nat::Filtering::AddressDependent);
+        assert_eq!(n.table.filtering, dataplane::nat::Filtering::AddressDependent);
         assert_eq!(n.table.udp_timeout_ms, 120_000);
         assert_eq!(n.table.icmp_timeout_ms, 60_000, "default");
         assert_eq!(n.worker_cache_entries, 65536);

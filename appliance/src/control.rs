@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
-use crate::slowpath::SlowPath;
-use crate::srv6::punt_tag_parts;
-use crate::stats::{ControlCounters, DropReason};
+use dataplane::slowpath::SlowPath;
+use dataplane::srv6::punt_tag_parts;
+use dataplane::stats::{ControlCounters, DropReason};
 
 /// How often the slow path's timers run.
 const TICK_MS: u64 = 10;

@@ -1,7 +1,7 @@
 //! The Prometheus endpoint: `GET /metrics` (text exposition format), plus
 //! `GET /neighbors` and `GET /routes`-style listings for people.
 //!
-//! Counters live in per-core blocks ([`crate::stats`]); a scrape sums them
+//! Counters live in per-core blocks ([`dataplane::stats`]); a scrape sums them
 //! with relaxed loads on this thread, builds a fresh `prometheus-client`
 //! registry and encodes it. Nothing on the fast path knows metrics exist.
 //! The HTTP server is a small blocking loop on its own (non-EAL) thread; it
@@ -23,13 +23,13 @@ use prometheus_client::registry::Registry;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
-use crate::nat::fast::NatWorkerCounters;
-use crate::nat::mapper::NatStats;
-use crate::nat::session::SessionFilter;
-use crate::nat::translate::Proto;
+use dataplane::nat::fast::NatWorkerCounters;
+use dataplane::nat::mapper::NatStats;
+use dataplane::nat::session::SessionFilter;
+use dataplane::nat::translate::Proto;
 use crate::natcore::{NatClock, NatQuery};
-use crate::neigh::{NeighborState, NeighborTable};
-use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
+use dataplane::neigh::{NeighborState, NeighborTable};
+use dataplane::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
 use crate::worker::WorkerCounters;
 
 type Labels = Vec<(String, String)>;
@@ -46,9 +46,9 @@ pub struct MetricsSource {
     /// (ring name, ring)
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
     pub tsc_hz: u64,
-    pub l3: Arc<crate::l3::L3>,
+    pub l3: Arc<dataplane::l3::L3>,
     /// Per worker: one block of counters per local SID.
-    pub sid_counters: Vec<Arc<Vec<crate::srv6::SidCounters>>>,
+    pub sid_counters: Vec<Arc<Vec<dataplane::srv6::SidCounters>>>,
     /// The NAT mapping server's figures (with NAT on).
     pub nat: Option<Arc<NatStats>>,
     /// Per worker: the NAT cache counters (with NAT on).
@@ -57,7 +57,7 @@ pub struct MetricsSource {
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
     /// The storage service's counters, one block per worker (with `storage:` configured).
-    pub storage: Vec<Arc<crate::objservice::ServiceCounters>>,
+    pub storage: Vec<Arc<dataplane::objservice::ServiceCounters>>,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -264,8 +264,8 @@ impl MetricsSource {
         );
         gauge_family(&mut reg, "tsc_hz", "TSC frequency", [(Labels::new(), self.tsc_hz as i64)]);
 
-        let sids = self.l3.srv6.sids();
-        let sum_sid = |i: usize, f: &dyn Fn(&crate::srv6::SidCounters) -> u64| -> u64 {
+        let sids = self.l3.srv6().sids();
+        let sum_sid = |i: usize, f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
             self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
         };
         let sid_labels = |i: usize| {
@@ -288,7 +288,7 @@ impl MetricsSource {
             &mut reg,
             "srv6_storage_decisions",
             "Storage steering decisions at a local storage SID",
-            (0..sids.len()).filter(|i| sids[*i].behavior == crate::srv6::Behavior::Storage).flat_map(|i| {
+            (0..sids.len()).filter(|i| sids[*i].behavior == dataplane::srv6::Behavior::Storage).flat_map(|i| {
                 let mut a = sid_labels(i);
                 a.push(("decision".into(), "accept".into()));
                 let mut p = sid_labels(i);
@@ -316,7 +316,7 @@ impl MetricsSource {
             self.render_nat(&mut reg, n);
         }
         if !self.storage.is_empty() {
-            let total = |f: &dyn Fn(&crate::objservice::ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
+            let total = |f: &dyn Fn(&dataplane::objservice::ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
             for (name, help, v) in [
                 ("storage_queue_depth", "Storage requests held now, waiting for I/O", total(&|s| s.queue_depth.get())),
                 ("storage_device_used_blocks", "4 KiB data blocks of the storage devices in use", total(&|s| s.device_used_blocks.get())),
@@ -492,8 +492,8 @@ impl MetricsSource {
     pub fn srv6_text(&self) -> String {
         let mut s = String::from("local SIDs\n");
         let _ = writeln!(s, "  {:<40} {:<9} {:<22} {:>12} {:>12}", "sid", "behavior", "detail", "packets", "drops");
-        for (i, sid) in self.l3.srv6.sids().iter().enumerate() {
-            let sum = |f: &dyn Fn(&crate::srv6::SidCounters) -> u64| -> u64 {
+        for (i, sid) in self.l3.srv6().sids().iter().enumerate() {
+            let sum = |f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
                 self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
             };
             let drops = sum(&|c| DropReason::ALL.iter().map(|&r| c.drops.get(r)).sum());
@@ -503,7 +503,7 @@ impl MetricsSource {
             }
             if let Some(pol) = sid.policy {
                 detail = match pol {
-                    crate::srv6::StoragePolicy::SrC { threshold } => format!("sr-c<{threshold}"),
+                    dataplane::srv6::StoragePolicy::SrC { threshold } => format!("sr-c<{threshold}"),
                     other => other.name().to_owned(),
                 };
             }
@@ -524,7 +524,7 @@ impl MetricsSource {
             );
         }
         s.push_str("steering policies\n");
-        for p in self.l3.srv6.policies() {
+        for p in self.l3.srv6().policies() {
             let segs: Vec<String> = p.segments.iter().map(|a| a.to_string()).collect();
             let _ = writeln!(
                 s,
@@ -655,8 +655,8 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
 /// The storage latency histograms in the text format (prometheus-client
 /// builds histograms from observations only; these are single-writer
 /// counters on the worker).
-fn storage_text(out: &mut String, blocks: &[Arc<crate::objservice::ServiceCounters>]) {
-    use crate::objservice::{LATENCY_BOUNDS_US, OPS};
+fn storage_text(out: &mut String, blocks: &[Arc<dataplane::objservice::ServiceCounters>]) {
+    use dataplane::objservice::{LATENCY_BOUNDS_US, OPS};
     out.push_str("# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n");
     out.push_str("# TYPE appliance_storage_latency_seconds histogram\n");
     for (i, op) in OPS.iter().enumerate() {

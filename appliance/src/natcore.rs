@@ -23,11 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rte::{Burst, RingConsumer, RingProducer};
 
 use crate::config::IdleBackoff;
-use crate::nat::mapper::{Mapper, NatStats};
-use crate::nat::msg;
-use crate::nat::session::{SessionFilter, SessionInfo};
-use crate::nat::{NatEvent, Sink};
-use crate::stats::DropReason;
+use dataplane::nat::mapper::{Mapper, NatStats};
+use dataplane::nat::msg;
+use dataplane::nat::session::{SessionFilter, SessionInfo};
+use dataplane::nat::{NatEvent, Sink};
+use dataplane::stats::DropReason;
 
 /// How often idle sessions are retired and the gauges published.
 pub const TICK_MS: u64 = 10;

@@ -18,13 +18,13 @@ use std::time::Duration;
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
 
 use crate::config::IdleBackoff;
-use crate::l3::{Verdict, WorkerState, L3};
-use crate::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
+use dataplane::l3::{Verdict, WorkerState, L3};
+use dataplane::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
 use crate::natcore::NatClock;
-use crate::objservice::ObjectService;
-use crate::stats::PuntReason;
-use crate::srv6::punt_tag;
-use crate::stats::{Counter, DropCounters, DropReason, PuntCounters};
+use dataplane::objservice::ObjectService;
+use dataplane::stats::PuntReason;
+use dataplane::srv6::punt_tag;
+use dataplane::stats::{Counter, DropCounters, DropReason, PuntCounters};
 
 /// Counters of one (port, queue).
 #[derive(Debug, Default)]
@@ -120,7 +120,7 @@ impl Outputs<'_> {
                 let workers = self.storage_out.len();
                 if workers > 1 {
                     // Objects are sharded over the workers: hand it to the owner.
-                    let owner = crate::objservice::shard_of(m.data(), workers).unwrap_or(self.storage_index);
+                    let owner = dataplane::objservice::shard_of(m.data(), workers).unwrap_or(self.storage_index);
                     if owner != self.storage_index {
                         match self.storage_out.get_mut(owner).and_then(Option::as_mut) {
                             Some(ring) => {
@@ -369,7 +369,7 @@ fn flush_ring(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters, 
 /// Sends the NAT activity records waiting in `nw` to the mapping core, in
 /// report mbufs of up to [`TOUCHES_PER_REPORT`] records. No mbuf or a full
 /// ring loses the records (counted as `nat_report_lost`, one per record).
-fn send_reports(link: &mut NatLink, nw: &mut crate::nat::fast::NatWorker, c: &WorkerCounters) {
+fn send_reports(link: &mut NatLink, nw: &mut dataplane::nat::fast::NatWorker, c: &WorkerCounters) {
     if nw.touches_lost > 0 {
         c.drops.add(DropReason::NatReportLost, nw.touches_lost);
         nw.touches_lost = 0;

@@ -5,7 +5,7 @@
 #![no_main]
 use std::net::Ipv4Addr;
 
-use appliance::nat::translate;
+use dataplane::nat::translate;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

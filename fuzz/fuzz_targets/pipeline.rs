@@ -8,19 +8,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use appliance::nat::cache::FlowCache;
-use appliance::nat::fast::{NatPlan, NatWorker, Role};
-use appliance::nat::mapper::{Mapper, NatStats};
-use appliance::nat::msg::{Answer, ANSWER_LEN};
-use appliance::nat::{NatConfig, NullSink};
-use appliance::packet::PacketBuf;
+use dataplane::nat::cache::FlowCache;
+use dataplane::nat::fast::{NatPlan, NatWorker, Role};
+use dataplane::nat::mapper::{Mapper, NatStats};
+use dataplane::nat::msg::{Answer, ANSWER_LEN};
+use dataplane::nat::{NatConfig, NullSink};
+use netwire::PacketBuf;
 
-use appliance::l3::{PortInfo, RouteSpec, Verdict, WorkerState, L3};
-use appliance::neigh::{NeighborState, NeighborTable};
-use appliance::packet::{VecBuf, VecPool};
-use appliance::slowpath::{SlowPath, SlowPathConfig};
-use appliance::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
-use appliance::stats::{ControlCounters, PuntReason};
+use dataplane::l3::{PortInfo, RouteSpec, Verdict, WorkerState, L3};
+use dataplane::neigh::{NeighborState, NeighborTable};
+use netwire::{VecBuf, VecPool};
+use dataplane::slowpath::{SlowPath, SlowPathConfig};
+use dataplane::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
+use dataplane::stats::{ControlCounters, PuntReason};
 use libfuzzer_sys::fuzz_target;
 
 fn v6(s: &str) -> Ipv6Addr {
@@ -67,7 +67,7 @@ fn build(nat: Option<NatPlan>) -> Arc<L3> {
                 mac: [2, 0, 0, 0, 1, 1],
                 mtu: 1500,
                 ipv4: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
-                ipv6: vec![(v6("2001:db8:1::1"), 64), (appliance::l3::link_local_from_mac([2, 0, 0, 0, 1, 1]), 64)],
+                ipv6: vec![(v6("2001:db8:1::1"), 64), (dataplane::l3::link_local_from_mac([2, 0, 0, 0, 1, 1]), 64)],
             },
             PortInfo {
                 name: "outside".into(),

@@ -1,7 +1,7 @@
 //! Every L2/L3 parser: Ethernet, ARP, IPv4, IPv6, ICMP, ICMPv6 with NDP
 //! options; each accessor is called on whatever `new_checked` accepts.
 #![no_main]
-use appliance::wire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6};
+use netwire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

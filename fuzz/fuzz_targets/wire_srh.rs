@@ -1,8 +1,8 @@
 //! IPv6 extension-header walk and the SRH: view, checks, TLVs, Repr; a
 //! parsed Repr must emit and parse back to itself.
 #![no_main]
-use appliance::wire::ipv4::Protocol;
-use appliance::wire::{ipv6ext, srh};
+use netwire::ipv4::Protocol;
+use netwire::{ipv6ext, srh};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! The storage request header and the probe reply body.
 #![no_main]
-use appliance::wire::storage;
+use netwire::storage;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -100,9 +100,14 @@ fn list(b: &[BadReplica]) -> String {
     b.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("; ")
 }
 
+/// How a replica's reply status reads in a [`BadReplica`] reason.
+fn status_reason(status: u16) -> String {
+    format!("status {status} ({})", status::name(status))
+}
+
 fn outcome_reason(o: &Outcome) -> String {
     match o {
-        Outcome::Reply { status, .. } => format!("status {status} ({})", wire::status_name(*status)),
+        Outcome::Reply { status, .. } => status_reason(*status),
         Outcome::NoReply { tries } => format!("no reply after {tries} tries (down or unreachable?)"),
     }
 }
@@ -219,7 +224,7 @@ impl StorageClient {
             return Err(Error::Refused(format!("object {object:#x}: no replicas to write")));
         }
         let size = data.len() as u64;
-        let frags = wire::fragments(size);
+        let frags: Vec<(u64, u32)> = wire::fragments(size).collect();
         let nt = targets.len();
         let mut calls = Vec::with_capacity(frags.len() * nt);
         for &(off, len) in &frags {
@@ -320,7 +325,7 @@ impl StorageClient {
                 _ => expect = Some(sv),
             }
             let (size, version) = sv;
-            let frags: Vec<(u64, u32)> = if size == 0 { Vec::new() } else { wire::fragments(size) };
+            let frags: Vec<(u64, u32)> = if size == 0 { Vec::new() } else { wire::fragments(size).collect() };
             if !started {
                 started = true;
                 data = vec![0; size as usize];
@@ -376,7 +381,7 @@ impl StorageClient {
             }
         }
         progress.finish();
-        if !bad.is_empty() && bad.iter().all(|b| b.reason.contains("status 1 (not found)")) {
+        if !bad.is_empty() && bad.iter().all(|b| b.reason.ends_with(&status_reason(status::NOT_FOUND))) {
             return Err(Error::NotFound(what));
         }
         Err(Error::AllReplicasFailed { what, tried: bad })
@@ -492,9 +497,9 @@ impl StorageClient {
         let mut all = Vec::new();
         let mut after = after;
         loop {
-            let page = self.list_page_raw(node, after, wire::LIST_MAX)?;
+            let page = self.list_page_raw(node, after, wire::LIST_MAX as u32)?;
             let last = page.last().map(|e| e.id);
-            let full = page.len() as u32 >= wire::LIST_MAX;
+            let full = page.len() >= wire::LIST_MAX;
             all.extend(page);
             match last {
                 Some(l) if full && Some(l) != after => after = Some(l),

@@ -15,8 +15,9 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Routing type of the SRH.
-pub const ROUTING_TYPE_SRH: u8 = 4;
+use netwire::ipv4::Protocol;
+use netwire::srh;
+
 /// Most segments this client puts in an SRH (a 1280-byte MTU: 40 + 8 + 16·8 + 8 + 40 + 1040).
 pub const MAX_SEGMENTS: usize = 8;
 
@@ -27,19 +28,11 @@ pub fn srh(segments: &[Ipv6Addr]) -> Option<(Vec<u8>, Ipv6Addr)> {
     if n == 0 || n > MAX_SEGMENTS {
         return None;
     }
-    let mut b = vec![
-        0,                  // next header: the kernel fills it in
-        (2 * n) as u8,      // header extension length, 8-octet units after the first 8
-        ROUTING_TYPE_SRH,
-        (n - 1) as u8,      // segments left
-        (n - 1) as u8,      // last entry
-        0,                  // flags
-        0,
-        0, // tag
-    ];
-    for s in segments.iter().rev() {
-        b.extend_from_slice(&s.octets());
-    }
+    // SRH order: Segment List[0] is the last segment. The next header is left 0: the kernel
+    // fills it in.
+    let in_srh_order: Vec<Ipv6Addr> = segments.iter().rev().copied().collect();
+    let mut b = vec![0u8; srh::HEADER_LEN + srh::SEGMENT_LEN * n];
+    srh::emit_srh(&mut b, Protocol(0), (n - 1) as u8, 0, &in_srh_order).ok()?;
     Some((b, segments[n - 1]))
 }
 

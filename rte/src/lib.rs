@@ -5,8 +5,10 @@
 //! ([`Mbuf`], freed on drop, moved on transmit), fixed-size bursts ([`Burst`]),
 //! ports and their queues ([`Port`], [`RxQueue`], [`TxQueue`]), single-producer
 //! single-consumer rings of packets ([`MbufRing`]) and lcore launch
-//! ([`lcore::launch`]). Every `unsafe` block in the project is in this crate
-//! and carries a `// SAFETY:` line; crates above it forbid `unsafe`.
+//! ([`lcore::launch`]). Every `unsafe` block that touches DPDK is in this
+//! crate and carries a `// SAFETY:` line; crates above it forbid `unsafe`.
+//! [`Mbuf`] and [`Mempool`] implement `netwire`'s `PacketBuf`/`PacketPool`,
+//! so the pure pipeline (`dataplane`) runs on them unchanged.
 //!
 //! # Lifetimes
 //! DPDK objects live in EAL memory. [`Eal`] is created once per process and
@@ -21,7 +23,7 @@ mod burst;
 mod eal;
 mod error;
 pub mod lcore;
-mod mem;
+mod netwire_impl;
 mod mbuf;
 mod mempool;
 mod port;
@@ -31,7 +33,6 @@ pub use burst::{Burst, BURST_MAX};
 pub use eal::Eal;
 pub use error::RteError;
 pub use mbuf::Mbuf;
-pub use mem::{huge_vec, prefetch};
 pub use mempool::Mempool;
 pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
 pub use ring::{MbufRing, RingConsumer, RingProducer, RingStats};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use objcli::wire::{self, op, status, Header, CHUNK, FRAGMENT};
+use objcli::wire::{self, status, Header, Op, CHUNK, FRAGMENT};
 use objmeta::client::MetaClient;
 use objmeta::model::NodeRegistration;
 use objmeta::server::{self, ServerHandle};
@@ -149,7 +149,7 @@ fn serve(
                 return;
             }
             let r = Header { op: h.op | wire::REPLY, status: st, length: data.len() as u32, ..*h };
-            let _ = sock.send_to(&r.encode(data), from_of(h, from));
+            let _ = sock.send_to(&wire::encode(&r, data), from_of(h, from));
         };
         if faults.busy_next.load(Ordering::SeqCst) > 0 {
             faults.busy_next.fetch_sub(1, Ordering::SeqCst);
@@ -158,8 +158,8 @@ fn serve(
             continue;
         }
         let mut st = store.lock().unwrap();
-        match h.op {
-            op::PUT => {
+        match Op(h.op) {
+            Op::PUT_CHUNK => {
                 if faults.never_ack_puts.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -167,7 +167,7 @@ fn serve(
                     send(&h, status::BAD_REQUEST, &[]);
                     continue;
                 }
-                let (size, version) = (wire::be64(rest, 0), wire::be64(rest, 8));
+                let (size, version) = wire::parse_get(rest).map(|(s, v, _)| (s, v)).unwrap_or_default();
                 let frag = &rest[16..16 + h.length as usize];
                 let chunk = (h.offset / CHUNK as u64) as u32;
                 if let Some(o) = st.objects.get(&h.object_id) {
@@ -208,11 +208,11 @@ fn serve(
                             continue;
                         }
                         let r = Header { op: wh.op | wire::REPLY, status: status::OK, length: 0, ..wh };
-                        let _ = sock.send_to(&r.encode(&[]), f);
+                        let _ = sock.send_to(&wire::encode(&r, &[]), f);
                     }
                 }
             }
-            op::GET => {
+            Op::GET_CHUNK => {
                 let Some(o) = st.objects.get(&h.object_id) else {
                     send(&h, status::NOT_FOUND, &[]);
                     continue;
@@ -233,7 +233,7 @@ fn serve(
                 d.extend_from_slice(&c[at.min(end)..end]);
                 send(&h, status::OK, &d);
             }
-            op::STAT => {
+            Op::STAT => {
                 let Some(o) = st.objects.get(&h.object_id) else {
                     send(&h, status::NOT_FOUND, &[]);
                     continue;
@@ -245,13 +245,13 @@ fn serve(
                 d.extend_from_slice(&u32::from(complete).to_be_bytes());
                 send(&h, status::OK, &d);
             }
-            op::DELETE => {
+            Op::DELETE => {
                 st.objects.remove(&h.object_id);
                 send(&h, status::OK, &[]);
             }
-            op::LIST => {
+            Op::LIST => {
                 let after = (h.flags & wire::FLAG_AFTER != 0).then_some(h.object_id);
-                let max = (h.length as usize).clamp(1, wire::LIST_MAX as usize);
+                let max = (h.length as usize).clamp(1, wire::LIST_MAX);
                 let items: Vec<(u64, u64, u64)> = st
                     .objects
                     .iter()

@@ -779,8 +779,8 @@ pub fn emit_srh(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ipv6ext::{self, IPV6_IN_IPV6};
-    use crate::wire::{icmpv6, ipv6};
+    use crate::ipv6ext::{self, IPV6_IN_IPV6};
+    use crate::{icmpv6, ipv6};
     use proptest::prelude::*;
 
     fn addr(s: &str) -> Ipv6Addr {

@@ -46,10 +46,11 @@ use crate::nat::cache::CacheKey;
 use crate::nat::fast::{NatPlan, Role};
 use crate::nat::{msg, translate, Direction};
 use crate::neigh::{ip_key, NeighborTable};
-use crate::packet::{PacketBuf, VecBuf};
+use netwire::prefix::{Ipv4Cidr, Ipv6Cidr};
+use netwire::{PacketBuf, VecBuf};
 use crate::srv6::{Srv6Config, Srv6Tables};
 use crate::stats::{DropReason, PuntReason};
-use crate::wire::{ethernet, icmpv4, icmpv6, ipv4, ipv6};
+use netwire::{ethernet, icmpv4, icmpv6, ipv4, ipv6};
 
 pub use crate::srv6::WorkerState;
 
@@ -139,19 +140,11 @@ impl PortInfo {
 }
 
 fn in_subnet4(addr: Ipv4Addr, len: u8, ip: Ipv4Addr) -> bool {
-    prefix_eq(u128::from(u32::from(addr)) << 96, u128::from(u32::from(ip)) << 96, len)
+    Ipv4Cidr { addr, len }.contains(ip)
 }
 
 fn in_subnet6(addr: Ipv6Addr, len: u8, ip: Ipv6Addr) -> bool {
-    prefix_eq(u128::from(addr), u128::from(ip), len)
-}
-
-fn prefix_eq(a: u128, b: u128, len: u8) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let mask = u128::MAX << (128 - u32::from(len.min(128)));
-    a & mask == b & mask
+    Ipv6Cidr { addr, len }.contains(ip)
 }
 
 /// A static route as the pipeline takes it.
@@ -403,6 +396,11 @@ impl L3 {
         &self.ports
     }
 
+    /// The SRv6 tables (local SIDs, steering policies).
+    pub fn srv6(&self) -> &Srv6Tables {
+        &self.srv6
+    }
+
     pub fn neighbors(&self) -> &Arc<NeighborTable> {
         &self.neigh
     }
@@ -590,7 +588,7 @@ impl L3 {
                             swap_macs(eth_hdr, in_info.mac);
                             Verdict::Forward(in_port)
                         }
-                        Err(crate::wire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
+                        Err(netwire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
                         Err(_) => Verdict::Drop(DropReason::LocalIcmpMalformed),
                     }
                 } else if proto == ipv4::Protocol::UDP {
@@ -817,7 +815,7 @@ impl L3 {
                             swap_macs(eth_hdr, in_info.mac);
                             Verdict::Forward(in_port)
                         }
-                        Err(crate::wire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
+                        Err(netwire::WireError::Unsupported) => Verdict::Drop(DropReason::LocalIcmpIgnored),
                         Err(_) => Verdict::Drop(DropReason::LocalIcmpMalformed),
                     }
                 } else if next_header == ipv4::Protocol::UDP {

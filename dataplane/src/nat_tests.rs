@@ -19,10 +19,10 @@ use crate::nat::translate::tests::{assert_checksums_canonical, build as pk};
 use crate::nat::translate::{self, tcp_flags, FlowKey, Proto};
 use crate::nat::{Filtering, NatConfig, NatEvent};
 use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
-use crate::packet::{PacketBuf, VecBuf};
+use netwire::{PacketBuf, VecBuf};
 use crate::srv6::Srv6Config;
 use crate::stats::{DropReason, PuntReason};
-use crate::wire::ethernet;
+use netwire::ethernet;
 
 const POOL: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 64, 100, 1), Ipv4Addr::new(100, 64, 100, 2)];
 /// A second inside host.
@@ -300,7 +300,7 @@ fn ttl_and_mtu_are_checked_before_translation() {
     ip[8] = 1;
     let fix = |ip: &mut Vec<u8>| {
         ip[10..12].fill(0);
-        let c = crate::wire::checksum::checksum(&ip[..20]);
+        let c = netwire::checksum::checksum(&ip[..20]);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
     };
     fix(&mut ip);

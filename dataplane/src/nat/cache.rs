@@ -148,7 +148,7 @@ impl FlowCache {
         FlowCache {
             // Transparent huge pages: a random bucket per packet over 4 KiB
             // pages is a TLB miss per packet (4x slower at 192 MB).
-            slots: rte::huge_vec(n, EMPTY),
+            slots: fastmem::huge_vec(n, EMPTY),
             bucket_mask: n / BUCKET - 1,
             seed,
             idle_ms,
@@ -186,7 +186,7 @@ impl FlowCache {
     #[inline]
     pub fn prefetch(&self, key: CacheKey) {
         let base = self.bucket(key);
-        rte::prefetch(&self.slots[base..base + BUCKET]);
+        fastmem::prefetch(&self.slots[base..base + BUCKET]);
     }
 
     /// Looks `key` up at `now_ms`. A hit refreshes the entry and, when an

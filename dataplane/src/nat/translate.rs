@@ -102,7 +102,7 @@
 use std::net::Ipv4Addr;
 
 use super::NatError;
-use crate::wire::{checksum, icmpv4, ipv4, read_u16, read_u32, write_u16, write_u32};
+use netwire::{checksum, icmpv4, ipv4, read_u16, read_u32, write_u16, write_u32};
 
 /// The transport protocols NAT translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

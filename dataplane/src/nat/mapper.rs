@@ -30,9 +30,9 @@ use super::msg::{self, Answer, ANSWER_LEN};
 use super::session::{Expired, NatEvent, NatTable, SessionFilter, SessionInfo};
 use super::translate::{self, FlowKey};
 use super::{NatConfig, NatError, Sink};
-use crate::packet::PacketBuf;
+use netwire::PacketBuf;
 use crate::stats::{Counter, DropCounters, Gauge};
-use crate::wire::ethernet;
+use netwire::ethernet;
 
 /// What the mapping core publishes for the metrics endpoint (it is the only
 /// writer; the scrape reads).
@@ -111,7 +111,7 @@ impl<S: Sink<NatEvent>> Mapper<S> {
         let r = self.translate(pkt, tag, now_ms);
         match r {
             Ok(answer) => {
-                if !crate::packet::grow_front(pkt, ANSWER_LEN) {
+                if !netwire::grow_front(pkt, ANSWER_LEN) {
                     // Cannot happen with mbufs (128 bytes of headroom): a
                     // packet that cannot carry the answer is malformed.
                     self.stats.drops.inc(NatError::Malformed.drop_reason());
@@ -260,7 +260,7 @@ mod tests {
     use crate::nat::tests::small_config;
     use crate::nat::translate::tests::build as pk;
     use crate::nat::translate::Proto;
-    use crate::packet::VecBuf;
+    use netwire::VecBuf;
     use std::net::Ipv4Addr;
 
     const IN: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);

@@ -64,11 +64,11 @@ use std::sync::Arc;
 
 use crate::l3::{swap_macs, NextHop, Verdict, L3};
 use crate::neigh::ip_key;
-use crate::packet::{grow_front, PacketBuf};
+use netwire::{grow_front, PacketBuf};
 use crate::stats::{Counter, DropReason, PuntReason};
-use crate::wire::ipv4::Protocol;
-use crate::wire::ipv6ext::{self, IPV4_IN_IPV6, IPV6_IN_IPV6};
-use crate::wire::{checksum, ethernet, icmpv6, ipv4, ipv6, srh, storage};
+use netwire::ipv4::Protocol;
+use netwire::ipv6ext::{self, IPV4_IN_IPV6, IPV6_IN_IPV6};
+use netwire::{checksum, ethernet, icmpv6, ipv4, ipv6, srh, storage};
 
 /// Largest segment list a steering policy may carry.
 pub const POLICY_SEGMENTS_MAX: usize = 16;
@@ -606,7 +606,7 @@ impl L3 {
                     swap_macs(eth_hdr, self.ports()[usize::from(in_port)].mac);
                     return Verdict::Forward(in_port);
                 }
-                Err(crate::wire::WireError::Unsupported) => {}
+                Err(netwire::WireError::Unsupported) => {}
                 Err(_) => return self.sid_drop(ws, sid, DropReason::LocalIcmpMalformed),
             }
         }

@@ -1,4 +1,9 @@
-//! Zero-copy views and pure builders for the packet headers the appliance handles.
+#![forbid(unsafe_code)]
+//! Zero-copy views and pure builders for the packet headers the appliance handles,
+//! and the packet-buffer abstraction ([`buf`]) the pure pipeline works through.
+//!
+//! This crate has no DPDK and no `unsafe`: the appliance, the object client
+//! (`objcli`), the fuzz targets and the tests all use it, and it builds anywhere.
 //!
 //! Each header type follows the same pattern (after smoltcp's `wire` module):
 //!
@@ -14,6 +19,7 @@
 //! return the number of bytes written, or [`WireError::BufferTooSmall`].
 
 pub mod arp;
+pub mod buf;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
@@ -21,8 +27,11 @@ pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ipv6ext;
+pub mod prefix;
 pub mod srh;
 pub mod storage;
+
+pub use buf::{grow_front, PacketBuf, PacketPool, VecBuf, VecPool};
 
 use core::fmt;
 use core::str::FromStr;
@@ -163,19 +172,19 @@ impl FromStr for MacAddr {
 
 /// Reads a big-endian `u16` at `offset`. Panics if out of bounds.
 #[inline]
-pub(crate) fn read_u16(buf: &[u8], offset: usize) -> u16 {
+pub fn read_u16(buf: &[u8], offset: usize) -> u16 {
     u16::from_be_bytes([buf[offset], buf[offset + 1]])
 }
 
 /// Writes a big-endian `u16` at `offset`. Panics if out of bounds.
 #[inline]
-pub(crate) fn write_u16(buf: &mut [u8], offset: usize, value: u16) {
+pub fn write_u16(buf: &mut [u8], offset: usize, value: u16) {
     buf[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Reads a big-endian `u32` at `offset`. Panics if out of bounds.
 #[inline]
-pub(crate) fn read_u32(buf: &[u8], offset: usize) -> u32 {
+pub fn read_u32(buf: &[u8], offset: usize) -> u32 {
     u32::from_be_bytes([
         buf[offset],
         buf[offset + 1],
@@ -186,7 +195,7 @@ pub(crate) fn read_u32(buf: &[u8], offset: usize) -> u32 {
 
 /// Writes a big-endian `u32` at `offset`. Panics if out of bounds.
 #[inline]
-pub(crate) fn write_u32(buf: &mut [u8], offset: usize, value: u32) {
+pub fn write_u32(buf: &mut [u8], offset: usize, value: u32) {
     buf[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
 }
 

@@ -12,11 +12,11 @@ use proptest::prelude::*;
 use crate::l3::{Verdict, L3};
 use crate::l3_tests::fixture::*;
 use crate::neigh::{NeighborState, NeighborTable};
-use crate::packet::{PacketBuf, VecBuf, VecPool};
+use netwire::{PacketBuf, VecBuf, VecPool};
 use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
-use crate::wire::ipv4::Protocol;
-use crate::wire::{arp, ethernet, icmpv6, ipv4, ipv6, MacAddr};
+use netwire::ipv4::Protocol;
+use netwire::{arp, ethernet, icmpv6, ipv4, ipv6, MacAddr};
 
 struct Rig {
     sp: SlowPath<VecBuf>,

@@ -27,37 +27,21 @@ use std::net::Ipv6Addr;
 
 use objstore::{Error as StoreError, Reply, Request, Store, StoreCompletion};
 
-use crate::packet::PacketBuf;
+use netwire::PacketBuf;
 use crate::stats::Counter;
-use crate::wire::storage::{self as sh, Op};
-use crate::wire::{checksum, ethernet, ipv4::Protocol, ipv6};
+use netwire::storage::{self as sh, status, ListEntry, Op, PutHead, StatReply, CHUNK, FRAGMENT, FRAGMENTS_PER_CHUNK, LIST_MAX};
+use netwire::{checksum, ethernet, ipv4::Protocol, ipv6};
 
 const ETH: usize = ethernet::HEADER_LEN;
 const IP6: usize = ipv6::HEADER_LEN;
 const UDP: usize = 8;
 /// Where the storage header starts in a frame.
 const SH: usize = ETH + IP6 + UDP;
-/// Bytes of one fragment.
-pub const FRAGMENT: usize = 1024;
-/// Bytes of one chunk (the store's block).
-pub const CHUNK: usize = 4096;
-const FRAGS_PER_CHUNK: usize = CHUNK / FRAGMENT;
-/// Most objects in one list reply (fits a 1280-byte MTU).
-pub const LIST_MAX: usize = 50;
 /// How long an incomplete chunk waits for its missing fragments.
 pub const ASSEMBLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tag bit of a store request that is a chunk put (the low bits name the
 /// assembly buffer); others name a held request.
 const PUT_TAG: u64 = 1 << 63;
-
-/// Status codes beyond `wire::storage::status` (docs/storage-service.md).
-pub mod status {
-    pub const CHECKSUM: u16 = 4;
-    pub const NO_SPACE: u16 = 5;
-    pub const BUSY: u16 = 6;
-    pub const VERSION: u16 = 7;
-    pub const IO: u16 = 8;
-}
 
 /// Counters of the service (its worker is the only writer).
 #[derive(Debug, Default)]
@@ -203,7 +187,7 @@ impl<P: PacketBuf> ObjectService<P> {
                     submitted: false,
                     failed: None,
                     started: std::time::Instant::now(),
-                    fragments: Vec::with_capacity(2 * FRAGS_PER_CHUNK),
+                    fragments: Vec::with_capacity(2 * FRAGMENTS_PER_CHUNK),
                 })
                 .collect(),
             completions: Vec::with_capacity(64),
@@ -251,7 +235,7 @@ impl<P: PacketBuf> ObjectService<P> {
             reply_in_place(pkt, &hdr, status, body)
         };
         if hdr.object_id != object {
-            return answer_now(self, &mut pkt, sh::status::BAD_REQUEST, &[]).then_some(pkt);
+            return answer_now(self, &mut pkt, status::BAD_REQUEST, &[]).then_some(pkt);
         }
         let Some(slot) = self.free.pop() else {
             return answer_now(self, &mut pkt, status::BUSY, &[]).then_some(pkt);
@@ -262,7 +246,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 let off = hdr.offset;
                 if off % FRAGMENT as u64 != 0 || hdr.length as usize > FRAGMENT {
                     self.free.push(slot);
-                    return answer_now(self, &mut pkt, sh::status::BAD_REQUEST, &[]).then_some(pkt);
+                    return answer_now(self, &mut pkt, status::BAD_REQUEST, &[]).then_some(pkt);
                 }
                 let chunk = (off / CHUNK as u64) as u32;
                 let frag_off = (off % CHUNK as u64) as usize;
@@ -271,7 +255,7 @@ impl<P: PacketBuf> ObjectService<P> {
             Op::STAT => (Request::Stat { object: id }, Waiting::Stat),
             Op::DELETE => (Request::Delete { object: id }, Waiting::Delete),
             Op::LIST => (
-                Request::List { after: (hdr.flags & 1 != 0).then_some(id), limit: (hdr.length as usize).clamp(1, LIST_MAX) },
+                Request::List { after: (hdr.flags & sh::FLAG_AFTER != 0).then_some(id), limit: (hdr.length as usize).clamp(1, LIST_MAX) },
                 Waiting::List,
             ),
             Op::PUT_CHUNK => {
@@ -284,11 +268,11 @@ impl<P: PacketBuf> ObjectService<P> {
                 let mut body = [0u8; sh::ProbeReply::LEN];
                 let depth = self.queue_depth() as u32;
                 let _ = sh::ProbeReply { accepted_by: p.dst, queue_depth: depth }.emit(&mut body);
-                return answer_now(self, &mut pkt, sh::status::OK, &body).then_some(pkt);
+                return answer_now(self, &mut pkt, status::OK, &body).then_some(pkt);
             }
             _ => {
                 self.free.push(slot);
-                return answer_now(self, &mut pkt, sh::status::UNSUPPORTED, &[]).then_some(pkt);
+                return answer_now(self, &mut pkt, status::UNSUPPORTED, &[]).then_some(pkt);
             }
         };
         match self.store.submit(req, slot as u64) {
@@ -307,17 +291,12 @@ impl<P: PacketBuf> ObjectService<P> {
     fn put_fragment(&mut self, mut pkt: P, p: &Parsed, object: u64) -> Option<P> {
         let hdr = p.hdr;
         let data_start = SH + sh::HEADER_LEN;
-        let parsed = {
-            let d = &pkt.data()[data_start.min(pkt.data().len())..];
-            (d.len() >= 16).then(|| {
-                let size = u64::from_be_bytes(d[0..8].try_into().expect("8"));
-                let version = u64::from_be_bytes(d[8..16].try_into().expect("8"));
-                (size, version, d.len() - 16)
-            })
-        };
+        let parsed = PutHead::parse(&pkt.data()[data_start.min(pkt.data().len())..])
+            .ok()
+            .map(|(head, fragment)| (head.size, head.version, fragment.len()));
         let bad = |svc: &mut Self, pkt: &mut P, st: u16| {
             svc.counters.replies.inc();
-            if st == sh::status::BAD_REQUEST {
+            if st == status::BAD_REQUEST {
                 svc.counters.bad_requests.inc();
             }
             if st == status::BUSY {
@@ -326,13 +305,12 @@ impl<P: PacketBuf> ObjectService<P> {
             reply_in_place(pkt, &hdr, st, &[])
         };
         let Some((size, version, avail)) = parsed else {
-            return bad(self, &mut pkt, sh::status::BAD_REQUEST).then_some(pkt);
+            return bad(self, &mut pkt, status::BAD_REQUEST).then_some(pkt);
         };
         let off = hdr.offset;
         let len = hdr.length as usize;
-        let expected = if size == 0 { 0 } else { (size.saturating_sub(off)).min(FRAGMENT as u64) as usize };
-        if !off.is_multiple_of(FRAGMENT as u64) || (size > 0 && off >= size) || (size == 0 && off != 0) || len != expected || avail < len {
-            return bad(self, &mut pkt, sh::status::BAD_REQUEST).then_some(pkt);
+        if sh::fragment_len(size, off) != Some(len) || avail < len {
+            return bad(self, &mut pkt, status::BAD_REQUEST).then_some(pkt);
         }
         let chunk = (off / CHUNK as u64) as u32;
         let frag = ((off % CHUNK as u64) as usize) / FRAGMENT;
@@ -342,7 +320,7 @@ impl<P: PacketBuf> ObjectService<P> {
         if let Some(meta) = self.store.index().get(u128::from(object)) {
             if meta.version == version && meta.size == size && meta.chunks.get(chunk as usize).is_some_and(|c| c.lba != 0) {
                 self.counters.replies.inc();
-                return reply_in_place(&mut pkt, &hdr, sh::status::OK, &[]).then_some(pkt);
+                return reply_in_place(&mut pkt, &hdr, status::OK, &[]).then_some(pkt);
             }
             if meta.version > version {
                 return bad(self, &mut pkt, status::VERSION).then_some(pkt);
@@ -376,7 +354,7 @@ impl<P: PacketBuf> ObjectService<P> {
         }
         {
             let asm = &mut self.assemblies[a];
-            let src = &pkt.data()[data_start + 16..data_start + 16 + len];
+            let src = &pkt.data()[data_start + PutHead::LEN..data_start + PutHead::LEN + len];
             asm.buf[frag * FRAGMENT..frag * FRAGMENT + len].copy_from_slice(src);
             asm.have |= 1 << frag;
             asm.fragments.push(slot);
@@ -456,7 +434,7 @@ impl<P: PacketBuf> ObjectService<P> {
                         self.counters.chunks_written.inc();
                         let len = self.assemblies[a].key.map_or(0, |(_, _, ch)| objstore::index::chunk_len(self.assemblies[a].size, ch));
                         self.counters.bytes_written.add(len as u64);
-                        sh::status::OK
+                        status::OK
                     }
                     Err(e) => status_of(e),
                 };
@@ -475,36 +453,25 @@ impl<P: PacketBuf> ObjectService<P> {
                 Waiting::List => 4,
             };
             self.counters.latency[op_index].observe(h.arrived.elapsed().as_micros() as u64);
-            let mut body = [0u8; 16 + FRAGMENT];
+            let mut body = [0u8; PutHead::LEN + FRAGMENT];
             let (st, len) = match (c.result, &h.waiting) {
                 (Ok(Reply::Get(data)), Waiting::Get { frag_off, len }) => {
                     let (size, version) = self.store.index().get(u128::from(h.object)).map_or((0, 0), |m| (m.size, m.version));
                     let end = (*frag_off + *len).min(data.len());
                     let part = &data[(*frag_off).min(end)..end];
-                    body[0..8].copy_from_slice(&size.to_be_bytes());
-                    body[8..16].copy_from_slice(&version.to_be_bytes());
-                    body[16..16 + part.len()].copy_from_slice(part);
+                    let head = PutHead { size, version }.emit(&mut body).unwrap_or(0);
+                    body[head..head + part.len()].copy_from_slice(part);
                     self.counters.bytes_read.add(part.len() as u64);
-                    (sh::status::OK, 16 + part.len())
+                    (status::OK, head + part.len())
                 }
                 (Ok(Reply::Stat(info)), Waiting::Stat) => {
-                    body[0..8].copy_from_slice(&info.size.to_be_bytes());
-                    body[8..16].copy_from_slice(&info.version.to_be_bytes());
-                    body[16..20].copy_from_slice(&info.chunks.to_be_bytes());
-                    body[20..24].copy_from_slice(&u32::from(info.present == info.chunks).to_be_bytes());
-                    (sh::status::OK, 24)
+                    let reply = StatReply { size: info.size, version: info.version, chunks: info.chunks, complete: info.present == info.chunks };
+                    (status::OK, reply.emit(&mut body).unwrap_or(0))
                 }
-                (Ok(Reply::Delete { .. }), Waiting::Delete) => (sh::status::OK, 0),
+                (Ok(Reply::Delete { .. }), Waiting::Delete) => (status::OK, 0),
                 (Ok(Reply::List(items)), Waiting::List) => {
-                    let n = items.len().min(LIST_MAX).min((body.len() - 4) / 24);
-                    body[0..4].copy_from_slice(&(n as u32).to_be_bytes());
-                    for (i, it) in items.iter().take(n).enumerate() {
-                        let e = &mut body[4 + i * 24..4 + (i + 1) * 24];
-                        e[0..8].copy_from_slice(&(it.object as u64).to_be_bytes());
-                        e[8..16].copy_from_slice(&it.size.to_be_bytes());
-                        e[16..24].copy_from_slice(&it.version.to_be_bytes());
-                    }
-                    (sh::status::OK, 4 + n * 24)
+                    let entries = items.iter().map(|it| ListEntry { id: it.object as u64, size: it.size, version: it.version });
+                    (status::OK, sh::emit_list(entries, &mut body).unwrap_or(0))
                 }
                 (Err(e), _) => {
                     if matches!(e, StoreError::Checksum { .. }) {
@@ -540,13 +507,13 @@ pub fn object_of(addr: Ipv6Addr) -> u64 {
 
 fn status_of(e: &StoreError) -> u16 {
     match e {
-        StoreError::NotFound(_) | StoreError::ChunkMissing { .. } => sh::status::NOT_FOUND,
+        StoreError::NotFound(_) | StoreError::ChunkMissing { .. } => status::NOT_FOUND,
         StoreError::Checksum { .. } => status::CHECKSUM,
         StoreError::NoSpace | StoreError::ObjectTableFull(_) => status::NO_SPACE,
         StoreError::StaleVersion { .. } => status::VERSION,
         StoreError::Busy => status::BUSY,
         StoreError::ChunkOutOfRange { .. } | StoreError::BadLength { .. } | StoreError::SizeMismatch { .. } | StoreError::TooLarge { .. } => {
-            sh::status::BAD_REQUEST
+            status::BAD_REQUEST
         }
         _ => status::IO,
     }

@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use crate::l3::{Verdict, WorkerState, L3};
 use crate::neigh::{NeighborState, NeighborWriter};
-use crate::packet::{PacketBuf, PacketPool};
+use netwire::{PacketBuf, PacketPool};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
-use crate::wire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
+use netwire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
 /// Limits and timers of the slow path (from the config's `neighbor` and
 /// `icmp` sections).

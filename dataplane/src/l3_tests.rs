@@ -14,8 +14,8 @@ use self::fixture::*;
 use crate::l3::{Verdict, L3};
 use crate::neigh::NeighborState;
 use crate::stats::{DropReason, PuntReason};
-use crate::wire::ipv4::Protocol;
-use crate::wire::{ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
+use netwire::ipv4::Protocol;
+use netwire::{ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
 /// Addresses, set-up and frame builders shared by the L3 and slow-path tests.
 pub(crate) mod fixture {
@@ -24,8 +24,8 @@ pub(crate) mod fixture {
 
     use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, Verdict, L3};
     use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
-    use crate::wire::ipv4::Protocol;
-    use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
+    use netwire::ipv4::Protocol;
+    use netwire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
     pub const IN: u16 = 0;
     pub const OUT: u16 = 1;

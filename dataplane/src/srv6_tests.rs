@@ -34,16 +34,16 @@ use proptest::prelude::*;
 use crate::l3::{RouteSpec, Verdict, L3};
 use crate::l3_tests::fixture::*;
 use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
-use crate::packet::{PacketBuf, VecBuf, VecPool};
+use netwire::{PacketBuf, VecBuf, VecPool};
 use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::srv6::{
     param_problem_arg, param_problem_parts, Behavior, PolicySpec, Responder, SidSpec, Srv6Config,
     StoragePolicy, WorkerState,
 };
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
-use crate::wire::ipv4::Protocol;
-use crate::wire::ipv6ext::{IPV4_IN_IPV6, IPV6_IN_IPV6};
-use crate::wire::{checksum, ethernet, icmpv6, ipv4, ipv6, srh, storage};
+use netwire::ipv4::Protocol;
+use netwire::ipv6ext::{IPV4_IN_IPV6, IPV6_IN_IPV6};
+use netwire::{checksum, ethernet, icmpv6, ipv4, ipv6, srh, storage};
 
 // ---- Addresses -------------------------------------------------------------
 

@@ -42,44 +42,6 @@ pub trait PacketPool {
     fn alloc(&mut self) -> Option<Self::Buf>;
 }
 
-impl PacketBuf for rte::Mbuf {
-    #[inline]
-    fn data(&self) -> &[u8] {
-        rte::Mbuf::data(self)
-    }
-    #[inline]
-    fn data_mut(&mut self) -> &mut [u8] {
-        rte::Mbuf::data_mut(self)
-    }
-    #[inline]
-    fn set_len(&mut self, len: usize) -> bool {
-        rte::Mbuf::set_len(self, len)
-    }
-    #[inline]
-    fn port(&self) -> u16 {
-        rte::Mbuf::port(self)
-    }
-    #[inline]
-    fn set_port(&mut self, port: u16) {
-        rte::Mbuf::set_port(self, port)
-    }
-    #[inline]
-    fn prepend(&mut self, len: usize) -> bool {
-        rte::Mbuf::prepend(self, len).is_some()
-    }
-    #[inline]
-    fn adj(&mut self, len: usize) -> bool {
-        rte::Mbuf::adj(self, len)
-    }
-}
-
-impl PacketPool for rte::Mempool {
-    type Buf = rte::Mbuf;
-    fn alloc(&mut self) -> Option<rte::Mbuf> {
-        rte::Mempool::alloc(self)
-    }
-}
-
 /// A vector-backed packet for tests and tools: `HEADROOM` bytes before the
 /// frame and a fixed capacity, like an mbuf's data room.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use objstore::blk::RamDevice;
 use objstore::{FormatOptions, Store, StoreConfig};
 
 use super::*;
-use crate::packet::VecBuf;
+use netwire::VecBuf;
 
 const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 const PREFIX: u128 = 0x2001_0db8_00f0_0001_0000_0000_0000_0000;
