@@ -922,6 +922,69 @@ impl Config {
         Config::from_yaml_str(EMBEDDED_DEMO).expect("the embedded demo configuration is valid")
     }
 
+    /// The static routes, as the pipeline takes them.
+    pub fn route_specs(&self) -> Vec<dataplane::fib::RouteSpec> {
+        self.routes
+            .iter()
+            .map(|r| dataplane::fib::RouteSpec {
+                prefix: r.prefix.addr(),
+                len: r.prefix.prefix_len(),
+                port: r.port as u16,
+                via: r.via,
+            })
+            .collect()
+    }
+
+    /// The SRv6 part of the config, as the pipeline takes it.
+    pub fn srv6_config(&self) -> dataplane::srv6::Srv6Config {
+        use dataplane::srv6 as sr;
+        let sids = self
+            .srv6
+            .local_sids
+            .iter()
+            .map(|s| sr::SidSpec {
+                sid: s.sid,
+                behavior: match s.behavior {
+                    SidBehavior::End => sr::Behavior::End,
+                    SidBehavior::EndX => sr::Behavior::EndX,
+                    SidBehavior::EndDt6 => sr::Behavior::EndDt6,
+                    SidBehavior::EndDx6 => sr::Behavior::EndDx6,
+                    SidBehavior::Storage => sr::Behavior::Storage,
+                },
+                psp: s.flavors.psp,
+                usd: s.flavors.usd,
+                adjacency: match (s.port, s.next_hop) {
+                    (Some(p), Some(nh)) => Some((p as u16, nh)),
+                    _ => None,
+                },
+                policy: s.policy.map(|p| match p {
+                    StoragePolicy::Always => sr::StoragePolicy::Always,
+                    StoragePolicy::NeverButLast => sr::StoragePolicy::NeverButLast,
+                    StoragePolicy::SrC => sr::StoragePolicy::SrC { threshold: s.threshold.unwrap_or(1) },
+                    StoragePolicy::HoldsObject => sr::StoragePolicy::HoldsObject,
+                }),
+            })
+            .collect();
+        let policies = self
+            .srv6
+            .steering
+            .iter()
+            .map(|p| sr::PolicySpec {
+                prefix: p.prefix.addr(),
+                len: p.prefix.prefix_len(),
+                reduced: p.mode == EncapMode::EncapsRed,
+                segments: p.segments.clone(),
+                source: p.source,
+            })
+            .collect();
+        sr::Srv6Config {
+            sids,
+            policies,
+            trusted_ports: self.srv6.trusted_ports.as_ref().map(|v| v.iter().map(|p| *p as u16).collect()),
+            encap_source: self.srv6.encap_source,
+        }
+    }
+
     /// The EAL argument vector, `program` first:
     /// `--file-prefix=`, `-m`, `--huge-unlink`, `--lcores=main@cpu,w@cpu..`,
     /// `--main-lcore=`, `--log-level=`, `--no-pci` or `-a <addr>` per PCI port,

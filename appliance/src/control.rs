@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
 use dataplane::slowpath::SlowPath;
-use dataplane::srv6::punt_tag_parts;
+use dataplane::stats::punt_tag_parts;
 use dataplane::stats::{ControlCounters, DropReason};
 
 /// How often the slow path's timers run.

@@ -28,8 +28,10 @@ use dataplane::nat::mapper::NatStats;
 use dataplane::nat::session::SessionFilter;
 use dataplane::nat::translate::Proto;
 use crate::natcore::{NatClock, NatQuery};
-use dataplane::neigh::{NeighborState, NeighborTable};
-use dataplane::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
+use dataplane::fib::neigh::{NeighborState, NeighborTable};
+use dataplane::pipeline::Pipeline;
+use dataplane::storage::service::{ServiceCounters, LATENCY_BOUNDS_US, OPS};
+use dataplane::stats::{ControlCounters, DropReason, HandOffKind, IcmpErrorKind, PuntReason};
 use crate::worker::WorkerCounters;
 
 type Labels = Vec<(String, String)>;
@@ -46,7 +48,7 @@ pub struct MetricsSource {
     /// (ring name, ring)
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
     pub tsc_hz: u64,
-    pub l3: Arc<dataplane::l3::L3>,
+    pub pipeline: Arc<Pipeline>,
     /// Per worker: one block of counters per local SID.
     pub sid_counters: Vec<Arc<Vec<dataplane::srv6::SidCounters>>>,
     /// The NAT mapping server's figures (with NAT on).
@@ -57,7 +59,7 @@ pub struct MetricsSource {
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
     /// The storage service's counters, one block per worker (with `storage:` configured).
-    pub storage: Vec<Arc<dataplane::objservice::ServiceCounters>>,
+    pub storage: Vec<Arc<ServiceCounters>>,
 }
 
 fn l(pairs: &[(&str, String)]) -> Labels {
@@ -92,30 +94,59 @@ impl MetricsSource {
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut reg = Registry::with_prefix("appliance");
-        let pname = |p: u16| self.port_names.get(usize::from(p)).cloned().unwrap_or_else(|| p.to_string());
+        self.render_ports(&mut reg);
+        self.render_verdicts(&mut reg);
+        self.render_control(&mut reg);
+        self.render_tables(&mut reg);
+        self.render_lcores(&mut reg);
+        self.render_srv6(&mut reg);
+        if let Some(n) = &self.nat {
+            self.render_nat(&mut reg, n);
+        }
+        self.render_storage(&mut reg);
+        let mut out = String::new();
+        encode(&mut out, &reg).expect("encoding into a String cannot fail");
+        if !self.storage.is_empty() {
+            let mut h = String::new();
+            storage_text(&mut h, &self.storage);
+            // Before the OpenMetrics end marker.
+            match out.rfind("# EOF") {
+                Some(i) => out.insert_str(i, &h),
+                None => out.push_str(&h),
+            }
+        }
+        out
+    }
 
+    fn port_name(&self, p: u16) -> String {
+        self.port_names.get(usize::from(p)).cloned().unwrap_or_else(|| p.to_string())
+    }
+
+    /// Port counters: per queue from the workers, per device from the driver.
+    fn render_ports(&self, reg: &mut Registry) {
+        let pname = |p: u16| self.port_name(p);
         let rx = self.workers.iter().flat_map(|w| w.rx.iter());
         counter_family(
-            &mut reg,
+            reg,
             "port_rx_packets",
             "Packets received, per port and rx queue",
             rx.clone().map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.packets.get())),
         );
         counter_family(
-            &mut reg,
+            reg,
             "port_rx_bytes",
             "Bytes received, per port and rx queue",
             rx.map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.bytes.get())),
         );
         let tx = self.workers.iter().flat_map(|w| w.tx.iter());
         counter_family(
-            &mut reg,
+            reg,
             "port_tx_packets",
             "Packets sent, per port and tx queue",
             tx.clone().map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.packets.get())),
         );
         counter_family(
-            &mut reg,
+            reg,
             "port_tx_bytes",
             "Bytes sent, per port and tx queue",
             tx.map(|q| (l(&[("port", pname(q.port)), ("queue", q.queue.to_string())]), q.bytes.get())),
@@ -123,19 +154,19 @@ impl MetricsSource {
         let hw: Vec<(String, rte::PortStats)> =
             self.ports.iter().enumerate().map(|(i, p)| (pname(i as u16), p.stats())).collect();
         counter_family(
-            &mut reg,
+            reg,
             "port_rx_missed",
             "Packets the device dropped for lack of rx descriptors (driver counter)",
             hw.iter().map(|(n, s)| (l(&[("port", n.clone())]), s.rx_missed)),
         );
         counter_family(
-            &mut reg,
+            reg,
             "port_rx_nombuf",
             "Receive failures for lack of mbufs (driver counter)",
             hw.iter().map(|(n, s)| (l(&[("port", n.clone())]), s.rx_nombuf)),
         );
         counter_family(
-            &mut reg,
+            reg,
             "port_errors",
             "Receive and transmit errors (driver counters)",
             hw.iter().flat_map(|(n, s)| {
@@ -145,9 +176,12 @@ impl MetricsSource {
                 ]
             }),
         );
+    }
 
+    /// What the workers did with packets: drops, punts, hand-offs, injections.
+    fn render_verdicts(&self, reg: &mut Registry) {
         counter_family(
-            &mut reg,
+            reg,
             "drops",
             "Packets dropped, by reason (workers and control core)",
             DropReason::ALL.iter().map(|&r| {
@@ -158,7 +192,7 @@ impl MetricsSource {
             }),
         );
         counter_family(
-            &mut reg,
+            reg,
             "punts",
             "Packets handed from workers to the control core, by reason",
             PuntReason::ALL.iter().map(|&r| {
@@ -166,13 +200,25 @@ impl MetricsSource {
             }),
         );
         counter_family(
-            &mut reg,
+            reg,
+            "handoffs",
+            "Packets handed from workers to another part of the fast path, by destination",
+            HandOffKind::ALL.iter().map(|&k| {
+                (l(&[("to", k.label().to_owned())]), self.workers.iter().map(|w| w.handoffs.get(k)).sum())
+            }),
+        );
+        counter_family(
+            reg,
             "injected",
             "Packets the control core handed to workers for transmission",
             self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.injected.get())),
         );
+    }
+
+    /// The control core: ICMP errors, ARP/ND, resolutions, held packets.
+    fn render_control(&self, reg: &mut Registry) {
         counter_family(
-            &mut reg,
+            reg,
             "icmp_errors_sent",
             "ICMP and ICMPv6 errors sent, by type",
             IcmpErrorKind::ALL
@@ -191,70 +237,77 @@ impl MetricsSource {
             ("held_packets_sent", "Packets held during resolution and then sent", c.held_packets_sent.get()),
             ("punts_handled", "Punted packets handled by the control core", c.punts_handled.get()),
         ] {
-            counter_family(&mut reg, name, help, [(Labels::new(), v)]);
+            counter_family(reg, name, help, [(Labels::new(), v)]);
         }
         gauge_family(
-            &mut reg,
+            reg,
             "pending_packets",
             "Packets held waiting for neighbour resolution",
             [(Labels::new(), c.pending.get() as i64)],
         );
+    }
 
+    /// Neighbour table, mempool and rings.
+    fn render_tables(&self, reg: &mut Registry) {
         let mut by_state = [0i64; NeighborState::ALL.len()];
         for e in self.neigh.entries() {
             by_state[NeighborState::ALL.iter().position(|s| *s == e.state).unwrap_or(0)] += 1;
         }
         gauge_family(
-            &mut reg,
+            reg,
             "neighbors",
             "Neighbour table entries, by state",
             NeighborState::ALL.iter().zip(by_state).map(|(s, n)| (l(&[("state", s.name().to_owned())]), n)),
         );
         gauge_family(
-            &mut reg,
+            reg,
             "neighbors_capacity",
             "Neighbour table capacity",
             [(Labels::new(), self.neigh.capacity() as i64)],
         );
-        gauge_family(&mut reg, "mempool_in_use", "Mbufs in use", [(Labels::new(), i64::from(self.pool.in_use()))]);
+        gauge_family(reg, "mempool_in_use", "Mbufs in use", [(Labels::new(), i64::from(self.pool.in_use()))]);
         gauge_family(
-            &mut reg,
+            reg,
             "mempool_capacity",
             "Mbufs in the pool",
             [(Labels::new(), i64::from(self.pool.capacity()))],
         );
         gauge_family(
-            &mut reg,
+            reg,
             "ring_used",
             "Packets waiting in a ring between cores",
             self.rings.iter().map(|(n, r)| (l(&[("ring", n.clone())]), i64::from(r.stats().used))),
         );
         gauge_family(
-            &mut reg,
+            reg,
             "ring_capacity",
             "Capacity of a ring between cores",
             self.rings.iter().map(|(n, r)| (l(&[("ring", n.clone())]), i64::from(r.stats().capacity))),
         );
+    }
+
+    /// Worker lcores: busy and idle cycles, idle back-off.
+    fn render_lcores(&self, reg: &mut Registry) {
         counter_family(
-            &mut reg,
+            reg,
             "lcore_busy_cycles",
             "TSC cycles of poll loops that found work",
             self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.busy_cycles.get())),
         );
         counter_family(
-            &mut reg,
+            reg,
             "lcore_idle_cycles",
             "TSC cycles of poll loops that found no work (sleeps included)",
             self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.idle_cycles.get())),
         );
         counter_family(
-            &mut reg,
+            reg,
             "lcore_idle_sleeps",
             "Idle back-off pauses",
             self.workers.iter().map(|w| (l(&[("lcore", w.lcore.to_string())]), w.idle_sleeps.get())),
         );
         gauge_family_f64(
-            &mut reg,
+            reg,
             "lcore_idle_ratio",
             "Share of a worker's cycles spent idle since start",
             self.workers.iter().map(|w| {
@@ -262,9 +315,12 @@ impl MetricsSource {
                 (l(&[("lcore", w.lcore.to_string())]), if b + i > 0.0 { i / (b + i) } else { 1.0 })
             }),
         );
-        gauge_family(&mut reg, "tsc_hz", "TSC frequency", [(Labels::new(), self.tsc_hz as i64)]);
+        gauge_family(reg, "tsc_hz", "TSC frequency", [(Labels::new(), self.tsc_hz as i64)]);
+    }
 
-        let sids = self.l3.srv6().sids();
+    /// Per local SID: packets, bytes, storage decisions, drops.
+    fn render_srv6(&self, reg: &mut Registry) {
+        let sids = self.pipeline.srv6().sids();
         let sum_sid = |i: usize, f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
             self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
         };
@@ -273,19 +329,19 @@ impl MetricsSource {
             l(&[("sid", s.sid.to_string()), ("behavior", s.behavior.name().to_owned())])
         };
         counter_family(
-            &mut reg,
+            reg,
             "srv6_sid_packets",
             "Packets addressed to a local SID",
             (0..sids.len()).map(|i| (sid_labels(i), sum_sid(i, &|c| c.packets.get()))),
         );
         counter_family(
-            &mut reg,
+            reg,
             "srv6_sid_bytes",
             "Bytes addressed to a local SID",
             (0..sids.len()).map(|i| (sid_labels(i), sum_sid(i, &|c| c.bytes.get()))),
         );
         counter_family(
-            &mut reg,
+            reg,
             "srv6_storage_decisions",
             "Storage steering decisions at a local storage SID",
             (0..sids.len()).filter(|i| sids[*i].behavior == dataplane::srv6::Behavior::Storage).flat_map(|i| {
@@ -297,7 +353,7 @@ impl MetricsSource {
             }),
         );
         counter_family(
-            &mut reg,
+            reg,
             "srv6_sid_drops",
             "Packets a local SID dropped or answered with an error, by reason",
             (0..sids.len()).flat_map(|i| {
@@ -311,47 +367,35 @@ impl MetricsSource {
                 })
             }).collect::<Vec<_>>(),
         );
+    }
 
-        if let Some(n) = &self.nat {
-            self.render_nat(&mut reg, n);
+    /// The storage service, summed over the workers.
+    fn render_storage(&self, reg: &mut Registry) {
+        if self.storage.is_empty() {
+            return;
         }
-        if !self.storage.is_empty() {
-            let total = |f: &dyn Fn(&dataplane::objservice::ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
-            for (name, help, v) in [
-                ("storage_queue_depth", "Storage requests held now, waiting for I/O", total(&|s| s.queue_depth.get())),
-                ("storage_device_used_blocks", "4 KiB data blocks of the storage devices in use", total(&|s| s.device_used_blocks.get())),
-                ("storage_device_free_blocks", "4 KiB data blocks of the storage devices free", total(&|s| s.device_free_blocks.get())),
-            ] {
-                gauge_family(&mut reg, name, help, [(Labels::new(), v as i64)]);
-            }
-            for (name, help, v) in [
-                ("storage_requests", "Requests to the storage service", total(&|s| s.requests.get())),
-                ("storage_replies", "Replies of the storage service", total(&|s| s.replies.get())),
-                ("storage_bad_requests", "Storage requests dropped or refused as malformed", total(&|s| s.bad_requests.get())),
-                ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", total(&|s| s.busy.get())),
-                ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", total(&|s| s.checksum_failures.get())),
-                ("storage_chunks_written", "Chunks made durable", total(&|s| s.chunks_written.get())),
-                ("storage_written_bytes", "Object bytes made durable", total(&|s| s.bytes_written.get())),
-                ("storage_read_bytes", "Object bytes sent in replies", total(&|s| s.bytes_read.get())),
-                ("storage_handed_over", "Storage requests handed to the worker that owns the object", total(&|s| s.handed_over.get())),
-                ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", total(&|s| s.assemblies_expired.get())),
-            ] {
-                counter_family(&mut reg, name, help, [(Labels::new(), v)]);
-            }
+        let total = |f: &dyn Fn(&ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
+        for (name, help, v) in [
+            ("storage_queue_depth", "Storage requests held now, waiting for I/O", total(&|s| s.queue_depth.get())),
+            ("storage_device_used_blocks", "4 KiB data blocks of the storage devices in use", total(&|s| s.device_used_blocks.get())),
+            ("storage_device_free_blocks", "4 KiB data blocks of the storage devices free", total(&|s| s.device_free_blocks.get())),
+        ] {
+            gauge_family(reg, name, help, [(Labels::new(), v as i64)]);
         }
-
-        let mut out = String::new();
-        encode(&mut out, &reg).expect("encoding into a String cannot fail");
-        if !self.storage.is_empty() {
-            let mut h = String::new();
-            storage_text(&mut h, &self.storage);
-            // Before the OpenMetrics end marker.
-            match out.rfind("# EOF") {
-                Some(i) => out.insert_str(i, &h),
-                None => out.push_str(&h),
-            }
+        for (name, help, v) in [
+            ("storage_requests", "Requests to the storage service", total(&|s| s.requests.get())),
+            ("storage_replies", "Replies of the storage service", total(&|s| s.replies.get())),
+            ("storage_bad_requests", "Storage requests dropped or refused as malformed", total(&|s| s.bad_requests.get())),
+            ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", total(&|s| s.busy.get())),
+            ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", total(&|s| s.checksum_failures.get())),
+            ("storage_chunks_written", "Chunks made durable", total(&|s| s.chunks_written.get())),
+            ("storage_written_bytes", "Object bytes made durable", total(&|s| s.bytes_written.get())),
+            ("storage_read_bytes", "Object bytes sent in replies", total(&|s| s.bytes_read.get())),
+            ("storage_handed_over", "Storage requests handed to the worker that owns the object", total(&|s| s.handed_over.get())),
+            ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", total(&|s| s.assemblies_expired.get())),
+        ] {
+            counter_family(reg, name, help, [(Labels::new(), v)]);
         }
-        out
     }
 
     fn render_nat(&self, reg: &mut Registry, n: &NatStats) {
@@ -492,7 +536,7 @@ impl MetricsSource {
     pub fn srv6_text(&self) -> String {
         let mut s = String::from("local SIDs\n");
         let _ = writeln!(s, "  {:<40} {:<9} {:<22} {:>12} {:>12}", "sid", "behavior", "detail", "packets", "drops");
-        for (i, sid) in self.l3.srv6().sids().iter().enumerate() {
+        for (i, sid) in self.pipeline.srv6().sids().iter().enumerate() {
             let sum = |f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
                 self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
             };
@@ -524,7 +568,7 @@ impl MetricsSource {
             );
         }
         s.push_str("steering policies\n");
-        for p in self.l3.srv6().policies() {
+        for p in self.pipeline.srv6().policies() {
             let segs: Vec<String> = p.segments.iter().map(|a| a.to_string()).collect();
             let _ = writeln!(
                 s,
@@ -655,8 +699,7 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
 /// The storage latency histograms in the text format (prometheus-client
 /// builds histograms from observations only; these are single-writer
 /// counters on the worker).
-fn storage_text(out: &mut String, blocks: &[Arc<dataplane::objservice::ServiceCounters>]) {
-    use dataplane::objservice::{LATENCY_BOUNDS_US, OPS};
+fn storage_text(out: &mut String, blocks: &[Arc<ServiceCounters>]) {
     out.push_str("# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n");
     out.push_str("# TYPE appliance_storage_latency_seconds histogram\n");
     for (i, op) in OPS.iter().enumerate() {

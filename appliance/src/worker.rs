@@ -1,11 +1,13 @@
 //! The poll-mode worker: one per worker lcore, run to completion.
 //!
-//! Each loop: receive a burst from every rx queue the worker owns, give every
-//! packet its verdict ([`L3::process`]), then move it to the transmit burst
-//! of its egress port, the punt burst (for the control core) or free it with
-//! a counted reason; send what the control core injected; flush. No
-//! allocation, lock or system call happens in the loop; the only shared
-//! memory written is the worker's own counter block and the SPSC rings.
+//! Each loop polls, in turn: its rx queues (every packet through the
+//! [`Pipeline`], then to the transmit burst of its egress port, the punt
+//! burst for the control core, a hand-off, or freed with a counted reason),
+//! the NAT mapping core's answers, the packets the control core injected,
+//! the storage requests other workers handed over and the storage I/O that
+//! completed; then it flushes its bursts. No allocation, lock or system
+//! call happens in the loop; the only shared memory written is the worker's
+//! own counter block and the SPSC rings.
 //!
 //! Idle back-off: after `empty_polls` consecutive loops with no packet the
 //! worker sleeps `sleep_us`, so several appliance processes can share the
@@ -15,16 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dataplane::nat::fast::NatWorker;
+use dataplane::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
+use dataplane::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
+use dataplane::stats::{punt_tag, Counter, DropCounters, DropReason, HandOffCounters, HandOffKind, PuntCounters};
+use dataplane::storage::service::{shard_of, ObjectService};
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
 
 use crate::config::IdleBackoff;
-use dataplane::l3::{Verdict, WorkerState, L3};
-use dataplane::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
 use crate::natcore::NatClock;
-use dataplane::objservice::ObjectService;
-use dataplane::stats::PuntReason;
-use dataplane::srv6::punt_tag;
-use dataplane::stats::{Counter, DropCounters, DropReason, PuntCounters};
 
 /// Counters of one (port, queue).
 #[derive(Debug, Default)]
@@ -47,6 +48,7 @@ pub struct WorkerCounters {
     pub tx: Vec<QueueCounters>,
     pub drops: DropCounters,
     pub punts: PuntCounters,
+    pub handoffs: HandOffCounters,
     /// Packets the control core handed over for transmission.
     pub injected: Counter,
     /// TSC cycles spent in loops that found work / no work (sleeps included).
@@ -63,7 +65,7 @@ pub struct RxBinding {
 
 /// Everything one worker owns.
 pub struct Worker {
-    pub l3: Arc<L3>,
+    pub pipeline: Arc<Pipeline>,
     pub rx: Vec<RxBinding>,
     /// Indexed by the config index of the port.
     pub tx: Vec<TxQueue>,
@@ -73,18 +75,12 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     pub burst_size: usize,
     pub idle: IdleBackoff,
-    /// Per-worker pipeline state (SID counters, local service, NAT cache).
-    pub state: WorkerState,
+    /// Per-worker pipeline context (SID counters, local service, NAT cache).
+    pub ctx: WorkerCtx,
     /// The rings to and from the NAT mapping core (with NAT on).
     pub nat: Option<NatLink>,
     /// The object storage service (with `storage:` configured).
-    pub storage: Option<ObjectService<Mbuf>>,
-    /// Hand-over of storage requests for objects other workers own: this
-    /// worker's index, a ring to each other worker (`None` for itself) and
-    /// the rings from them.
-    pub storage_index: usize,
-    pub storage_out: Vec<Option<RingProducer>>,
-    pub storage_in: Vec<RingConsumer>,
+    pub storage: Option<StorageLink>,
 }
 
 /// A worker's side of the NAT mapping core: held packets and activity
@@ -97,232 +93,257 @@ pub struct NatLink {
     pub clock: NatClock,
 }
 
-/// Where a verdict sends a packet: the worker's output bursts.
-struct Outputs<'a> {
-    tx_bufs: &'a mut [Burst],
-    tx: &'a mut [TxQueue],
-    punt_burst: &'a mut Burst,
-    punt: &'a mut RingProducer,
-    nat_burst: &'a mut Burst,
-    nat: Option<&'a mut NatLink>,
-    storage: Option<&'a mut ObjectService<Mbuf>>,
-    storage_index: usize,
-    storage_out: &'a mut [Option<RingProducer>],
+/// A worker's storage service and its hand-over rings: objects are sharded
+/// over the workers (`id % workers`); a request for another worker's object
+/// goes to it on `out[owner]`, and `inbound` brings the others' requests.
+pub struct StorageLink {
+    pub service: ObjectService<Mbuf>,
+    /// This worker's index among the storage workers.
+    pub index: usize,
+    /// A ring to each other worker (`None` for itself).
+    pub out: Vec<Option<RingProducer>>,
+    pub inbound: Vec<RingConsumer>,
 }
 
-impl Outputs<'_> {
-    #[inline]
-    fn dispatch(&mut self, c: &WorkerCounters, verdict: Verdict, punt_arg: u32, mut m: Mbuf) {
-        match verdict {
-            Verdict::Forward(out) => push_tx(self.tx_bufs, self.tx, c, out, m),
-            Verdict::Punt(PuntReason::Storage) => {
-                c.punts.inc(PuntReason::Storage);
-                let workers = self.storage_out.len();
-                if workers > 1 {
-                    // Objects are sharded over the workers: hand it to the owner.
-                    let owner = dataplane::objservice::shard_of(m.data(), workers).unwrap_or(self.storage_index);
-                    if owner != self.storage_index {
-                        match self.storage_out.get_mut(owner).and_then(Option::as_mut) {
-                            Some(ring) => {
-                                if ring.enqueue(m).is_err() {
-                                    c.drops.inc(DropReason::StorageHandoffFull);
-                                }
-                            }
-                            None => c.drops.inc(DropReason::StorageNoService),
-                        }
-                        return;
-                    }
-                }
-                match self.storage.as_deref_mut() {
-                    Some(svc) => {
-                        // Answered at once (errors, retries), or held until its I/O completes.
-                        if let Some(reply) = svc.request(m) {
-                            let port = reply.port();
-                            push_tx(self.tx_bufs, self.tx, c, port, reply);
-                        }
-                    }
-                    None => c.drops.inc(DropReason::StorageNoService),
-                }
-            }
-            Verdict::Punt(PuntReason::NatMiss) => {
-                c.punts.inc(PuntReason::NatMiss);
-                let Some(link) = self.nat.as_deref_mut() else {
-                    c.drops.inc(DropReason::NatNoState);
-                    return;
-                };
-                m.set_tag(0x4e41_0000 | (punt_arg & 0xffff));
-                if let Err(m) = self.nat_burst.push(m) {
-                    flush_ring(&mut link.requests, self.nat_burst, &c.drops, DropReason::NatRingFull);
-                    if self.nat_burst.push(m).is_err() {
-                        c.drops.inc(DropReason::NatRingFull);
-                    }
-                }
-            }
-            Verdict::Punt(reason) => {
-                c.punts.inc(reason);
-                m.set_tag(punt_tag(reason, punt_arg));
-                if let Err(m) = self.punt_burst.push(m) {
-                    flush_ring(self.punt, self.punt_burst, &c.drops, DropReason::PuntRingFull);
-                    if self.punt_burst.push(m).is_err() {
-                        c.drops.inc(DropReason::PuntRingFull);
-                    }
-                }
-            }
-            Verdict::Drop(reason) => c.drops.inc(reason),
-        }
-    }
+/// The worker's output bursts and scratch space (allocated once, at start).
+struct Bursts {
+    /// One per port.
+    tx: Vec<Burst>,
+    punt: Burst,
+    nat: Burst,
+    /// Storage replies of a poll (capacity reserved at start).
+    storage_replies: Vec<Mbuf>,
 }
 
 impl Worker {
     /// The poll loop; returns when `stop` is set.
     pub fn run(mut self) -> i32 {
-        let ports = self.tx.len();
-        let mut tx_bufs: Vec<Burst> = (0..ports).map(|_| Burst::new()).collect();
-        let mut rx_burst = Burst::new();
-        let mut punt_burst = Burst::new();
-        let mut nat_burst = Burst::new();
-        let mut storage_replies: Vec<Mbuf> = Vec::with_capacity(1024);
+        let mut b = Bursts {
+            tx: (0..self.tx.len()).map(|_| Burst::new()).collect(),
+            punt: Burst::new(),
+            nat: Burst::new(),
+            storage_replies: Vec::with_capacity(1024),
+        };
+        // Received or dequeued packets being processed.
+        let mut input = Burst::new();
         let burst_size = self.burst_size.clamp(1, BURST_MAX);
         let mut empty_polls: u32 = 0;
-        let c = self.counters.clone();
         let mut t_prev = rte::tsc();
-
         while !self.stop.load(Ordering::Relaxed) {
-            let mut work = 0usize;
-            if let (Some(link), Some(nw)) = (&self.nat, self.state.nat.as_deref_mut()) {
+            if let (Some(link), Some(nw)) = (&self.nat, self.ctx.nat.as_deref_mut()) {
                 nw.now_ms = link.clock.now_ms();
             }
-            let mut out = Outputs {
-                tx_bufs: &mut tx_bufs,
-                tx: &mut self.tx,
-                punt_burst: &mut punt_burst,
-                punt: &mut self.punt,
-                nat_burst: &mut nat_burst,
-                nat: self.nat.as_mut(),
-                storage: self.storage.as_mut(),
-                storage_index: self.storage_index,
-                storage_out: &mut self.storage_out,
-            };
-            for (ri, rx) in self.rx.iter_mut().enumerate() {
-                let n = rx.queue.rx_burst(&mut rx_burst, burst_size);
-                if n == 0 {
-                    continue;
-                }
-                work += n;
-                let rxc = &c.rx[ri];
-                rxc.packets.add(n as u64);
-                rxc.bytes.add(rx_burst.bytes());
-                if self.state.nat.is_some() {
-                    for m in rx_burst.as_slice() {
-                        self.l3.nat_prefetch(m.data(), rx.port, &self.state);
-                    }
-                }
-                for mut m in rx_burst.drain() {
-                    m.set_port(rx.port);
-                    if !m.is_contiguous() {
-                        c.drops.inc(DropReason::MultiSegment);
-                        continue;
-                    }
-                    let v = self.l3.process(&mut m, rx.port, &mut self.state);
-                    out.dispatch(&c, v, self.state.punt_arg, m);
-                }
-            }
-            // Answers of the NAT mapping core: install the entries, then
-            // route the (translated) packet.
-            if let Some(link) = out.nat.as_deref_mut() {
-                let n = link.answers.dequeue_burst(&mut rx_burst, burst_size);
-                if n > 0 {
-                    work += n;
-                    for mut m in rx_burst.drain() {
-                        let Some(answer) = Answer::decode(m.data()) else {
-                            c.drops.inc(DropReason::NatBadAnswer);
-                            continue;
-                        };
-                        m.adj(ANSWER_LEN);
-                        if let Some(nw) = self.state.nat.as_deref_mut() {
-                            nw.install(&answer);
-                        }
-                        self.state.nat_skip = true;
-                        let port = m.port();
-                        let v = self.l3.process(&mut m, port, &mut self.state);
-                        self.state.nat_skip = false;
-                        out.dispatch(&c, v, self.state.punt_arg, m);
-                    }
-                }
-            }
-            // Packets the control core built or released (ARP/ND answers,
-            // ICMP errors, packets held for resolution).
-            let n = self.inject.dequeue_burst(&mut rx_burst, burst_size);
-            if n > 0 {
-                work += n;
-                c.injected.add(n as u64);
-                for m in rx_burst.drain() {
-                    let port = m.port();
-                    if usize::from(port) < ports {
-                        push_tx(out.tx_bufs, out.tx, &c, port, m);
-                    } else {
-                        c.drops.inc(DropReason::EthNotForUs);
-                    }
-                }
-            }
-            // Storage requests other workers handed over (objects this one owns).
-            if let Some(svc) = out.storage.as_deref_mut() {
-                for ring in self.storage_in.iter_mut() {
-                    let n = ring.dequeue_burst(&mut rx_burst, burst_size);
-                    work += n;
-                    svc.counters.handed_over.add(n as u64);
-                    for m in rx_burst.drain() {
-                        if let Some(reply) = svc.request(m) {
-                            let port = reply.port();
-                            push_tx(out.tx_bufs, out.tx, &c, port, reply);
-                        }
-                    }
-                }
-            }
-            // Storage I/O that completed: its replies go out.
-            if let Some(svc) = out.storage.as_deref_mut() {
-                svc.poll(&mut storage_replies);
-                work += storage_replies.len();
-                for m in storage_replies.drain(..) {
-                    let port = m.port();
-                    push_tx(out.tx_bufs, out.tx, &c, port, m);
-                }
-            }
-            flush_ring(out.punt, out.punt_burst, &c.drops, DropReason::PuntRingFull);
-            if let Some(link) = out.nat.as_deref_mut() {
-                flush_ring(&mut link.requests, out.nat_burst, &c.drops, DropReason::NatRingFull);
-                if let Some(nw) = self.state.nat.as_deref_mut() {
-                    send_reports(link, nw, &c);
-                    if work > 0 {
-                        nw.publish();
-                    }
-                }
-            }
-            for (p, (buf, txq)) in tx_bufs.iter_mut().zip(self.tx.iter_mut()).enumerate() {
-                flush_tx(buf, txq, &c, p);
-            }
-
-            let t_now = rte::tsc();
-            if work > 0 {
-                empty_polls = 0;
-                c.busy_cycles.add(t_now - t_prev);
-                t_prev = t_now;
-            } else {
-                empty_polls = empty_polls.saturating_add(1);
-                if self.idle.enabled && empty_polls >= self.idle.empty_polls {
-                    std::thread::sleep(Duration::from_micros(u64::from(self.idle.sleep_us)));
-                    c.idle_sleeps.inc();
-                }
-                let t_after = rte::tsc();
-                c.idle_cycles.add(t_after - t_prev);
-                t_prev = t_after;
-            }
+            let mut work = self.poll_rx(&mut input, &mut b, burst_size);
+            work += self.poll_nat_answers(&mut input, &mut b, burst_size);
+            work += self.poll_inject(&mut input, &mut b, burst_size);
+            work += self.poll_storage(&mut input, &mut b, burst_size);
+            self.flush(&mut b, work);
+            t_prev = self.account(work, &mut empty_polls, t_prev);
         }
         // Hand nothing back: queued packets are freed when the bursts drop.
-        for (p, buf) in tx_bufs.iter_mut().enumerate() {
-            flush_tx(buf, &mut self.tx[p], &c, p);
+        for p in 0..b.tx.len() {
+            flush_tx(&mut b.tx[p], &mut self.tx[p], &self.counters, p);
         }
         0
+    }
+
+    /// Receives a burst from every rx queue and gives each packet its verdict.
+    #[inline]
+    fn poll_rx(&mut self, input: &mut Burst, b: &mut Bursts, burst_size: usize) -> usize {
+        let mut work = 0;
+        for ri in 0..self.rx.len() {
+            let port = self.rx[ri].port;
+            let n = self.rx[ri].queue.rx_burst(input, burst_size);
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            let rxc = &self.counters.rx[ri];
+            rxc.packets.add(n as u64);
+            rxc.bytes.add(input.bytes());
+            if self.ctx.nat.is_some() {
+                for m in input.as_slice() {
+                    self.pipeline.nat_prefetch(m.data(), port, &self.ctx);
+                }
+            }
+            for mut m in input.drain() {
+                m.set_port(port);
+                if !m.is_contiguous() {
+                    self.counters.drops.inc(DropReason::MultiSegment);
+                    continue;
+                }
+                let v = self.pipeline.process(&mut m, port, &mut self.ctx);
+                self.dispatch(b, v, m);
+            }
+        }
+        work
+    }
+
+    /// Answers of the NAT mapping core: installs their cache entries, then
+    /// routes the (translated) packets.
+    #[inline]
+    fn poll_nat_answers(&mut self, input: &mut Burst, b: &mut Bursts, burst_size: usize) -> usize {
+        let Some(link) = self.nat.as_mut() else { return 0 };
+        let n = link.answers.dequeue_burst(input, burst_size);
+        for mut m in input.drain() {
+            let Some(answer) = Answer::decode(m.data()) else {
+                self.counters.drops.inc(DropReason::NatBadAnswer);
+                continue;
+            };
+            m.adj(ANSWER_LEN);
+            if let Some(nw) = self.ctx.nat.as_deref_mut() {
+                nw.install(&answer);
+            }
+            let port = m.port();
+            let v = self.pipeline.resume(&mut m, port, PacketFlags::NAT_DONE, &mut self.ctx);
+            self.dispatch(b, v, m);
+        }
+        n
+    }
+
+    /// Packets the control core built or released (ARP/ND answers, ICMP
+    /// errors, packets held for resolution): out of the port set in them.
+    #[inline]
+    fn poll_inject(&mut self, input: &mut Burst, b: &mut Bursts, burst_size: usize) -> usize {
+        let n = self.inject.dequeue_burst(input, burst_size);
+        if n == 0 {
+            return 0;
+        }
+        self.counters.injected.add(n as u64);
+        for m in input.drain() {
+            let port = m.port();
+            if usize::from(port) < self.tx.len() {
+                push_tx(&mut b.tx, &mut self.tx, &self.counters, port, m);
+            } else {
+                self.counters.drops.inc(DropReason::EthNotForUs);
+            }
+        }
+        n
+    }
+
+    /// Storage requests other workers handed over, then the storage I/O that
+    /// completed: their replies go out.
+    #[inline]
+    fn poll_storage(&mut self, input: &mut Burst, b: &mut Bursts, burst_size: usize) -> usize {
+        let Some(st) = self.storage.as_mut() else { return 0 };
+        let mut work = 0;
+        for ring in st.inbound.iter_mut() {
+            let n = ring.dequeue_burst(input, burst_size);
+            work += n;
+            st.service.counters.handed_over.add(n as u64);
+            for m in input.drain() {
+                if let Some(reply) = st.service.request(m) {
+                    let port = reply.port();
+                    push_tx(&mut b.tx, &mut self.tx, &self.counters, port, reply);
+                }
+            }
+        }
+        st.service.poll(&mut b.storage_replies);
+        work += b.storage_replies.len();
+        for m in b.storage_replies.drain(..) {
+            let port = m.port();
+            push_tx(&mut b.tx, &mut self.tx, &self.counters, port, m);
+        }
+        work
+    }
+
+    /// Sends what the loop queued: punts, NAT requests and activity reports,
+    /// transmit bursts.
+    #[inline]
+    fn flush(&mut self, b: &mut Bursts, work: usize) {
+        let c = &self.counters;
+        flush_ring(&mut self.punt, &mut b.punt, &c.drops, DropReason::PuntRingFull);
+        if let Some(link) = self.nat.as_mut() {
+            flush_ring(&mut link.requests, &mut b.nat, &c.drops, DropReason::NatRingFull);
+            if let Some(nw) = self.ctx.nat.as_deref_mut() {
+                send_reports(link, nw, c);
+                if work > 0 {
+                    nw.publish();
+                }
+            }
+        }
+        for (p, (buf, txq)) in b.tx.iter_mut().zip(self.tx.iter_mut()).enumerate() {
+            flush_tx(buf, txq, c, p);
+        }
+    }
+
+    /// Busy/idle cycle accounting and the idle back-off; returns the new
+    /// start of the next loop.
+    #[inline]
+    fn account(&self, work: usize, empty_polls: &mut u32, t_prev: u64) -> u64 {
+        let c = &self.counters;
+        let t_now = rte::tsc();
+        if work > 0 {
+            *empty_polls = 0;
+            c.busy_cycles.add(t_now - t_prev);
+            return t_now;
+        }
+        *empty_polls = empty_polls.saturating_add(1);
+        if self.idle.enabled && *empty_polls >= self.idle.empty_polls {
+            std::thread::sleep(Duration::from_micros(u64::from(self.idle.sleep_us)));
+            c.idle_sleeps.inc();
+        }
+        let t_after = rte::tsc();
+        c.idle_cycles.add(t_after - t_prev);
+        t_after
+    }
+
+    /// Sends a packet where its verdict says.
+    #[inline]
+    fn dispatch(&mut self, b: &mut Bursts, verdict: Verdict, m: Mbuf) {
+        let c = &self.counters;
+        match verdict {
+            Verdict::Forward(out) => push_tx(&mut b.tx, &mut self.tx, c, out, m),
+            Verdict::Punt(reason) => {
+                c.punts.inc(reason);
+                let mut m = m;
+                m.set_tag(punt_tag(reason, self.ctx.meta.punt_arg));
+                push_ring(&mut self.punt, &mut b.punt, &c.drops, DropReason::PuntRingFull, m);
+            }
+            Verdict::HandOff(HandOff::NatMapper(kind)) => {
+                c.handoffs.inc(HandOffKind::NatMapper);
+                let Some(link) = self.nat.as_mut() else {
+                    c.drops.inc(DropReason::NatNoState);
+                    return;
+                };
+                let mut m = m;
+                m.set_tag(kind.tag());
+                push_ring(&mut link.requests, &mut b.nat, &c.drops, DropReason::NatRingFull, m);
+            }
+            Verdict::HandOff(HandOff::Storage) => self.to_storage(b, m),
+            Verdict::Drop(reason) => c.drops.inc(reason),
+        }
+    }
+
+    /// A request to a replica address: served here, or handed to the worker
+    /// that owns the object.
+    #[inline]
+    fn to_storage(&mut self, b: &mut Bursts, m: Mbuf) {
+        let c = &self.counters;
+        let Some(st) = self.storage.as_mut() else {
+            c.drops.inc(DropReason::StorageNoService);
+            return;
+        };
+        let workers = st.out.len();
+        let owner = if workers > 1 { shard_of(m.data(), workers).unwrap_or(st.index) } else { st.index };
+        if owner != st.index {
+            c.handoffs.inc(HandOffKind::StorageWorker);
+            match st.out.get_mut(owner).and_then(Option::as_mut) {
+                Some(ring) => {
+                    if ring.enqueue(m).is_err() {
+                        c.drops.inc(DropReason::StorageHandoffFull);
+                    }
+                }
+                None => c.drops.inc(DropReason::StorageNoService),
+            }
+            return;
+        }
+        c.handoffs.inc(HandOffKind::Storage);
+        // Answered at once (errors, retries), or held until its I/O completes.
+        if let Some(reply) = st.service.request(m) {
+            let port = reply.port();
+            push_tx(&mut b.tx, &mut self.tx, c, port, reply);
+        }
     }
 }
 
@@ -354,6 +375,17 @@ fn flush_tx(buf: &mut Burst, txq: &mut TxQueue, c: &WorkerCounters, p: usize) {
     }
 }
 
+/// Queues `m` for `ring`, flushing the burst first when it is full.
+#[inline]
+fn push_ring(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters, reason: DropReason, m: Mbuf) {
+    if let Err(m) = burst.push(m) {
+        flush_ring(ring, burst, drops, reason);
+        if burst.push(m).is_err() {
+            drops.inc(reason);
+        }
+    }
+}
+
 #[inline]
 fn flush_ring(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters, reason: DropReason) {
     if burst.is_empty() {
@@ -369,7 +401,7 @@ fn flush_ring(ring: &mut RingProducer, burst: &mut Burst, drops: &DropCounters, 
 /// Sends the NAT activity records waiting in `nw` to the mapping core, in
 /// report mbufs of up to [`TOUCHES_PER_REPORT`] records. No mbuf or a full
 /// ring loses the records (counted as `nat_report_lost`, one per record).
-fn send_reports(link: &mut NatLink, nw: &mut dataplane::nat::fast::NatWorker, c: &WorkerCounters) {
+fn send_reports(link: &mut NatLink, nw: &mut NatWorker, c: &WorkerCounters) {
     if nw.touches_lost > 0 {
         c.drops.add(DropReason::NatReportLost, nw.touches_lost);
         nw.touches_lost = 0;

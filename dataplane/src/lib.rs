@@ -4,20 +4,13 @@
 //! `appliance` crate ties it to DPDK ports, rings and lcores.
 #![forbid(unsafe_code)]
 
-pub mod l3;
-pub mod lpm;
+pub mod fib;
 pub mod nat;
-pub mod neigh;
-pub mod objservice;
+pub mod pipeline;
 pub mod slowpath;
 pub mod srv6;
 pub mod stats;
+pub mod storage;
 
 #[cfg(test)]
-mod l3_tests;
-#[cfg(test)]
-mod nat_tests;
-#[cfg(test)]
-mod slowpath_tests;
-#[cfg(test)]
-mod srv6_tests;
+mod tests;

@@ -233,14 +233,45 @@ reasons!(
         PortUnreachable => "port_unreachable",
         /// An SRH or SRv6 upper-layer error: ICMPv6 parameter problem.
         ParamProblem => "param_problem",
-        /// No NAT cache entry: the packet went to the mapping core (not to
-        /// the control core) and is held until it answers.
-        NatMiss => "nat_miss",
-        /// A request to a replica address: handed to the worker's storage
-        /// service (held until its I/O completes).
-        Storage => "storage",
     }
 );
+
+reasons!(
+    /// Where a worker handed a packet that is neither forwarded, punted to
+    /// the control core nor dropped (label of `appliance_handoffs_total`).
+    HandOffKind, HandOffCounters {
+        /// No NAT cache entry: held and sent to the mapping core, which
+        /// translates it and answers with the cache entries.
+        NatMapper => "nat_mapper",
+        /// A request to a replica address, served by this worker's storage
+        /// service (held until its I/O completes).
+        Storage => "storage",
+        /// A request for an object another worker owns, sent to it.
+        StorageWorker => "storage_worker",
+    }
+);
+
+/// Packs a punt reason and its 24-bit argument into an mbuf tag (the
+/// worker → control ring carries it).
+pub fn punt_tag(reason: PuntReason, arg: u32) -> u32 {
+    (reason as u32) | (arg << 8)
+}
+
+/// Unpacks [`punt_tag`].
+pub fn punt_tag_parts(tag: u32) -> (Option<PuntReason>, u32) {
+    (PuntReason::from_u8(tag as u8), tag >> 8)
+}
+
+/// Packs an ICMPv6 parameter-problem code and pointer (< 65536: within the
+/// first packet bytes) into a 24-bit punt argument.
+pub fn param_problem_arg(code: u8, pointer: u32) -> u32 {
+    (u32::from(code) << 16) | pointer.min(0xffff)
+}
+
+/// Unpacks [`param_problem_arg`].
+pub fn param_problem_parts(arg: u32) -> (u8, u32) {
+    ((arg >> 16) as u8, arg & 0xffff)
+}
 
 reasons!(
     /// The ICMP and ICMPv6 errors the node sends (label of

@@ -15,8 +15,9 @@ use dataplane::nat::msg::{Answer, ANSWER_LEN};
 use dataplane::nat::{NatConfig, NullSink};
 use netwire::PacketBuf;
 
-use dataplane::l3::{PortInfo, RouteSpec, Verdict, WorkerState, L3};
-use dataplane::neigh::{NeighborState, NeighborTable};
+use dataplane::fib::{link_local_from_mac, PortInfo, RouteSpec};
+use dataplane::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
+use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use netwire::{VecBuf, VecPool};
 use dataplane::slowpath::{SlowPath, SlowPathConfig};
 use dataplane::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
@@ -27,8 +28,8 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-fn l3() -> &'static Arc<L3> {
-    static L3S: OnceLock<Arc<L3>> = OnceLock::new();
+fn l3() -> &'static Arc<Pipeline> {
+    static L3S: OnceLock<Arc<Pipeline>> = OnceLock::new();
     L3S.get_or_init(|| build(None))
 }
 
@@ -50,8 +51,8 @@ fn nat_config() -> NatConfig {
 
 /// The same tables with NAT (port 0 inside, port 1 outside), and the mapping
 /// server every input shares (state accumulates across inputs, as it would).
-fn nat() -> &'static (Arc<L3>, Mutex<Mapper<NullSink>>) {
-    static NAT: OnceLock<(Arc<L3>, Mutex<Mapper<NullSink>>)> = OnceLock::new();
+fn nat() -> &'static (Arc<Pipeline>, Mutex<Mapper<NullSink>>) {
+    static NAT: OnceLock<(Arc<Pipeline>, Mutex<Mapper<NullSink>>)> = OnceLock::new();
     NAT.get_or_init(|| {
         let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: nat_config().pool };
         let mapper = Mapper::new(&nat_config(), NullSink, Arc::new(NatStats::default()));
@@ -59,7 +60,7 @@ fn nat() -> &'static (Arc<L3>, Mutex<Mapper<NullSink>>) {
     })
 }
 
-fn build(nat: Option<NatPlan>) -> Arc<L3> {
+fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
     {
         let ports = vec![
             PortInfo {
@@ -67,7 +68,7 @@ fn build(nat: Option<NatPlan>) -> Arc<L3> {
                 mac: [2, 0, 0, 0, 1, 1],
                 mtu: 1500,
                 ipv4: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
-                ipv6: vec![(v6("2001:db8:1::1"), 64), (dataplane::l3::link_local_from_mac([2, 0, 0, 0, 1, 1]), 64)],
+                ipv6: vec![(v6("2001:db8:1::1"), 64), (link_local_from_mac([2, 0, 0, 0, 1, 1]), 64)],
             },
             PortInfo {
                 name: "outside".into(),
@@ -100,7 +101,7 @@ fn build(nat: Option<NatPlan>) -> Arc<L3> {
         w.set(1, IpAddr::V6(v6("2001:db8:2::2")), [2, 0, 0, 0, 2, 2], NeighborState::Reachable, 0).unwrap();
         w.set(0, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), [2, 0, 0, 0, 1, 2], NeighborState::Reachable, 0).unwrap();
         w.set(1, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), [2, 0, 0, 0, 2, 2], NeighborState::Reachable, 0).unwrap();
-        Arc::new(L3::with_nat(ports, &routes, &srv6, nat, table).unwrap())
+        Arc::new(Pipeline::with_nat(ports, &routes, &srv6, nat, table).unwrap())
     }
 }
 
@@ -108,26 +109,24 @@ fn build(nat: Option<NatPlan>) -> Arc<L3> {
 /// and the packet routed without NAT (as the worker loop does).
 fn run_nat(port: u16, frame: &[u8]) {
     let (l3, mapper) = nat();
-    let mut ws = WorkerState::scratch(l3);
+    let mut ws = WorkerCtx::scratch(l3);
     ws.nat = Some(Box::new(NatWorker::new(FlowCache::new(64, 1000, 250, 7))));
     let mut buf = VecBuf::from_frame(frame, port);
     let v = l3.process(&mut buf, port, &mut ws);
     if let Verdict::Forward(p) = v {
         assert!(p < 2);
     }
-    if v != Verdict::Punt(PuntReason::NatMiss) {
+    let Verdict::HandOff(HandOff::NatMapper(kind)) = v else {
         return;
-    }
-    let tag = 0x4e41_0000 | ws.punt_arg;
-    if mapper.lock().unwrap().request(&mut buf, tag, 1).is_err() {
+    };
+    if mapper.lock().unwrap().request(&mut buf, kind.tag(), 1).is_err() {
         return;
     }
     let answer = Answer::decode(buf.data()).expect("the mapping server's answer has a valid header");
     assert!(buf.adj(ANSWER_LEN));
     ws.nat.as_mut().unwrap().install(&answer);
-    ws.nat_skip = true;
-    let v = l3.process(&mut buf, port, &mut ws);
-    assert_ne!(v, Verdict::Punt(PuntReason::NatMiss), "an answered packet asks again");
+    let v = l3.resume(&mut buf, port, PacketFlags::NAT_DONE, &mut ws);
+    assert!(!matches!(v, Verdict::HandOff(HandOff::NatMapper(_))), "an answered packet asks again");
     if let Verdict::Forward(p) = v {
         assert!(p < 2);
     }
@@ -141,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let l3 = l3();
-    let mut ws = WorkerState::scratch(l3);
+    let mut ws = WorkerCtx::scratch(l3);
     let mut buf = frame.to_vec();
     let v = l3.process_frame(&mut buf, port, &mut ws);
     match v {
@@ -149,18 +148,18 @@ fuzz_target!(|data: &[u8]| {
         Verdict::Punt(reason) => {
             if reason == PuntReason::NeighborMiss {
                 let mut again = VecBuf::from_frame(&buf, port);
-                let arg = ws.punt_arg;
-                assert_eq!(l3.rerun(&mut again, port, arg, &mut WorkerState::scratch(l3)), Verdict::Punt(PuntReason::NeighborMiss));
+                let arg = ws.meta.punt_arg;
+                assert_eq!(l3.rerun(&mut again, port, arg, &mut WorkerCtx::scratch(l3)), Verdict::Punt(PuntReason::NeighborMiss));
             }
             // The control core handles whatever was punted.
             let (_t, writer) = NeighborTable::new(16);
             let mut sp = SlowPath::<VecBuf>::new(l3.clone(), writer, SlowPathConfig::default(), Arc::new(ControlCounters::default()));
             let mut pool = VecPool { remaining: 8 };
             let mut sent = 0;
-            sp.handle(VecBuf::from_frame(&buf, port), reason, ws.punt_arg, 0, &mut pool, &mut |_| sent += 1);
+            sp.handle(VecBuf::from_frame(&buf, port), reason, ws.meta.punt_arg, 0, &mut pool, &mut |_| sent += 1);
             sp.tick(5000, &mut pool, &mut |_| sent += 1);
             assert!(sent <= 8);
         }
-        Verdict::Drop(_) => {}
+        Verdict::HandOff(_) | Verdict::Drop(_) => {}
     }
 });

@@ -29,6 +29,7 @@ pub mod ipv6;
 pub mod ipv6ext;
 pub mod prefix;
 pub mod srh;
+pub mod udp;
 pub mod storage;
 
 pub use buf::{grow_front, PacketBuf, PacketPool, VecBuf, VecPool};

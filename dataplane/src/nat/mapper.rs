@@ -108,7 +108,10 @@ impl<S: Sink<NatEvent>> Mapper<S> {
     /// header; on error it is unchanged and the caller drops it (the reason
     /// is already counted in [`NatStats::drops`]).
     pub fn request<P: PacketBuf>(&mut self, pkt: &mut P, tag: u32, now_ms: u64) -> Result<(), NatError> {
-        let r = self.translate(pkt, tag, now_ms);
+        let r = match msg::RequestKind::from_tag(tag) {
+            Some(kind) => self.translate(pkt, kind, now_ms),
+            None => Err(NatError::WrongKind),
+        };
         match r {
             Ok(answer) => {
                 if !netwire::grow_front(pkt, ANSWER_LEN) {
@@ -127,13 +130,14 @@ impl<S: Sink<NatEvent>> Mapper<S> {
         }
     }
 
-    fn translate<P: PacketBuf>(&mut self, pkt: &mut P, tag: u32, now_ms: u64) -> Result<Answer, NatError> {
+    fn translate<P: PacketBuf>(&mut self, pkt: &mut P, kind: msg::RequestKind, now_ms: u64) -> Result<Answer, NatError> {
+        use msg::RequestKind::{Hairpin, Inbound, Outbound};
         let ip = pkt.data_mut().get_mut(ethernet::HEADER_LEN..).ok_or(NatError::Malformed)?;
         let flow = translate::parse_flow(ip)?;
         let mut answer = Answer::default();
-        match tag {
-            msg::TAG_OUTBOUND | msg::TAG_HAIRPIN => {
-                if tag == msg::TAG_OUTBOUND {
+        match kind {
+            Outbound | Hairpin => {
+                if kind == Outbound {
                     self.stats.requests_outbound.inc();
                 } else {
                     self.stats.requests_hairpin.inc();
@@ -147,12 +151,12 @@ impl<S: Sink<NatEvent>> Mapper<S> {
                     translate::rewrite_src(ip, b.public_addr, b.public_port)?;
                     let [out, inb] = msg::entries_of(&b);
                     answer.push(out);
-                    if tag == msg::TAG_OUTBOUND {
+                    if kind == Outbound {
                         answer.push(inb);
                     }
                     (b.public_addr, b.public_port)
                 };
-                if tag == msg::TAG_HAIRPIN {
+                if kind == Hairpin {
                     // The packet now comes from the public endpoint: it is
                     // an inbound packet of the destination's mapping.
                     let key = FlowKey { src: public.0, sport: public.1, ..flow.key };
@@ -160,11 +164,10 @@ impl<S: Sink<NatEvent>> Mapper<S> {
                     self.inbound(ip, &key, flow.icmp_error, flow.tcp_flags, now_ms, &mut answer, false)?;
                 }
             }
-            msg::TAG_INBOUND => {
+            Inbound => {
                 self.stats.requests_inbound.inc();
                 self.inbound(ip, &flow.key, flow.icmp_error, flow.tcp_flags, now_ms, &mut answer, true)?;
             }
-            _ => return Err(NatError::WrongKind),
         }
         Ok(answer)
     }

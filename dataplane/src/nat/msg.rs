@@ -32,6 +32,39 @@ pub const TAG_HAIRPIN: u32 = 0x4e41_0003;
 /// An activity report.
 pub const TAG_TOUCH: u32 = 0x4e41_0004;
 
+/// What a held packet asks of the mapping core (its mbuf tag on the
+/// request ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Inside → outside without a cache entry: find or create the mapping.
+    Outbound,
+    /// To a pool address without a cache entry: look the mapping up.
+    Inbound,
+    /// Inside → a pool address: translate both ways.
+    Hairpin,
+}
+
+impl RequestKind {
+    /// The request's mbuf tag.
+    pub const fn tag(self) -> u32 {
+        match self {
+            RequestKind::Outbound => TAG_OUTBOUND,
+            RequestKind::Inbound => TAG_INBOUND,
+            RequestKind::Hairpin => TAG_HAIRPIN,
+        }
+    }
+
+    /// The kind of a request tag (`None` for reports and foreign tags).
+    pub const fn from_tag(tag: u32) -> Option<RequestKind> {
+        match tag {
+            TAG_OUTBOUND => Some(RequestKind::Outbound),
+            TAG_INBOUND => Some(RequestKind::Inbound),
+            TAG_HAIRPIN => Some(RequestKind::Hairpin),
+            _ => None,
+        }
+    }
+}
+
 /// Bytes of one activity record.
 pub const TOUCH_LEN: usize = 24;
 /// Records in one report (fits the smallest allowed data room, 1152 bytes).

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::l3::{Verdict, WorkerState, L3};
-use crate::neigh::{NeighborState, NeighborWriter};
+use crate::pipeline::{Pipeline, Verdict, WorkerCtx};
+use crate::fib::neigh::{NeighborState, NeighborWriter};
 use netwire::{PacketBuf, PacketPool};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
 use netwire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
@@ -67,7 +67,7 @@ struct Resolution<P> {
 
 /// The control core's packet handler.
 pub struct SlowPath<P> {
-    l3: Arc<L3>,
+    pipeline: Arc<Pipeline>,
     neigh: NeighborWriter,
     cfg: SlowPathConfig,
     counters: Arc<ControlCounters>,
@@ -77,29 +77,29 @@ pub struct SlowPath<P> {
     icmp_refill_ms: u64,
     last_refresh_ms: u64,
     /// Pipeline state for re-running held packets (its counters are private).
-    ws: WorkerState,
+    ctx: WorkerCtx,
 }
 
 
 impl<P: PacketBuf> SlowPath<P> {
-    pub fn new(l3: Arc<L3>, neigh: NeighborWriter, cfg: SlowPathConfig, counters: Arc<ControlCounters>) -> Self {
-        let ws = WorkerState::scratch(&l3);
-        Self::with_state(l3, neigh, cfg, counters, ws)
+    pub fn new(pipeline: Arc<Pipeline>, neigh: NeighborWriter, cfg: SlowPathConfig, counters: Arc<ControlCounters>) -> Self {
+        let ctx = WorkerCtx::scratch(&pipeline);
+        Self::with_state(pipeline, neigh, cfg, counters, ctx)
     }
 
     /// As [`SlowPath::new`], with the pipeline state used to re-run held
     /// packets (its local service should be configured like the workers').
     pub fn with_state(
-        l3: Arc<L3>,
+        pipeline: Arc<Pipeline>,
         neigh: NeighborWriter,
         cfg: SlowPathConfig,
         counters: Arc<ControlCounters>,
-        ws: WorkerState,
+        ctx: WorkerCtx,
     ) -> Self {
         let tokens = u64::from(cfg.icmp_errors_burst) * 1000;
         SlowPath {
-            ws,
-            l3,
+            ctx,
+            pipeline,
             neigh,
             cfg,
             counters,
@@ -116,12 +116,12 @@ impl<P: PacketBuf> SlowPath<P> {
     }
 
     /// Installs a configured neighbour (never aged).
-    pub fn add_static(&mut self, port: u16, ip: IpAddr, mac: [u8; 6]) -> Result<(), crate::neigh::NeighborError> {
+    pub fn add_static(&mut self, port: u16, ip: IpAddr, mac: [u8; 6]) -> Result<(), crate::fib::neigh::NeighborError> {
         self.neigh.set(port, ip, mac, NeighborState::Static, 0)
     }
 
     /// Handles one punted packet; `arg` is the punt's detail
-    /// ([`WorkerState::punt_arg`]). `send` transmits a packet out of the
+    /// ([`crate::pipeline::PacketMeta::punt_arg`]). `send` transmits a packet out of the
     /// port set in it.
     #[allow(clippy::too_many_arguments)]
     pub fn handle<Pool: PacketPool<Buf = P>>(
@@ -156,13 +156,10 @@ impl<P: PacketBuf> SlowPath<P> {
                 self.counters.drops.inc(DropReason::PortUnreachable);
             }
             PuntReason::ParamProblem => {
-                let (code, pointer) = crate::srv6::param_problem_parts(arg);
+                let (code, pointer) = crate::stats::param_problem_parts(arg);
                 self.icmp_error(&pkt, IcmpWhy::ParamProblem(code, pointer), now_ms, pool, send);
                 self.counters.drops.inc(DropReason::Srv6ParamProblem);
             }
-            // Workers send these to the mapping core, never here.
-            PuntReason::NatMiss => self.counters.drops.inc(DropReason::NatNoState),
-            PuntReason::Storage => self.counters.drops.inc(DropReason::StorageNoService),
         }
     }
 
@@ -221,7 +218,7 @@ impl<P: PacketBuf> SlowPath<P> {
 
     fn arp_input<Pool: PacketPool<Buf = P>>(&mut self, mut pkt: P, now_ms: u64, pool: &mut Pool, send: &mut dyn FnMut(P)) {
         let port = pkt.port();
-        let Some(info) = self.l3.ports().get(port as usize) else {
+        let Some(info) = self.pipeline.ports().get(port as usize) else {
             self.counters.drops.inc(DropReason::ArpInvalid);
             return;
         };
@@ -244,9 +241,9 @@ impl<P: PacketBuf> SlowPath<P> {
         // Our own addresses, and NAT pool addresses on an outside port's
         // subnet (so on-link hosts reach the pool without a route).
         let target_is_ours = info.owns(IpAddr::V4(tpa))
-            || (self.l3.is_nat_pool(tpa)
+            || (self.pipeline.is_nat_pool(tpa)
                 && info.on_link(IpAddr::V4(tpa))
-                && self.l3.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside));
+                && self.pipeline.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside));
         let sender_on_link = info.on_link(IpAddr::V4(spa)) && !info.owns(IpAddr::V4(spa));
         // RFC 826 merge: update a known sender; create an entry only when the
         // packet is for us.
@@ -283,7 +280,7 @@ impl<P: PacketBuf> SlowPath<P> {
 
     fn nd_input<Pool: PacketPool<Buf = P>>(&mut self, pkt: P, now_ms: u64, pool: &mut Pool, send: &mut dyn FnMut(P)) {
         let port = pkt.port();
-        let Some(info) = self.l3.ports().get(port as usize) else {
+        let Some(info) = self.pipeline.ports().get(port as usize) else {
             self.counters.drops.inc(DropReason::NdInvalid);
             return;
         };
@@ -421,14 +418,14 @@ impl<P: PacketBuf> SlowPath<P> {
     /// is known.
     fn forward_again(&mut self, mut pkt: P, arg: u32, send: &mut dyn FnMut(P)) {
         let in_port = pkt.port();
-        match self.l3.rerun(&mut pkt, in_port, arg, &mut self.ws) {
+        match self.pipeline.rerun(&mut pkt, in_port, arg, &mut self.ctx) {
             Verdict::Forward(out) => {
                 pkt.set_port(out);
                 self.counters.held_packets_sent.inc();
                 send(pkt);
             }
             Verdict::Drop(r) => self.counters.drops.inc(r),
-            Verdict::Punt(_) => self.counters.drops.inc(DropReason::NeighborFailed),
+            Verdict::Punt(_) | Verdict::HandOff(_) => self.counters.drops.inc(DropReason::NeighborFailed),
         }
     }
 
@@ -443,14 +440,14 @@ impl<P: PacketBuf> SlowPath<P> {
         send: &mut dyn FnMut(P),
     ) {
         // Which neighbour is it waiting for? A dry run of the pipeline says.
-        let Some((port, nh)) = self.l3.missing_neighbor(pkt.data(), pkt.port(), arg, &mut self.ws) else {
+        let Some((port, nh)) = self.pipeline.missing_neighbor(pkt.data(), pkt.port(), arg, &mut self.ctx) else {
             // Resolved since the worker looked, or no longer routable: run
             // it through the pipeline again.
             self.forward_again(pkt, arg, send);
             return;
         };
         // Resolved since the worker looked?
-        if self.l3.neighbors().lookup(port, nh).is_some() {
+        if self.pipeline.neighbors().lookup(port, nh).is_some() {
             self.forward_again(pkt, arg, send);
             return;
         }
@@ -506,7 +503,7 @@ impl<P: PacketBuf> SlowPath<P> {
 
     /// Sends an ARP request or a neighbour solicitation for `ip` out of `port`.
     fn solicit<Pool: PacketPool<Buf = P>>(&mut self, port: u16, ip: IpAddr, pool: &mut Pool, send: &mut dyn FnMut(P)) {
-        let info = &self.l3.ports()[port as usize];
+        let info = &self.pipeline.ports()[port as usize];
         let our_mac = MacAddr(info.mac);
         let Some(mut out) = pool.alloc() else {
             self.counters.drops.inc(DropReason::NoMbuf);
@@ -584,7 +581,7 @@ impl<P: PacketBuf> SlowPath<P> {
         let Ok(eth) = ethernet::Packet::new_checked(frame) else {
             return;
         };
-        let Some(info) = self.l3.ports().get(port as usize) else {
+        let Some(info) = self.pipeline.ports().get(port as usize) else {
             return;
         };
         let our_mac = MacAddr(info.mac);

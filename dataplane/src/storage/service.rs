@@ -30,7 +30,7 @@ use objstore::{Error as StoreError, Reply, Request, Store, StoreCompletion};
 use netwire::PacketBuf;
 use crate::stats::Counter;
 use netwire::storage::{self as sh, status, ListEntry, Op, PutHead, StatReply, CHUNK, FRAGMENT, FRAGMENTS_PER_CHUNK, LIST_MAX};
-use netwire::{checksum, ethernet, ipv4::Protocol, ipv6};
+use netwire::{ethernet, ipv4::Protocol, ipv6, udp};
 
 const ETH: usize = ethernet::HEADER_LEN;
 const IP6: usize = ipv6::HEADER_LEN;
@@ -136,30 +136,6 @@ pub struct ObjectService<P: PacketBuf> {
     /// Requests held now, published for steering's `sr-c` decisions
     /// ([`LoadView`]).
     load: std::sync::Arc<crate::stats::Gauge>,
-}
-
-/// What SRv6 storage steering sees of the service: its queue depth (the
-/// requests held now) read from the worker's service, the rest from the
-/// configured responder (the UDP port; `holds-object` from the configured
-/// list).
-pub struct LoadView {
-    pub load: std::sync::Arc<crate::stats::Gauge>,
-    pub responder: crate::srv6::Responder,
-}
-
-impl crate::srv6::LocalService for LoadView {
-    fn queue_depth(&self) -> u32 {
-        self.load.get() as u32
-    }
-    fn holds(&self, object_id: u64) -> bool {
-        self.responder.holds(object_id)
-    }
-    fn serve(&mut self, request: &sh::Repr, accepted_by: Ipv6Addr, reply: &mut [u8]) -> usize {
-        self.responder.serve(request, accepted_by, reply)
-    }
-    fn udp_port(&self) -> u16 {
-        self.responder.udp_port
-    }
 }
 
 /// A parsed request.
@@ -543,8 +519,7 @@ fn parse(frame: &[u8], port: u16) -> Option<Parsed> {
     if u16::from_be_bytes([udp[2], udp[3]]) != port {
         return None;
     }
-    let sum = checksum::add(checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, udp_len as u32), checksum::sum(udp));
-    if u16::from_be_bytes([udp[6], udp[7]]) == 0 || sum != 0xffff {
+    if !udp::verify_v6(udp, src, dst) {
         return None;
     }
     let req = sh::Packet::new_checked(&udp[UDP..]).ok()?;
@@ -576,19 +551,14 @@ fn reply_in_place<P: PacketBuf>(pkt: &mut P, req: &sh::Repr, status: u16, body: 
     if ipv6::emit_header(&mut data[ETH..], p.1, p.0, Protocol::UDP, 64, udp_len).is_err() {
         return false;
     }
-    let udp = &mut data[ETH + IP6..total];
-    udp[0..2].copy_from_slice(&p.3.to_be_bytes());
-    udp[2..4].copy_from_slice(&p.2.to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    udp[6..8].fill(0);
+    let datagram = &mut data[ETH + IP6..total];
+    udp::emit_header(datagram, p.3, p.2);
     let hdr = sh::Repr { op: Op(req.op).reply().0, status, length: body.len() as u32, ..*req };
-    if hdr.emit(&mut udp[UDP..]).is_err() {
+    if hdr.emit(&mut datagram[UDP..]).is_err() {
         return false;
     }
-    udp[UDP + sh::HEADER_LEN..].copy_from_slice(body);
-    let sum = checksum::add(checksum::pseudo_header_v6(p.1, p.0, Protocol::UDP.0, udp_len as u32), checksum::sum(udp));
-    let c = !sum;
-    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    datagram[UDP + sh::HEADER_LEN..].copy_from_slice(body);
+    udp::fill_checksum_v6(datagram, p.1, p.0);
     true
 }
 
@@ -600,4 +570,5 @@ fn parse_addrs(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, u16, u16)> {
 }
 
 #[cfg(test)]
+#[path = "service_tests.rs"]
 mod tests;

@@ -6,6 +6,7 @@ use objstore::blk::RamDevice;
 use objstore::{FormatOptions, Store, StoreConfig};
 
 use super::*;
+use netwire::checksum;
 use netwire::VecBuf;
 
 const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);

@@ -1,16 +1,16 @@
-//! Tests of NAT44 in the pipeline: the L3 stage with a worker's cache, and
+//! Tests of NAT44 in the pipeline: the Pipeline stage with a worker's cache, and
 //! the mapping core answering its misses, exchanging the same messages as
 //! on the rings (`nat::msg`), on plain buffers.
 //!
-//! Set-up: the L3 fixture (port 0 inside, port 1 outside, 203.0.113.0/24 via
+//! Set-up: the Pipeline fixture (port 0 inside, port 1 outside, 203.0.113.0/24 via
 //! the gateway on port 1), NAT with port 0 inside, port 1 outside, pool
 //! 100.64.100.1-2, small tables.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::l3::{Verdict, WorkerState, L3, NEIGHBOR_MISS_NAT_DONE};
-use crate::l3_tests::fixture::*;
+use crate::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
+use crate::tests::l3::fixture::*;
 use crate::nat::cache::FlowCache;
 use crate::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
 use crate::nat::mapper::{Mapper, NatStats};
@@ -18,7 +18,7 @@ use crate::nat::msg::{Answer, ANSWER_LEN};
 use crate::nat::translate::tests::{assert_checksums_canonical, build as pk};
 use crate::nat::translate::{self, tcp_flags, FlowKey, Proto};
 use crate::nat::{Filtering, NatConfig, NatEvent};
-use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
+use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
 use netwire::{PacketBuf, VecBuf};
 use crate::srv6::Srv6Config;
 use crate::stats::{DropReason, PuntReason};
@@ -49,9 +49,9 @@ fn config(filtering: Filtering) -> NatConfig {
 }
 
 struct Rig {
-    l3: Arc<L3>,
+    l3: Arc<Pipeline>,
     writer: NeighborWriter,
-    ws: WorkerState,
+    ws: WorkerCtx,
     mapper: Mapper<Vec<NatEvent>>,
     config: NatConfig,
     now: u64,
@@ -81,7 +81,7 @@ impl Rig {
         let config = config(filtering);
         let (table, mut writer) = NeighborTable::new(64);
         let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: config.pool.clone() };
-        let l3 = Arc::new(L3::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).unwrap());
+        let l3 = Arc::new(Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).unwrap());
         resolve_all(&mut writer);
         writer.set(IN, v4(HOST2_V4), HOST2_MAC, NeighborState::Reachable, 0).unwrap();
         let ws = Self::worker_state(&l3, &config);
@@ -89,8 +89,8 @@ impl Rig {
         Rig { l3, writer, ws, mapper, config, now: 1 }
     }
 
-    fn worker_state(l3: &L3, config: &NatConfig) -> WorkerState {
-        let mut ws = WorkerState::scratch(l3);
+    fn worker_state(l3: &Pipeline, config: &NatConfig) -> WorkerCtx {
+        let mut ws = WorkerCtx::scratch(l3);
         let min = config.udp_timeout_ms.min(config.icmp_timeout_ms).min(config.tcp_transitory_timeout_ms);
         let (idle, report) = cache_timing(min);
         ws.nat = Some(Box::new(NatWorker::new(FlowCache::new(1024, idle, report, 5))));
@@ -98,12 +98,12 @@ impl Rig {
     }
 
     /// Another worker: same tables and mapping core, an empty cache.
-    fn other_worker(&self) -> WorkerState {
+    fn other_worker(&self) -> WorkerCtx {
         Self::worker_state(&self.l3, &self.config)
     }
 
     fn send(&mut self, frame: Vec<u8>, in_port: u16) -> Out {
-        let mut ws = std::mem::replace(&mut self.ws, WorkerState::scratch(&self.l3));
+        let mut ws = std::mem::replace(&mut self.ws, WorkerCtx::scratch(&self.l3));
         let out = self.send_on(&mut ws, frame, in_port);
         self.ws = ws;
         out
@@ -111,29 +111,26 @@ impl Rig {
 
     /// The worker loop for one frame: process; on a miss the mapping core
     /// answers and the worker installs the answer and routes the packet.
-    fn send_on(&mut self, ws: &mut WorkerState, frame: Vec<u8>, in_port: u16) -> Out {
+    fn send_on(&mut self, ws: &mut WorkerCtx, frame: Vec<u8>, in_port: u16) -> Out {
         let mut buf = VecBuf::from_frame(&frame, in_port);
         ws.nat.as_mut().unwrap().now_ms = self.now;
         let mut verdict = self.l3.process(&mut buf, in_port, ws);
         let mut asked = false;
-        if verdict == Verdict::Punt(PuntReason::NatMiss) {
+        if let Verdict::HandOff(HandOff::NatMapper(kind)) = verdict {
             asked = true;
-            let tag = 0x4e41_0000 | ws.punt_arg;
-            match self.mapper.request(&mut buf, tag, self.now) {
+            match self.mapper.request(&mut buf, kind.tag(), self.now) {
                 Err(e) => verdict = Verdict::Drop(e.drop_reason()),
                 Ok(()) => {
                     let answer = Answer::decode(buf.data()).expect("answer header");
                     assert!(buf.adj(ANSWER_LEN));
                     ws.nat.as_mut().unwrap().install(&answer);
-                    ws.nat_skip = true;
-                    verdict = self.l3.process(&mut buf, in_port, ws);
-                    ws.nat_skip = false;
+                    verdict = self.l3.resume(&mut buf, in_port, PacketFlags::NAT_DONE, ws);
                 }
             }
         }
         let touches: Vec<_> = ws.nat.as_mut().unwrap().touches.drain(..).collect();
         self.mapper.touches(touches.into_iter());
-        Out { verdict, frame: buf.to_vec(), asked, punt_arg: ws.punt_arg }
+        Out { verdict, frame: buf.to_vec(), asked, punt_arg: ws.meta.punt_arg }
     }
 }
 
@@ -365,12 +362,12 @@ fn neighbor_miss_after_translation_is_rerun_without_translating_again() {
     rig.writer.set_state(OUT, v4(GW_V4), NeighborState::Incomplete, 0);
     let out = rig.send(from_inside(&udp_from(HOST_V4, 40000, REMOTE_V4, 53)), IN);
     assert_eq!(out.verdict, Verdict::Punt(PuntReason::NeighborMiss));
-    assert_ne!(out.punt_arg & NEIGHBOR_MISS_NAT_DONE, 0);
+    assert!(PacketFlags::from_bits(out.punt_arg).contains(PacketFlags::NAT_DONE));
     let translated = out.key();
     assert!(POOL.contains(&translated.src));
     // The control core (no NAT state) re-runs it once the gateway is known.
     rig.writer.set(OUT, v4(GW_V4), GW_MAC, NeighborState::Reachable, 0).unwrap();
-    let mut control = WorkerState::scratch(&rig.l3);
+    let mut control = WorkerCtx::scratch(&rig.l3);
     let mut frame = out.frame.clone();
     let mut buf = VecBuf::from_frame(&frame, IN);
     let v = rig.l3.rerun(&mut buf, IN, out.punt_arg, &mut control);
@@ -425,6 +422,6 @@ fn traffic_not_crossing_the_nat_is_routed_as_before() {
 fn pool_overlapping_a_port_address_is_refused() {
     let (table, _w) = NeighborTable::new(8);
     let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: vec![OUT_V4] };
-    let err = L3::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).err().unwrap();
+    let err = Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).err().unwrap();
     assert!(err.to_string().contains("is a port address"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the slow path (see slowpath.rs).
 //!
-//! Same set-up as the L3 tests (see `l3_tests::fixture`). Every punted frame is
-//! first run through [`L3::process`] as a worker would, so the inputs are ones
+//! Same set-up as the Pipeline tests (see `l3_tests::fixture`). Every punted frame is
+//! first run through [`Pipeline::process`] as a worker would, so the inputs are ones
 //! the slow path really gets; time is an explicit `now_ms`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::l3::{Verdict, L3};
-use crate::l3_tests::fixture::*;
-use crate::neigh::{NeighborState, NeighborTable};
+use crate::pipeline::{Pipeline, Verdict};
+use crate::tests::l3::fixture::*;
+use crate::fib::neigh::{NeighborState, NeighborTable};
 use netwire::{PacketBuf, VecBuf, VecPool};
 use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
@@ -20,7 +20,7 @@ use netwire::{arp, ethernet, icmpv6, ipv4, ipv6, MacAddr};
 
 struct Rig {
     sp: SlowPath<VecBuf>,
-    l3: Arc<L3>,
+    l3: Arc<Pipeline>,
     table: Arc<NeighborTable>,
     c: Arc<ControlCounters>,
     pool: VecPool,
@@ -56,7 +56,7 @@ impl Rig {
         }
     }
 
-    /// Runs `frame` (received on `port`) through L3, checks it is punted for
+    /// Runs `frame` (received on `port`) through Pipeline, checks it is punted for
     /// `reason`, hands it to the slow path and returns what that sent.
     fn punt(&mut self, frame: &[u8], port: u16, reason: PuntReason, now: u64) -> Vec<VecBuf> {
         let mut f = frame.to_vec();
@@ -1111,7 +1111,7 @@ fn no_icmpv4_error_about_link_layer_broadcast() {
                 "{reason:?} {mac:02x?}"
             );
         }
-        // Whatever L3 does with it, a TTL-expired one is not answered either.
+        // Whatever Pipeline does with it, a TTL-expired one is not answered either.
         let f = frame4(mac, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8));
         assert!(rig.handle(&f, IN, PuntReason::TtlExpired, 0).is_empty());
     }
@@ -1126,8 +1126,8 @@ fn no_icmpv4_error_about_link_layer_broadcast() {
 // branch of `SlowPath::icmp_error` checks `eth.dst_addr().is_multicast()`; the
 // IPv6 branch does not (and `icmpv6::is_error_allowed` leaves that check to the
 // caller). Here packets to a unicast address arrive in broadcast / all-nodes
-// frames, L3 punts them (NoRoute, PortUnreachable; TtlExpired too, as long as
-// L3 does not drop link-layer multicast before forwarding) and an error is sent.
+// frames, Pipeline punts them (NoRoute, PortUnreachable; TtlExpired too, as long as
+// Pipeline does not drop link-layer multicast before forwarding) and an error is sent.
 #[test]
 fn no_icmpv6_error_about_link_layer_multicast() {
     let mut rig = Rig::new(cfg());

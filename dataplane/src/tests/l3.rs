@@ -1,4 +1,4 @@
-//! Unit tests of the L3 stage (see l3.rs).
+//! Unit tests of the Pipeline stage (see l3.rs).
 //!
 //! Set-up: port 0 `inside` (02:00:00:00:01:01, 192.0.2.1/24, 2001:db8:1::1/64 +
 //! link-local), port 1 `outside` (02:00:00:00:02:01, 198.51.100.1/24,
@@ -11,19 +11,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use self::fixture::*;
-use crate::l3::{Verdict, L3};
-use crate::neigh::NeighborState;
+use crate::pipeline::{Pipeline, Verdict};
+use crate::fib::neigh::NeighborState;
 use crate::stats::{DropReason, PuntReason};
 use netwire::ipv4::Protocol;
 use netwire::{ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
-/// Addresses, set-up and frame builders shared by the L3 and slow-path tests.
+/// Addresses, set-up and frame builders shared by the Pipeline and slow-path tests.
 pub(crate) mod fixture {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::sync::Arc;
 
-    use crate::l3::{link_local_from_mac, PortInfo, RouteSpec, Verdict, L3};
-    use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
+    use crate::fib::{link_local_from_mac, PortInfo, RouteSpec};
+    use crate::pipeline::{Pipeline, Verdict};
+    use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
     use netwire::ipv4::Protocol;
     use netwire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
@@ -104,14 +105,14 @@ pub(crate) mod fixture {
 
     /// The tables with the given MTU on `outside`, an empty neighbour table
     /// (room for 64) and its writer.
-    pub fn build_l3(outside_mtu: u16) -> (Arc<L3>, NeighborWriter) {
+    pub fn build_l3(outside_mtu: u16) -> (Arc<Pipeline>, NeighborWriter) {
         let (table, writer) = NeighborTable::new(64);
-        let l3 = L3::new(ports(outside_mtu), &routes(), table).expect("valid set-up");
+        let l3 = Pipeline::new(ports(outside_mtu), &routes(), table).expect("valid set-up");
         (Arc::new(l3), writer)
     }
 
     /// As [`build_l3`] (MTU 1500) with HOST, NEIGH and GW resolved.
-    pub fn build_l3_resolved() -> (Arc<L3>, NeighborWriter) {
+    pub fn build_l3_resolved() -> (Arc<Pipeline>, NeighborWriter) {
         let (l3, mut w) = build_l3(1500);
         resolve_all(&mut w);
         (l3, w)
@@ -127,18 +128,18 @@ pub(crate) mod fixture {
     }
 
     /// Runs one frame, received on `in_port`, through the worker pipeline.
-    /// The only call of `L3::process` in the L3 and slow-path tests: adapt
+    /// The only call of `Pipeline::process` in the Pipeline and slow-path tests: adapt
     /// here if its signature changes.
     #[allow(clippy::ptr_arg)] // a Vec, so that a pipeline that resizes frames fits here
-    pub fn l3_process(l3: &L3, frame: &mut Vec<u8>, in_port: u16) -> Verdict {
+    pub fn l3_process(l3: &Pipeline, frame: &mut Vec<u8>, in_port: u16) -> Verdict {
         l3_process_arg(l3, frame, in_port).0
     }
 
     /// As [`l3_process`], also giving the punt argument (MTU, pointer).
-    pub fn l3_process_arg(l3: &L3, frame: &mut Vec<u8>, in_port: u16) -> (Verdict, u32) {
-        let mut ws = crate::l3::WorkerState::scratch(l3);
+    pub fn l3_process_arg(l3: &Pipeline, frame: &mut Vec<u8>, in_port: u16) -> (Verdict, u32) {
+        let mut ws = crate::pipeline::WorkerCtx::scratch(l3);
         let v = l3.process_frame(frame, in_port, &mut ws);
-        (v, ws.punt_arg)
+        (v, ws.meta.punt_arg)
     }
 
     // ---- IP packets ---------------------------------------------------------
@@ -500,7 +501,7 @@ pub(crate) mod fixture {
 
 /// Runs `frame` through `l3` on `port` and checks the frame is unchanged when
 /// the verdict is a punt (a punted frame must be handed over as received).
-fn process(l3: &L3, frame: &mut Vec<u8>, port: u16) -> Verdict {
+fn process(l3: &Pipeline, frame: &mut Vec<u8>, port: u16) -> Verdict {
     let before = frame.clone();
     let v = l3_process(l3, frame, port);
     if let Verdict::Punt(_) = v {
@@ -511,7 +512,7 @@ fn process(l3: &L3, frame: &mut Vec<u8>, port: u16) -> Verdict {
 
 /// Asserts `frame` on `port` gets `expected` and, for punts and drops, that it
 /// is byte-for-byte unchanged.
-fn assert_verdict_unchanged(l3: &L3, frame: &[u8], port: u16, expected: Verdict) {
+fn assert_verdict_unchanged(l3: &Pipeline, frame: &[u8], port: u16, expected: Verdict) {
     let mut f = frame.to_vec();
     let v = l3_process(l3, &mut f, port);
     assert_eq!(v, expected);
@@ -1267,12 +1268,12 @@ fn seed_frames() -> Vec<(Vec<u8>, u16)> {
 /// Invariants that hold for any input: no panic (implicit), punted frames
 /// unchanged, forwarding only to existing ports, a forwarded IPv4 frame has a
 /// valid header checksum, and the length never changes.
-fn check_invariants(l3: &L3, frame: &[u8], port: u16) -> Result<(), TestCaseError> {
+fn check_invariants(l3: &Pipeline, frame: &[u8], port: u16) -> Result<(), TestCaseError> {
     let mut f = frame.to_vec();
     let v = l3_process(l3, &mut f, port);
     prop_assert_eq!(f.len(), frame.len());
     match v {
-        Verdict::Punt(_) => prop_assert_eq!(&f[..], frame, "punted frame changed"),
+        Verdict::Punt(_) | Verdict::HandOff(_) => prop_assert_eq!(&f[..], frame, "punted frame changed"),
         Verdict::Forward(p) => {
             prop_assert!(p < 2, "forward to port {}", p);
             let e = ethernet::Packet::new_checked(&f[..]).unwrap();
@@ -1363,7 +1364,7 @@ fn seed_frames_are_handled_as_intended() {
 #[test]
 fn route_lookup_and_next_hop() {
     let (l3, _w) = build_l3(1500);
-    use crate::l3::NextHop;
+    use crate::fib::NextHop;
     assert_eq!(l3.route(v4(IN_V4)), Some(NextHop::Local { port: IN }));
     assert_eq!(l3.route(v4(OUT_V4)), Some(NextHop::Local { port: OUT }));
     assert_eq!(l3.route(v6(in_ll())), Some(NextHop::Local { port: IN }));

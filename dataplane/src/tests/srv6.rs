@@ -4,7 +4,7 @@
 //! H.Encaps.Red, the idempotence rule of neighbour-miss punts, and the slow
 //! path's ICMPv6 errors for SRv6 punts.
 //!
-//! Set-up: the ports of the L3 tests (`l3_tests::fixture`: port 0 `inside`
+//! Set-up: the ports of the Pipeline tests (`l3_tests::fixture`: port 0 `inside`
 //! 2001:db8:1::1/64, port 1 `outside` 2001:db8:2::1/64), a static route
 //! 2001:db8:b::/48 via 2001:db8:2::2 on port 1, neighbours 2001:db8:2::2
 //! (outside) and 2001:db8:1::2 (inside, the client/host) resolved, and
@@ -31,15 +31,16 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::l3::{RouteSpec, Verdict, L3};
-use crate::l3_tests::fixture::*;
-use crate::neigh::{NeighborState, NeighborTable, NeighborWriter};
+use crate::fib::RouteSpec;
+use crate::pipeline::{HandOff, Pipeline, Verdict};
+use crate::tests::l3::fixture::*;
+use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
 use netwire::{PacketBuf, VecBuf, VecPool};
 use crate::slowpath::{SlowPath, SlowPathConfig};
-use crate::srv6::{
-    param_problem_arg, param_problem_parts, Behavior, PolicySpec, Responder, SidSpec, Srv6Config,
-    StoragePolicy, WorkerState,
-};
+use crate::pipeline::WorkerCtx;
+use crate::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
+use crate::stats::{param_problem_arg, param_problem_parts};
+use crate::storage::Responder;
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
 use netwire::ipv4::Protocol;
 use netwire::ipv6ext::{IPV4_IN_IPV6, IPV6_IN_IPV6};
@@ -61,7 +62,7 @@ const SID_SRC: Ipv6Addr = sid_addr(7);
 const SID_NBL: Ipv6Addr = sid_addr(8);
 const SID_HOLD: Ipv6Addr = sid_addr(9);
 
-/// Indices in the SID table (and in `WorkerState::sid_counters`).
+/// Indices in the SID table (and in `WorkerCtx::sid_counters`).
 const I_END: usize = 0;
 const I_PSP: usize = 1;
 const I_X: usize = 2;
@@ -182,9 +183,9 @@ fn resolve(w: &mut NeighborWriter) {
 
 /// The tables: `outside_mtu` on port 1, neighbours resolved or not, the SR
 /// domain's ports.
-fn build(outside_mtu: u16, resolved: bool, trusted: Option<Vec<u16>>) -> (Arc<L3>, NeighborWriter) {
+fn build(outside_mtu: u16, resolved: bool, trusted: Option<Vec<u16>>) -> (Arc<Pipeline>, NeighborWriter) {
     let (table, mut w) = NeighborTable::new(64);
-    let l3 = L3::with_srv6(
+    let l3 = Pipeline::with_srv6(
         ports(outside_mtu),
         &srv6_routes(),
         &srv6_config(trusted),
@@ -198,16 +199,16 @@ fn build(outside_mtu: u16, resolved: bool, trusted: Option<Vec<u16>>) -> (Arc<L3
 }
 
 /// The standard set-up: MTU 1500, neighbours resolved, every port trusted.
-fn setup() -> (Arc<L3>, NeighborWriter) {
+fn setup() -> (Arc<Pipeline>, NeighborWriter) {
     build(1500, true, None)
 }
 
 /// A worker state whose local storage service has `queue_depth` requests
 /// waiting and holds `objects`.
-fn ws_with(l3: &L3, queue_depth: u32, objects: &[u64]) -> WorkerState {
+fn ws_with(l3: &Pipeline, queue_depth: u32, objects: &[u64]) -> WorkerCtx {
     let mut objects = objects.to_vec();
     objects.sort_unstable();
-    WorkerState::new(
+    WorkerCtx::new(
         l3,
         Box::new(Responder {
             udp_port: SERVICE_PORT,
@@ -217,13 +218,13 @@ fn ws_with(l3: &L3, queue_depth: u32, objects: &[u64]) -> WorkerState {
     )
 }
 
-fn ws(l3: &L3) -> WorkerState {
+fn ws(l3: &Pipeline) -> WorkerCtx {
     ws_with(l3, 0, &[])
 }
 
 /// Runs `frame` through the pipeline with a fresh worker state; returns the
 /// verdict and the state (counters, punt argument).
-fn run(l3: &L3, frame: &mut Vec<u8>, port: u16) -> (Verdict, WorkerState) {
+fn run(l3: &Pipeline, frame: &mut Vec<u8>, port: u16) -> (Verdict, WorkerCtx) {
     let mut w = ws(l3);
     let v = l3.process_frame(frame, port, &mut w);
     (v, w)
@@ -231,7 +232,7 @@ fn run(l3: &L3, frame: &mut Vec<u8>, port: u16) -> (Verdict, WorkerState) {
 
 /// Asserts `frame` gets `expected` and stays byte-for-byte unchanged;
 /// returns the worker state.
-fn assert_unchanged(l3: &L3, frame: &[u8], port: u16, expected: Verdict) -> WorkerState {
+fn assert_unchanged(l3: &Pipeline, frame: &[u8], port: u16, expected: Verdict) -> WorkerCtx {
     let mut f = frame.to_vec();
     let (v, w) = run(l3, &mut f, port);
     assert_eq!(v, expected);
@@ -241,14 +242,14 @@ fn assert_unchanged(l3: &L3, frame: &[u8], port: u16, expected: Verdict) -> Work
 
 /// Asserts a parameter problem (code, pointer) on an unchanged frame,
 /// counted on SID `i`.
-fn assert_param_problem(l3: &L3, frame: &[u8], port: u16, i: usize, code: u8, pointer: u32) {
+fn assert_param_problem(l3: &Pipeline, frame: &[u8], port: u16, i: usize, code: u8, pointer: u32) {
     let w = assert_unchanged(l3, frame, port, punt(PuntReason::ParamProblem));
     assert_eq!(
-        param_problem_parts(w.punt_arg),
+        param_problem_parts(w.meta.punt_arg),
         (code, pointer),
         "(code, pointer)"
     );
-    assert_eq!(w.punt_arg, param_problem_arg(code, pointer));
+    assert_eq!(w.meta.punt_arg, param_problem_arg(code, pointer));
     assert_eq!(w.sid_counters[i].drops.get(DropReason::Srv6ParamProblem), 1);
     assert_eq!(w.sid_counters[i].packets.get(), 1);
 }
@@ -557,7 +558,7 @@ fn end_then_end_dt6_with_segments_left_is_a_parameter_problem() {
     let mut f = sr_frame(&[B1, SID_DT6, SID_END], 2, Protocol::UDP, &app_payload(B1));
     let (v, w) = run(&l3, &mut f, IN);
     assert_eq!(v, punt(PuntReason::ParamProblem));
-    assert_eq!(param_problem_parts(w.punt_arg), (0, 43));
+    assert_eq!(param_problem_parts(w.meta.punt_arg), (0, 43));
     assert_eq!(w.sid_counters[I_END].packets.get(), 1);
     assert_eq!(
         w.sid_counters[I_DT6]
@@ -596,7 +597,7 @@ fn end_larger_than_the_egress_mtu_is_too_big() {
     let payload = udp(HOST_V6, B1, 40000, 33434, &pattern(1200));
     let f = sr_frame(&[B1, SID_END], 1, Protocol::UDP, &payload);
     let w = assert_unchanged(&l3, &f, IN, punt(PuntReason::TooBig));
-    assert_eq!(w.punt_arg, 1280);
+    assert_eq!(w.meta.punt_arg, 1280);
     // The same packet through PSP loses its SRH on the way: 1248 fits.
     let mut f = sr_frame(&[B1, SID_PSP], 1, Protocol::UDP, &payload);
     let (v, _) = run(&l3, &mut f, IN);
@@ -904,7 +905,7 @@ fn end_dx6_errors() {
     let inner = udp6(HOST_V6, NEIGH_V6, 64, 1300 - 48);
     let f = sr_frame(&[SID_DX6, SID_END], 0, IPV6_IN_IPV6, &inner);
     let w = assert_unchanged(&l3, &f, IN, punt(PuntReason::TooBig));
-    assert_eq!(w.punt_arg, 1280);
+    assert_eq!(w.meta.punt_arg, 1280);
 }
 
 // ---- USD ---------------------------------------------------------------------
@@ -1161,16 +1162,16 @@ fn packets_to_a_sid_from_outside_the_domain_are_dropped() {
 
 // ---- Idempotence ---------------------------------------------------------------
 
-/// Runs `frame` on an L3 without neighbours: a neighbour-miss punt, the frame
+/// Runs `frame` on an Pipeline without neighbours: a neighbour-miss punt, the frame
 /// unchanged, the dry run naming (1, 2001:db8:2::2); once that neighbour is
 /// resolved the same frame gives what a resolved node gives at once.
 fn check_idempotent_miss(frame: &[u8]) {
     let (l3, mut w) = build(1500, false, None);
     let st = assert_unchanged(&l3, frame, IN, punt(PuntReason::NeighborMiss));
-    assert_eq!(st.miss, Some((OUT, v6(NEIGH_V6))));
-    assert_eq!(l3.missing_neighbor(frame, IN, st.punt_arg, &mut ws(&l3)), Some((OUT, v6(NEIGH_V6))));
+    assert_eq!(st.meta.miss, Some((OUT, v6(NEIGH_V6))));
+    assert_eq!(l3.missing_neighbor(frame, IN, st.meta.punt_arg, &mut ws(&l3)), Some((OUT, v6(NEIGH_V6))));
     resolve(&mut w);
-    assert_eq!(l3.missing_neighbor(frame, IN, st.punt_arg, &mut ws(&l3)), None);
+    assert_eq!(l3.missing_neighbor(frame, IN, st.meta.punt_arg, &mut ws(&l3)), None);
     let mut again = frame.to_vec();
     let (v, _) = run(&l3, &mut again, IN);
     let (l3r, _wr) = setup();
@@ -1237,11 +1238,11 @@ fn check_rerun_equivalent_miss(frame: &[u8]) {
     let mut punted = frame.to_vec();
     let (v, st) = run(&l3, &mut punted, IN);
     assert_eq!(v, punt(PuntReason::NeighborMiss));
-    assert_eq!(st.miss, Some((OUT, v6(NEIGH_V6))));
-    assert_eq!(l3.missing_neighbor(&punted, IN, st.punt_arg, &mut ws(&l3)), Some((OUT, v6(NEIGH_V6))));
+    assert_eq!(st.meta.miss, Some((OUT, v6(NEIGH_V6))));
+    assert_eq!(l3.missing_neighbor(&punted, IN, st.meta.punt_arg, &mut ws(&l3)), Some((OUT, v6(NEIGH_V6))));
     resolve(&mut w);
     let mut again = VecBuf::from_frame(&punted, IN);
-    let v = l3.rerun(&mut again, IN, st.punt_arg, &mut ws(&l3));
+    let v = l3.rerun(&mut again, IN, st.meta.punt_arg, &mut ws(&l3));
     let (l3r, _wr) = setup();
     let mut direct = frame.to_vec();
     let (vd, _) = run(&l3r, &mut direct, IN);
@@ -1281,8 +1282,8 @@ fn neighbor_miss_after_a_local_next_segment_reruns_to_the_same_result() {
 
 // Regression (was a bug; the next two tests): storage steering decides with the worker's
 // local service (queue depth, objects), but the slow path's dry run
-// (`L3::missing_neighbor`) and its re-run of held packets
-// (`SlowPath::forward_again`) use `WorkerState::scratch`: an idle responder
+// (`Pipeline::missing_neighbor`) and its re-run of held packets
+// (`SlowPath::forward_again`) use `WorkerCtx::scratch`: an idle responder
 // with queue depth 0, no objects and UDP port 0. A request SR-c passed
 // because the node is loaded, whose next hop is unresolved, is "accepted"
 // by the dry run (no neighbour named), so the slow path re-runs it at once,
@@ -1300,9 +1301,9 @@ fn missing_neighbor_of_a_passed_storage_request() {
     assert_eq!(v, punt(PuntReason::NeighborMiss));
     assert_eq!(g, f);
     assert_eq!(st.sid_counters[I_SRC].passed.get(), 1);
-    assert_eq!(st.miss, Some((OUT, v6(NEIGH_V6))));
+    assert_eq!(st.meta.miss, Some((OUT, v6(NEIGH_V6))));
     assert_eq!(
-        l3.missing_neighbor(&f, IN, st.punt_arg, &mut ws(&l3)),
+        l3.missing_neighbor(&f, IN, st.meta.punt_arg, &mut ws(&l3)),
         Some((OUT, v6(NEIGH_V6))),
         "the dry run must take the worker's path"
     );
@@ -1326,7 +1327,7 @@ fn slow_path_holds_a_passed_storage_request_until_the_next_hop_resolves() {
     sp.handle(
         VecBuf::from_frame(&f, IN),
         PuntReason::NeighborMiss,
-        st.punt_arg,
+        st.meta.punt_arg,
         0,
         &mut pool,
         &mut |p| sent.push(p),
@@ -1564,11 +1565,11 @@ fn h_encaps_never_fragments() {
     assert_eq!(inner.len(), 1240);
     let f = frame6(IN_MAC, HOST_MAC, &inner);
     let w = assert_unchanged(&l3, &f, IN, punt(PuntReason::TooBig));
-    assert_eq!(w.punt_arg, 1280 - 80);
+    assert_eq!(w.meta.punt_arg, 1280 - 80);
     // Reduced with 2 segments: overhead 40 + 24.
     let f = frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, STEER_RED2, 64, 1240 - 48));
     let w = assert_unchanged(&l3, &f, IN, punt(PuntReason::TooBig));
-    assert_eq!(w.punt_arg, 1280 - 64);
+    assert_eq!(w.meta.punt_arg, 1280 - 64);
     // Reduced with 1 segment: 1240 + 40 = 1280 fits exactly.
     let mut f = frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, STEER_RED1, 64, 1240 - 48));
     assert_eq!(run(&l3, &mut f, IN).0, Verdict::Forward(OUT));
@@ -1581,7 +1582,7 @@ fn h_encaps_never_fragments() {
     set_df(&mut df);
     let f = frame4(IN_MAC, HOST_MAC, &df);
     let w = assert_unchanged(&l3, &f, IN, punt(PuntReason::TooBig));
-    assert_eq!(w.punt_arg, 1280 - 64);
+    assert_eq!(w.meta.punt_arg, 1280 - 64);
 }
 
 #[test]
@@ -1596,7 +1597,7 @@ fn h_encaps_of_an_expiring_packet_is_time_exceeded() {
 // ---- Storage steering ------------------------------------------------------------
 
 /// Runs a storage request on port 0 with the given service state.
-fn run_storage(l3: &L3, frame: &mut Vec<u8>, q: u32, objects: &[u64]) -> (Verdict, WorkerState) {
+fn run_storage(l3: &Pipeline, frame: &mut Vec<u8>, q: u32, objects: &[u64]) -> (Verdict, WorkerCtx) {
     let mut w = ws_with(l3, q, objects);
     let v = l3.process_frame(frame, IN, &mut w);
     (v, w)
@@ -1822,7 +1823,7 @@ fn a_reply_to_another_probe_op_is_unsupported() {
 /// Runs `frame` through the pipeline, hands the punt to a slow path and
 /// returns what it sent.
 fn slow_path_answer(
-    l3: &Arc<L3>,
+    l3: &Arc<Pipeline>,
     w: NeighborWriter,
     frame: &[u8],
     expected: PuntReason,
@@ -1842,7 +1843,7 @@ fn slow_path_answer(
     sp.handle(
         VecBuf::from_frame(&f, IN),
         expected,
-        st.punt_arg,
+        st.meta.punt_arg,
         0,
         &mut pool,
         &mut |p| sent.push(p),
@@ -1968,8 +1969,8 @@ fn seed_frames() -> Vec<Vec<u8>> {
     ]
 }
 
-/// The L3 variants the robustness tests run on.
-fn variants() -> Vec<(Arc<L3>, NeighborWriter)> {
+/// The Pipeline variants the robustness tests run on.
+fn variants() -> Vec<(Arc<Pipeline>, NeighborWriter)> {
     vec![
         build(1500, true, None),
         build(1500, false, None),
@@ -2020,7 +2021,7 @@ proptest! {
             prop_assert!(f.len() >= ethernet::HEADER_LEN);
         }
         // The dry run never panics either.
-        let _ = l3.missing_neighbor(&f, port, w.punt_arg, &mut ws(l3));
+        let _ = l3.missing_neighbor(&f, port, w.meta.punt_arg, &mut ws(l3));
     }
 
     #[test]
@@ -2044,9 +2045,9 @@ proptest! {
         let v = l3.process_frame(&mut f, port, &mut w);
         if v == Verdict::Punt(PuntReason::NeighborMiss) {
             let mut other = ws_with(l3, 0, &[]);
-            prop_assert_eq!(l3.missing_neighbor(&f, port, w.punt_arg, &mut other), w.miss);
+            prop_assert_eq!(l3.missing_neighbor(&f, port, w.meta.punt_arg, &mut other), w.meta.miss);
             let mut again = VecBuf::from_frame(&f, port);
-            prop_assert_eq!(l3.rerun(&mut again, port, w.punt_arg, &mut other), Verdict::Punt(PuntReason::NeighborMiss));
+            prop_assert_eq!(l3.rerun(&mut again, port, w.meta.punt_arg, &mut other), Verdict::Punt(PuntReason::NeighborMiss));
         }
     }
 }
@@ -2097,13 +2098,13 @@ fn seed_frames_are_handled_as_intended() {
 fn accepted_request_goes_to_the_object_service() {
     let prefix = Ipv6Addr::new(0x2001, 0xdb8, 0xf0, 1, 0, 0, 0, 0);
     let (table, mut w) = NeighborTable::new(64);
-    let l3 = L3::build(ports(1500), &srv6_routes(), &srv6_config(None), None, Some((prefix, SERVICE_PORT)), table).unwrap();
+    let l3 = Pipeline::build(ports(1500), &srv6_routes(), &srv6_config(None), None, Some(crate::pipeline::StoragePlan { object_prefix: prefix, udp_port: SERVICE_PORT }), table).unwrap();
     resolve(&mut w);
     let mut ws = ws_with(&l3, 0, &[]);
     // Last candidate (SL 0): always accepts.
     let mut frame = storage_request(&[SID_NBL, B1], 0, SERVICE_PORT, &probe(5, 0x2a));
     let v = l3.process_frame(&mut frame, IN, &mut ws);
-    assert_eq!(v, Verdict::Punt(PuntReason::Storage));
+    assert_eq!(v, Verdict::HandOff(HandOff::Storage));
     let ip = ip6_of(&frame);
     assert_eq!(ip.dst_addr(), Ipv6Addr::from(u128::from(prefix) | 0x2a), "to the replica address");
     assert_eq!(ip.src_addr(), HOST_V6);
@@ -2116,7 +2117,7 @@ fn accepted_request_goes_to_the_object_service() {
     let dev = objstore::blk::RamDevice::new(1024, 3);
     objstore::Store::format(&dev, objstore::FormatOptions { max_objects: 16, journal_blocks: 0 }).unwrap();
     let store = objstore::Store::open(&dev, objstore::StoreConfig::default()).unwrap();
-    let mut svc = crate::objservice::ObjectService::<VecBuf>::new(store, SERVICE_PORT, 8, 2);
+    let mut svc = crate::storage::service::ObjectService::<VecBuf>::new(store, SERVICE_PORT, 8, 2);
     let reply = svc.request(VecBuf::from_frame(&frame, IN)).expect("a probe is answered at once").to_vec();
     let rip = ip6_of(&reply);
     assert_eq!(rip.src_addr(), Ipv6Addr::from(u128::from(prefix) | 0x2a));

@@ -1,0 +1,140 @@
+//! NAT44 wiring (`nat:` configured): the pipeline's NAT plan (port roles and
+//! pool), the mapping server's tables (allocated now, at start), its block
+//! log writer, a request/answer ring pair per worker, and each worker's
+//! flow cache.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use dataplane::nat::cache::FlowCache;
+use dataplane::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
+use dataplane::nat::mapper::{Mapper, NatStats};
+
+use crate::config::{Config, IdleBackoff};
+use crate::natcore::{spawn_event_logger, EventOut, MapperCore, NatClock, NatQuery, EVENT_QUEUE};
+use crate::worker::NatLink;
+
+/// The pipeline's view of NAT: which ports are inside and outside, and the pool.
+pub(super) fn plan(cfg: &Config) -> Option<NatPlan> {
+    let n = cfg.nat.as_ref()?;
+    let roles = (0..cfg.ports.len())
+        .map(|i| {
+            if n.inside.contains(&i) {
+                Role::Inside
+            } else if n.outside.contains(&i) {
+                Role::Outside
+            } else {
+                Role::Neither
+            }
+        })
+        .collect();
+    Some(NatPlan { roles, pool: n.table.pool.clone() })
+}
+
+/// The NAT parts of a running appliance (all empty with NAT off).
+pub(super) struct Wiring {
+    /// The mapping lcore, until it is launched.
+    pub core: Option<MapperCore>,
+    /// One per worker, until the workers take them.
+    pub links: std::vec::IntoIter<NatLink>,
+    pub stats: Option<Arc<NatStats>>,
+    pub query: Option<Sender<NatQuery>>,
+    pub clock: NatClock,
+    logger: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Wiring {
+    pub fn start(cfg: &Config, eal: &Arc<rte::Eal>, pool: &rte::Mempool, stop: &Arc<AtomicBool>) -> Result<Wiring> {
+        let clock = NatClock::start();
+        let mut w = Wiring { core: None, links: Vec::new().into_iter(), stats: None, query: None, clock, logger: None };
+        let Some(n) = &cfg.nat else { return Ok(w) };
+        let mut table_cfg = n.table.clone();
+        if !n.seeded {
+            let (a, b) = os_seeds();
+            table_cfg.random_seed = a;
+            table_cfg.hash_seed = b;
+        }
+        let stats = Arc::new(NatStats::default());
+        let (event_tx, event_rx) = std::sync::mpsc::sync_channel(EVENT_QUEUE);
+        w.logger = Some(spawn_event_logger(event_rx, clock).context("starting the NAT log writer")?);
+        let mapper = Mapper::new(&table_cfg, EventOut { tx: event_tx, stats: stats.clone() }, stats.clone());
+        tracing::info!(
+            pool_addresses = table_cfg.pool.len(),
+            ports_per_block = table_cfg.ports_per_block,
+            sessions_max = table_cfg.sessions_max,
+            table_bytes = mapper.table().memory_bytes(),
+            "NAT mapping server tables allocated"
+        );
+        let (query_tx, query_rx) = std::sync::mpsc::channel();
+        let (mut requests, mut answers, mut links) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..cfg.lcores.workers.len() {
+            let (req_p, req_c) = rte::MbufRing::new(eal, &format!("apl_natreq{i}"), n.ring_size)
+                .context("creating a NAT request ring")?;
+            let (ans_p, ans_c) = rte::MbufRing::new(eal, &format!("apl_natans{i}"), n.ring_size)
+                .context("creating a NAT answer ring")?;
+            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock });
+            requests.push(req_c);
+            answers.push(ans_p);
+        }
+        w.core = Some(MapperCore {
+            mapper,
+            requests,
+            answers,
+            queries: query_rx,
+            stop: stop.clone(),
+            idle: IdleBackoff { enabled: n.mapper_idle_backoff, ..cfg.pipeline.idle_backoff },
+            clock,
+        });
+        w.links = links.into_iter();
+        w.stats = Some(stats);
+        w.query = Some(query_tx);
+        Ok(w)
+    }
+
+    /// The rings of the mapping core, named for the metrics (`nat_request<w>`,
+    /// `nat_answer<w>`).
+    pub fn rings(&self, worker: usize) -> Vec<(String, Arc<rte::MbufRing>)> {
+        match &self.core {
+            Some(core) => vec![
+                (format!("nat_request{worker}"), core.requests[worker].ring().clone()),
+                (format!("nat_answer{worker}"), core.answers[worker].ring().clone()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// Worker `worker`'s NAT state: its flow cache, sized and timed for the
+    /// configured timeouts.
+    pub fn worker_state(cfg: &Config, worker: usize) -> Option<NatWorker> {
+        let n = cfg.nat.as_ref()?;
+        let t = &n.table;
+        let min_timeout = t.udp_timeout_ms.min(t.icmp_timeout_ms).min(t.tcp_transitory_timeout_ms);
+        let (idle_ms, report_ms) = cache_timing(min_timeout);
+        let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ worker as u64);
+        Some(NatWorker::new(cache))
+    }
+
+    /// Waits for the block log writer: the mapping core's sink (the sender)
+    /// went with it, so it drains what is queued and ends.
+    pub fn stop_logger(&mut self) {
+        if let Some(t) = self.logger.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two 64-bit seeds from the OS (port randomisation, table hashes), so a
+/// remote sender cannot predict ports or bucket collisions.
+pub fn os_seeds() -> (u64, u64) {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is keyed from the OS's random source once per process
+    // and per instance thereafter.
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u64(1);
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(2);
+    (a.finish(), b.finish())
+}
