@@ -33,10 +33,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", shim_c.display());
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
-    let cflags: Vec<String> = pkg_config(&["--cflags"])
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let cflags: Vec<String> = pkg_config(&["--cflags"]).split_whitespace().map(str::to_owned).collect();
 
     // The C shim.
     let mut build = cc::Build::new();
@@ -84,7 +81,5 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("bindgen failed on DPDK headers");
-    bindings
-        .write_to_file(out_dir.join("bindings.rs"))
-        .expect("writing bindings.rs");
+    bindings.write_to_file(out_dir.join("bindings.rs")).expect("writing bindings.rs");
 }

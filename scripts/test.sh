@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run every test: set up the machine, build the appliance (release), then the whole workspace's
-# tests, serially (the integration tests start the real appliance in network namespaces).
+# Run every test: set up the machine, check formatting and lints (cargo fmt --check, cargo clippy
+# -D warnings, the fuzz targets build without DPDK), build the appliance (release), then the whole
+# workspace's tests, serially (the integration tests start the real appliance in network
+# namespaces).
 #
 # Run as root: sudo bash scripts/test.sh      (CI runs it through .ci/run with CI=true, no terminal)
 # Extra arguments go to the test binaries, e.g.: scripts/test.sh ping_both_ways
@@ -23,6 +25,12 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(at|nt|st)[
     ns_delete "$ns" test.sh
   fi
 done
+
+log "lint: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --version >/dev/null 2>&1 || die "cargo clippy is not installed (rustup component add clippy)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "fuzz targets build against netwire and dataplane (no libdpdk)"
+(cd fuzz && cargo check --quiet)
 
 log "build: cargo build --release -p appliance -p objmeta -p objcli"
 cargo build --release -p appliance -p objmeta -p objcli

@@ -310,7 +310,7 @@ impl Worker {
                 m.set_tag(kind.tag());
                 push_ring(&mut link.requests, &mut b.nat, &c.drops, DropReason::NatRingFull, m);
             }
-            Verdict::HandOff(HandOff::Storage) => self.to_storage(b, m),
+            Verdict::HandOff(HandOff::Storage) => self.hand_to_storage(b, m),
             Verdict::Drop(reason) => c.drops.inc(reason),
         }
     }
@@ -318,7 +318,7 @@ impl Worker {
     /// A request to a replica address: served here, or handed to the worker
     /// that owns the object.
     #[inline]
-    fn to_storage(&mut self, b: &mut Bursts, m: Mbuf) {
+    fn hand_to_storage(&mut self, b: &mut Bursts, m: Mbuf) {
         let c = &self.counters;
         let Some(st) = self.storage.as_mut() else {
             c.drops.inc(DropReason::StorageNoService);

@@ -4,6 +4,7 @@
 //! (and, in a VM, a two-dimensional page walk) on nearly every random
 //! access. DPDK's own memory sits on hugepages; tables the Rust code owns
 //! (the NAT flow cache) ask the kernel for transparent huge pages instead.
+#![allow(unsafe_code)]
 
 /// Allocates a vector of `n` copies of `fill` whose memory the kernel is
 /// asked to back with transparent huge pages (`madvise(MADV_HUGEPAGE)`

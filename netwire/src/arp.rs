@@ -242,25 +242,14 @@ pub fn emit_request(
     our_ip: Ipv4Addr,
     target_ip: Ipv4Addr,
 ) -> Result<usize, WireError> {
-    emit(
-        out,
-        Operation::REQUEST,
-        our_mac,
-        our_ip,
-        MacAddr::ZERO,
-        target_ip,
-    )
+    emit(out, Operation::REQUEST, our_mac, our_ip, MacAddr::ZERO, target_ip)
 }
 
 /// Writes the reply to `request`: we (`our_mac`) have the address it asked for (its
 /// target protocol address); the reply goes to the requester's hardware and protocol
 /// addresses. Returns [`PACKET_LEN`]. The caller decides whether the asked address is
 /// ours and sends the frame to `request.sender_hardware_addr()`.
-pub fn emit_reply<T: AsRef<[u8]>>(
-    request: &Packet<T>,
-    our_mac: MacAddr,
-    out: &mut [u8],
-) -> Result<usize, WireError> {
+pub fn emit_reply<T: AsRef<[u8]>>(request: &Packet<T>, our_mac: MacAddr, out: &mut [u8]) -> Result<usize, WireError> {
     emit(
         out,
         Operation::REPLY,
@@ -279,23 +268,17 @@ mod tests {
     /// A captured ARP request (Ethernet payload with the 18 bytes of padding to 60-byte
     /// frame minimum): who has 192.168.1.1? tell 192.168.1.10 (00:1b:21:3a:4f:10).
     const REQUEST: [u8; 46] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0xc0,
-        0xa8, 0x01, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x01, 0x01, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0xc0, 0xa8, 0x01, 0x0a,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0,
     ];
 
     #[test]
     fn parse_captured_request() {
         let packet = Packet::new_checked(&REQUEST[..]).unwrap();
         assert_eq!(packet.operation(), Operation::REQUEST);
-        assert_eq!(
-            packet.sender_hardware_addr(),
-            MacAddr([0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10])
-        );
-        assert_eq!(
-            packet.sender_protocol_addr(),
-            Ipv4Addr::new(192, 168, 1, 10)
-        );
+        assert_eq!(packet.sender_hardware_addr(), MacAddr([0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10]));
+        assert_eq!(packet.sender_protocol_addr(), Ipv4Addr::new(192, 168, 1, 10));
         assert_eq!(packet.target_hardware_addr(), MacAddr::ZERO);
         assert_eq!(packet.target_protocol_addr(), Ipv4Addr::new(192, 168, 1, 1));
         assert!(!packet.is_gratuitous());
@@ -308,8 +291,8 @@ mod tests {
         let mut out = [0u8; PACKET_LEN];
         assert_eq!(emit_reply(&request, our_mac, &mut out), Ok(PACKET_LEN));
         let expected: [u8; PACKET_LEN] = [
-            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
-            0xc0, 0xa8, 0x01, 0x01, 0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0xc0, 0xa8, 0x01, 0x0a,
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0xc0, 0xa8, 0x01, 0x01,
+            0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0xc0, 0xa8, 0x01, 0x0a,
         ];
         assert_eq!(out, expected);
     }
@@ -330,22 +313,14 @@ mod tests {
 
     #[test]
     fn rejects_short_and_foreign() {
-        assert_eq!(
-            Packet::new_checked(&REQUEST[..27]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(Packet::new_checked(&REQUEST[..27]), Err(WireError::Truncated));
         for (offset, value) in [(1, 6), (2, 0x86), (4, 8), (5, 16)] {
             let mut bytes = REQUEST;
             bytes[offset] = value;
             assert_eq!(Packet::new_checked(&bytes[..]), Err(WireError::Malformed));
         }
         assert_eq!(
-            emit_request(
-                &mut [0u8; 27],
-                MacAddr::ZERO,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED
-            ),
+            emit_request(&mut [0u8; 27], MacAddr::ZERO, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
             Err(WireError::BufferTooSmall)
         );
     }

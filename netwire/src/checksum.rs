@@ -75,10 +75,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// Sum of the IPv4 pseudo-header (RFC 768, RFC 793): source, destination, zero,
 /// protocol, and upper-layer length in bytes.
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u16 {
-    let accumulator = u64::from(u32::from(src))
-        + u64::from(u32::from(dst))
-        + u64::from(protocol)
-        + u64::from(length);
+    let accumulator = u64::from(u32::from(src)) + u64::from(u32::from(dst)) + u64::from(protocol) + u64::from(length);
     fold(accumulator)
 }
 
@@ -88,10 +85,8 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u
     let mut accumulator = u64::from(length) + u64::from(next_header);
     for address in [src, dst] {
         let bits = u128::from(address);
-        accumulator += (bits >> 96) as u32 as u64
-            + (bits >> 64) as u32 as u64
-            + (bits >> 32) as u32 as u64
-            + bits as u32 as u64;
+        accumulator +=
+            (bits >> 96) as u32 as u64 + (bits >> 64) as u32 as u64 + (bits >> 32) as u32 as u64 + bits as u32 as u64;
     }
     fold(accumulator)
 }
@@ -147,8 +142,8 @@ mod tests {
     fn ipv4_header_vector() {
         // A captured IPv4/UDP header; checksum field (0xb861) zeroed at bytes 10..12.
         let mut header = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&header), 0xb861);
         header[10] = 0xb8;

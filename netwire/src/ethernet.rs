@@ -144,12 +144,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// Writes an Ethernet II header into the first [`HEADER_LEN`] bytes of `out`; returns
 /// [`HEADER_LEN`].
-pub fn emit_header(
-    out: &mut [u8],
-    dst: MacAddr,
-    src: MacAddr,
-    ethertype: EtherType,
-) -> Result<usize, WireError> {
+pub fn emit_header(out: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: EtherType) -> Result<usize, WireError> {
     if out.len() < HEADER_LEN {
         return Err(WireError::BufferTooSmall);
     }
@@ -166,19 +161,14 @@ mod tests {
     use proptest::prelude::*;
 
     /// The first bytes of a captured ARP request frame (broadcast, from 00:1b:21:3a:4f:10).
-    const ARP_FRAME: [u8; 16] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0x08, 0x06, 0x00,
-        0x01,
-    ];
+    const ARP_FRAME: [u8; 16] =
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10, 0x08, 0x06, 0x00, 0x01];
 
     #[test]
     fn parse_captured_frame() {
         let frame = Packet::new_checked(&ARP_FRAME[..]).unwrap();
         assert_eq!(frame.dst_addr(), MacAddr::BROADCAST);
-        assert_eq!(
-            frame.src_addr(),
-            MacAddr([0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10])
-        );
+        assert_eq!(frame.src_addr(), MacAddr([0x00, 0x1b, 0x21, 0x3a, 0x4f, 0x10]));
         assert_eq!(frame.ethertype(), EtherType::ARP);
         assert_eq!(frame.payload(), &[0x00, 0x01]);
     }
@@ -188,22 +178,13 @@ mod tests {
         let mut bytes = ARP_FRAME;
         bytes[12] = 0x81;
         bytes[13] = 0x00;
-        assert_eq!(
-            Packet::new_checked(&bytes[..]).unwrap().ethertype(),
-            EtherType::VLAN
-        );
+        assert_eq!(Packet::new_checked(&bytes[..]).unwrap().ethertype(), EtherType::VLAN);
     }
 
     #[test]
     fn short_buffer_is_truncated() {
-        assert_eq!(
-            Packet::new_checked(&ARP_FRAME[..13]),
-            Err(WireError::Truncated)
-        );
-        assert!(Packet::new_checked(&ARP_FRAME[..14])
-            .unwrap()
-            .payload()
-            .is_empty());
+        assert_eq!(Packet::new_checked(&ARP_FRAME[..13]), Err(WireError::Truncated));
+        assert!(Packet::new_checked(&ARP_FRAME[..14]).unwrap().payload().is_empty());
     }
 
     #[test]
@@ -214,10 +195,7 @@ mod tests {
         frame.set_src_addr(MacAddr([7, 8, 9, 10, 11, 12]));
         frame.set_ethertype(EtherType::IPV6);
         frame.payload_mut()[0] = 0x60;
-        assert_eq!(
-            &bytes[..15],
-            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x86, 0xdd, 0x60]
-        );
+        assert_eq!(&bytes[..15], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x86, 0xdd, 0x60]);
     }
 
     proptest! {

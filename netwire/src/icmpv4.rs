@@ -263,9 +263,7 @@ pub fn emit_error(
     packet.set_msg_type(msg_type);
     packet.set_msg_code(code);
     packet.set_rest_of_header(rest_of_header);
-    packet
-        .payload_mut()
-        .copy_from_slice(&offending[..quoted_len]);
+    packet.payload_mut().copy_from_slice(&offending[..quoted_len]);
     packet.fill_checksum();
     Ok(len)
 }
@@ -353,21 +351,21 @@ mod tests {
 
     /// A captured IPv4/ICMP echo request (ping 8.8.8.8 from 192.168.1.10, id 5, seq 1).
     const ECHO_REQUEST: [u8; 84] = [
-        0x45, 0x00, 0x00, 0x54, 0x4e, 0x3a, 0x40, 0x00, 0x40, 0x01, 0x1a, 0xad, 0xc0, 0xa8, 0x01,
-        0x0a, 0x08, 0x08, 0x08, 0x08, // IP header
+        0x45, 0x00, 0x00, 0x54, 0x4e, 0x3a, 0x40, 0x00, 0x40, 0x01, 0x1a, 0xad, 0xc0, 0xa8, 0x01, 0x0a, 0x08, 0x08,
+        0x08, 0x08, // IP header
         0x08, 0x00, 0x3e, 0x1e, 0x00, 0x05, 0x00, 0x01, // ICMP echo header
-        0x6d, 0x2f, 0xad, 0x65, 0x00, 0x00, 0x00, 0x00, 0xd4, 0x73, 0x0c, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d,
-        0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c,
-        0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
+        0x6d, 0x2f, 0xad, 0x65, 0x00, 0x00, 0x00, 0x00, 0xd4, 0x73, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11,
+        0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23,
+        0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35,
+        0x36, 0x37,
     ];
 
     /// A captured traceroute probe: UDP 192.168.1.10:54321 -> 203.0.113.7:33434, TTL 1.
     const UDP_PROBE: [u8; 60] = [
-        0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x00, 0x00, 0x01, 0x11, 0x9f, 0xb1, 0xc0, 0xa8, 0x01,
-        0x0a, 0xcb, 0x00, 0x71, 0x07, 0xd4, 0x31, 0x82, 0x9a, 0x00, 0x28, 0xb6, 0x12, 0x40, 0x41,
-        0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f, 0x50,
-        0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
+        0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x00, 0x00, 0x01, 0x11, 0x9f, 0xb1, 0xc0, 0xa8, 0x01, 0x0a, 0xcb, 0x00,
+        0x71, 0x07, 0xd4, 0x31, 0x82, 0x9a, 0x00, 0x28, 0xb6, 0x12, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
+        0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f, 0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59,
+        0x5a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
     ];
 
     #[test]
@@ -415,39 +413,24 @@ mod tests {
     fn echo_reply_rejects() {
         let mut not_echo = ECHO_REQUEST;
         echo_request_to_reply(&mut not_echo).unwrap();
-        assert_eq!(
-            echo_request_to_reply(&mut not_echo),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(echo_request_to_reply(&mut not_echo), Err(WireError::Unsupported));
 
         let mut bad_icmp = ECHO_REQUEST;
         bad_icmp[40] ^= 1;
-        assert_eq!(
-            echo_request_to_reply(&mut bad_icmp),
-            Err(WireError::BadChecksum)
-        );
+        assert_eq!(echo_request_to_reply(&mut bad_icmp), Err(WireError::BadChecksum));
 
         let mut bad_ip = ECHO_REQUEST;
         bad_ip[8] = 63;
-        assert_eq!(
-            echo_request_to_reply(&mut bad_ip),
-            Err(WireError::BadChecksum)
-        );
+        assert_eq!(echo_request_to_reply(&mut bad_ip), Err(WireError::BadChecksum));
 
         let mut multicast = ECHO_REQUEST;
         multicast[16..20].copy_from_slice(&[224, 0, 0, 1]);
         ipv4::Packet::new_unchecked(&mut multicast[..]).fill_checksum();
-        assert_eq!(
-            echo_request_to_reply(&mut multicast),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(echo_request_to_reply(&mut multicast), Err(WireError::Unsupported));
 
         let mut udp = UDP_PROBE;
         assert_eq!(echo_request_to_reply(&mut udp), Err(WireError::Unsupported));
-        assert_eq!(
-            echo_request_to_reply(&mut [0x45; 10]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(echo_request_to_reply(&mut [0x45; 10]), Err(WireError::Truncated));
         assert_eq!(udp, UDP_PROBE);
     }
 
@@ -455,15 +438,8 @@ mod tests {
     fn echo_reply_all_zero_message() {
         // id 0, seq 0, no data: the reply message is all zeros, checksum must be 0xffff.
         let mut bytes = [0u8; 28];
-        ipv4::emit_header(
-            &mut bytes,
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            Protocol::ICMP,
-            64,
-            8,
-        )
-        .unwrap();
+        ipv4::emit_header(&mut bytes, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), Protocol::ICMP, 64, 8)
+            .unwrap();
         bytes[20] = 8;
         Packet::new_unchecked(&mut bytes[20..]).fill_checksum();
         echo_request_to_reply(&mut bytes).unwrap();
@@ -477,14 +453,7 @@ mod tests {
         let mut out = [0u8; MAX_ERROR_LEN];
         let mut padded = UDP_PROBE.to_vec();
         padded.extend_from_slice(&[0; 4]); // link padding is not quoted
-        let len = emit_error(
-            &mut out,
-            Message::TIME_EXCEEDED,
-            time_exceeded::TTL_EXCEEDED,
-            0,
-            &padded,
-        )
-        .unwrap();
+        let len = emit_error(&mut out, Message::TIME_EXCEEDED, time_exceeded::TTL_EXCEEDED, 0, &padded).unwrap();
         assert_eq!(len, 68);
         let icmp = Packet::new_checked(&out[..len]).unwrap();
         assert_eq!(icmp.msg_type(), Message::TIME_EXCEEDED);
@@ -499,15 +468,8 @@ mod tests {
     #[test]
     fn error_is_capped_at_576() {
         let mut big = vec![0u8; 1500];
-        ipv4::emit_header(
-            &mut big,
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            Protocol::UDP,
-            64,
-            1480,
-        )
-        .unwrap();
+        ipv4::emit_header(&mut big, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), Protocol::UDP, 64, 1480)
+            .unwrap();
         let mut out = [0u8; 1500];
         let len = emit_error(
             &mut out,
@@ -523,10 +485,7 @@ mod tests {
         assert_eq!(icmp.rest_of_header(), 1400);
         assert!(icmp.verify_checksum());
         assert_eq!(icmp.payload(), &big[..548]);
-        assert_eq!(
-            emit_error(&mut out[..555], Message::DEST_UNREACHABLE, 4, 0, &big),
-            Err(WireError::BufferTooSmall)
-        );
+        assert_eq!(emit_error(&mut out[..555], Message::DEST_UNREACHABLE, 4, 0, &big), Err(WireError::BufferTooSmall));
     }
 
     #[test]

@@ -391,12 +391,8 @@ impl<'a> Iterator for NdpOptionIter<'a> {
         self.remaining = rest;
         let data = &option[2..];
         Some(Ok(match option_type {
-            OPTION_SOURCE_LINK_LAYER_ADDR => {
-                NdpOption::SourceLinkLayerAddr(MacAddr::from_slice(data))
-            }
-            OPTION_TARGET_LINK_LAYER_ADDR => {
-                NdpOption::TargetLinkLayerAddr(MacAddr::from_slice(data))
-            }
+            OPTION_SOURCE_LINK_LAYER_ADDR => NdpOption::SourceLinkLayerAddr(MacAddr::from_slice(data)),
+            OPTION_TARGET_LINK_LAYER_ADDR => NdpOption::TargetLinkLayerAddr(MacAddr::from_slice(data)),
             _ => NdpOption::Other { option_type, data },
         }))
     }
@@ -593,10 +589,8 @@ pub fn validate_nd(ipv6_hop_limit: u8, icmp_packet: &[u8]) -> Result<(), WireErr
     if icmp_packet.len() < min_len {
         return Err(WireError::Truncated);
     }
-    if matches!(
-        packet.msg_type(),
-        Message::NEIGHBOR_SOLICIT | Message::NEIGHBOR_ADVERT
-    ) && read_ipv6(icmp_packet, field::ND_TARGET.start).is_multicast()
+    if matches!(packet.msg_type(), Message::NEIGHBOR_SOLICIT | Message::NEIGHBOR_ADVERT)
+        && read_ipv6(icmp_packet, field::ND_TARGET.start).is_multicast()
     {
         return Err(WireError::Malformed);
     }
@@ -629,12 +623,7 @@ pub fn emit_neighbor_solicit(
     target: Ipv6Addr,
     source_mac: Option<MacAddr>,
 ) -> Result<usize, WireError> {
-    let len = ND_MIN_LEN
-        + if source_mac.is_some() {
-            LINK_LAYER_OPTION_LEN
-        } else {
-            0
-        };
+    let len = ND_MIN_LEN + if source_mac.is_some() { LINK_LAYER_OPTION_LEN } else { 0 };
     if out.len() < len {
         return Err(WireError::BufferTooSmall);
     }
@@ -662,11 +651,7 @@ pub fn emit_neighbor_advert(
         return Err(WireError::BufferTooSmall);
     }
     write_nd_fixed(out, Message::NEIGHBOR_ADVERT, flags, target);
-    write_link_layer_option(
-        &mut out[ND_MIN_LEN..],
-        OPTION_TARGET_LINK_LAYER_ADDR,
-        our_mac,
-    );
+    write_link_layer_option(&mut out[ND_MIN_LEN..], OPTION_TARGET_LINK_LAYER_ADDR, our_mac);
     Ok(len)
 }
 
@@ -688,9 +673,7 @@ pub fn emit_error(
     offending_ipv6_packet: &[u8],
 ) -> Result<usize, WireError> {
     let offending = match ipv6::Packet::new_checked(offending_ipv6_packet) {
-        Ok(packet) => {
-            &offending_ipv6_packet[..ipv6::HEADER_LEN + usize::from(packet.payload_len())]
-        }
+        Ok(packet) => &offending_ipv6_packet[..ipv6::HEADER_LEN + usize::from(packet.payload_len())],
         Err(_) => offending_ipv6_packet,
     };
     let quoted_len = offending.len().min(MAX_ERROR_LEN - HEADER_LEN);
@@ -703,9 +686,7 @@ pub fn emit_error(
     packet.set_msg_code(code);
     packet.set_checksum(0);
     packet.set_rest_of_header(param);
-    packet
-        .payload_mut()
-        .copy_from_slice(&offending[..quoted_len]);
+    packet.payload_mut().copy_from_slice(&offending[..quoted_len]);
     Ok(len)
 }
 
@@ -724,8 +705,7 @@ pub fn is_error_allowed(offending_ipv6_packet: &[u8], msg_type: Message, code: u
         return false;
     }
     let multicast_exception = msg_type == Message::PACKET_TOO_BIG
-        || (msg_type == Message::PARAMETER_PROBLEM
-            && code == parameter_problem::UNRECOGNIZED_OPTION);
+        || (msg_type == Message::PARAMETER_PROBLEM && code == parameter_problem::UNRECOGNIZED_OPTION);
     if packet.dst_addr().is_multicast() && !multicast_exception {
         return false;
     }
@@ -790,26 +770,23 @@ mod tests {
     /// A captured neighbor solicitation from fe80::1 (00:00:5e:00:53:01) to
     /// ff02::1:ff68:2d6 asking for fe80::2e0:4cff:fe68:2d6.
     const NS: [u8; 32] = [
-        0x87, 0x00, 0x77, 0x3e, 0x00, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x02, 0xe0, 0x4c, 0xff, 0xfe, 0x68, 0x02, 0xd6, 0x01, 0x01, 0x00, 0x00, 0x5e, 0x00,
-        0x53, 0x01,
+        0x87, 0x00, 0x77, 0x3e, 0x00, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xe0,
+        0x4c, 0xff, 0xfe, 0x68, 0x02, 0xd6, 0x01, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x53, 0x01,
     ];
 
     /// The captured solicited advertisement answering [`NS`], from the target to fe80::1,
     /// flags S and O, target link-layer address 00:e0:4c:68:02:d6.
     const NA: [u8; 32] = [
-        0x88, 0x00, 0x27, 0xc5, 0x60, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x02, 0xe0, 0x4c, 0xff, 0xfe, 0x68, 0x02, 0xd6, 0x02, 0x01, 0x00, 0xe0, 0x4c, 0x68,
-        0x02, 0xd6,
+        0x88, 0x00, 0x27, 0xc5, 0x60, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xe0,
+        0x4c, 0xff, 0xfe, 0x68, 0x02, 0xd6, 0x02, 0x01, 0x00, 0xe0, 0x4c, 0x68, 0x02, 0xd6,
     ];
 
     /// A captured IPv6 echo request 2001:db8::1 -> 2001:db8::2, id 0x1234, seq 1.
     const ECHO_REQUEST: [u8; 64] = [
-        0x60, 0x00, 0x00, 0x00, 0x00, 0x18, 0x3a, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x80, 0x00, 0x6f, 0x65, 0x12,
-        0x34, 0x00, 0x01, 0xa8, 0xe7, 0xad, 0x65, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11, 0x12, 0x13,
-        0x14, 0x15, 0x16, 0x17,
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x18, 0x3a, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x02, 0x80, 0x00, 0x6f, 0x65, 0x12, 0x34, 0x00, 0x01, 0xa8, 0xe7, 0xad, 0x65, 0x00, 0x00,
+        0x00, 0x00, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
     ];
 
     #[test]
@@ -823,21 +800,10 @@ mod tests {
 
         let ns = NeighborSolicit::new_checked(&NS[..]).unwrap();
         assert_eq!(ns.target_addr(), addr(TARGET));
-        assert_eq!(
-            ns.source_link_layer_addr(),
-            Ok(Some(MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01])))
-        );
+        assert_eq!(ns.source_link_layer_addr(), Ok(Some(MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]))));
         let options: Vec<_> = ns.options().collect();
-        assert_eq!(
-            options,
-            vec![Ok(NdpOption::SourceLinkLayerAddr(MacAddr([
-                0x00, 0x00, 0x5e, 0x00, 0x53, 0x01
-            ])))]
-        );
-        assert_eq!(
-            NeighborAdvert::new_checked(&NS[..]),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(options, vec![Ok(NdpOption::SourceLinkLayerAddr(MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01])))]);
+        assert_eq!(NeighborAdvert::new_checked(&NS[..]), Err(WireError::Unsupported));
     }
 
     #[test]
@@ -851,29 +817,16 @@ mod tests {
         assert!(na.solicited_flag());
         assert!(na.override_flag());
         assert_eq!(na.target_addr(), addr(TARGET));
-        assert_eq!(
-            na.target_link_layer_addr(),
-            Ok(Some(MacAddr([0x00, 0xe0, 0x4c, 0x68, 0x02, 0xd6])))
-        );
-        assert_eq!(
-            NeighborSolicit::new_checked(&NA[..]),
-            Err(WireError::Unsupported)
-        );
-        assert_eq!(
-            NeighborAdvert::new_checked(&NA[..23]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(na.target_link_layer_addr(), Ok(Some(MacAddr([0x00, 0xe0, 0x4c, 0x68, 0x02, 0xd6]))));
+        assert_eq!(NeighborSolicit::new_checked(&NA[..]), Err(WireError::Unsupported));
+        assert_eq!(NeighborAdvert::new_checked(&NA[..23]), Err(WireError::Truncated));
     }
 
     #[test]
     fn builders_reproduce_captures() {
         let mut out = [0u8; 40];
-        let len = emit_neighbor_solicit(
-            &mut out,
-            addr(TARGET),
-            Some(MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01])),
-        )
-        .unwrap();
+        let len =
+            emit_neighbor_solicit(&mut out, addr(TARGET), Some(MacAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]))).unwrap();
         assert_eq!(len, 32);
         let mut icmp = Packet::new_checked(&mut out[..len]).unwrap();
         assert_eq!(icmp.checksum(), 0);
@@ -888,9 +841,7 @@ mod tests {
             MacAddr([0x00, 0xe0, 0x4c, 0x68, 0x02, 0xd6]),
         )
         .unwrap();
-        Packet::new_checked(&mut out[..len])
-            .unwrap()
-            .fill_checksum(addr(TARGET), addr("fe80::1"));
+        Packet::new_checked(&mut out[..len]).unwrap().fill_checksum(addr(TARGET), addr("fe80::1"));
         assert_eq!(out, NA);
 
         let mut out = [0xffu8; 24];
@@ -898,10 +849,7 @@ mod tests {
         let ns = NeighborSolicit::new_checked(&out[..]).unwrap();
         assert_eq!(ns.source_link_layer_addr(), Ok(None));
         assert_eq!(&out[4..8], &[0, 0, 0, 0]);
-        assert_eq!(
-            emit_neighbor_solicit(&mut out, addr(TARGET), Some(MacAddr::ZERO)),
-            Err(WireError::BufferTooSmall)
-        );
+        assert_eq!(emit_neighbor_solicit(&mut out, addr(TARGET), Some(MacAddr::ZERO)), Err(WireError::BufferTooSmall));
         assert_eq!(
             emit_neighbor_advert(&mut out, addr(TARGET), NaFlags::NONE, MacAddr::ZERO),
             Err(WireError::BufferTooSmall)
@@ -922,35 +870,21 @@ mod tests {
         assert_eq!(validate_nd(255, &zero_option), Err(WireError::Malformed));
         let mut multicast_target = NS;
         multicast_target[8] = 0xff;
-        assert_eq!(
-            validate_nd(255, &multicast_target),
-            Err(WireError::Malformed)
-        );
-        assert_eq!(
-            validate_nd(255, &ECHO_REQUEST[40..]),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(validate_nd(255, &multicast_target), Err(WireError::Malformed));
+        assert_eq!(validate_nd(255, &ECHO_REQUEST[40..]), Err(WireError::Unsupported));
         assert_eq!(validate_nd(255, &[133, 0, 0, 0, 0, 0, 0, 0]), Ok(()));
-        assert_eq!(
-            validate_nd(255, &[134, 0, 0, 0, 0, 0, 0, 0]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(validate_nd(255, &[134, 0, 0, 0, 0, 0, 0, 0]), Err(WireError::Truncated));
     }
 
     #[test]
     fn option_iterator_errors() {
-        let options = [
-            1, 1, 1, 2, 3, 4, 5, 6, 9, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
+        let options = [1, 1, 1, 2, 3, 4, 5, 6, 9, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let parsed: Vec<_> = NdpOptionIter::new(&options).collect();
         assert_eq!(
             parsed,
             vec![
                 Ok(NdpOption::SourceLinkLayerAddr(MacAddr([1, 2, 3, 4, 5, 6]))),
-                Ok(NdpOption::Other {
-                    option_type: 9,
-                    data: &[0; 14]
-                }),
+                Ok(NdpOption::Other { option_type: 9, data: &[0; 14] }),
             ]
         );
         let parsed: Vec<_> = NdpOptionIter::new(&[1, 0, 0, 0, 0, 0, 0, 0]).collect();
@@ -982,30 +916,18 @@ mod tests {
     fn echo_reply_rejects() {
         let mut reply = ECHO_REQUEST;
         echo_request_to_reply(&mut reply).unwrap();
-        assert_eq!(
-            echo_request_to_reply(&mut reply),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(echo_request_to_reply(&mut reply), Err(WireError::Unsupported));
         let mut corrupt = ECHO_REQUEST;
         corrupt[63] ^= 0x80;
-        assert_eq!(
-            echo_request_to_reply(&mut corrupt),
-            Err(WireError::BadChecksum)
-        );
+        assert_eq!(echo_request_to_reply(&mut corrupt), Err(WireError::BadChecksum));
         let mut multicast = ECHO_REQUEST;
         multicast[24] = 0xff;
-        assert_eq!(
-            echo_request_to_reply(&mut multicast),
-            Err(WireError::Unsupported)
-        );
+        assert_eq!(echo_request_to_reply(&mut multicast), Err(WireError::Unsupported));
         let mut udp = ECHO_REQUEST;
         udp[6] = 17;
         assert_eq!(echo_request_to_reply(&mut udp), Err(WireError::Unsupported));
         let mut short = ECHO_REQUEST;
-        assert_eq!(
-            echo_request_to_reply(&mut short[..63]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(echo_request_to_reply(&mut short[..63]), Err(WireError::Truncated));
     }
 
     #[test]
@@ -1013,14 +935,7 @@ mod tests {
         let mut out = [0u8; MAX_ERROR_LEN];
         let mut padded = ECHO_REQUEST.to_vec();
         padded.extend_from_slice(&[0xee; 6]);
-        let len = emit_error(
-            &mut out,
-            Message::TIME_EXCEEDED,
-            time_exceeded::HOP_LIMIT_EXCEEDED,
-            0,
-            &padded,
-        )
-        .unwrap();
+        let len = emit_error(&mut out, Message::TIME_EXCEEDED, time_exceeded::HOP_LIMIT_EXCEEDED, 0, &padded).unwrap();
         assert_eq!(len, 8 + 64);
         let mut icmp = Packet::new_checked(&mut out[..len]).unwrap();
         assert_eq!(icmp.payload(), &ECHO_REQUEST[..]);
@@ -1028,15 +943,7 @@ mod tests {
         assert!(icmp.verify_checksum(addr("2001:db8::ff"), addr("2001:db8::1")));
 
         let mut big = vec![0u8; 1500];
-        ipv6::emit_header(
-            &mut big,
-            addr("2001:db8::1"),
-            addr("2001:db8::2"),
-            Protocol::UDP,
-            64,
-            1460,
-        )
-        .unwrap();
+        ipv6::emit_header(&mut big, addr("2001:db8::1"), addr("2001:db8::2"), Protocol::UDP, 64, 1460).unwrap();
         let mut out = [0u8; 1500];
         let len = emit_error(&mut out, Message::PACKET_TOO_BIG, 0, 1280, &big).unwrap();
         assert_eq!(len, MAX_ERROR_LEN);
@@ -1044,10 +951,7 @@ mod tests {
         let icmp = Packet::new_checked(&out[..len]).unwrap();
         assert_eq!(icmp.rest_of_header(), 1280);
         assert_eq!(icmp.payload(), &big[..1232]);
-        assert_eq!(
-            emit_error(&mut out[..100], Message::PACKET_TOO_BIG, 0, 1280, &big),
-            Err(WireError::BufferTooSmall)
-        );
+        assert_eq!(emit_error(&mut out[..100], Message::PACKET_TOO_BIG, 0, 1280, &big), Err(WireError::BufferTooSmall));
     }
 
     #[test]
@@ -1068,16 +972,8 @@ mod tests {
         to_multicast[24] = 0xff;
         assert!(!is_error_allowed(&to_multicast, tb, 0));
         assert!(is_error_allowed(&to_multicast, Message::PACKET_TOO_BIG, 0));
-        assert!(is_error_allowed(
-            &to_multicast,
-            Message::PARAMETER_PROBLEM,
-            2
-        ));
-        assert!(!is_error_allowed(
-            &to_multicast,
-            Message::PARAMETER_PROBLEM,
-            0
-        ));
+        assert!(is_error_allowed(&to_multicast, Message::PARAMETER_PROBLEM, 2));
+        assert!(!is_error_allowed(&to_multicast, Message::PARAMETER_PROBLEM, 0));
         let mut from_unspecified = udp;
         from_unspecified[8..24].fill(0);
         assert!(!is_error_allowed(&from_unspecified, tb, 0));

@@ -194,9 +194,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Whether this packet is a fragment (More Fragments set or a non-zero offset).
     pub fn is_fragment(&self) -> bool {
-        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG_OFFSET)
-            & (FLAG_MORE_FRAGS | FRAG_OFFSET_MASK)
-            != 0
+        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG_OFFSET) & (FLAG_MORE_FRAGS | FRAG_OFFSET_MASK) != 0
     }
 
     /// Time to live.
@@ -411,13 +409,13 @@ mod tests {
 
     /// A captured IPv4/ICMP echo request (ping 8.8.8.8 from 192.168.1.10), 84 bytes.
     const ECHO_REQUEST: [u8; 84] = [
-        0x45, 0x00, 0x00, 0x54, 0x4e, 0x3a, 0x40, 0x00, 0x40, 0x01, 0x1a, 0xad, 0xc0, 0xa8, 0x01,
-        0x0a, 0x08, 0x08, 0x08, 0x08, // IP header
+        0x45, 0x00, 0x00, 0x54, 0x4e, 0x3a, 0x40, 0x00, 0x40, 0x01, 0x1a, 0xad, 0xc0, 0xa8, 0x01, 0x0a, 0x08, 0x08,
+        0x08, 0x08, // IP header
         0x08, 0x00, 0x3e, 0x1e, 0x00, 0x05, 0x00, 0x01, // ICMP echo header
-        0x6d, 0x2f, 0xad, 0x65, 0x00, 0x00, 0x00, 0x00, 0xd4, 0x73, 0x0c, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d,
-        0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c,
-        0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
+        0x6d, 0x2f, 0xad, 0x65, 0x00, 0x00, 0x00, 0x00, 0xd4, 0x73, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11,
+        0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23,
+        0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35,
+        0x36, 0x37,
     ];
 
     #[test]
@@ -479,9 +477,7 @@ mod tests {
         assert_eq!(packet.packet(), &ECHO_REQUEST[..]);
 
         // IHL 6 with a 4-byte option (Router Alert).
-        let mut with_option = vec![
-            0x46, 0, 0, 28, 0, 0, 0, 0, 1, 2, 0, 0, 10, 0, 0, 1, 224, 0, 0, 22,
-        ];
+        let mut with_option = vec![0x46, 0, 0, 28, 0, 0, 0, 0, 1, 2, 0, 0, 10, 0, 0, 1, 224, 0, 0, 22];
         with_option.extend_from_slice(&[0x94, 0x04, 0x00, 0x00, 0xaa, 0xbb, 0xcc, 0xdd]);
         let mut packet = Packet::new_checked(&mut with_option[..]).unwrap();
         packet.fill_checksum();
@@ -493,14 +489,8 @@ mod tests {
 
     #[test]
     fn check_rejects() {
-        assert_eq!(
-            Packet::new_checked(&ECHO_REQUEST[..19]),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            Packet::new_checked(&ECHO_REQUEST[..83]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(Packet::new_checked(&ECHO_REQUEST[..19]), Err(WireError::Truncated));
+        assert_eq!(Packet::new_checked(&ECHO_REQUEST[..83]), Err(WireError::Truncated));
         let mutate = |offset: usize, value: u8| {
             let mut bytes = ECHO_REQUEST;
             bytes[offset] = value;
@@ -512,10 +502,7 @@ mod tests {
         let mut long_header = ECHO_REQUEST;
         long_header[0] = 0x4f; // header_len 60
         long_header[3] = 40; // > total_len 40
-        assert_eq!(
-            Packet::new_checked(&long_header[..]),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(Packet::new_checked(&long_header[..]), Err(WireError::Malformed));
         long_header[3] = 60;
         assert!(Packet::new_checked(&long_header[..]).is_ok());
     }

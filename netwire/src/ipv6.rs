@@ -70,9 +70,7 @@ mod field {
 /// `ff02::1:ffXX:XXXX` with the low 24 bits of `addr`.
 pub fn solicited_node_multicast(addr: Ipv6Addr) -> Ipv6Addr {
     let o = addr.octets();
-    Ipv6Addr::from([
-        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15],
-    ])
+    Ipv6Addr::from([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15]])
 }
 
 /// Whether `addr` is a solicited-node multicast group `ff02::1:ff00:0/104`.
@@ -274,9 +272,9 @@ mod tests {
     /// A captured IPv6 header of a neighbor solicitation (fe80::1 asking for
     /// fe80::2e0:4cff:fe68:2d6 via its solicited-node group), payload 32 bytes.
     const NS_HEADER: [u8; 40] = [
-        0x60, 0x00, 0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x68, 0x02, 0xd6,
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+        0xff, 0x68, 0x02, 0xd6,
     ];
 
     fn ns_packet() -> Vec<u8> {
@@ -296,10 +294,7 @@ mod tests {
         assert_eq!(packet.next_header(), Protocol::ICMPV6);
         assert_eq!(packet.hop_limit(), 255);
         assert_eq!(packet.src_addr(), "fe80::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(
-            packet.dst_addr(),
-            "ff02::1:ff68:2d6".parse::<Ipv6Addr>().unwrap()
-        );
+        assert_eq!(packet.dst_addr(), "ff02::1:ff68:2d6".parse::<Ipv6Addr>().unwrap());
         assert_eq!(packet.payload().len(), 32);
         assert!(is_solicited_node_multicast(packet.dst_addr()));
     }
@@ -311,10 +306,7 @@ mod tests {
         assert_eq!(Packet::new_checked(&bytes[..71]), Err(WireError::Truncated));
         let mut wrong_version = bytes.clone();
         wrong_version[0] = 0x40;
-        assert_eq!(
-            Packet::new_checked(&wrong_version[..]),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(Packet::new_checked(&wrong_version[..]), Err(WireError::Malformed));
         let mut padded = bytes.clone();
         padded.extend_from_slice(&[0; 8]);
         let packet = Packet::new_checked(&padded[..]).unwrap();
@@ -342,9 +334,7 @@ mod tests {
         assert!(is_solicited_node_multicast(group));
         assert!(!is_solicited_node_multicast(ALL_NODES));
         assert!(!is_solicited_node_multicast(addr));
-        assert!(!is_solicited_node_multicast(
-            "ff02::1:fe00:1".parse().unwrap()
-        ));
+        assert!(!is_solicited_node_multicast("ff02::1:fe00:1".parse().unwrap()));
     }
 
     #[test]

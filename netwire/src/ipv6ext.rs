@@ -276,11 +276,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> FragmentHeader<T> {
     /// Sets the M (more fragments) flag.
     pub fn set_more_fragments(&mut self, more: bool) {
         let old = read_u16(self.buffer.as_ref(), field::FRAG_OFFSET_FLAGS);
-        let new = if more {
-            old | FRAG_MORE
-        } else {
-            old & !FRAG_MORE
-        };
+        let new = if more { old | FRAG_MORE } else { old & !FRAG_MORE };
         write_u16(self.buffer.as_mut(), field::FRAG_OFFSET_FLAGS, new);
     }
 
@@ -499,12 +495,7 @@ mod tests {
         let fragment = chain.fragment.unwrap();
         assert_eq!(
             fragment,
-            FragmentInfo {
-                offset: 48,
-                frag_offset: 0,
-                more_fragments: true,
-                identification: 0xdead_beef,
-            }
+            FragmentInfo { offset: 48, frag_offset: 0, more_fragments: true, identification: 0xdead_beef }
         );
         assert!(fragment.is_first() && !fragment.is_atomic());
         assert!(chain.has_upper_layer_header());
@@ -525,10 +516,7 @@ mod tests {
         assert_eq!(chain.upper_layer, Protocol::TCP);
         assert_eq!(chain.upper_layer_offset, 0);
         assert_eq!(chain.upper_layer_next_header_offset, None);
-        assert_eq!(
-            (chain.routing, chain.fragment, chain.ext_count),
-            (None, None, 0)
-        );
+        assert_eq!((chain.routing, chain.fragment, chain.ext_count), (None, None, 0));
         assert!(!chain.hop_by_hop);
 
         let chain = walk(Protocol::IPV6_DEST_OPTIONS, &[59, 0, 1, 4, 0, 0, 0, 0]).unwrap();
@@ -544,10 +532,7 @@ mod tests {
         let bytes = [60, 0, 0x05, 0xc8, 0, 0, 0, 7, 6, 200, 0, 0];
         let chain = walk(Protocol::IPV6_FRAGMENT, &bytes).unwrap();
         let fragment = chain.fragment.unwrap();
-        assert_eq!(
-            (fragment.frag_offset, fragment.more_fragments),
-            (185, false)
-        );
+        assert_eq!((fragment.frag_offset, fragment.more_fragments), (185, false));
         assert_eq!(fragment.identification, 7);
         assert!(!chain.has_upper_layer_header());
         assert_eq!(chain.upper_layer, Protocol::IPV6_DEST_OPTIONS);
@@ -575,21 +560,14 @@ mod tests {
     fn errors() {
         let bytes = full_chain();
         for cut in [0, 1, 7, 8, 23, 47, 55] {
-            assert_eq!(
-                walk(Protocol::HOP_BY_HOP, &bytes[..cut]),
-                Err(WireError::Truncated),
-                "cut at {cut}"
-            );
+            assert_eq!(walk(Protocol::HOP_BY_HOP, &bytes[..cut]), Err(WireError::Truncated), "cut at {cut}");
         }
         // The upper-layer header itself is not required.
         assert!(walk(Protocol::HOP_BY_HOP, &bytes[..56]).is_ok());
 
         // Hop-by-Hop after Destination Options.
         let late_hbh = [0, 0, 1, 4, 0, 0, 0, 0, 59, 0, 1, 4, 0, 0, 0, 0];
-        assert_eq!(
-            walk(Protocol::IPV6_DEST_OPTIONS, &late_hbh),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(walk(Protocol::IPV6_DEST_OPTIONS, &late_hbh), Err(WireError::Malformed));
         assert!(walk(Protocol::HOP_BY_HOP, &late_hbh[8..]).is_ok());
 
         // MAX_EXT_HEADERS Destination Options headers pass, one more does not (even
@@ -605,15 +583,9 @@ mod tests {
         assert_eq!(chain.upper_layer, Protocol::UDP);
         assert_eq!(chain.upper_layer_offset, 8 * MAX_EXT_HEADERS);
         many[last] = 60;
-        assert_eq!(
-            walk(Protocol::IPV6_DEST_OPTIONS, &many),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(walk(Protocol::IPV6_DEST_OPTIONS, &many), Err(WireError::Malformed));
         many.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        assert_eq!(
-            walk(Protocol::IPV6_DEST_OPTIONS, &many),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(walk(Protocol::IPV6_DEST_OPTIONS, &many), Err(WireError::Malformed));
     }
 
     #[test]
@@ -642,14 +614,8 @@ mod tests {
         header.payload_mut()[0] = 0xbb;
         assert_eq!(&bytes[..5], &[58, 1, 4, 2, 0xaa]);
         assert_eq!(bytes[16], 0xbb);
-        assert_eq!(
-            ExtHeader::new_checked(&bytes[..15]),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            ExtHeader::new_checked(&bytes[..7]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(ExtHeader::new_checked(&bytes[..15]), Err(WireError::Truncated));
+        assert_eq!(ExtHeader::new_checked(&bytes[..7]), Err(WireError::Truncated));
 
         let mut bytes = [0xffu8; 10];
         let mut fragment = FragmentHeader::new_checked(&mut bytes[..]).unwrap();
@@ -663,26 +629,13 @@ mod tests {
         assert_eq!(fragment.identification(), 0x0102_0304);
         assert_eq!(fragment.payload(), &[0, 0xff]);
         assert_eq!(&bytes[..8], &[17, 0xff, 0xd5, 0xe6, 1, 2, 3, 4]);
-        assert_eq!(
-            FragmentHeader::new_checked(&bytes[..7]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(FragmentHeader::new_checked(&bytes[..7]), Err(WireError::Truncated));
     }
 
     /// One header of a generated chain: its type and body.
     fn chain_strategy() -> impl Strategy<Value = (u8, Vec<u8>)> {
-        let header = (
-            prop_oneof![
-                Just(0u8),
-                Just(43),
-                Just(44),
-                Just(60),
-                Just(51),
-                any::<u8>()
-            ],
-            0u8..4,
-            any::<[u8; 8]>(),
-        );
+        let header =
+            (prop_oneof![Just(0u8), Just(43), Just(44), Just(60), Just(51), any::<u8>()], 0u8..4, any::<[u8; 8]>());
         (
             prop_oneof![Just(0u8), Just(43), Just(60), any::<u8>()],
             proptest::collection::vec(header, 0..12),

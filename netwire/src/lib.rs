@@ -29,8 +29,8 @@ pub mod ipv6;
 pub mod ipv6ext;
 pub mod prefix;
 pub mod srh;
-pub mod udp;
 pub mod storage;
+pub mod udp;
 
 pub use buf::{grow_front, PacketBuf, PacketPool, VecBuf, VecPool};
 
@@ -135,11 +135,7 @@ impl fmt::Display for MacAddr {
     /// Formats as six lower-case hex pairs separated by colons: `aa:bb:cc:dd:ee:ff`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -186,12 +182,7 @@ pub fn write_u16(buf: &mut [u8], offset: usize, value: u16) {
 /// Reads a big-endian `u32` at `offset`. Panics if out of bounds.
 #[inline]
 pub fn read_u32(buf: &[u8], offset: usize) -> u32 {
-    u32::from_be_bytes([
-        buf[offset],
-        buf[offset + 1],
-        buf[offset + 2],
-        buf[offset + 3],
-    ])
+    u32::from_be_bytes([buf[offset], buf[offset + 1], buf[offset + 2], buf[offset + 3]])
 }
 
 /// Writes a big-endian `u32` at `offset`. Panics if out of bounds.
@@ -246,10 +237,7 @@ mod tests {
     #[test]
     fn mac_from_ipv6_multicast() {
         let group: Ipv6Addr = "ff02::1:ff00:1234".parse().unwrap();
-        assert_eq!(
-            MacAddr::from_ipv6_multicast(group),
-            MacAddr([0x33, 0x33, 0xff, 0x00, 0x12, 0x34])
-        );
+        assert_eq!(MacAddr::from_ipv6_multicast(group), MacAddr([0x33, 0x33, 0xff, 0x00, 0x12, 0x34]));
         assert_eq!(
             MacAddr::from_ipv6_multicast(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
             MacAddr([0x33, 0x33, 0, 0, 0, 1])

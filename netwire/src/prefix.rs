@@ -43,10 +43,7 @@ impl Ipv4Cidr {
 
     /// The prefix with host bits cleared (`192.0.2.1/24` => `192.0.2.0/24`).
     pub fn trunc(&self) -> Ipv4Cidr {
-        Ipv4Cidr {
-            addr: self.network(),
-            len: self.len,
-        }
+        Ipv4Cidr { addr: self.network(), len: self.len }
     }
 
     /// Whether `ip` is inside the subnet.
@@ -93,10 +90,7 @@ impl Ipv6Cidr {
 
     /// The prefix with host bits cleared.
     pub fn trunc(&self) -> Ipv6Cidr {
-        Ipv6Cidr {
-            addr: self.network(),
-            len: self.len,
-        }
+        Ipv6Cidr { addr: self.network(), len: self.len }
     }
 
     /// Whether `ip` is inside the subnet.
@@ -217,13 +211,8 @@ impl FromStr for Ipv4Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, l) = split_cidr(s, "192.0.2.1/24")?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a} is not an IPv4 address"))?;
-        Ok(Ipv4Cidr {
-            addr,
-            len: parse_len(l, 32)?,
-        })
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a} is not an IPv4 address"))?;
+        Ok(Ipv4Cidr { addr, len: parse_len(l, 32)? })
     }
 }
 
@@ -232,13 +221,8 @@ impl FromStr for Ipv6Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, l) = split_cidr(s, "2001:db8::1/64")?;
-        let addr: Ipv6Addr = a
-            .parse()
-            .map_err(|_| format!("{a} is not an IPv6 address"))?;
-        Ok(Ipv6Cidr {
-            addr,
-            len: parse_len(l, 128)?,
-        })
+        let addr: Ipv6Addr = a.parse().map_err(|_| format!("{a} is not an IPv6 address"))?;
+        Ok(Ipv6Cidr { addr, len: parse_len(l, 128)? })
     }
 }
 
@@ -255,9 +239,7 @@ impl FromStr for IpCidr {
 }
 
 fn split_cidr<'a>(s: &'a str, example: &str) -> Result<(&'a str, &'a str), String> {
-    s.split_once('/').ok_or_else(|| {
-        format!("{s} has no prefix length (expected address/length, e.g. {example})")
-    })
+    s.split_once('/').ok_or_else(|| format!("{s} has no prefix length (expected address/length, e.g. {example})"))
 }
 
 fn parse_len(l: &str, max: u8) -> Result<u8, String> {

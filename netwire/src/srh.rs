@@ -157,12 +157,8 @@ impl SrhError {
         match self {
             SrhError::Truncated => field::HDR_EXT_LEN as u32,
             SrhError::NotSrh => field::ROUTING_TYPE as u32,
-            SrhError::LastEntryOutOfRange | SrhError::SegmentsLeftOutOfRange => {
-                field::SEGMENTS_LEFT as u32
-            }
-            SrhError::TlvOverrun { offset } | SrhError::TlvMalformed { offset } => {
-                u32::from(offset)
-            }
+            SrhError::LastEntryOutOfRange | SrhError::SegmentsLeftOutOfRange => field::SEGMENTS_LEFT as u32,
+            SrhError::TlvOverrun { offset } | SrhError::TlvMalformed { offset } => u32::from(offset),
         }
     }
 }
@@ -175,9 +171,9 @@ impl From<SrhError> for WireError {
         match error {
             SrhError::Truncated | SrhError::TlvOverrun { .. } => WireError::Truncated,
             SrhError::NotSrh => WireError::Unsupported,
-            SrhError::LastEntryOutOfRange
-            | SrhError::SegmentsLeftOutOfRange
-            | SrhError::TlvMalformed { .. } => WireError::Malformed,
+            SrhError::LastEntryOutOfRange | SrhError::SegmentsLeftOutOfRange | SrhError::TlvMalformed { .. } => {
+                WireError::Malformed
+            }
         }
     }
 }
@@ -515,10 +511,7 @@ impl<'a> TlvIter<'a> {
     /// Iterates over the TLVs in `tlvs`, where `offset` is the offset of `tlvs` within
     /// the SRH (used in errors).
     pub fn new(tlvs: &'a [u8], offset: usize) -> TlvIter<'a> {
-        TlvIter {
-            remaining: tlvs,
-            offset,
-        }
+        TlvIter { remaining: tlvs, offset }
     }
 
     /// The offset within the SRH of the next TLV.
@@ -548,9 +541,7 @@ impl<'a> Iterator for TlvIter<'a> {
             self.offset += 1;
             return Some(Ok(Tlv::Pad1));
         }
-        let overrun = SrhError::TlvOverrun {
-            offset: tlv_offset(offset),
-        };
+        let overrun = SrhError::TlvOverrun { offset: tlv_offset(offset) };
         let Some((&len, rest)) = rest.split_first() else {
             return Some(Err(overrun));
         };
@@ -563,11 +554,7 @@ impl<'a> Iterator for TlvIter<'a> {
             TLV_PADN => Tlv::PadN(value),
             TLV_HMAC => match parse_hmac(value) {
                 Some(hmac) => Tlv::Hmac(hmac),
-                None => {
-                    return Some(Err(SrhError::TlvMalformed {
-                        offset: tlv_offset(offset),
-                    }))
-                }
+                None => return Some(Err(SrhError::TlvMalformed { offset: tlv_offset(offset) })),
             },
             _ => Tlv::Other { tlv_type, value },
         };
@@ -630,11 +617,8 @@ impl Repr {
     /// dropped; only the first HMAC TLV is kept.
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr, SrhError> {
         packet.check_srh()?;
-        let hmac = packet.hmac()?.map(|hmac| HmacRepr {
-            d_flag: hmac.d_flag,
-            key_id: hmac.key_id,
-            hmac: hmac.hmac.to_vec(),
-        });
+        let hmac =
+            packet.hmac()?.map(|hmac| HmacRepr { d_flag: hmac.d_flag, key_id: hmac.key_id, hmac: hmac.hmac.to_vec() });
         Ok(Repr {
             next_header: packet.next_header(),
             segments_left: packet.segments_left(),
@@ -662,9 +646,7 @@ impl Repr {
 
     /// Length in bytes of the TLVs [`Repr::emit`] writes.
     fn tlvs_len(&self) -> usize {
-        self.hmac
-            .as_ref()
-            .map_or(0, |hmac| HMAC_TLV_FIXED_LEN + hmac.hmac.len())
+        self.hmac.as_ref().map_or(0, |hmac| HMAC_TLV_FIXED_LEN + hmac.hmac.len())
     }
 
     /// The header length [`Repr::emit`] writes: `8 + 16 * segments + TLVs` (the HMAC
@@ -722,10 +704,7 @@ fn emit_fixed(
 ) -> Result<usize, WireError> {
     // Both callers pass 0 or 8 + a validated HMAC length.
     debug_assert_eq!(tlvs_len % 8, 0, "SRH TLVs must keep 8-octet alignment");
-    if segments.is_empty()
-        || segments.len() > MAX_SEGMENTS
-        || usize::from(segments_left) > segments.len()
-    {
+    if segments.is_empty() || segments.len() > MAX_SEGMENTS || usize::from(segments_left) > segments.len() {
         return Err(WireError::Malformed);
     }
     let body_len = SEGMENT_LEN * segments.len() + tlvs_len;
@@ -765,15 +744,7 @@ pub fn emit_srh(
     tag: u16,
     segments_in_srh_order: &[Ipv6Addr],
 ) -> Result<usize, WireError> {
-    emit_fixed(
-        out,
-        next_header,
-        segments_left,
-        0,
-        tag,
-        segments_in_srh_order,
-        0,
-    )
+    emit_fixed(out, next_header, segments_left, 0, tag, segments_in_srh_order, 0)
 }
 
 #[cfg(test)]
@@ -927,20 +898,14 @@ mod tests {
         let final_dst = srh.segment(0);
         assert_eq!(final_dst, addr("2001:db8:2::20"));
         assert_eq!(srh.active_segment(), Some(addr(SEG_A)));
-        assert_eq!(
-            srh.segments().collect::<Vec<_>>(),
-            [final_dst, addr(SEG_B), addr(SEG_A)]
-        );
+        assert_eq!(srh.segments().collect::<Vec<_>>(), [final_dst, addr(SEG_B), addr(SEG_A)]);
         let icmp = icmpv6::Packet::new_checked(srh.payload()).unwrap();
         assert_eq!(icmp.msg_type(), icmpv6::Message::ECHO_REQUEST);
         assert!(icmp.verify_checksum(ip.src_addr(), final_dst));
         assert!(!icmp.verify_checksum(ip.src_addr(), ip.dst_addr()));
 
         let repr = Repr::parse(&srh).unwrap();
-        assert_eq!(
-            repr,
-            Repr::from_path(&[addr(SEG_A), addr(SEG_B), final_dst], Protocol::ICMPV6).unwrap()
-        );
+        assert_eq!(repr, Repr::from_path(&[addr(SEG_A), addr(SEG_B), final_dst], Protocol::ICMPV6).unwrap());
     }
 
     #[test]
@@ -976,10 +941,7 @@ mod tests {
 
         // Segments Left = Last Entry + 1 is allowed (reduced SRH); one more is not.
         assert_eq!(check(&with(3, 3)), Ok(()));
-        assert_eq!(
-            Packet::new_unchecked(&with(3, 3)[..]).active_segment(),
-            None
-        );
+        assert_eq!(Packet::new_unchecked(&with(3, 3)[..]).active_segment(), None);
         let error = check(&with(3, 4)).unwrap_err();
         assert_eq!(error, SrhError::SegmentsLeftOutOfRange);
         assert_eq!(error.pointer_offset(), 3);
@@ -1009,14 +971,8 @@ mod tests {
         assert_eq!(check(&header[..55]), Err(SrhError::Truncated));
         assert_eq!(check(&header[..7]), Err(SrhError::Truncated));
         assert_eq!(SrhError::Truncated.pointer_offset(), 1);
-        assert_eq!(
-            Packet::new_checked(&header[..55]),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&with(3, 4)[..])),
-            Err(SrhError::SegmentsLeftOutOfRange)
-        );
+        assert_eq!(Packet::new_checked(&header[..55]), Err(WireError::Truncated));
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&with(3, 4)[..])), Err(SrhError::SegmentsLeftOutOfRange));
     }
 
     /// One segment, then `tlvs`; Hdr Ext Len is set from the TLV length.
@@ -1044,43 +1000,26 @@ mod tests {
         assert_eq!(srh.tag(), 0x1234);
         assert_eq!(srh.tlvs(), &tlvs[..]);
         let hmac_bytes: Vec<u8> = (0..32).collect();
-        let expected_hmac = HmacTlv {
-            d_flag: true,
-            key_id: 0x0102_0304,
-            hmac: &hmac_bytes,
-        };
+        let expected_hmac = HmacTlv { d_flag: true, key_id: 0x0102_0304, hmac: &hmac_bytes };
         let parsed: Vec<_> = srh.tlv_iter().collect();
         assert_eq!(
             parsed,
             vec![
                 Ok(Tlv::Pad1),
                 Ok(Tlv::PadN(&[0])),
-                Ok(Tlv::Other {
-                    tlv_type: 0x80,
-                    value: &[0xaa, 0xbb]
-                }),
+                Ok(Tlv::Other { tlv_type: 0x80, value: &[0xaa, 0xbb] }),
                 Ok(Tlv::Hmac(expected_hmac)),
             ]
         );
         assert_eq!(srh.hmac(), Ok(Some(expected_hmac)));
         let repr = Repr::parse(&srh).unwrap();
-        assert_eq!(
-            repr.hmac,
-            Some(HmacRepr {
-                d_flag: true,
-                key_id: 0x0102_0304,
-                hmac: hmac_bytes.clone()
-            })
-        );
+        assert_eq!(repr.hmac, Some(HmacRepr { d_flag: true, key_id: 0x0102_0304, hmac: hmac_bytes.clone() }));
         // Emitting drops the padding and the unknown TLV.
         let mut out = [0u8; 80];
         let len = repr.emit(&mut out).unwrap();
         assert_eq!(len, 8 + 16 + 40);
         assert_eq!(&out[24..len], &tlvs[8..]);
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&out[..len]).unwrap()),
-            Ok(repr)
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&out[..len]).unwrap()), Ok(repr));
     }
 
     #[test]
@@ -1098,37 +1037,24 @@ mod tests {
 
         // A lone type byte at the end.
         let bytes = srh_with_tlvs(&[0, 0, 0, 0, 0, 0, 0, 9]);
-        assert_eq!(
-            Packet::new_unchecked(&bytes[..]).check_srh(),
-            Err(SrhError::TlvOverrun { offset: 31 })
-        );
+        assert_eq!(Packet::new_unchecked(&bytes[..]).check_srh(), Err(SrhError::TlvOverrun { offset: 31 }));
 
         // HMAC TLVs whose HMAC is not a multiple of 8, too short for the key ID, or
         // longer than 32 bytes.
         let bytes = srh_with_tlvs(&[5, 6, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Packet::new_unchecked(&bytes[..]).check_srh(), Ok(()));
-        for tlv in [
-            vec![5, 4, 0, 0, 0, 0, 4, 0],
-            vec![5, 10, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 4, 2, 0, 0],
-            {
-                let mut long = vec![5, 46, 0, 0, 0, 0, 0, 1];
-                long.resize(48, 0);
-                long
-            },
-        ] {
+        for tlv in [vec![5, 4, 0, 0, 0, 0, 4, 0], vec![5, 10, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 4, 2, 0, 0], {
+            let mut long = vec![5, 46, 0, 0, 0, 0, 0, 1];
+            long.resize(48, 0);
+            long
+        }] {
             let bytes = srh_with_tlvs(&tlv);
             let error = Packet::new_unchecked(&bytes[..]).check_srh().unwrap_err();
             assert_eq!(error, SrhError::TlvMalformed { offset: 24 });
             assert_eq!(WireError::from(error), WireError::Malformed);
         }
-        assert_eq!(
-            TlvIter::new(&[4], 100).collect::<Vec<_>>(),
-            vec![Err(SrhError::TlvOverrun { offset: 100 })]
-        );
-        assert_eq!(
-            TlvIter::new(&[4, 0], 1 << 20).next(),
-            Some(Ok(Tlv::PadN(&[])))
-        );
+        assert_eq!(TlvIter::new(&[4], 100).collect::<Vec<_>>(), vec![Err(SrhError::TlvOverrun { offset: 100 })]);
+        assert_eq!(TlvIter::new(&[4, 0], 1 << 20).next(), Some(Ok(Tlv::PadN(&[]))));
     }
 
     #[test]
@@ -1181,45 +1107,20 @@ mod tests {
     fn emit_errors() {
         let seg = addr(SEG_A);
         let mut out = [0u8; 4096];
-        assert_eq!(
-            emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &[]),
-            Err(WireError::Malformed)
-        );
-        assert_eq!(
-            emit_srh(&mut out, IPV6_IN_IPV6, 2, 0, &[seg]),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &[]), Err(WireError::Malformed));
+        assert_eq!(emit_srh(&mut out, IPV6_IN_IPV6, 2, 0, &[seg]), Err(WireError::Malformed));
         assert_eq!(emit_srh(&mut out, IPV6_IN_IPV6, 1, 0, &[seg]), Ok(24));
-        assert_eq!(
-            emit_srh(&mut out[..23], IPV6_IN_IPV6, 0, 0, &[seg]),
-            Err(WireError::BufferTooSmall)
-        );
+        assert_eq!(emit_srh(&mut out[..23], IPV6_IN_IPV6, 0, 0, &[seg]), Err(WireError::BufferTooSmall));
         let many = vec![seg; MAX_SEGMENTS];
-        assert_eq!(
-            emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &many),
-            Ok(8 + 16 * MAX_SEGMENTS)
-        );
+        assert_eq!(emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &many), Ok(8 + 16 * MAX_SEGMENTS));
         let too_many = vec![seg; MAX_SEGMENTS + 1];
-        assert_eq!(
-            emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &too_many),
-            Err(WireError::Malformed)
-        );
-        assert_eq!(
-            Repr::from_path(&too_many, IPV6_IN_IPV6),
-            Err(WireError::Malformed)
-        );
-        assert_eq!(
-            Repr::from_path(&[], IPV6_IN_IPV6),
-            Err(WireError::Malformed)
-        );
+        assert_eq!(emit_srh(&mut out, IPV6_IN_IPV6, 0, 0, &too_many), Err(WireError::Malformed));
+        assert_eq!(Repr::from_path(&too_many, IPV6_IN_IPV6), Err(WireError::Malformed));
+        assert_eq!(Repr::from_path(&[], IPV6_IN_IPV6), Err(WireError::Malformed));
 
         // 127 segments leave no room for an HMAC TLV.
         let mut repr = Repr::from_path(&many, IPV6_IN_IPV6).unwrap();
-        repr.hmac = Some(HmacRepr {
-            d_flag: false,
-            key_id: 1,
-            hmac: vec![0; 32],
-        });
+        repr.hmac = Some(HmacRepr { d_flag: false, key_id: 1, hmac: vec![0; 32] });
         assert_eq!(repr.emit(&mut out), Err(WireError::Malformed));
         repr.segments.truncate(3);
         repr.segments_left = 2;
@@ -1291,11 +1192,7 @@ mod tests {
         }
         let checked = srh.check_srh();
         if let Err(error) = checked {
-            let _ = (
-                error.pointer_offset(),
-                WireError::from(error),
-                error.to_string(),
-            );
+            let _ = (error.pointer_offset(), WireError::from(error), error.to_string());
         }
         let parsed = Repr::parse(&srh);
         assert_eq!(parsed.is_ok(), checked.is_ok());
@@ -1305,10 +1202,7 @@ mod tests {
             }
             let mut out = vec![0u8; repr.buffer_len()];
             let len = repr.emit(&mut out).unwrap();
-            assert_eq!(
-                Repr::parse(&Packet::new_checked(&out[..len]).unwrap()),
-                Ok(repr)
-            );
+            assert_eq!(Repr::parse(&Packet::new_checked(&out[..len]).unwrap()), Ok(repr));
         }
         let mut copy = bytes.to_vec();
         let mut srh = Packet::new_checked(&mut copy[..]).unwrap();

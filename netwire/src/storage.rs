@@ -317,7 +317,6 @@ impl ProbeReply {
     }
 }
 
-
 /// The 16 bytes before the data of a put request and of a get reply: the
 /// object's size and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -475,7 +474,15 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_checks() {
-        let r = Repr { op: 0x10, status: 0, flags: 3, request_id: 0x1122334455667788, object_id: 42, offset: 4096, length: 0 };
+        let r = Repr {
+            op: 0x10,
+            status: 0,
+            flags: 3,
+            request_id: 0x1122334455667788,
+            object_id: 42,
+            offset: 4096,
+            length: 0,
+        };
         let mut b = [0u8; 64];
         assert_eq!(r.emit(&mut b), Ok(HEADER_LEN));
         let p = Packet::new_checked(&b[..]).unwrap();
@@ -491,7 +498,14 @@ mod tests {
     fn layout_matches_the_reference_client() {
         // tests/helpers/obj_client.py: struct.pack("!HBBHHQQQII", 0x4153, 1, 1, 0, 0, 7, 0x1122, 2048, 1024, 0)
         let mut b = [0u8; 56];
-        let h = Repr { op: Op::PUT_CHUNK.0, request_id: 7, object_id: 0x1122, offset: 2048, length: 1024, ..Repr::default() };
+        let h = Repr {
+            op: Op::PUT_CHUNK.0,
+            request_id: 7,
+            object_id: 0x1122,
+            offset: 2048,
+            length: 1024,
+            ..Repr::default()
+        };
         h.emit(&mut b).unwrap();
         PutHead { size: 5000, version: 1 }.emit(&mut b[HEADER_LEN..]).unwrap();
         assert_eq!(&b[..8], &[0x41, 0x53, 1, 1, 0, 0, 0, 0]);

@@ -23,11 +23,7 @@ pub const HEADER_LEN: usize = 8;
 
 /// (source port, destination port, length field) of a datagram.
 pub fn ports_and_len(udp: &[u8]) -> (u16, u16, u16) {
-    (
-        u16::from_be_bytes([udp[0], udp[1]]),
-        u16::from_be_bytes([udp[2], udp[3]]),
-        u16::from_be_bytes([udp[4], udp[5]]),
-    )
+    (u16::from_be_bytes([udp[0], udp[1]]), u16::from_be_bytes([udp[2], udp[3]]), u16::from_be_bytes([udp[4], udp[5]]))
 }
 
 /// The checksum field.
@@ -47,7 +43,8 @@ pub fn emit_header(udp: &mut [u8], src_port: u16, dst_port: u16) {
 /// Computes and writes the checksum of `udp` over the IPv6 pseudo-header.
 pub fn fill_checksum_v6(udp: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
     udp[6..8].fill(0);
-    let sum = checksum::add(checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, udp.len() as u32), checksum::sum(udp));
+    let sum =
+        checksum::add(checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, udp.len() as u32), checksum::sum(udp));
     let c = !sum;
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
 }
@@ -55,7 +52,8 @@ pub fn fill_checksum_v6(udp: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) {
 /// Computes and writes the checksum of `udp` over the IPv4 pseudo-header.
 pub fn fill_checksum_v4(udp: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
     udp[6..8].fill(0);
-    let sum = checksum::add(checksum::pseudo_header_v4(src, dst, Protocol::UDP.0, udp.len() as u16), checksum::sum(udp));
+    let sum =
+        checksum::add(checksum::pseudo_header_v4(src, dst, Protocol::UDP.0, udp.len() as u16), checksum::sum(udp));
     let c = !sum;
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
 }

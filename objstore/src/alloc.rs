@@ -24,13 +24,7 @@ pub struct Allocator {
 impl Allocator {
     /// All `len` blocks from `start` free.
     pub fn new(start: u64, len: u64) -> Allocator {
-        Allocator {
-            start,
-            len,
-            used: vec![0; len.div_ceil(64) as usize],
-            free: len,
-            cursor: 0,
-        }
+        Allocator { start, len, used: vec![0; len.div_ceil(64) as usize], free: len, cursor: 0 }
     }
 
     pub fn free_blocks(&self) -> u64 {

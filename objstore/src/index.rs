@@ -74,17 +74,10 @@ impl ObjectMeta {
         let mut out: Vec<Extent> = Vec::new();
         for (i, c) in self.chunks.iter().enumerate().filter(|(_, c)| c.lba != 0) {
             match out.last_mut() {
-                Some(e)
-                    if e.first_chunk as usize + e.blocks as usize == i
-                        && e.lba + u64::from(e.blocks) == c.lba =>
-                {
+                Some(e) if e.first_chunk as usize + e.blocks as usize == i && e.lba + u64::from(e.blocks) == c.lba => {
                     e.blocks += 1
                 }
-                _ => out.push(Extent {
-                    first_chunk: i as u32,
-                    lba: c.lba,
-                    blocks: 1,
-                }),
+                _ => out.push(Extent { first_chunk: i as u32, lba: c.lba, blocks: 1 }),
             }
         }
         out
@@ -109,13 +102,7 @@ pub struct Index {
 
 impl Index {
     pub fn new(max_objects: u64, reservable: u64, data: std::ops::Range<u64>) -> Index {
-        Index {
-            objects: BTreeMap::new(),
-            max_objects,
-            reservable,
-            reserved: 0,
-            data,
-        }
+        Index { objects: BTreeMap::new(), max_objects, reservable, reserved: 0, data }
     }
 
     pub fn get(&self, object: ObjectId) -> Option<&ObjectMeta> {
@@ -152,32 +139,22 @@ impl Index {
 
     /// The largest object size the geometry allows.
     pub fn max_size(&self) -> u64 {
-        self.reservable
-            .saturating_mul(CHUNK_SIZE as u64)
-            .min(u64::from(u32::MAX) * CHUNK_SIZE as u64)
+        self.reservable.saturating_mul(CHUNK_SIZE as u64).min(u64::from(u32::MAX) * CHUNK_SIZE as u64)
     }
 
     /// Would a put of (`version`, `size`) for `object` be refused whatever happens before it?
     /// Used to fail early at submit; `apply` remains the authority.
     pub fn precheck_put(&self, object: ObjectId, version: u64, size: u64) -> Result<()> {
         if size > self.max_size() {
-            return Err(Error::TooLarge {
-                size,
-                max: self.max_size(),
-            });
+            return Err(Error::TooLarge { size, max: self.max_size() });
         }
         match self.objects.get(&object) {
-            Some(o) if version < o.version => Err(Error::StaleVersion {
-                object,
-                current: o.version,
-                requested: version,
-            }),
-            Some(o) if version == o.version && size != o.size => Err(Error::SizeMismatch {
-                object,
-                version,
-                size: o.size,
-                requested: size,
-            }),
+            Some(o) if version < o.version => {
+                Err(Error::StaleVersion { object, current: o.version, requested: version })
+            }
+            Some(o) if version == o.version && size != o.size => {
+                Err(Error::SizeMismatch { object, version, size: o.size, requested: size })
+            }
             Some(o) if version == o.version => Ok(()),
             existing => {
                 let freed = existing.map_or(0, |o| chunk_count(o.size));
@@ -196,25 +173,13 @@ impl Index {
     /// the index is unchanged (and the entry's own block, if any, is the caller's to free).
     pub fn apply(&mut self, e: &Entry, freed: &mut Vec<u64>) -> Result<Applied> {
         match *e {
-            Entry::Put {
-                object,
-                version,
-                size,
-                chunk,
-            } => {
+            Entry::Put { object, version, size, chunk } => {
                 if let Some(c) = chunk {
                     if !self.data.contains(&c.lba) {
-                        return Err(Error::Corrupt(format!(
-                            "chunk block {} outside the data area",
-                            c.lba
-                        )));
+                        return Err(Error::Corrupt(format!("chunk block {} outside the data area", c.lba)));
                     }
                     if u64::from(c.index) >= chunk_count(size) {
-                        return Err(Error::ChunkOutOfRange {
-                            chunk: c.index,
-                            size,
-                            chunks: chunk_count(size) as u32,
-                        });
+                        return Err(Error::ChunkOutOfRange { chunk: c.index, size, chunks: chunk_count(size) as u32 });
                     }
                 }
                 self.precheck_put(object, version, size)?;
@@ -226,14 +191,8 @@ impl Index {
                         freed.extend(old.chunks.iter().filter(|c| c.lba != 0).map(|c| c.lba));
                     }
                     self.reserved += n;
-                    self.objects.insert(
-                        object,
-                        ObjectMeta {
-                            size,
-                            version,
-                            chunks: vec![ChunkMeta::default(); n as usize],
-                        },
-                    );
+                    self.objects
+                        .insert(object, ObjectMeta { size, version, chunks: vec![ChunkMeta::default(); n as usize] });
                 }
                 if let Some(ChunkRef { index, lba, crc }) = chunk {
                     if let Some(o) = self.objects.get_mut(&object) {
@@ -259,12 +218,7 @@ impl Index {
 
     /// Bytes the checkpoint of the current index takes (header included).
     pub fn checkpoint_len(&self) -> usize {
-        CKPT_HEADER
-            + self
-                .objects
-                .values()
-                .map(|o| CKPT_OBJECT + CKPT_CHUNK * o.present() as usize)
-                .sum::<usize>()
+        CKPT_HEADER + self.objects.values().map(|o| CKPT_OBJECT + CKPT_CHUNK * o.present() as usize).sum::<usize>()
     }
 
     /// Serialise the index as a checkpoint covering journal records up to `seq`, into `out`
@@ -343,14 +297,7 @@ impl Index {
                 chunks[i] = ChunkMeta { lba, crc };
             }
             idx.reserved += n;
-            idx.objects.insert(
-                id,
-                ObjectMeta {
-                    size,
-                    version,
-                    chunks,
-                },
-            );
+            idx.objects.insert(id, ObjectMeta { size, version, chunks });
         }
         if off != payload.len() {
             return Err(bad("trailing bytes"));
@@ -365,43 +312,23 @@ mod tests {
     use proptest::prelude::*;
 
     fn put(object: u128, version: u64, size: u64, chunk: Option<(u32, u64)>) -> Entry {
-        Entry::Put {
-            object,
-            version,
-            size,
-            chunk: chunk.map(|(index, lba)| ChunkRef {
-                index,
-                lba,
-                crc: lba as u32,
-            }),
-        }
+        Entry::Put { object, version, size, chunk: chunk.map(|(index, lba)| ChunkRef { index, lba, crc: lba as u32 }) }
     }
 
     #[test]
     fn apply_rules() {
         let mut idx = Index::new(2, 10, 100..200);
         let mut freed = Vec::new();
-        assert_eq!(
-            idx.apply(&put(1, 1, 8192, Some((0, 100))), &mut freed),
-            Ok(Applied::Put)
-        );
+        assert_eq!(idx.apply(&put(1, 1, 8192, Some((0, 100))), &mut freed), Ok(Applied::Put));
         assert_eq!(idx.reserved(), 2);
         // Same version, same chunk again: the old block is freed.
         idx.apply(&put(1, 1, 8192, Some((0, 101))), &mut freed).unwrap();
         assert_eq!(freed, vec![100]);
         assert_eq!(
             idx.apply(&put(1, 1, 4096, None), &mut freed),
-            Err(Error::SizeMismatch {
-                object: 1,
-                version: 1,
-                size: 8192,
-                requested: 4096
-            })
+            Err(Error::SizeMismatch { object: 1, version: 1, size: 8192, requested: 4096 })
         );
-        assert!(matches!(
-            idx.apply(&put(1, 1, 8192, Some((2, 102))), &mut freed),
-            Err(Error::ChunkOutOfRange { .. })
-        ));
+        assert!(matches!(idx.apply(&put(1, 1, 8192, Some((2, 102))), &mut freed), Err(Error::ChunkOutOfRange { .. })));
         // Newer version: everything of the old one goes.
         freed.clear();
         idx.apply(&put(1, 2, 4096, Some((0, 103))), &mut freed).unwrap();
@@ -409,66 +336,31 @@ mod tests {
         assert_eq!(idx.reserved(), 1);
         assert_eq!(
             idx.apply(&put(1, 1, 4096, None), &mut freed),
-            Err(Error::StaleVersion {
-                object: 1,
-                current: 2,
-                requested: 1
-            })
+            Err(Error::StaleVersion { object: 1, current: 2, requested: 1 })
         );
         // Capacity.
-        assert_eq!(
-            idx.apply(&put(2, 1, 10 * 4096, None), &mut freed),
-            Err(Error::NoSpace)
-        );
+        assert_eq!(idx.apply(&put(2, 1, 10 * 4096, None), &mut freed), Err(Error::NoSpace));
         idx.apply(&put(2, 1, 9 * 4096, None), &mut freed).unwrap();
-        assert_eq!(
-            idx.apply(&put(3, 1, 0, None), &mut freed),
-            Err(Error::ObjectTableFull(2))
-        );
+        assert_eq!(idx.apply(&put(3, 1, 0, None), &mut freed), Err(Error::ObjectTableFull(2)));
         // Delete, twice.
         freed.clear();
-        assert_eq!(
-            idx.apply(&Entry::Delete { object: 1 }, &mut freed),
-            Ok(Applied::Delete { existed: true })
-        );
+        assert_eq!(idx.apply(&Entry::Delete { object: 1 }, &mut freed), Ok(Applied::Delete { existed: true }));
         assert_eq!(freed, vec![103]);
-        assert_eq!(
-            idx.apply(&Entry::Delete { object: 1 }, &mut freed),
-            Ok(Applied::Delete { existed: false })
-        );
+        assert_eq!(idx.apply(&Entry::Delete { object: 1 }, &mut freed), Ok(Applied::Delete { existed: false }));
         assert_eq!(idx.reserved(), 9);
-        assert!(matches!(
-            idx.apply(&put(5, 1, 4096, Some((0, 300))), &mut freed),
-            Err(Error::Corrupt(_))
-        ));
+        assert!(matches!(idx.apply(&put(5, 1, 4096, Some((0, 300))), &mut freed), Err(Error::Corrupt(_))));
     }
 
     #[test]
     fn extents_of_runs() {
         let c = |lba| ChunkMeta { lba, crc: 0 };
-        let o = ObjectMeta {
-            size: 6 * 4096,
-            version: 1,
-            chunks: vec![c(10), c(11), c(12), c(0), c(14), c(20)],
-        };
+        let o = ObjectMeta { size: 6 * 4096, version: 1, chunks: vec![c(10), c(11), c(12), c(0), c(14), c(20)] };
         assert_eq!(
             o.extents(),
             vec![
-                Extent {
-                    first_chunk: 0,
-                    lba: 10,
-                    blocks: 3
-                },
-                Extent {
-                    first_chunk: 4,
-                    lba: 14,
-                    blocks: 1
-                },
-                Extent {
-                    first_chunk: 5,
-                    lba: 20,
-                    blocks: 1
-                },
+                Extent { first_chunk: 0, lba: 10, blocks: 3 },
+                Extent { first_chunk: 4, lba: 14, blocks: 1 },
+                Extent { first_chunk: 5, lba: 20, blocks: 1 },
             ]
         );
     }

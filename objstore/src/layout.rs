@@ -104,11 +104,7 @@ impl Geometry {
     /// Lay out a device of `total_blocks` for `max_objects` objects with a journal of
     /// `journal_blocks` records (0 = default: 1/64 of the device, between 16 and 4096).
     pub fn compute(total_blocks: u64, max_objects: u64, journal_blocks: u64) -> Result<Geometry> {
-        let journal_blocks = if journal_blocks == 0 {
-            (total_blocks / 64).clamp(16, 4096)
-        } else {
-            journal_blocks
-        };
+        let journal_blocks = if journal_blocks == 0 { (total_blocks / 64).clamp(16, 4096) } else { journal_blocks };
         let bad = |why: String| Error::Config(format!("device of {total_blocks} blocks: {why}"));
         if max_objects == 0 {
             return Err(bad("max_objects must be at least 1".into()));
@@ -128,9 +124,7 @@ impl Geometry {
         let ckpt_blocks = ckpt_bytes.div_ceil(BLOCK_SIZE as u64);
         let data_start = after_journal + 2 * ckpt_blocks;
         if data_start + 2 > total_blocks {
-            return Err(bad(format!(
-                "no room for data after metadata ({data_start} blocks)"
-            )));
+            return Err(bad(format!("no room for data after metadata ({data_start} blocks)")));
         }
         let data_blocks = total_blocks - data_start;
         let spare_blocks = (data_blocks / 8).clamp(1, 256);
@@ -282,13 +276,7 @@ impl Superblock {
         if ckpt_slot > 1 {
             return Err(Error::Corrupt("checkpoint slot".into()));
         }
-        Ok(Superblock {
-            geometry,
-            uuid,
-            generation: get_u64(b, 40),
-            ckpt_slot,
-            ckpt_seq: get_u64(b, 128),
-        })
+        Ok(Superblock { geometry, uuid, generation: get_u64(b, 40), ckpt_slot, ckpt_seq: get_u64(b, 128) })
     }
 }
 
@@ -330,9 +318,7 @@ pub fn encode_record(b: &mut [u8], seq: u64, uuid: &[u8; 16], entries: &[Entry])
     let b = &mut b[..BLOCK_SIZE];
     let payload: usize = entries.iter().map(Entry::encoded_len).sum();
     if payload > BLOCK_SIZE - RECORD_HEADER || entries.len() > u16::MAX as usize {
-        return Err(Error::Config(format!(
-            "journal record of {payload} bytes does not fit a block"
-        )));
+        return Err(Error::Config(format!("journal record of {payload} bytes does not fit a block")));
     }
     b.fill(0);
     put_u32(b, 0, JOURNAL_MAGIC);
@@ -344,21 +330,12 @@ pub fn encode_record(b: &mut [u8], seq: u64, uuid: &[u8; 16], entries: &[Entry])
     let mut off = RECORD_HEADER;
     for e in entries {
         match *e {
-            Entry::Put {
-                object,
-                version,
-                size,
-                chunk,
-            } => {
+            Entry::Put { object, version, size, chunk } => {
                 b[off] = 1;
                 put_u128(b, off + 1, object);
                 put_u64(b, off + 17, version);
                 put_u64(b, off + 25, size);
-                let c = chunk.unwrap_or(ChunkRef {
-                    index: 0,
-                    lba: 0,
-                    crc: 0,
-                });
+                let c = chunk.unwrap_or(ChunkRef { index: 0, lba: 0, crc: 0 });
                 put_u32(b, off + 33, c.index);
                 put_u64(b, off + 37, c.lba);
                 put_u32(b, off + 45, c.crc);
@@ -409,25 +386,16 @@ pub fn decode_record(b: &[u8], uuid: &[u8; 16]) -> Option<Record> {
                     object: get_u128(b, off + 1),
                     version: get_u64(b, off + 17),
                     size: get_u64(b, off + 25),
-                    chunk: (lba != 0).then(|| ChunkRef {
-                        index: get_u32(b, off + 33),
-                        lba,
-                        crc: get_u32(b, off + 45),
-                    }),
+                    chunk: (lba != 0).then(|| ChunkRef { index: get_u32(b, off + 33), lba, crc: get_u32(b, off + 45) }),
                 }
             }
-            2 if off + DELETE_ENTRY <= end => Entry::Delete {
-                object: get_u128(b, off + 1),
-            },
+            2 if off + DELETE_ENTRY <= end => Entry::Delete { object: get_u128(b, off + 1) },
             _ => return None,
         };
         off += e.encoded_len();
         entries.push(e);
     }
-    (off == end).then_some(Record {
-        seq: get_u64(b, 8),
-        entries,
-    })
+    (off == end).then_some(Record { seq: get_u64(b, 8), entries })
 }
 
 /// The checkpoint header.
@@ -522,19 +490,11 @@ mod tests {
 
     #[test]
     fn record_capacity() {
-        let puts = vec![
-            Entry::Put {
-                object: 1,
-                version: 1,
-                size: 1,
-                chunk: Some(ChunkRef {
-                    index: 0,
-                    lba: 9,
-                    crc: 1
-                })
-            };
-            MAX_RECORD_PUTS
-        ];
+        let puts =
+            vec![
+                Entry::Put { object: 1, version: 1, size: 1, chunk: Some(ChunkRef { index: 0, lba: 9, crc: 1 }) };
+                MAX_RECORD_PUTS
+            ];
         let mut b = vec![0u8; BLOCK_SIZE];
         encode_record(&mut b, 1, &[0; 16], &puts).unwrap();
         let mut more = puts.clone();
@@ -544,12 +504,7 @@ mod tests {
 
     fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![
-            (
-                any::<u128>(),
-                any::<u64>(),
-                any::<u64>(),
-                proptest::option::of((any::<u32>(), 1u64.., any::<u32>()))
-            )
+            (any::<u128>(), any::<u64>(), any::<u64>(), proptest::option::of((any::<u32>(), 1u64.., any::<u32>())))
                 .prop_map(|(object, version, size, c)| Entry::Put {
                     object,
                     version,

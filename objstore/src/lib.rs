@@ -67,18 +67,9 @@ pub enum Error {
     #[error("chunk {chunk} must be {expected} bytes, got {got}")]
     BadLength { chunk: u32, expected: usize, got: usize },
     #[error("object {object:#x} is at version {current}, request is for older version {requested}")]
-    StaleVersion {
-        object: ObjectId,
-        current: u64,
-        requested: u64,
-    },
+    StaleVersion { object: ObjectId, current: u64, requested: u64 },
     #[error("object {object:#x} version {version} has size {size}, request says {requested}")]
-    SizeMismatch {
-        object: ObjectId,
-        version: u64,
-        size: u64,
-        requested: u64,
-    },
+    SizeMismatch { object: ObjectId, version: u64, size: u64, requested: u64 },
     /// No free data block, or the object's declared size does not fit the remaining capacity.
     #[error("no space left on the device")]
     NoSpace,
@@ -106,10 +97,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn os(context: &'static str, e: std::io::Error) -> Self {
-        Error::Os {
-            context,
-            message: e.to_string(),
-        }
+        Error::Os { context, message: e.to_string() }
     }
 }
 

@@ -57,10 +57,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            max_requests: 64,
-            checkpoint_depth: 8,
-        }
+        StoreConfig { max_requests: 64, checkpoint_depth: 8 }
     }
 }
 
@@ -74,10 +71,7 @@ pub struct FormatOptions {
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        FormatOptions {
-            max_objects: 65_536,
-            journal_blocks: 0,
-        }
+        FormatOptions { max_objects: 65_536, journal_blocks: 0 }
     }
 }
 
@@ -200,7 +194,9 @@ enum OpKind {
         len: usize,
     },
     /// A put or delete; `entry` is what the journal will record.
-    Update { entry: Entry },
+    Update {
+        entry: Entry,
+    },
 }
 
 struct Op {
@@ -262,11 +258,7 @@ fn new_uuid() -> [u8; 16] {
     let mut u = [0u8; 16];
     for half in u.chunks_mut(8) {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
         h.write_u32(std::process::id());
         half.copy_from_slice(&h.finish().to_le_bytes());
     }
@@ -276,8 +268,7 @@ fn new_uuid() -> [u8; 16] {
 /// Blocking single-request I/O for format and mount (not the data path).
 fn sync_io(qp: &mut dyn QueuePair, io: Io) -> Result<Option<DmaBuf>> {
     let op = io.op;
-    qp.submit(io)
-        .map_err(|r| Error::Config(format!("{} at mount: {}", op.name(), r.reason)))?;
+    qp.submit(io).map_err(|r| Error::Config(format!("{} at mount: {}", op.name(), r.reason)))?;
     let mut out = Vec::with_capacity(qp.depth());
     loop {
         qp.poll(&mut out);
@@ -305,11 +296,7 @@ impl Store {
         let uuid = new_uuid();
         let pool = DmaPool::new(2, 1)?;
         let mut qp = dev.queue_pair(4, &pool)?;
-        let idx = Index::new(
-            geometry.max_objects,
-            geometry.reservable(),
-            geometry.data_start..geometry.total_blocks,
-        );
+        let idx = Index::new(geometry.max_objects, geometry.reservable(), geometry.data_start..geometry.total_blocks);
         let mut ckpt = Vec::new();
         idx.encode_checkpoint(0, &uuid, &mut ckpt);
         let mut buf = pool.alloc().ok_or(Error::Busy)?;
@@ -317,13 +304,7 @@ impl Store {
         buf[..ckpt.len()].copy_from_slice(&ckpt);
         let buf = sync_write(qp.as_mut(), geometry.ckpt_start[0], buf)?;
         sync_io(qp.as_mut(), Io::flush(0))?;
-        let sb = Superblock {
-            geometry,
-            uuid,
-            generation: 1,
-            ckpt_slot: 0,
-            ckpt_seq: 0,
-        };
+        let sb = Superblock { geometry, uuid, generation: 1, ckpt_slot: 0, ckpt_seq: 0 };
         let mut buf = buf;
         sb.encode(&mut buf);
         let buf = sync_write(qp.as_mut(), 0, buf)?;
@@ -337,9 +318,7 @@ impl Store {
     /// checkpoint, replay the journal after it, rebuild the allocator.
     pub fn open(dev: &dyn BlockDevice, cfg: StoreConfig) -> Result<Store> {
         if cfg.max_requests == 0 || cfg.checkpoint_depth == 0 {
-            return Err(Error::Config(
-                "max_requests and checkpoint_depth must be at least 1".into(),
-            ));
+            return Err(Error::Config("max_requests and checkpoint_depth must be at least 1".into()));
         }
         // Buffers: one per request, as many again for replies the caller still holds, the
         // checkpoint writers, the journal and superblock buffers.
@@ -389,13 +368,8 @@ impl Store {
             bytes.extend_from_slice(&b[..n]);
             lba += 1;
         }
-        let mut index = Index::decode_checkpoint(
-            &h,
-            &bytes[CKPT_HEADER..],
-            g.max_objects,
-            g.reservable(),
-            data.clone(),
-        )?;
+        let mut index =
+            Index::decode_checkpoint(&h, &bytes[CKPT_HEADER..], g.max_objects, g.reservable(), data.clone())?;
         drop(bytes);
 
         // Journal replay.
@@ -504,10 +478,7 @@ impl Store {
 
     /// Whether a checkpoint is being written (journal commits wait for it).
     pub fn checkpoint_in_progress(&self) -> bool {
-        matches!(
-            self.commit,
-            Commit::Ckpt { .. } | Commit::CkptFlush | Commit::Sb | Commit::SbFlush
-        )
+        matches!(self.commit, Commit::Ckpt { .. } | Commit::CkptFlush | Commit::Sb | Commit::SbFlush)
     }
 
     /// The error that stopped the store, if any.
@@ -553,25 +524,12 @@ impl Store {
             }
             Request::List { after, limit } => {
                 self.stats.lists += 1;
-                let list = self
-                    .index
-                    .range_after(after)
-                    .take(limit)
-                    .map(|(&id, o)| Self::info(id, o))
-                    .collect();
-                self.ready.push_back(StoreCompletion {
-                    tag,
-                    result: Ok(Reply::List(list)),
-                });
+                let list = self.index.range_after(after).take(limit).map(|(&id, o)| Self::info(id, o)).collect();
+                self.ready.push_back(StoreCompletion { tag, result: Ok(Reply::List(list)) });
                 Ok(())
             }
             Request::Delete { object } => {
-                let slot = self.take_slot(Op {
-                    tag,
-                    kind: OpKind::Update {
-                        entry: Entry::Delete { object },
-                    },
-                })?;
+                let slot = self.take_slot(Op { tag, kind: OpKind::Update { entry: Entry::Delete { object } } })?;
                 self.commit_queue.push_back(slot);
                 Ok(())
             }
@@ -587,62 +545,27 @@ impl Store {
                 }
                 let len = chunk_len(o.size, chunk);
                 let buf = self.pool.alloc().ok_or(Error::Busy)?;
-                let op = Op {
-                    tag,
-                    kind: OpKind::Get {
-                        object,
-                        chunk,
-                        lba: c.lba,
-                        crc: c.crc,
-                        len,
-                    },
-                };
+                let op = Op { tag, kind: OpKind::Get { object, chunk, lba: c.lba, crc: c.crc, len } };
                 let slot = self.take_slot(op)?;
                 self.submit_io(Io::read(c.lba, 1, buf, tag_of(T_READ, slot)), slot)
             }
-            Request::Put {
-                object,
-                chunk,
-                data,
-                size,
-                version,
-            } => {
+            Request::Put { object, chunk, data, size, version } => {
                 let chunks = chunk_count(size);
                 if size == 0 {
                     if chunk != 0 || !data.is_empty() {
-                        return Err(Error::ChunkOutOfRange {
-                            chunk,
-                            size,
-                            chunks: 0,
-                        });
+                        return Err(Error::ChunkOutOfRange { chunk, size, chunks: 0 });
                     }
                 } else if u64::from(chunk) >= chunks {
-                    return Err(Error::ChunkOutOfRange {
-                        chunk,
-                        size,
-                        chunks: chunks.min(u64::from(u32::MAX)) as u32,
-                    });
+                    return Err(Error::ChunkOutOfRange { chunk, size, chunks: chunks.min(u64::from(u32::MAX)) as u32 });
                 }
                 let want = chunk_len(size, chunk);
                 if data.len() != want {
-                    return Err(Error::BadLength {
-                        chunk,
-                        expected: want,
-                        got: data.len(),
-                    });
+                    return Err(Error::BadLength { chunk, expected: want, got: data.len() });
                 }
                 self.index.precheck_put(object, version, size)?;
                 if size == 0 {
-                    let entry = Entry::Put {
-                        object,
-                        version,
-                        size,
-                        chunk: None,
-                    };
-                    let slot = self.take_slot(Op {
-                        tag,
-                        kind: OpKind::Update { entry },
-                    })?;
+                    let entry = Entry::Put { object, version, size, chunk: None };
+                    let slot = self.take_slot(Op { tag, kind: OpKind::Update { entry } })?;
                     self.commit_queue.push_back(slot);
                     return Ok(());
                 }
@@ -651,20 +574,8 @@ impl Store {
                 buf[..data.len()].copy_from_slice(data);
                 buf[data.len()..BLOCK_SIZE].fill(0);
                 let crc = crc32c::crc32c(&buf[..BLOCK_SIZE]);
-                let entry = Entry::Put {
-                    object,
-                    version,
-                    size,
-                    chunk: Some(ChunkRef {
-                        index: chunk,
-                        lba,
-                        crc,
-                    }),
-                };
-                let slot = match self.take_slot(Op {
-                    tag,
-                    kind: OpKind::Update { entry },
-                }) {
+                let entry = Entry::Put { object, version, size, chunk: Some(ChunkRef { index: chunk, lba, crc }) };
+                let slot = match self.take_slot(Op { tag, kind: OpKind::Update { entry } }) {
                     Ok(s) => s,
                     Err(e) => {
                         self.free_block(lba);
@@ -711,21 +622,11 @@ impl Store {
                     st.gets += 1;
                     st.bytes_read += *len as u64;
                 }
-                (
-                    OpKind::Update {
-                        entry: Entry::Put { size, chunk, .. },
-                    },
-                    Ok(_),
-                ) => {
+                (OpKind::Update { entry: Entry::Put { size, chunk, .. } }, Ok(_)) => {
                     st.puts += 1;
                     st.bytes_written += chunk.map_or(0, |c| chunk_len(*size, c.index) as u64);
                 }
-                (
-                    OpKind::Update {
-                        entry: Entry::Delete { .. },
-                    },
-                    Ok(_),
-                ) => st.deletes += 1,
+                (OpKind::Update { entry: Entry::Delete { .. } }, Ok(_)) => st.deletes += 1,
                 (_, Err(e)) => {
                     st.errors += 1;
                     match e {
@@ -758,17 +659,7 @@ impl Store {
         let slot = c.tag as u32;
         match kind {
             T_READ => {
-                let Some(Op {
-                    kind:
-                        OpKind::Get {
-                            object,
-                            chunk,
-                            lba,
-                            crc,
-                            len,
-                        },
-                    ..
-                }) = &self.ops[slot as usize]
+                let Some(Op { kind: OpKind::Get { object, chunk, lba, crc, len }, .. }) = &self.ops[slot as usize]
                 else {
                     return;
                 };
@@ -791,13 +682,8 @@ impl Store {
             T_WRITE => match c.result {
                 Ok(()) => self.commit_queue.push_back(slot),
                 Err(e) => {
-                    if let Some(Op {
-                        kind:
-                            OpKind::Update {
-                                entry: Entry::Put { chunk: Some(cr), .. },
-                            },
-                        ..
-                    }) = &self.ops[slot as usize]
+                    if let Some(Op { kind: OpKind::Update { entry: Entry::Put { chunk: Some(cr), .. } }, .. }) =
+                        &self.ops[slot as usize]
                     {
                         let lba = cr.lba;
                         self.free_block(lba);
@@ -829,10 +715,7 @@ impl Store {
                     return self.fail_store(dev_err(IoOp::Write, e));
                 }
                 if let Commit::Ckpt { next, in_flight } = self.commit {
-                    self.commit = Commit::Ckpt {
-                        next,
-                        in_flight: in_flight - 1,
-                    };
+                    self.commit = Commit::Ckpt { next, in_flight: in_flight - 1 };
                 }
                 self.drive_checkpoint();
             }
@@ -859,11 +742,7 @@ impl Store {
                     self.sb = self.new_sb;
                     self.stats.checkpoints += 1;
                     self.commit = Commit::Idle;
-                    tracing::debug!(
-                        generation = self.sb.generation,
-                        seq = self.sb.ckpt_seq,
-                        "checkpoint installed"
-                    );
+                    tracing::debug!(generation = self.sb.generation, seq = self.sb.ckpt_seq, "checkpoint installed");
                 }
                 Err(e) => self.fail_store(dev_err(IoOp::Flush, e)),
             },
@@ -916,11 +795,7 @@ impl Store {
         let mut bytes = 0;
         let mut needs_flush = false;
         while let Some(&slot) = self.commit_queue.front() {
-            let Some(Op {
-                kind: OpKind::Update { entry },
-                ..
-            }) = &self.ops[slot as usize]
-            else {
+            let Some(Op { kind: OpKind::Update { entry }, .. }) = &self.ops[slot as usize] else {
                 self.commit_queue.pop_front();
                 continue;
             };
@@ -993,13 +868,8 @@ impl Store {
         let group = std::mem::take(&mut self.group);
         for &slot in &group {
             if free_blocks {
-                if let Some(Op {
-                    kind:
-                        OpKind::Update {
-                            entry: Entry::Put { chunk: Some(c), .. },
-                        },
-                    ..
-                }) = &self.ops[slot as usize]
+                if let Some(Op { kind: OpKind::Update { entry: Entry::Put { chunk: Some(c), .. } }, .. }) =
+                    &self.ops[slot as usize]
                 {
                     let lba = c.lba;
                     self.free_block(lba);
@@ -1030,28 +900,15 @@ impl Store {
     fn start_checkpoint(&mut self) {
         let slot = 1 - self.sb.ckpt_slot;
         let seq = self.next_seq - 1;
-        self.index
-            .encode_checkpoint(seq, &self.sb.uuid, &mut self.ckpt_data);
-        self.new_sb = Superblock {
-            generation: self.sb.generation + 1,
-            ckpt_slot: slot,
-            ckpt_seq: seq,
-            ..self.sb
-        };
-        self.commit = Commit::Ckpt {
-            next: 0,
-            in_flight: 0,
-        };
+        self.index.encode_checkpoint(seq, &self.sb.uuid, &mut self.ckpt_data);
+        self.new_sb = Superblock { generation: self.sb.generation + 1, ckpt_slot: slot, ckpt_seq: seq, ..self.sb };
+        self.commit = Commit::Ckpt { next: 0, in_flight: 0 };
         tracing::debug!(bytes = self.ckpt_data.len(), seq, slot, "checkpoint started");
         self.drive_checkpoint();
     }
 
     fn drive_checkpoint(&mut self) {
-        let Commit::Ckpt {
-            mut next,
-            mut in_flight,
-        } = self.commit
-        else {
+        let Commit::Ckpt { mut next, mut in_flight } = self.commit else {
             return;
         };
         let blocks = self.ckpt_data.len().div_ceil(BLOCK_SIZE) as u64;
@@ -1064,10 +921,7 @@ impl Store {
             let to = (from + BLOCK_SIZE).min(self.ckpt_data.len());
             buf[..to - from].copy_from_slice(&self.ckpt_data[from..to]);
             buf[to - from..BLOCK_SIZE].fill(0);
-            match self
-                .qp
-                .submit(Io::write(start + next, 1, buf, tag_of(T_CKPT, next as u32)))
-            {
+            match self.qp.submit(Io::write(start + next, 1, buf, tag_of(T_CKPT, next as u32))) {
                 Ok(()) => {
                     next += 1;
                     in_flight += 1;
@@ -1088,9 +942,7 @@ impl Store {
 
     /// Whether an in-flight read targets `lba` (a scan of the request slots).
     fn read_targets(&self, lba: u64) -> bool {
-        self.ops
-            .iter()
-            .any(|o| matches!(o, Some(Op { kind: OpKind::Get { lba: l, .. }, .. }) if *l == lba))
+        self.ops.iter().any(|o| matches!(o, Some(Op { kind: OpKind::Get { lba: l, .. }, .. }) if *l == lba))
     }
 
     /// A read of `lba` finished: free the block if it was unreferenced meanwhile and no other
@@ -1120,12 +972,7 @@ pub struct BlockingStore {
 
 impl BlockingStore {
     pub fn new(store: Store) -> BlockingStore {
-        BlockingStore {
-            store,
-            out: Vec::new(),
-            stash: Vec::new(),
-            next_tag: 1,
-        }
+        BlockingStore { store, out: Vec::new(), stash: Vec::new(), next_tag: 1 }
     }
 
     pub fn open(dev: &dyn BlockDevice, cfg: StoreConfig) -> Result<BlockingStore> {
@@ -1182,22 +1029,8 @@ impl BlockingStore {
         self.wait(tag)
     }
 
-    pub fn put_chunk(
-        &mut self,
-        object: ObjectId,
-        chunk: u32,
-        data: &[u8],
-        size: u64,
-        version: u64,
-    ) -> Result<()> {
-        self.call(Request::Put {
-            object,
-            chunk,
-            data,
-            size,
-            version,
-        })
-        .map(|_| ())
+    pub fn put_chunk(&mut self, object: ObjectId, chunk: u32, data: &[u8], size: u64, version: u64) -> Result<()> {
+        self.call(Request::Put { object, chunk, data, size, version }).map(|_| ())
     }
 
     pub fn get_chunk(&mut self, object: ObjectId, chunk: u32) -> Result<Vec<u8>> {
@@ -1248,13 +1081,7 @@ impl BlockingStore {
             if first_err.is_some() {
                 break;
             }
-            let req = Request::Put {
-                object,
-                chunk: i as u32,
-                data: c,
-                size,
-                version,
-            };
+            let req = Request::Put { object, chunk: i as u32, data: c, size, version };
             match self.start(req) {
                 Ok(t) => inflight.push_back(t),
                 Err(e) => {

@@ -4,8 +4,8 @@ mod common;
 
 use common::{dev_file, pattern};
 use objstore::blk::{
-    BlockDevice, DmaPool, Io, IoCompletion, IopollMode, QueuePair, RamDevice, SubmitError, UringDevice,
-    UringOptions, BLOCK_SIZE,
+    BlockDevice, DmaPool, Io, IoCompletion, IopollMode, QueuePair, RamDevice, SubmitError, UringDevice, UringOptions,
+    BLOCK_SIZE,
 };
 
 fn drain(qp: &mut dyn QueuePair, want: usize) -> Vec<IoCompletion> {
@@ -54,13 +54,7 @@ fn exercise_with(dev: &dyn BlockDevice, pool: DmaPool) {
     let f = drain(qp.as_mut(), 1);
     assert_eq!(f[0].result, Ok(()));
     for (lba, n, expect) in [
-        (
-            10u64,
-            4u32,
-            (0..4u64)
-                .flat_map(|i| pattern(i, BLOCK_SIZE))
-                .collect::<Vec<u8>>(),
-        ),
+        (10u64, 4u32, (0..4u64).flat_map(|i| pattern(i, BLOCK_SIZE)).collect::<Vec<u8>>()),
         (14, 4, pattern(7, 4 * BLOCK_SIZE)),
     ] {
         let b = pool.alloc().unwrap();
@@ -72,9 +66,7 @@ fn exercise_with(dev: &dyn BlockDevice, pool: DmaPool) {
 
     // Out of range and oversized requests are refused up front.
     let last = dev.num_blocks();
-    let rej = qp
-        .submit(Io::read(last, 1, pool.alloc().unwrap(), 13))
-        .unwrap_err();
+    let rej = qp.submit(Io::read(last, 1, pool.alloc().unwrap(), 13)).unwrap_err();
     assert_eq!(rej.reason, SubmitError::OutOfRange);
     let rej = qp.submit(Io::read(0, 5, pool.alloc().unwrap(), 14)).unwrap_err();
     assert_eq!(rej.reason, SubmitError::BadRequest);
@@ -96,24 +88,13 @@ fn uring_file_queue_pair() {
     let f = dev_file(64 * BLOCK_SIZE as u64);
     let dev = UringDevice::open(&f.path, UringOptions::default()).unwrap();
     exercise(&dev);
-    assert_eq!(
-        dev.iopoll(),
-        Some(false),
-        "regular files never use IOPOLL in auto mode"
-    );
+    assert_eq!(dev.iopoll(), Some(false), "regular files never use IOPOLL in auto mode");
 }
 
 #[test]
 fn uring_file_without_fixed_buffers() {
     let f = dev_file(64 * BLOCK_SIZE as u64);
-    let dev = UringDevice::open(
-        &f.path,
-        UringOptions {
-            iopoll: IopollMode::Off,
-            fixed_buffers: false,
-        },
-    )
-    .unwrap();
+    let dev = UringDevice::open(&f.path, UringOptions { iopoll: IopollMode::Off, fixed_buffers: false }).unwrap();
     exercise(&dev);
 }
 
@@ -144,22 +125,13 @@ fn uring_refuses_missing_and_tiny_files() {
 #[test]
 fn uring_block_device_probes_iopoll() {
     let f = dev_file(256 * BLOCK_SIZE as u64);
-    let out = std::process::Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&f.path)
-        .output();
+    let out = std::process::Command::new("losetup").args(["--find", "--show"]).arg(&f.path).output();
     let loopdev = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         _ => {
             eprintln!("no loop device available; checking IOPOLL fallback on the file only");
-            let dev = UringDevice::open(
-                &f.path,
-                UringOptions {
-                    iopoll: IopollMode::Required,
-                    fixed_buffers: true,
-                },
-            )
-            .unwrap();
+            let dev =
+                UringDevice::open(&f.path, UringOptions { iopoll: IopollMode::Required, fixed_buffers: true }).unwrap();
             let pool = DmaPool::new(2, 1).unwrap();
             // Required on a regular file: the probe reads a hole, so it may pass or fail; it must
             // not hang or crash.
@@ -170,9 +142,7 @@ fn uring_block_device_probes_iopoll() {
     struct Detach(String);
     impl Drop for Detach {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", &self.0])
-                .status();
+            let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
         }
     }
     let _detach = Detach(loopdev.clone());
@@ -180,24 +150,9 @@ fn uring_block_device_probes_iopoll() {
     assert_eq!(dev.num_blocks(), 256);
     exercise(&dev);
     let polled = dev.iopoll().expect("probed");
-    eprintln!(
-        "{}: IOPOLL {}",
-        dev.describe(),
-        if polled {
-            "supported"
-        } else {
-            "not supported, fell back"
-        }
-    );
+    eprintln!("{}: IOPOLL {}", dev.describe(), if polled { "supported" } else { "not supported, fell back" });
     // Required fails cleanly where the probe failed.
-    let dev2 = UringDevice::open(
-        &loopdev,
-        UringOptions {
-            iopoll: IopollMode::Required,
-            fixed_buffers: true,
-        },
-    )
-    .unwrap();
+    let dev2 = UringDevice::open(&loopdev, UringOptions { iopoll: IopollMode::Required, fixed_buffers: true }).unwrap();
     let pool = DmaPool::new(2, 1).unwrap();
     assert_eq!(dev2.queue_pair(4, &pool).is_ok(), polled);
 }

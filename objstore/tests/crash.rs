@@ -23,20 +23,9 @@ const SIZES: [u64; 6] = [0, 1, 100, 4096, 3 * 4096, 2 * 4096 + 5];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put {
-        object: u128,
-        chunk: u32,
-        version: u64,
-        size: u64,
-        key: u64,
-    },
-    Delete {
-        object: u128,
-    },
-    Get {
-        object: u128,
-        chunk: u32,
-    },
+    Put { object: u128, chunk: u32, version: u64, size: u64, key: u64 },
+    Delete { object: u128 },
+    Get { object: u128, chunk: u32 },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,24 +42,10 @@ fn content(key: u64, size: u64, chunk: u32) -> Vec<u8> {
 /// Apply an acknowledged op to the model, with the store's rules.
 fn model_apply(model: &mut HashMap<u128, Obj>, op: &Op) {
     match *op {
-        Op::Put {
-            object,
-            chunk,
-            version,
-            size,
-            key,
-        } => {
-            let o = model.entry(object).or_insert_with(|| Obj {
-                version,
-                size,
-                chunks: BTreeMap::new(),
-            });
+        Op::Put { object, chunk, version, size, key } => {
+            let o = model.entry(object).or_insert_with(|| Obj { version, size, chunks: BTreeMap::new() });
             if o.version != version {
-                *o = Obj {
-                    version,
-                    size,
-                    chunks: BTreeMap::new(),
-                };
+                *o = Obj { version, size, chunks: BTreeMap::new() };
             }
             if size > 0 {
                 o.chunks.insert(chunk, key);
@@ -97,18 +72,8 @@ struct Stats {
 fn run_one(seed: u64, stats: &mut Stats) {
     let mut rng = Rng::new(seed);
     let dev = RamDevice::new(1024, seed);
-    Store::format(
-        &dev,
-        FormatOptions {
-            max_objects: 64,
-            journal_blocks: 16,
-        },
-    )
-    .unwrap();
-    let cfg = StoreConfig {
-        max_requests: 16,
-        checkpoint_depth: 2,
-    };
+    Store::format(&dev, FormatOptions { max_objects: 64, journal_blocks: 16 }).unwrap();
+    let cfg = StoreConfig { max_requests: 16, checkpoint_depth: 2 };
     let mut store = Store::open(&dev, cfg).unwrap();
 
     let mut model: HashMap<u128, Obj> = HashMap::new();
@@ -133,38 +98,17 @@ fn run_one(seed: u64, stats: &mut Stats) {
                     size = SIZES[rng.below(SIZES.len() as u64) as usize];
                 }
                 let chunk = rng.below(chunk_count(size)) as u32;
-                Op::Put {
-                    object,
-                    chunk,
-                    version,
-                    size,
-                    key: rng.next(),
-                }
+                Op::Put { object, chunk, version, size, key: rng.next() }
             } else if roll < 7 {
                 Op::Delete { object }
             } else {
-                Op::Get {
-                    object,
-                    chunk: rng.below(3) as u32,
-                }
+                Op::Get { object, chunk: rng.below(3) as u32 }
             };
             let data;
             let req = match op {
-                Op::Put {
-                    object,
-                    chunk,
-                    version,
-                    size,
-                    key,
-                } => {
+                Op::Put { object, chunk, version, size, key } => {
                     data = content(key, size, chunk);
-                    Request::Put {
-                        object,
-                        chunk,
-                        data: &data,
-                        size,
-                        version,
-                    }
+                    Request::Put { object, chunk, data: &data, size, version }
                 }
                 Op::Delete { object } => Request::Delete { object },
                 Op::Get { object, chunk } => Request::Get { object, chunk },
@@ -173,14 +117,7 @@ fn run_one(seed: u64, stats: &mut Stats) {
             next_tag += 1;
             match store.submit(req, tag) {
                 Ok(()) => {
-                    if let Op::Put {
-                        object,
-                        chunk,
-                        version,
-                        size,
-                        key,
-                    } = op
-                    {
+                    if let Op::Put { object, chunk, version, size, key } = op {
                         sub.insert(object, (version, size));
                         submitted.entry((object, chunk)).or_default().insert((key, size));
                     }
@@ -193,9 +130,7 @@ fn run_one(seed: u64, stats: &mut Stats) {
         }
         store.poll(&mut out);
         for c in out.drain(..) {
-            let op = pending
-                .remove(&c.tag)
-                .expect("completion for a submitted request");
+            let op = pending.remove(&c.tag).expect("completion for a submitted request");
             match (&op, c.result) {
                 (Op::Get { object, chunk }, Ok(Reply::Get(d))) => {
                     let keys = &submitted[&(*object, *chunk)];
@@ -219,11 +154,7 @@ fn run_one(seed: u64, stats: &mut Stats) {
 
     // Power cut.
     // Odd seeds also tear blocks inside, sector by sector.
-    let (after, report) = if seed % 2 == 1 {
-        dev.crash_torn_sectors(seed ^ 0xDEAD)
-    } else {
-        dev.crash(seed ^ 0xDEAD)
-    };
+    let (after, report) = if seed % 2 == 1 { dev.crash_torn_sectors(seed ^ 0xDEAD) } else { dev.crash(seed ^ 0xDEAD) };
     stats.torn_at_cut += report.torn as u64;
     stats.cuts_during_checkpoint += u64::from(store.checkpoint_in_progress());
     stats.acked += acked;
@@ -253,8 +184,7 @@ fn run_one(seed: u64, stats: &mut Stats) {
                             .get(&(object, chunk))
                             .unwrap_or_else(|| panic!("seed {seed}: chunk never written"));
                         assert!(
-                            keys.iter()
-                                .any(|&(k, size)| size == info.size && content(k, size, chunk) == d),
+                            keys.iter().any(|&(k, size)| size == info.size && content(k, size, chunk) == d),
                             "seed {seed}: object {object} chunk {chunk} is not a whole submitted chunk"
                         );
                     }
@@ -268,22 +198,10 @@ fn run_one(seed: u64, stats: &mut Stats) {
             None => match (expect, stat) {
                 (None, Err(Error::NotFound(_))) => {}
                 (Some(o), Ok(info)) => {
-                    assert_eq!(
-                        (info.version, info.size),
-                        (o.version, o.size),
-                        "seed {seed}: object {object}"
-                    );
-                    assert_eq!(
-                        info.present as usize,
-                        o.chunks.len(),
-                        "seed {seed}: object {object} chunk count"
-                    );
+                    assert_eq!((info.version, info.size), (o.version, o.size), "seed {seed}: object {object}");
+                    assert_eq!(info.present as usize, o.chunks.len(), "seed {seed}: object {object} chunk count");
                     for (&chunk, &key) in &o.chunks {
-                        assert_eq!(
-                            s.get_chunk(object, chunk).unwrap(),
-                            content(key, o.size, chunk),
-                            "seed {seed}"
-                        );
+                        assert_eq!(s.get_chunk(object, chunk).unwrap(), content(key, o.size, chunk), "seed {seed}");
                     }
                 }
                 (e, st) => panic!("seed {seed}: object {object}: model {e:?}, store {st:?}"),
@@ -291,31 +209,18 @@ fn run_one(seed: u64, stats: &mut Stats) {
             Some(ops) => {
                 // Only same-version puts in flight: acknowledged chunks they do not touch are intact.
                 let Some(o) = expect else { continue };
-                let only_puts = ops
-                    .iter()
-                    .all(|op| matches!(op, Op::Put { version, .. } if *version == o.version));
+                let only_puts = ops.iter().all(|op| matches!(op, Op::Put { version, .. } if *version == o.version));
                 if !only_puts {
                     continue;
                 }
                 let touched: HashSet<u32> = ops
                     .iter()
-                    .filter_map(|op| {
-                        if let Op::Put { chunk, .. } = op {
-                            Some(*chunk)
-                        } else {
-                            None
-                        }
-                    })
+                    .filter_map(|op| if let Op::Put { chunk, .. } = op { Some(*chunk) } else { None })
                     .collect();
-                let info =
-                    stat.unwrap_or_else(|e| panic!("seed {seed}: acknowledged object {object} lost: {e}"));
+                let info = stat.unwrap_or_else(|e| panic!("seed {seed}: acknowledged object {object} lost: {e}"));
                 assert_eq!((info.version, info.size), (o.version, o.size), "seed {seed}");
                 for (&chunk, &key) in o.chunks.iter().filter(|(c, _)| !touched.contains(c)) {
-                    assert_eq!(
-                        s.get_chunk(object, chunk).unwrap(),
-                        content(key, o.size, chunk),
-                        "seed {seed}"
-                    );
+                    assert_eq!(s.get_chunk(object, chunk).unwrap(), content(key, o.size, chunk), "seed {seed}");
                 }
             }
         }

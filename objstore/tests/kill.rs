@@ -22,22 +22,12 @@ const MAX_OBJECTS: u64 = 3000;
 
 /// Object `id` at `version`: its size and content key.
 fn spec(id: u64, version: u64) -> (u64, u64) {
-    (
-        SIZES[((id + version) % SIZES.len() as u64) as usize],
-        id * 1000 + version,
-    )
+    (SIZES[((id + version) % SIZES.len() as u64) as usize], id * 1000 + version)
 }
 
 fn child(path: &str) {
     let dev = UringDevice::open(path, UringOptions::default()).expect("open");
-    let mut store = Store::open(
-        &dev,
-        StoreConfig {
-            max_requests: 32,
-            checkpoint_depth: 4,
-        },
-    )
-    .expect("mount");
+    let mut store = Store::open(&dev, StoreConfig { max_requests: 32, checkpoint_depth: 4 }).expect("mount");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     // Per tag: (object, version); per object-version: chunks still to be acknowledged.
@@ -48,11 +38,7 @@ fn child(path: &str) {
     let mut rng = Rng::new(7);
     for n in 0..MAX_OBJECTS {
         // Mostly new objects; every fourth, a new version of a recent one.
-        let (id, version) = if n % 4 == 3 && n > 10 {
-            (n - 1 - rng.below(10), 2 + n)
-        } else {
-            (n, 1)
-        };
+        let (id, version) = if n % 4 == 3 && n > 10 { (n - 1 - rng.below(10), 2 + n) } else { (n, 1) };
         let (size, key) = spec(id, version);
         let data = pattern(key, size as usize);
         writeln!(out, "START {id} {version}").ok();
@@ -62,13 +48,7 @@ fn child(path: &str) {
         for c in 0..chunks as u32 {
             let lo = c as usize * CHUNK_SIZE;
             let piece = &data[lo..lo + chunk_len(size, c)];
-            let req = Request::Put {
-                object: id as u128,
-                chunk: c,
-                data: piece,
-                size,
-                version,
-            };
+            let req = Request::Put { object: id as u128, chunk: c, data: piece, size, version };
             loop {
                 match store.submit(req, next_tag) {
                     Ok(()) => break,
@@ -125,22 +105,10 @@ fn kill9_during_put_stream_on_uring_file() {
     for round in 0..3u64 {
         let f = dev_file(64 << 20);
         let dev = UringDevice::open(&f.path, UringOptions::default()).unwrap();
-        Store::format(
-            &dev,
-            FormatOptions {
-                max_objects: MAX_OBJECTS + 10,
-                journal_blocks: 64,
-            },
-        )
-        .unwrap();
+        Store::format(&dev, FormatOptions { max_objects: MAX_OBJECTS + 10, journal_blocks: 64 }).unwrap();
         drop(dev);
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "kill9_during_put_stream_on_uring_file",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "kill9_during_put_stream_on_uring_file", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &f.path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -156,10 +124,7 @@ fn kill9_during_put_stream_on_uring_file() {
             let Ok(line) = line else { break };
             let w: Vec<&str> = line.split_whitespace().collect();
             match w.as_slice() {
-                ["START", id, v] => started
-                    .entry(id.parse().unwrap())
-                    .or_default()
-                    .push(v.parse().unwrap()),
+                ["START", id, v] => started.entry(id.parse().unwrap()).or_default().push(v.parse().unwrap()),
                 ["ACK", id, v] => {
                     let (id, v): (u64, u64) = (id.parse().unwrap(), v.parse().unwrap());
                     let e = acked.entry(id).or_insert(0);
@@ -208,10 +173,7 @@ fn kill9_during_put_stream_on_uring_file() {
                         }
                     }
                     if let Some(&a) = acked.get(&id) {
-                        assert!(
-                            info.version >= a,
-                            "round {round}: object {id} went back from acked version {a}"
-                        );
+                        assert!(info.version >= a, "round {round}: object {id} went back from acked version {a}");
                     }
                 }
                 Err(Error::NotFound(_)) => {

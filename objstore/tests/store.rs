@@ -10,21 +10,11 @@ use objstore::{BlockingStore, Error, StoreConfig};
 const SIZES: [usize; 6] = [0, 1, 4096, 4097, 3 * 4096 - 1, 1 << 20];
 
 fn small_cfg() -> StoreConfig {
-    StoreConfig {
-        max_requests: 32,
-        checkpoint_depth: 4,
-    }
+    StoreConfig { max_requests: 32, checkpoint_depth: 4 }
 }
 
 fn format(dev: &dyn BlockDevice, max_objects: u64, journal_blocks: u64) {
-    objstore::Store::format(
-        dev,
-        FormatOptions {
-            max_objects,
-            journal_blocks,
-        },
-    )
-    .expect("format");
+    objstore::Store::format(dev, FormatOptions { max_objects, journal_blocks }).expect("format");
 }
 
 fn round_trips(dev: &dyn BlockDevice) {
@@ -47,11 +37,7 @@ fn round_trips(dev: &dyn BlockDevice) {
     // And after a clean remount.
     let mut s = BlockingStore::open(dev, small_cfg()).unwrap();
     for (i, &n) in SIZES.iter().enumerate() {
-        assert_eq!(
-            s.get_object(i as u128 + 1).unwrap(),
-            pattern(i as u64, n),
-            "size {n} after remount"
-        );
+        assert_eq!(s.get_object(i as u128 + 1).unwrap(), pattern(i as u64, n), "size {n} after remount");
     }
     assert_eq!(s.list(None, 100).unwrap().len(), SIZES.len());
 }
@@ -81,10 +67,7 @@ fn hundred_mib_object_on_uring_file() {
     drop(s);
     let mut s = BlockingStore::open(&dev, StoreConfig::default()).unwrap();
     assert_eq!(s.stat(1).unwrap().present, 25_600);
-    assert!(
-        s.get_object(1).unwrap() == data,
-        "100 MiB object differs after remount"
-    );
+    assert!(s.get_object(1).unwrap() == data, "100 MiB object differs after remount");
 }
 
 #[test]
@@ -101,33 +84,18 @@ fn versions_idempotence_delete_list() {
     s.quiesce();
     assert_eq!(s.store().free_blocks(), free);
     assert_eq!(s.stat(7).unwrap().present, 1);
-    assert_eq!(
-        s.get_chunk(7, 1),
-        Err(Error::ChunkMissing { object: 7, chunk: 1 })
-    );
+    assert_eq!(s.get_chunk(7, 1), Err(Error::ChunkMissing { object: 7, chunk: 1 }));
     s.put_chunk(7, 1, &b, 4196, 1).unwrap();
     assert_eq!(s.get_chunk(7, 1).unwrap(), b);
     // Wrong length, out of range, size conflict, stale version: refused at submit.
-    assert!(matches!(
-        s.put_chunk(7, 1, &a, 4196, 1),
-        Err(Error::BadLength { .. })
-    ));
-    assert!(matches!(
-        s.put_chunk(7, 2, &b, 4196, 1),
-        Err(Error::ChunkOutOfRange { .. })
-    ));
-    assert!(matches!(
-        s.put_chunk(7, 0, &a, 8192, 1),
-        Err(Error::SizeMismatch { .. })
-    ));
+    assert!(matches!(s.put_chunk(7, 1, &a, 4196, 1), Err(Error::BadLength { .. })));
+    assert!(matches!(s.put_chunk(7, 2, &b, 4196, 1), Err(Error::ChunkOutOfRange { .. })));
+    assert!(matches!(s.put_chunk(7, 0, &a, 8192, 1), Err(Error::SizeMismatch { .. })));
     // Newer version replaces the object.
     s.put_chunk(7, 0, &b, 100, 2).unwrap();
     assert_eq!(s.stat(7).unwrap().size, 100);
     assert_eq!(s.get_chunk(7, 0).unwrap(), b);
-    assert!(matches!(
-        s.put_chunk(7, 0, &a, 4196, 1),
-        Err(Error::StaleVersion { current: 2, .. })
-    ));
+    assert!(matches!(s.put_chunk(7, 0, &a, 4196, 1), Err(Error::StaleVersion { current: 2, .. })));
     // Delete is idempotent.
     assert!(s.delete(7).unwrap());
     assert!(!s.delete(7).unwrap());
@@ -167,8 +135,7 @@ fn flipped_bit_is_a_checksum_error_on_ram() {
     assert_eq!(s.get_object(5), Err(Error::Checksum { object: 5, chunk: 1 }));
     // The other chunks still read; rewriting the bad chunk repairs the object.
     assert_eq!(s.get_chunk(5, 0).unwrap(), data[..4096]);
-    s.put_chunk(5, 1, &data[4096..8192], data.len() as u64, 1)
-        .unwrap();
+    s.put_chunk(5, 1, &data[4096..8192], data.len() as u64, 1).unwrap();
     assert_eq!(s.get_object(5).unwrap(), data);
     // A flip in the zero padding past the end of a short chunk is caught too.
     s.put_object(6, 1, &[1, 2, 3]).unwrap();
@@ -189,11 +156,7 @@ fn flipped_bit_is_a_checksum_error_on_uring_file() {
     let lba = chunk_lba(&s, 1, 0);
     // Corrupt the block through an ordinary (buffered) descriptor, then fsync; O_DIRECT reads
     // see the media.
-    let raw = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&f.path)
-        .unwrap();
+    let raw = std::fs::OpenOptions::new().read(true).write(true).open(&f.path).unwrap();
     let mut byte = [0u8; 1];
     raw.read_exact_at(&mut byte, lba * 4096 + 77).unwrap();
     byte[0] ^= 0x10;
@@ -237,12 +200,7 @@ fn journal_wraps_through_checkpoints() {
     let mut s = BlockingStore::open(&dev, small_cfg()).unwrap();
     for round in 0..6u64 {
         for id in 0..40u128 {
-            s.put_object(
-                id,
-                round + 1,
-                &pattern(round * 1000 + id as u64, 4096 + id as usize),
-            )
-            .unwrap();
+            s.put_object(id, round + 1, &pattern(round * 1000 + id as u64, 4096 + id as usize)).unwrap();
         }
     }
     let sb = *s.store().superblock();
@@ -251,10 +209,7 @@ fn journal_wraps_through_checkpoints() {
     drop(s);
     let mut s = BlockingStore::open(&after, small_cfg()).unwrap();
     for id in 0..40u128 {
-        assert_eq!(
-            s.get_object(id).unwrap(),
-            pattern(5000 + id as u64, 4096 + id as usize)
-        );
+        assert_eq!(s.get_object(id).unwrap(), pattern(5000 + id as u64, 4096 + id as usize));
         assert_eq!(s.stat(id).unwrap().version, 6);
     }
     // Old versions' blocks were all reclaimed: only the live chunks are in use.
@@ -279,10 +234,7 @@ fn full_device_is_a_clear_error_and_loses_nothing() {
     assert_eq!(err, Error::NoSpace);
     assert!(!stored.is_empty());
     // Declared sizes reserve space: the failed object was refused before any data was written.
-    assert_eq!(
-        s.stat(stored.len() as u128),
-        Err(Error::NotFound(stored.len() as u128))
-    );
+    assert_eq!(s.stat(stored.len() as u128), Err(Error::NotFound(stored.len() as u128)));
     for &id in &stored {
         assert_eq!(s.get_object(id).unwrap(), pattern(id as u64, 3 * 4096));
     }
@@ -329,10 +281,7 @@ fn store_and_queue_pairs_move_to_worker_threads() {
 #[test]
 fn unformatted_device_is_refused() {
     let dev = RamDevice::new(256, 8);
-    assert!(matches!(
-        BlockingStore::open(&dev, small_cfg()),
-        Err(Error::Corrupt(_))
-    ));
+    assert!(matches!(BlockingStore::open(&dev, small_cfg()), Err(Error::Corrupt(_))));
     // One bad superblock copy is survivable.
     format(&dev, 10, 16);
     dev.flip_bit(1, 5, 1);
@@ -357,11 +306,7 @@ fn a_read_in_flight_keeps_its_block_from_reuse() {
     let data_blocks = s.store().superblock().geometry.data_blocks;
     for i in 0..2 * data_blocks {
         s.put_chunk(2, 0, &pattern(100 + i, 4096), 4096, 1).unwrap();
-        assert_ne!(
-            chunk_lba(&s, 2, 0),
-            lba,
-            "block reused while a read of it is in flight"
-        );
+        assert_ne!(chunk_lba(&s, 2, 0), lba, "block reused while a read of it is in flight");
     }
     dev.hold_reads(false);
     match s.wait(get).unwrap() {

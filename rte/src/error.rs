@@ -16,9 +16,7 @@ impl RteError {
         let errno = errno.abs();
         // SAFETY: rte_strerror returns a pointer to a NUL-terminated string
         // that stays valid at least until the next call on this thread.
-        let message = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(errno)) }
-            .to_string_lossy()
-            .into_owned();
+        let message = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(errno)) }.to_string_lossy().into_owned();
         RteError { op, errno, message }
     }
 

@@ -18,14 +18,15 @@
 //! while its pool is, and pools are never freed before EAL cleanup, which
 //! cannot happen while a queue or ring handle (through which every mbuf came)
 //! is alive.
+#![allow(unsafe_code)]
 
 mod burst;
 mod eal;
 mod error;
 pub mod lcore;
-mod netwire_impl;
 mod mbuf;
 mod mempool;
+mod netwire_impl;
 mod port;
 mod ring;
 
@@ -53,7 +54,5 @@ pub fn tsc_hz() -> u64 {
 /// The DPDK version string, e.g. "DPDK 22.11.11".
 pub fn version() -> String {
     // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()) }.to_string_lossy().into_owned()
 }

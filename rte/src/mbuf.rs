@@ -47,12 +47,7 @@ impl Mbuf {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
         // buffer (an mbuf invariant DPDK maintains), and we own the mbuf.
-        unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// The bytes of the first segment, writable.
@@ -60,12 +55,7 @@ impl Mbuf {
     pub fn data_mut(&mut self) -> &mut [u8] {
         let m = self.m_mut();
         // SAFETY: as for `data`, and we hold the only reference.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                (m.buf_addr as *mut u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// Length of the first segment in bytes.

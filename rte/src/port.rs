@@ -48,12 +48,7 @@ pub struct Port {
 impl Port {
     /// Looks up a device by its DPDK name (vdev name such as `net_af_packet0`,
     /// or PCI address) and configures it: queues, descriptors, MTU, MAC.
-    pub fn configure(
-        eal: &Arc<Eal>,
-        device: &str,
-        cfg: &PortConfig,
-        pool: &Mempool,
-    ) -> Result<Arc<Port>, RteError> {
+    pub fn configure(eal: &Arc<Eal>, device: &str, cfg: &PortConfig, pool: &Mempool) -> Result<Arc<Port>, RteError> {
         let cname = CString::new(device).map_err(|_| RteError::other("port", "NUL in device name"))?;
         let mut id: u16 = 0;
         // SAFETY: valid C string and out-pointer.
@@ -89,10 +84,9 @@ impl Port {
         let mut conf = dpdk_sys::rte_eth_conf::default();
         if cfg.rx_queues > 1 && info.flow_type_rss_offloads != 0 {
             conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
-            conf.rx_adv_conf.rss_conf.rss_hf = (dpdk_sys::RTE_ETH_RSS_IP
-                | dpdk_sys::RTE_ETH_RSS_TCP
-                | dpdk_sys::RTE_ETH_RSS_UDP) as u64
-                & info.flow_type_rss_offloads;
+            conf.rx_adv_conf.rss_conf.rss_hf =
+                (dpdk_sys::RTE_ETH_RSS_IP | dpdk_sys::RTE_ETH_RSS_TCP | dpdk_sys::RTE_ETH_RSS_UDP) as u64
+                    & info.flow_type_rss_offloads;
         }
         // SAFETY: valid port id and a fully initialised conf.
         let rc = unsafe { dpdk_sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf) };
@@ -111,9 +105,7 @@ impl Port {
         for q in 0..cfg.rx_queues {
             // SAFETY: port configured with rx_queues queues; pool is a live
             // pktmbuf pool; NULL rxconf selects the driver default.
-            let rc = unsafe {
-                dpdk_sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket, std::ptr::null(), pool.as_ptr())
-            };
+            let rc = unsafe { dpdk_sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
             if rc != 0 {
                 return Err(RteError::from_errno("rte_eth_rx_queue_setup", rc));
             }
@@ -292,8 +284,7 @@ impl TxQueue {
         }
         // SAFETY: the only user of (port, queue); the pointers are owned mbufs
         // whose ownership passes to the driver for the first `n`.
-        let n = unsafe { dpdk_sys::shim_rte_eth_tx_burst(self.port_id, self.queue, ptrs.as_mut_ptr(), len) }
-            as usize;
+        let n = unsafe { dpdk_sys::shim_rte_eth_tx_burst(self.port_id, self.queue, ptrs.as_mut_ptr(), len) } as usize;
         burst.consumed(n);
         n
     }

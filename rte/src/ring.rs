@@ -69,7 +69,12 @@ impl Drop for MbufRing {
             // SAFETY: both handles are gone (they hold the Arc), so this is
             // the only user; dequeued pointers are owned mbufs.
             let n = unsafe {
-                dpdk_sys::shim_rte_ring_dequeue_burst(self.raw.as_ptr(), ptr as *mut *mut _, cap as u32, std::ptr::null_mut())
+                dpdk_sys::shim_rte_ring_dequeue_burst(
+                    self.raw.as_ptr(),
+                    ptr as *mut *mut _,
+                    cap as u32,
+                    std::ptr::null_mut(),
+                )
             } as usize;
             burst.set_filled(n);
             if burst.free_all() == 0 {

@@ -286,8 +286,7 @@ impl Appliance {
         if let Some(st) = self.try_status() {
             return (st, self.log());
         }
-        // SAFETY: kill(2) on the PID of our own, not yet reaped child.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        crate::proc::send_signal(self.pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(st) = self.try_status() {

@@ -68,9 +68,8 @@ impl Capture {
         if let Some(mut c) = self.child.take() {
             // Let the last packets of the test reach the file (-U writes per packet).
             sleep(Duration::from_millis(300));
-            // SAFETY: kill(2) on the PID of our own, not yet reaped child (tcpdump itself:
-            // `ip netns exec` execs it).
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            // tcpdump itself: `ip netns exec` execs it.
+            crate::proc::send_signal(c.id() as i32, rustix::process::Signal::INT);
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -60,3 +60,14 @@ pub fn output_text(out: &Output) -> String {
     }
     s
 }
+
+/// Sends `signal` to process `pid` (a child of the test, not yet reaped, so
+/// the PID cannot have been reused); false if it does not exist.
+pub fn send_signal(pid: i32, signal: rustix::process::Signal) -> bool {
+    rustix::process::Pid::from_raw(pid).is_some_and(|p| rustix::process::kill_process(p, signal).is_ok())
+}
+
+/// True while a process `pid` exists (signal 0).
+pub fn pid_exists(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}

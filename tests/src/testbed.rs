@@ -27,8 +27,7 @@ pub fn workspace_root() -> PathBuf {
 /// Panics unless running as root: these tests create namespaces and start DPDK. They are
 /// never skipped silently.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if euid != 0 {
         panic!(
             "these tests must run as root (they create network namespaces, reserve hugepages and \

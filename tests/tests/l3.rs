@@ -182,8 +182,7 @@ fn stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status after SIGTERM: {status}\n{log}");
     assert!(took < Duration::from_secs(15), "took {took:?} to stop");
     assert!(log.contains("final counters"), "no \"final counters\" in its output:\n{log}");
-    // SAFETY: signal 0 only checks whether the PID exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    let alive = appliance_tests::proc::pid_exists(pid);
     assert!(!alive, "pid {pid} still exists after the appliance exited");
     let left = rig.tb.pids("rtr");
     assert!(left.is_empty(), "processes left in {}: {left:?}", rig.tb.rtr());

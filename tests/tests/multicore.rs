@@ -50,7 +50,7 @@ fn inside_rx_by_queue(rig: &Rig) -> (f64, f64) {
 fn iperf_run(rig: &Rig, port: u16, streams: u32) -> f64 {
     let port_s = port.to_string();
     let mut server = rig.tb.spawn("h2", &["iperf3", "-s", "-1", "-p", &port_s]);
-    let result = (|| {
+    let result = {
         rig.tb
             .wait_listening("h2", port, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("iperf3 server: {e:#}{}", rig.ctx()));
@@ -98,7 +98,7 @@ fn iperf_run(rig: &Rig, port: u16, streams: u32) -> f64 {
         };
         eprintln!("iperf3 -P {streams} port {port}: {}", line.trim());
         n * mult
-    })();
+    };
     // -1: the server exits after one test; end it by PID if it did not.
     if server.try_wait().ok().flatten().is_none() {
         let _ = server.kill();
@@ -231,8 +231,7 @@ fn two_workers_share_the_traffic() {
         "no \"final counters\" in its output:\n{log}"
     );
     let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        // SAFETY: signal 0 only checks whether the PID exists.
-        (unsafe { libc::kill(pid, 0) } != 0).then_some(())
+        (!appliance_tests::proc::pid_exists(pid)).then_some(())
     });
     assert!(gone.is_some(), "pid {pid} still exists after the appliance exited");
     let files = rig.app.hugepage_files();

@@ -190,8 +190,7 @@ impl PromServer {
         if let Ok(Some(st)) = child.try_wait() {
             return Some(st);
         }
-        // SAFETY: kill(2) on the PID of our own, not yet reaped child.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        appliance_tests::proc::send_signal(self.pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = child.try_wait() {

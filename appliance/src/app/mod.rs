@@ -61,16 +61,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     let mut storage = storage::Wiring::open(cfg, &eal)?;
     let mut nat = nat::Wiring::start(cfg, &eal, &pool, &stop)?;
     let control_counters = Arc::new(ControlCounters::default());
-    let mut slow = SlowPath::with_state(
-        pipeline.clone(),
-        neigh_writer,
-        slow_path_config(cfg),
-        control_counters.clone(),
-        WorkerCtx::new(&pipeline, Box::new(responder(cfg))),
-    );
-    for (i, n) in cfg.neighbors.iter().enumerate() {
-        slow.add_static(n.port as u16, n.ip, n.mac).with_context(|| format!("neighbors[{i}]"))?;
-    }
+    let slow = slow_path(cfg, &pipeline, neigh_writer, control_counters.clone())?;
     let built = workers::build(cfg, &eal, &pipeline, &ports, &stop, &mut nat, &mut storage)?;
     let source = Arc::new(MetricsSource {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
@@ -89,14 +80,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         nat_clock: nat.clock,
         storage: storage.counters(),
     });
-    let metrics_stop = Arc::new(AtomicBool::new(false));
-    let metrics_thread = match cfg.metrics.listen {
-        Some(addr) => Some(
-            crate::metrics::serve(addr, source.clone(), metrics_stop.clone())
-                .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let metrics = MetricsServer::start(cfg, &source)?;
     let handles = launch(cfg, built.workers, nat.core.take(), &stop)?;
     tracing::info!(workers = cfg.lcores.workers.len(), metrics = ?cfg.metrics.listen, "appliance running; SIGINT/SIGTERM stops it");
     let mut control = Control {
@@ -117,10 +101,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         }
     }
     nat.stop_logger();
-    metrics_stop.store(true, Ordering::SeqCst);
-    if let Some(t) = metrics_thread {
-        let _ = t.join();
-    }
+    metrics.stop();
     let summary = source.summary();
     println!("final counters:\n{summary}");
     tracing::info!("final counters:\n{summary}");
@@ -134,6 +115,48 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     drop(eal);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The control core's slow path, with the static neighbours installed.
+fn slow_path(
+    cfg: &Config,
+    pipeline: &Arc<Pipeline>,
+    neigh: dataplane::fib::neigh::NeighborWriter,
+    counters: Arc<ControlCounters>,
+) -> Result<SlowPath<rte::Mbuf>> {
+    let ctx = WorkerCtx::new(pipeline, Box::new(responder(cfg)));
+    let mut slow = SlowPath::with_state(pipeline.clone(), neigh, slow_path_config(cfg), counters, ctx);
+    for (i, n) in cfg.neighbors.iter().enumerate() {
+        slow.add_static(n.port as u16, n.ip, n.mac).with_context(|| format!("neighbors[{i}]"))?;
+    }
+    Ok(slow)
+}
+
+/// The metrics endpoint's thread (`metrics.listen`), if configured.
+struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    fn start(cfg: &Config, source: &Arc<MetricsSource>) -> Result<MetricsServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = match cfg.metrics.listen {
+            Some(addr) => Some(
+                crate::metrics::serve(addr, source.clone(), stop.clone())
+                    .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(MetricsServer { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Launches the workers and the NAT mapping core on their lcores.

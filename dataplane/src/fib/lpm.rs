@@ -63,11 +63,7 @@ struct Entry {
     leaf_len: u8,
 }
 
-const EMPTY: Entry = Entry {
-    child: NO_CHILD,
-    value: 0,
-    leaf_len: NO_LEAF,
-};
+const EMPTY: Entry = Entry { child: NO_CHILD, value: 0, leaf_len: NO_LEAF };
 
 /// A longest-prefix-match table over `N`-byte keys (see the module documentation).
 #[derive(Clone)]
@@ -92,10 +88,7 @@ impl<const N: usize> Lpm<N> {
     /// least 1: the root, allocated now; at most `u32::MAX`). A prefix of length `p` needs up to
     /// `(p - 1) / 8` nodes below the root, shared with prefixes that start the same way.
     pub fn new(max_nodes: usize) -> Lpm<N> {
-        Lpm {
-            entries: vec![EMPTY; NODE_SIZE],
-            max_nodes: max_nodes.clamp(1, NO_CHILD as usize),
-        }
+        Lpm { entries: vec![EMPTY; NODE_SIZE], max_nodes: max_nodes.clamp(1, NO_CHILD as usize) }
     }
 
     /// The number of trie nodes in use, root included.
@@ -116,10 +109,7 @@ impl<const N: usize> Lpm<N> {
     pub fn insert(&mut self, key: [u8; N], prefix_len: u8, value: u32) -> Result<(), LpmError> {
         let len = usize::from(prefix_len);
         if len > Self::KEY_BITS {
-            return Err(LpmError::PrefixTooLong {
-                prefix_len,
-                max_len: Self::KEY_BITS,
-            });
+            return Err(LpmError::PrefixTooLong { prefix_len, max_len: Self::KEY_BITS });
         }
         let depth = len.saturating_sub(1) / 8;
 
@@ -136,9 +126,7 @@ impl<const N: usize> Lpm<N> {
         }
         let needed = depth - existing;
         if self.node_count() + needed > self.max_nodes {
-            return Err(LpmError::Full {
-                max_nodes: self.max_nodes,
-            });
+            return Err(LpmError::Full { max_nodes: self.max_nodes });
         }
 
         for &byte in &key[existing..depth] {
@@ -151,11 +139,8 @@ impl<const N: usize> Lpm<N> {
 
         // Expand the prefix over the entries of its last byte.
         let significant_bits = len - 8 * depth; // 0 only for /0
-        let first = if significant_bits == 0 {
-            0
-        } else {
-            usize::from(key[depth] & (0xffu8 << (8 - significant_bits)))
-        };
+        let first =
+            if significant_bits == 0 { 0 } else { usize::from(key[depth] & (0xffu8 << (8 - significant_bits))) };
         let count = 1usize << (8 - significant_bits);
         let base = node * NODE_SIZE;
         for entry in &mut self.entries[base + first..base + first + count] {
@@ -203,12 +188,7 @@ impl<const N: usize> fmt::Debug for Lpm<N> {
 
 impl Lpm<4> {
     /// Inserts the IPv4 prefix `addr/prefix_len` (see [`Lpm::insert`]).
-    pub fn insert_v4(
-        &mut self,
-        addr: Ipv4Addr,
-        prefix_len: u8,
-        value: u32,
-    ) -> Result<(), LpmError> {
+    pub fn insert_v4(&mut self, addr: Ipv4Addr, prefix_len: u8, value: u32) -> Result<(), LpmError> {
         self.insert(addr.octets(), prefix_len, value)
     }
 
@@ -225,12 +205,7 @@ impl Lpm<4> {
 
 impl Lpm<16> {
     /// Inserts the IPv6 prefix `addr/prefix_len` (see [`Lpm::insert`]).
-    pub fn insert_v6(
-        &mut self,
-        addr: Ipv6Addr,
-        prefix_len: u8,
-        value: u32,
-    ) -> Result<(), LpmError> {
+    pub fn insert_v6(&mut self, addr: Ipv6Addr, prefix_len: u8, value: u32) -> Result<(), LpmError> {
         self.insert(addr.octets(), prefix_len, value)
     }
 
@@ -325,10 +300,7 @@ mod tests {
         table.insert_v6(v6("2001:db8:0:1::"), 64, 4).unwrap();
         assert_eq!(table.lookup_with_len_v6(v6("2001:db8::1")), Some((3, 128)));
         assert_eq!(table.lookup_with_len_v6(v6("2001:db8::2")), Some((2, 32)));
-        assert_eq!(
-            table.lookup_with_len_v6(v6("2001:db8:0:1::5")),
-            Some((4, 64))
-        );
+        assert_eq!(table.lookup_with_len_v6(v6("2001:db8:0:1::5")), Some((4, 64)));
         assert_eq!(table.lookup_with_len_v6(v6("2001:db9::1")), Some((1, 0)));
         assert_eq!(table.lookup_v6(v6("::1")), Some(1));
     }
@@ -360,30 +332,18 @@ mod tests {
         let mut table = Lpm4::new(3);
         assert_eq!(
             table.insert_v4(v4("10.0.0.0"), 33, 1),
-            Err(LpmError::PrefixTooLong {
-                prefix_len: 33,
-                max_len: 32
-            })
+            Err(LpmError::PrefixTooLong { prefix_len: 33, max_len: 32 })
         );
         assert_eq!(
             Lpm6::new(4).insert_v6(Ipv6Addr::UNSPECIFIED, 129, 1),
-            Err(LpmError::PrefixTooLong {
-                prefix_len: 129,
-                max_len: 128
-            })
+            Err(LpmError::PrefixTooLong { prefix_len: 129, max_len: 128 })
         );
         table.insert_v4(v4("10.1.2.0"), 24, 1).unwrap();
         assert_eq!(table.node_count(), 3);
         table.insert_v4(v4("10.1.3.0"), 24, 2).unwrap();
         table.insert_v4(v4("11.0.0.0"), 8, 3).unwrap();
-        assert_eq!(
-            table.insert_v4(v4("10.2.0.0"), 24, 4),
-            Err(LpmError::Full { max_nodes: 3 })
-        );
-        assert_eq!(
-            table.insert_v4(v4("12.0.0.0"), 32, 4),
-            Err(LpmError::Full { max_nodes: 3 })
-        );
+        assert_eq!(table.insert_v4(v4("10.2.0.0"), 24, 4), Err(LpmError::Full { max_nodes: 3 }));
+        assert_eq!(table.insert_v4(v4("12.0.0.0"), 32, 4), Err(LpmError::Full { max_nodes: 3 }));
         assert_eq!(table.node_count(), 3);
         assert_eq!(table.lookup_v4(v4("10.2.0.1")), None);
         assert_eq!(table.lookup_v4(v4("10.1.3.1")), Some(2));
@@ -427,13 +387,8 @@ mod tests {
 
     /// Keys drawn from a few bases so that prefixes overlap, with random tweaks.
     fn key_strategy<const N: usize>() -> impl Strategy<Value = [u8; N]> {
-        (
-            0usize..4,
-            any::<[u8; N]>(),
-            any::<prop::sample::Index>(),
-            any::<bool>(),
-        )
-            .prop_map(|(base, random, index, keep_random)| {
+        (0usize..4, any::<[u8; N]>(), any::<prop::sample::Index>(), any::<bool>()).prop_map(
+            |(base, random, index, keep_random)| {
                 if keep_random {
                     return random;
                 }
@@ -444,13 +399,11 @@ mod tests {
                 let split = index.index(N + 1);
                 key[split..].copy_from_slice(&random[split..]);
                 key
-            })
+            },
+        )
     }
 
-    fn compare<const N: usize>(
-        routes: &[([u8; N], u8, u32)],
-        probes: &[[u8; N]],
-    ) -> Result<(), TestCaseError> {
+    fn compare<const N: usize>(routes: &[([u8; N], u8, u32)], probes: &[[u8; N]]) -> Result<(), TestCaseError> {
         let mut table = Lpm::<N>::new(100_000);
         let mut reference = Reference::<N> { routes: Vec::new() };
         for &(key, len, value) in routes {
@@ -460,12 +413,7 @@ mod tests {
         }
         let inserted = routes.iter().map(|r| r.0);
         for key in probes.iter().copied().chain(inserted) {
-            prop_assert_eq!(
-                table.lookup_with_len(&key),
-                reference.lookup(&key),
-                "key {:?}",
-                key
-            );
+            prop_assert_eq!(table.lookup_with_len(&key), reference.lookup(&key), "key {:?}", key);
             prop_assert_eq!(table.lookup(&key), reference.lookup(&key).map(|(v, _)| v));
         }
         Ok(())

@@ -70,8 +70,7 @@ impl NeighborState {
         }
     }
 
-    pub const ALL: [NeighborState; 5] =
-        [Self::Incomplete, Self::Reachable, Self::Stale, Self::Static, Self::Failed];
+    pub const ALL: [NeighborState; 5] = [Self::Incomplete, Self::Reachable, Self::Stale, Self::Static, Self::Failed];
 }
 
 /// A snapshot of one entry.
@@ -365,8 +364,7 @@ impl NeighborWriter {
         slot.key_hi.store((key >> 64) as u64, Ordering::Relaxed);
         slot.key_lo.store(key as u64, Ordering::Relaxed);
         slot.port_mac.store(pack_mac(port, mac), Ordering::Relaxed);
-        slot.state_time
-            .store((u64::from(state as u8) << 56) | (now_ms & ((1 << 56) - 1)), Ordering::Relaxed);
+        slot.state_time.store((u64::from(state as u8) << 56) | (now_ms & ((1 << 56) - 1)), Ordering::Relaxed);
         slot.seq.store(s + 2, Ordering::Release);
     }
 }

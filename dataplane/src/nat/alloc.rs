@@ -213,11 +213,7 @@ struct XorShift64(u64);
 
 impl XorShift64 {
     fn new(seed: u64) -> Self {
-        XorShift64(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
+        XorShift64(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
     }
 
     fn next(&mut self) -> u64 {
@@ -425,19 +421,12 @@ impl PortAllocator {
 
     /// The public address a subscriber is paired with, while it holds blocks.
     pub fn paired_address(&self, subscriber: Ipv4Addr) -> Option<Ipv4Addr> {
-        let slot = self
-            .subscriber_index
-            .get(&SubscriberKey(subscriber.into()))?;
-        Some(Ipv4Addr::from(
-            self.pool[self.subscribers[slot as usize].pool_index as usize],
-        ))
+        let slot = self.subscriber_index.get(&SubscriberKey(subscriber.into()))?;
+        Some(Ipv4Addr::from(self.pool[self.subscribers[slot as usize].pool_index as usize]))
     }
 
     /// The port ranges a subscriber holds, in allocation order.
-    pub fn subscriber_blocks(
-        &self,
-        subscriber: Ipv4Addr,
-    ) -> impl Iterator<Item = (Ipv4Addr, u16, u16)> + '_ {
+    pub fn subscriber_blocks(&self, subscriber: Ipv4Addr) -> impl Iterator<Item = (Ipv4Addr, u16, u16)> + '_ {
         let slot = self.subscriber_index.get(&SubscriberKey(subscriber.into()));
         let ids: &[u32] = match slot {
             Some(slot) => self.blocks_of(slot),
@@ -445,11 +434,7 @@ impl PortAllocator {
         };
         ids.iter().map(|&b| {
             let (start, end) = self.block_range(b);
-            (
-                Ipv4Addr::from(self.pool[self.blocks[b as usize].pool_index as usize]),
-                start,
-                end,
-            )
+            (Ipv4Addr::from(self.pool[self.blocks[b as usize].pool_index as usize]), start, end)
         })
     }
 
@@ -470,8 +455,7 @@ impl PortAllocator {
     }
 
     fn block_range(&self, block: u32) -> (u16, u16) {
-        let start =
-            u32::from(PORT_MIN) + self.blocks[block as usize].block_no * self.ports_per_block;
+        let start = u32::from(PORT_MIN) + self.blocks[block as usize].block_no * self.ports_per_block;
         (start as u16, (start + self.ports_per_block - 1) as u16)
     }
 
@@ -495,12 +479,7 @@ impl PortAllocator {
             self.counters.parity_not_kept += 1;
         }
         let pool_index = self.blocks[block as usize].pool_index as usize;
-        PortLease {
-            proto,
-            public_addr: Ipv4Addr::from(self.pool[pool_index]),
-            port,
-            block: BlockId(block),
-        }
+        PortLease { proto, public_addr: Ipv4Addr::from(self.pool[pool_index]), port, block: BlockId(block) }
     }
 
     /// The inside port itself, if it lies in `block` and is free.
@@ -524,13 +503,7 @@ impl PortAllocator {
 
     /// A port in the subscriber's existing blocks: the inside port if free,
     /// else a random one of `parity`, first-fit over the blocks.
-    fn port_in_blocks(
-        &mut self,
-        slot: u32,
-        proto: Proto,
-        inside_port: u16,
-        parity: Parity,
-    ) -> Option<PortLease> {
+    fn port_in_blocks(&mut self, slot: u32, proto: Proto, inside_port: u16, parity: Parity) -> Option<PortLease> {
         let count = usize::from(self.subscribers[slot as usize].block_count);
         let base = slot as usize * self.blocks_per_subscriber_max;
         for i in 0..count {
@@ -580,8 +553,7 @@ impl PortAllocator {
             }
             Err(error) => {
                 if let Some(slot) = existing {
-                    if let Some(lease) = self.port_in_blocks(slot, proto, inside_port, Parity::Any)
-                    {
+                    if let Some(lease) = self.port_in_blocks(slot, proto, inside_port, Parity::Any) {
                         return Ok(lease);
                     }
                 }
@@ -605,9 +577,7 @@ impl PortAllocator {
         }
         let n = self.pool.len();
         let home = (mix64(u64::from(u32::from(subscriber)) ^ self.hash_seed) % n as u64) as usize;
-        (0..n)
-            .map(|k| (home + k) % n)
-            .find(|&a| self.addr_free[a] > 0)
+        (0..n).map(|k| (home + k) % n).find(|&a| self.addr_free[a] > 0)
     }
 
     /// Allocates a block for the subscriber (creating its record if new).
@@ -634,8 +604,7 @@ impl PortAllocator {
                 if self.subscriber_free.is_empty() {
                     return Err(NatError::SubscribersFull);
                 }
-                self.choose_address(subscriber)
-                    .ok_or(NatError::PoolExhausted)?
+                self.choose_address(subscriber).ok_or(NatError::PoolExhausted)?
             }
         };
         let Some(block) = self.block_free.pop() else {
@@ -645,11 +614,8 @@ impl PortAllocator {
             Some(slot) => slot,
             None => {
                 let slot = self.subscriber_free.pop().expect("checked above");
-                self.subscribers[slot as usize] = Subscriber {
-                    addr: subscriber.into(),
-                    pool_index: pool_index as u32,
-                    block_count: 0,
-                };
+                self.subscribers[slot as usize] =
+                    Subscriber { addr: subscriber.into(), pool_index: pool_index as u32, block_count: 0 };
                 self.subscriber_index
                     .insert(SubscriberKey(subscriber.into()), slot)
                     .expect("subscriber index holds subscribers_max entries");
@@ -657,8 +623,7 @@ impl PortAllocator {
             }
         };
         // A random free block of the address.
-        let words =
-            &self.addr_avail[pool_index * self.addr_words..(pool_index + 1) * self.addr_words];
+        let words = &self.addr_avail[pool_index * self.addr_words..(pool_index + 1) * self.addr_words];
         let start = self.rng.below(self.blocks_per_addr as usize);
         let block_no = find_from(words, start, |w| w).expect("addr_free > 0");
         self.addr_avail[pool_index * self.addr_words + block_no / 64] &= !(1 << (block_no % 64));
@@ -699,12 +664,7 @@ impl PortAllocator {
     /// # Panics
     /// If `lease` was not handed out by this allocator or was already
     /// released (a bug in the caller: leases are owned by mappings).
-    pub fn release_port(
-        &mut self,
-        lease: PortLease,
-        now_ms: u64,
-        sink: &mut impl Sink<BlockEvent>,
-    ) {
+    pub fn release_port(&mut self, lease: PortLease, now_ms: u64, sink: &mut impl Sink<BlockEvent>) {
         let now_ms = self.advance_clock(now_ms);
         let block = lease.block.0;
         let record = self.blocks[block as usize];
@@ -718,8 +678,7 @@ impl PortAllocator {
         );
         let offset = lease.port - start;
         let words = self.ports_words(block, lease.proto);
-        let used =
-            self.block_used[words.start + usize::from(offset) / 64] & (1 << (offset % 64)) != 0;
+        let used = self.block_used[words.start + usize::from(offset) / 64] & (1 << (offset % 64)) != 0;
         assert!(used, "release of a port not in use: {lease:?}");
         self.counters.ports_released += 1;
         self.blocks[block as usize].live -= 1;
@@ -746,10 +705,7 @@ impl PortAllocator {
         let s = self.subscribers[slot as usize];
         let base = slot as usize * self.blocks_per_subscriber_max;
         let held = &mut self.subscriber_blocks[base..base + usize::from(s.block_count)];
-        let at = held
-            .iter()
-            .position(|&b| b == block)
-            .expect("block listed by its subscriber");
+        let at = held.iter().position(|&b| b == block).expect("block listed by its subscriber");
         held.copy_within(at + 1.., at);
         held[held.len() - 1] = u32::MAX;
         self.subscribers[slot as usize].block_count -= 1;
@@ -758,8 +714,7 @@ impl PortAllocator {
             self.subscriber_free.push(slot);
         }
         debug_assert!(self.block_quarantine.len() < self.blocks.len());
-        self.block_quarantine
-            .push_back((block, now_ms + self.reuse_delay_ms));
+        self.block_quarantine.push_back((block, now_ms + self.reuse_delay_ms));
         self.counters.blocks_released += 1;
         let (port_start, port_end) = self.block_range(block);
         sink.push(BlockEvent {
@@ -779,11 +734,7 @@ impl PortAllocator {
         let now_ms = self.advance_clock(now_ms);
         let mut done = 0;
         while done < max {
-            if let Some(&port) = self
-                .port_quarantine
-                .front()
-                .filter(|p| p.until_ms <= now_ms)
-            {
+            if let Some(&port) = self.port_quarantine.front().filter(|p| p.until_ms <= now_ms) {
                 self.port_quarantine.pop_front();
                 let record = self.blocks[port.block as usize];
                 if record.generation == port.generation && record.state == BlockState::Allocated {
@@ -791,12 +742,9 @@ impl PortAllocator {
                     let offset = usize::from(port.offset);
                     self.block_used[words.start + offset / 64] &= !(1 << (offset % 64));
                 }
-            } else if let Some(&(block, _)) =
-                self.block_quarantine.front().filter(|b| b.1 <= now_ms)
-            {
+            } else if let Some(&(block, _)) = self.block_quarantine.front().filter(|b| b.1 <= now_ms) {
                 self.block_quarantine.pop_front();
-                let words = block as usize * 3 * self.block_words
-                    ..(block as usize + 1) * 3 * self.block_words;
+                let words = block as usize * 3 * self.block_words..(block as usize + 1) * 3 * self.block_words;
                 self.block_used[words].fill(0);
                 let record = &mut self.blocks[block as usize];
                 record.state = BlockState::Free;
@@ -844,9 +792,7 @@ mod tests {
     fn first_port_allocates_a_block_and_logs_it() {
         let mut alloc = PortAllocator::new(&small_config(4));
         let mut events = Vec::new();
-        let lease = alloc
-            .allocate_port(SUB, Proto::Udp, 5000, 1_000, &mut events)
-            .unwrap();
+        let lease = alloc.allocate_port(SUB, Proto::Udp, 5000, 1_000, &mut events).unwrap();
         assert_eq!(events.len(), 1);
         let event = events[0];
         assert_eq!(event.kind, BlockEventKind::Allocated);
@@ -870,14 +816,7 @@ mod tests {
 
         alloc.release_port(lease, 2_000, &mut events);
         assert_eq!(events.len(), 2);
-        assert_eq!(
-            events[1],
-            BlockEvent {
-                kind: BlockEventKind::Released,
-                time_ms: 2_000,
-                ..event
-            }
-        );
+        assert_eq!(events[1], BlockEvent { kind: BlockEventKind::Released, time_ms: 2_000, ..event });
         assert_eq!(alloc.subscribers(), 0);
         assert_eq!(alloc.paired_address(SUB), None);
         assert_eq!(alloc.blocks_quarantined(), 1);
@@ -887,9 +826,7 @@ mod tests {
     fn preservation_and_parity() {
         let mut alloc = PortAllocator::new(&small_config(1));
         let mut events = Vec::new();
-        let first = alloc
-            .allocate_port(SUB, Proto::Tcp, 40000, 0, &mut events)
-            .unwrap();
+        let first = alloc.allocate_port(SUB, Proto::Tcp, 40000, 0, &mut events).unwrap();
         let (start, end) = (events[0].port_start, events[0].port_end);
         // Any free port of the block is preserved, for every protocol.
         for port in [start, start + 7, end] {
@@ -897,17 +834,13 @@ mod tests {
                 continue;
             }
             for proto in Proto::ALL {
-                let lease = alloc
-                    .allocate_port(SUB, proto, port, 0, &mut events)
-                    .unwrap();
+                let lease = alloc.allocate_port(SUB, proto, port, 0, &mut events).unwrap();
                 assert_eq!(lease.port, port);
             }
         }
         // The same port again (TCP) cannot be preserved: random, same parity.
         for inside in [start, start + 7] {
-            let lease = alloc
-                .allocate_port(SUB, Proto::Tcp, inside, 0, &mut events)
-                .unwrap();
+            let lease = alloc.allocate_port(SUB, Proto::Tcp, inside, 0, &mut events).unwrap();
             assert_ne!(lease.port, inside);
             assert_eq!(lease.port % 2, inside % 2);
             assert!((start..=end).contains(&lease.port));
@@ -919,17 +852,12 @@ mod tests {
     #[test]
     fn parity_fallback_when_no_block_left() {
         // One block only: 32 even ports, then odd ones are used for even inside ports.
-        let config = NatConfig {
-            blocks_per_subscriber_max: 1,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 1, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
         let mut ports = HashSet::new();
         for i in 0..64 {
-            let lease = alloc
-                .allocate_port(SUB, Proto::Udp, 10, i, &mut events)
-                .unwrap();
+            let lease = alloc.allocate_port(SUB, Proto::Udp, 10, i, &mut events).unwrap();
             assert!(ports.insert(lease.port));
             if i < 32 {
                 assert_eq!(lease.port % 2, 0);
@@ -938,35 +866,23 @@ mod tests {
             }
         }
         assert_eq!(alloc.counters().parity_not_kept, 32);
-        assert_eq!(
-            alloc.allocate_port(SUB, Proto::Udp, 10, 99, &mut events),
-            Err(NatError::SubscriberLimit)
-        );
+        assert_eq!(alloc.allocate_port(SUB, Proto::Udp, 10, 99, &mut events), Err(NatError::SubscriberLimit));
         assert_eq!(alloc.counters().subscriber_limit, 1);
         // Another protocol has its own 64 ports in the same block.
-        assert!(alloc
-            .allocate_port(SUB, Proto::Tcp, 10, 99, &mut events)
-            .is_ok());
+        assert!(alloc.allocate_port(SUB, Proto::Tcp, 10, 99, &mut events).is_ok());
     }
 
     #[test]
     fn even_parity_prefers_a_new_block_over_odd_ports() {
-        let config = NatConfig {
-            blocks_per_subscriber_max: 2,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 2, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
         for _ in 0..32 {
-            let lease = alloc
-                .allocate_port(SUB, Proto::Udp, 2, 0, &mut events)
-                .unwrap();
+            let lease = alloc.allocate_port(SUB, Proto::Udp, 2, 0, &mut events).unwrap();
             assert_eq!(lease.port % 2, 0);
         }
         assert_eq!(events.len(), 1);
-        let lease = alloc
-            .allocate_port(SUB, Proto::Udp, 2, 0, &mut events)
-            .unwrap();
+        let lease = alloc.allocate_port(SUB, Proto::Udp, 2, 0, &mut events).unwrap();
         assert_eq!(lease.port % 2, 0);
         assert_eq!(events.len(), 2, "a second block for an even port");
         assert_eq!(events[0].public_addr, events[1].public_addr, "paired");
@@ -974,25 +890,15 @@ mod tests {
 
     #[test]
     fn subscriber_limit_does_not_hurt_others() {
-        let config = NatConfig {
-            blocks_per_subscriber_max: 2,
-            ..small_config(2)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 2, ..small_config(2) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
         for i in 0..128 {
-            alloc
-                .allocate_port(SUB, Proto::Tcp, 1024 + i, 0, &mut events)
-                .unwrap();
+            alloc.allocate_port(SUB, Proto::Tcp, 1024 + i, 0, &mut events).unwrap();
         }
-        assert_eq!(
-            alloc.allocate_port(SUB, Proto::Tcp, 5000, 0, &mut events),
-            Err(NatError::SubscriberLimit)
-        );
+        assert_eq!(alloc.allocate_port(SUB, Proto::Tcp, 5000, 0, &mut events), Err(NatError::SubscriberLimit));
         assert_eq!(alloc.subscriber_blocks(SUB).count(), 2);
-        let other = alloc
-            .allocate_port(sub(99), Proto::Tcp, 5000, 0, &mut events)
-            .unwrap();
+        let other = alloc.allocate_port(sub(99), Proto::Tcp, 5000, 0, &mut events).unwrap();
         assert!(alloc.is_public(other.public_addr));
         assert_eq!(alloc.counters().subscriber_limit, 1);
     }
@@ -1012,82 +918,45 @@ mod tests {
         let mut events = Vec::new();
         let mut per_addr: HashMap<Ipv4Addr, usize> = HashMap::new();
         for i in 0..30 {
-            let lease = alloc
-                .allocate_port(sub(i), Proto::Udp, 5000, 0, &mut events)
-                .unwrap();
+            let lease = alloc.allocate_port(sub(i), Proto::Udp, 5000, 0, &mut events).unwrap();
             *per_addr.entry(lease.public_addr).or_default() += 1;
             assert!(lease.port < 1024 + 15 * 4096);
         }
         assert_eq!(per_addr.values().copied().collect::<Vec<_>>(), vec![15, 15]);
         assert_eq!(alloc.blocks_free(), 0);
-        assert_eq!(
-            alloc.allocate_port(sub(30), Proto::Udp, 5000, 0, &mut events),
-            Err(NatError::PoolExhausted)
-        );
+        assert_eq!(alloc.allocate_port(sub(30), Proto::Udp, 5000, 0, &mut events), Err(NatError::PoolExhausted));
         assert_eq!(alloc.counters().pool_exhausted, 1);
         // An existing subscriber still gets ports in its block.
-        let again = alloc
-            .allocate_port(sub(0), Proto::Udp, 5000, 0, &mut events)
-            .unwrap();
+        let again = alloc.allocate_port(sub(0), Proto::Udp, 5000, 0, &mut events).unwrap();
         assert_eq!(Some(again.public_addr), alloc.paired_address(sub(0)));
     }
 
     #[test]
     fn blocks_full_and_subscribers_full() {
-        let config = NatConfig {
-            blocks_max: 2,
-            subscribers_max: 3,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_max: 2, subscribers_max: 3, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
-        alloc
-            .allocate_port(sub(1), Proto::Udp, 5000, 0, &mut events)
-            .unwrap();
-        alloc
-            .allocate_port(sub(2), Proto::Udp, 5000, 0, &mut events)
-            .unwrap();
-        assert_eq!(
-            alloc.allocate_port(sub(3), Proto::Udp, 5000, 0, &mut events),
-            Err(NatError::BlocksFull)
-        );
-        assert_eq!(
-            alloc.subscribers(),
-            2,
-            "a failed allocation leaves no subscriber behind"
-        );
-        let config = NatConfig {
-            subscribers_max: 1,
-            ..small_config(1)
-        };
+        alloc.allocate_port(sub(1), Proto::Udp, 5000, 0, &mut events).unwrap();
+        alloc.allocate_port(sub(2), Proto::Udp, 5000, 0, &mut events).unwrap();
+        assert_eq!(alloc.allocate_port(sub(3), Proto::Udp, 5000, 0, &mut events), Err(NatError::BlocksFull));
+        assert_eq!(alloc.subscribers(), 2, "a failed allocation leaves no subscriber behind");
+        let config = NatConfig { subscribers_max: 1, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
-        alloc
-            .allocate_port(sub(1), Proto::Udp, 5000, 0, &mut events)
-            .unwrap();
-        assert_eq!(
-            alloc.allocate_port(sub(2), Proto::Udp, 5000, 0, &mut events),
-            Err(NatError::SubscribersFull)
-        );
+        alloc.allocate_port(sub(1), Proto::Udp, 5000, 0, &mut events).unwrap();
+        assert_eq!(alloc.allocate_port(sub(2), Proto::Udp, 5000, 0, &mut events), Err(NatError::SubscribersFull));
         assert_eq!(alloc.counters().subscribers_full, 1);
     }
 
     #[test]
     fn paired_pooling_spreads_subscribers_by_hash() {
-        let mut alloc = PortAllocator::new(&NatConfig {
-            subscribers_max: 256,
-            ..small_config(8)
-        });
+        let mut alloc = PortAllocator::new(&NatConfig { subscribers_max: 256, ..small_config(8) });
         let mut events = Vec::new();
         let mut used = HashSet::new();
         for i in 0..200 {
-            let first = alloc
-                .allocate_port(sub(i), Proto::Udp, 1000, 0, &mut events)
-                .unwrap();
+            let first = alloc.allocate_port(sub(i), Proto::Udp, 1000, 0, &mut events).unwrap();
             used.insert(first.public_addr);
             for port in 0..3 {
-                let lease = alloc
-                    .allocate_port(sub(i), Proto::Tcp, port, 0, &mut events)
-                    .unwrap();
+                let lease = alloc.allocate_port(sub(i), Proto::Tcp, port, 0, &mut events).unwrap();
                 assert_eq!(lease.public_addr, first.public_addr);
             }
         }
@@ -1097,20 +966,11 @@ mod tests {
     #[test]
     fn quarantine_holds_a_released_port_for_the_delay() {
         // One block: fill it so that the only free port is the released one.
-        let config = NatConfig {
-            blocks_per_subscriber_max: 1,
-            reuse_delay_ms: 120_000,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 1, reuse_delay_ms: 120_000, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
-        let leases: Vec<PortLease> = (0..64)
-            .map(|_| {
-                alloc
-                    .allocate_port(SUB, Proto::Udp, 3, 0, &mut events)
-                    .unwrap()
-            })
-            .collect();
+        let leases: Vec<PortLease> =
+            (0..64).map(|_| alloc.allocate_port(SUB, Proto::Udp, 3, 0, &mut events).unwrap()).collect();
         let victim = leases[10];
         alloc.release_port(victim, 1_000, &mut events);
         assert_eq!(alloc.ports_quarantined(), 1);
@@ -1122,9 +982,7 @@ mod tests {
             alloc.allocate_port(SUB, Proto::Udp, victim.port, 120_999, &mut events),
             Err(NatError::SubscriberLimit)
         );
-        let again = alloc
-            .allocate_port(SUB, Proto::Udp, victim.port, 121_000, &mut events)
-            .unwrap();
+        let again = alloc.allocate_port(SUB, Proto::Udp, victim.port, 121_000, &mut events).unwrap();
         assert_eq!(again.port, victim.port);
         assert_eq!(alloc.ports_quarantined(), 0);
     }
@@ -1133,90 +991,44 @@ mod tests {
     fn quarantine_holds_a_released_block_for_the_delay() {
         // One address, one block per subscriber, 15 blocks: all taken, then
         // one released: nobody gets it for 120 s.
-        let config = NatConfig {
-            ports_per_block: 4096,
-            blocks_per_subscriber_max: 1,
-            blocks_max: 64,
-            ..small_config(1)
-        };
+        let config =
+            NatConfig { ports_per_block: 4096, blocks_per_subscriber_max: 1, blocks_max: 64, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
-        let leases: Vec<PortLease> = (0..15)
-            .map(|i| {
-                alloc
-                    .allocate_port(sub(i), Proto::Tcp, 5000, 0, &mut events)
-                    .unwrap()
-            })
-            .collect();
+        let leases: Vec<PortLease> =
+            (0..15).map(|i| alloc.allocate_port(sub(i), Proto::Tcp, 5000, 0, &mut events).unwrap()).collect();
         alloc.release_port(leases[3], 10_000, &mut events);
         assert_eq!(events.last().unwrap().kind, BlockEventKind::Released);
-        assert_eq!(
-            alloc.allocate_port(sub(3), Proto::Tcp, 5000, 10_000, &mut events),
-            Err(NatError::PoolExhausted)
-        );
-        assert_eq!(
-            alloc.allocate_port(sub(99), Proto::Tcp, 5000, 129_999, &mut events),
-            Err(NatError::PoolExhausted)
-        );
-        let lease = alloc
-            .allocate_port(sub(99), Proto::Tcp, 5000, 130_000, &mut events)
-            .unwrap();
-        assert_eq!(
-            (lease.public_addr, lease.block),
-            (leases[3].public_addr, leases[3].block)
-        );
-        assert_eq!(
-            (lease.port - 1024) / 4096,
-            (leases[3].port - 1024) / 4096,
-            "the recycled block"
-        );
+        assert_eq!(alloc.allocate_port(sub(3), Proto::Tcp, 5000, 10_000, &mut events), Err(NatError::PoolExhausted));
+        assert_eq!(alloc.allocate_port(sub(99), Proto::Tcp, 5000, 129_999, &mut events), Err(NatError::PoolExhausted));
+        let lease = alloc.allocate_port(sub(99), Proto::Tcp, 5000, 130_000, &mut events).unwrap();
+        assert_eq!((lease.public_addr, lease.block), (leases[3].public_addr, leases[3].block));
+        assert_eq!((lease.port - 1024) / 4096, (leases[3].port - 1024) / 4096, "the recycled block");
     }
 
     #[test]
     fn full_port_quarantine_holds_the_port_until_its_block_recycles() {
-        let config = NatConfig {
-            blocks_per_subscriber_max: 1,
-            port_quarantine_max: 1,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 1, port_quarantine_max: 1, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
-        let leases: Vec<PortLease> = (0..64)
-            .map(|_| {
-                alloc
-                    .allocate_port(SUB, Proto::Udp, 3, 0, &mut events)
-                    .unwrap()
-            })
-            .collect();
+        let leases: Vec<PortLease> =
+            (0..64).map(|_| alloc.allocate_port(SUB, Proto::Udp, 3, 0, &mut events).unwrap()).collect();
         alloc.release_port(leases[0], 0, &mut events);
         alloc.release_port(leases[1], 0, &mut events);
         assert_eq!(alloc.counters().port_quarantine_overflow, 1);
         // After the delay only leases[0] comes back.
-        let back = alloc
-            .allocate_port(SUB, Proto::Udp, leases[1].port, 500_000, &mut events)
-            .unwrap();
+        let back = alloc.allocate_port(SUB, Proto::Udp, leases[1].port, 500_000, &mut events).unwrap();
         assert_eq!(back.port, leases[0].port);
-        assert_eq!(
-            alloc.allocate_port(SUB, Proto::Udp, 3, 500_000, &mut events),
-            Err(NatError::SubscriberLimit)
-        );
+        assert_eq!(alloc.allocate_port(SUB, Proto::Udp, 3, 500_000, &mut events), Err(NatError::SubscriberLimit));
     }
 
     #[test]
     fn poll_is_bounded() {
-        let config = NatConfig {
-            blocks_per_subscriber_max: 1,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 1, ..small_config(1) };
         let mut alloc = PortAllocator::new(&config);
         let mut events = Vec::new();
-        let leases: Vec<PortLease> = (0..20)
-            .map(|_| {
-                alloc
-                    .allocate_port(SUB, Proto::Udp, 3, 0, &mut events)
-                    .unwrap()
-            })
-            .collect();
+        let leases: Vec<PortLease> =
+            (0..20).map(|_| alloc.allocate_port(SUB, Proto::Udp, 3, 0, &mut events).unwrap()).collect();
         for lease in &leases[..19] {
             alloc.release_port(*lease, 0, &mut events);
         }
@@ -1232,12 +1044,8 @@ mod tests {
     fn double_release_panics() {
         let mut alloc = PortAllocator::new(&small_config(1));
         let mut events = Vec::new();
-        let a = alloc
-            .allocate_port(SUB, Proto::Udp, 3, 0, &mut events)
-            .unwrap();
-        let _b = alloc
-            .allocate_port(SUB, Proto::Udp, 3, 0, &mut events)
-            .unwrap();
+        let a = alloc.allocate_port(SUB, Proto::Udp, 3, 0, &mut events).unwrap();
+        let _b = alloc.allocate_port(SUB, Proto::Udp, 3, 0, &mut events).unwrap();
         alloc.release_port(a, 0, &mut events);
         alloc.poll(1_000_000, 10);
         alloc.release_port(a, 0, &mut events);
@@ -1245,20 +1053,10 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Allocate {
-            subscriber: u32,
-            proto: usize,
-            port: u16,
-        },
-        Release {
-            pick: usize,
-        },
-        Advance {
-            ms: u64,
-        },
-        Poll {
-            max: usize,
-        },
+        Allocate { subscriber: u32, proto: usize, port: u16 },
+        Release { pick: usize },
+        Advance { ms: u64 },
+        Poll { max: usize },
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {

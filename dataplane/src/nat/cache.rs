@@ -208,9 +208,8 @@ impl FlowCache {
             }
             self.stats.hits += 1;
             slot.last_ms = now;
-            const NOTABLE: u8 = super::translate::tcp_flags::SYN
-                | super::translate::tcp_flags::FIN
-                | super::translate::tcp_flags::RST;
+            const NOTABLE: u8 =
+                super::translate::tcp_flags::SYN | super::translate::tcp_flags::FIN | super::translate::tcp_flags::RST;
             let new_flags = tcp_flags & NOTABLE & !slot.flags;
             slot.flags |= tcp_flags & NOTABLE;
             let touch = if new_flags != 0 || now.wrapping_sub(slot.reported_ms) >= self.report_ms {
@@ -225,7 +224,11 @@ impl FlowCache {
             } else {
                 None
             };
-            let rewrite = Rewrite { addr: Ipv4Addr::from(slot.addr), port: slot.port, session: SessionId::from_bits(slot.session) };
+            let rewrite = Rewrite {
+                addr: Ipv4Addr::from(slot.addr),
+                port: slot.port,
+                session: SessionId::from_bits(slot.session),
+            };
             return Some((rewrite, touch));
         }
         self.stats.misses += 1;
@@ -256,7 +259,9 @@ impl FlowCache {
             reported_ms: now,
             port: rewrite.port,
             flags: tcp_flags
-                & (super::translate::tcp_flags::SYN | super::translate::tcp_flags::FIN | super::translate::tcp_flags::RST),
+                & (super::translate::tcp_flags::SYN
+                    | super::translate::tcp_flags::FIN
+                    | super::translate::tcp_flags::RST),
         };
         self.stats.inserts += 1;
     }
@@ -314,7 +319,12 @@ mod tests {
         let (_, touch) = c.lookup(k, 0, 200).unwrap();
         assert_eq!(
             touch,
-            Some(Touch { session: SessionId::from_bits(5), direction: Direction::Outbound, tcp_flags: 0, time_ms: 200 })
+            Some(Touch {
+                session: SessionId::from_bits(5),
+                direction: Direction::Outbound,
+                tcp_flags: 0,
+                time_ms: 200
+            })
         );
         // Idle for idle_ms since the last hit (200): not usable any more.
         assert!(c.lookup(k, 0, 1200).is_none());
@@ -339,7 +349,8 @@ mod tests {
     fn full_bucket_evicts_least_recent() {
         // One bucket only: every key collides.
         let mut c = FlowCache::new(BUCKET, 1_000_000, 1_000_000, 7);
-        let keys: Vec<CacheKey> = (0..BUCKET as u16 + 1).map(|p| CacheKey::new(Direction::Outbound, &flow(p))).collect();
+        let keys: Vec<CacheKey> =
+            (0..BUCKET as u16 + 1).map(|p| CacheKey::new(Direction::Outbound, &flow(p))).collect();
         for (i, k) in keys[..BUCKET].iter().enumerate() {
             c.insert(*k, rw(i as u16, i as u64), 0, i as u64);
         }

@@ -139,13 +139,9 @@ impl NatWorker {
     pub fn publish(&self) {
         let CacheStats { hits, misses, stale, inserts, evictions } = *self.cache.stats();
         let c = &self.counters;
-        for (counter, v) in [
-            (&c.hits, hits),
-            (&c.misses, misses),
-            (&c.stale, stale),
-            (&c.inserts, inserts),
-            (&c.evictions, evictions),
-        ] {
+        for (counter, v) in
+            [(&c.hits, hits), (&c.misses, misses), (&c.stale, stale), (&c.inserts, inserts), (&c.evictions, evictions)]
+        {
             counter.add(v.wrapping_sub(counter.get()));
         }
     }

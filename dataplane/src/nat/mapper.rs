@@ -30,9 +30,9 @@ use super::msg::{self, Answer, ANSWER_LEN};
 use super::session::{Expired, NatEvent, NatTable, SessionFilter, SessionInfo};
 use super::translate::{self, FlowKey};
 use super::{NatConfig, NatError, Sink};
-use netwire::PacketBuf;
 use crate::stats::{Counter, DropCounters, Gauge};
 use netwire::ethernet;
+use netwire::PacketBuf;
 
 /// What the mapping core publishes for the metrics endpoint (it is the only
 /// writer; the scrape reads).
@@ -130,7 +130,12 @@ impl<S: Sink<NatEvent>> Mapper<S> {
         }
     }
 
-    fn translate<P: PacketBuf>(&mut self, pkt: &mut P, kind: msg::RequestKind, now_ms: u64) -> Result<Answer, NatError> {
+    fn translate<P: PacketBuf>(
+        &mut self,
+        pkt: &mut P,
+        kind: msg::RequestKind,
+        now_ms: u64,
+    ) -> Result<Answer, NatError> {
         use msg::RequestKind::{Hairpin, Inbound, Outbound};
         let ip = pkt.data_mut().get_mut(ethernet::HEADER_LEN..).ok_or(NatError::Malformed)?;
         let flow = translate::parse_flow(ip)?;

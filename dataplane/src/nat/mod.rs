@@ -96,10 +96,7 @@ pub mod translate;
 use std::net::Ipv4Addr;
 
 pub use alloc::{BlockEvent, BlockEventKind, PortAllocator, PortLease};
-pub use session::{
-    Binding, Direction, Filtering, MappingEvent, NatEvent, NatTable, SessionEvent, SessionId,
-    TcpState,
-};
+pub use session::{Binding, Direction, Filtering, MappingEvent, NatEvent, NatTable, SessionEvent, SessionId, TcpState};
 pub use translate::{Flow, FlowKey, Proto};
 
 /// Lowest port (and ICMP identifier) handed out on a public address: the
@@ -243,10 +240,7 @@ pub struct NatConfigError {
 }
 
 fn config_error(field: &'static str, reason: impl Into<String>) -> NatConfigError {
-    NatConfigError {
-        field,
-        reason: reason.into(),
-    }
+    NatConfigError { field, reason: reason.into() }
 }
 
 /// NAT44 configuration. Plain Rust: a config-file section mapping onto it will
@@ -341,31 +335,19 @@ impl NatConfig {
     /// Checks every field against its documented limits.
     pub fn validate(&self) -> Result<(), NatConfigError> {
         if self.pool.is_empty() {
-            return Err(config_error(
-                "pool",
-                "at least one public address is required",
-            ));
+            return Err(config_error("pool", "at least one public address is required"));
         }
         if self.pool.len() > 65_536 {
-            return Err(config_error(
-                "pool",
-                format!("{} addresses, at most 65536", self.pool.len()),
-            ));
+            return Err(config_error("pool", format!("{} addresses, at most 65536", self.pool.len())));
         }
         let mut sorted: Vec<u32> = self.pool.iter().map(|a| u32::from(*a)).collect();
         sorted.sort_unstable();
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(config_error(
-                "pool",
-                format!("{} is listed twice", Ipv4Addr::from(w[0])),
-            ));
+            return Err(config_error("pool", format!("{} is listed twice", Ipv4Addr::from(w[0]))));
         }
         let block = self.ports_per_block;
         if !block.is_power_of_two() || !(64..=4096).contains(&block) {
-            return Err(config_error(
-                "ports_per_block",
-                format!("{block}: must be a power of two in 64..=4096"),
-            ));
+            return Err(config_error("ports_per_block", format!("{block}: must be a power of two in 64..=4096")));
         }
         let per_addr = self.blocks_per_addr();
         let limit = u32::from(self.blocks_per_subscriber_max);
@@ -383,10 +365,7 @@ impl NatConfig {
             ("sessions_max", self.sessions_max),
         ] {
             if value == 0 || value > CAPACITY_MAX {
-                return Err(config_error(
-                    field,
-                    format!("{value}: must be in 1..={CAPACITY_MAX}"),
-                ));
+                return Err(config_error(field, format!("{value}: must be in 1..={CAPACITY_MAX}")));
             }
         }
         if self.sessions_max < self.mappings_max {
@@ -399,25 +378,16 @@ impl NatConfig {
             ));
         }
         if self.reuse_delay_ms > 3_600_000 {
-            return Err(config_error(
-                "reuse_delay_ms",
-                format!("{}: at most 3600000", self.reuse_delay_ms),
-            ));
+            return Err(config_error("reuse_delay_ms", format!("{}: at most 3600000", self.reuse_delay_ms)));
         }
         for (field, value) in [
             ("udp_timeout_ms", self.udp_timeout_ms),
-            (
-                "tcp_established_timeout_ms",
-                self.tcp_established_timeout_ms,
-            ),
+            ("tcp_established_timeout_ms", self.tcp_established_timeout_ms),
             ("tcp_transitory_timeout_ms", self.tcp_transitory_timeout_ms),
             ("icmp_timeout_ms", self.icmp_timeout_ms),
         ] {
             if !(1_000..=86_400_000).contains(&value) {
-                return Err(config_error(
-                    field,
-                    format!("{value}: must be in 1000..=86400000"),
-                ));
+                return Err(config_error(field, format!("{value}: must be in 1000..=86400000")));
             }
         }
         Ok(())
@@ -469,9 +439,7 @@ pub(crate) mod tests {
     /// A small valid config for tests: `pool_len` addresses from 198.51.100.1.
     pub(crate) fn small_config(pool_len: u32) -> NatConfig {
         NatConfig {
-            pool: (0..pool_len)
-                .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i))
-                .collect(),
+            pool: (0..pool_len).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i)).collect(),
             ports_per_block: 64,
             blocks_per_subscriber_max: 2,
             subscribers_max: 64,
@@ -485,10 +453,7 @@ pub(crate) mod tests {
 
     #[test]
     fn default_with_pool_is_valid() {
-        let config = NatConfig {
-            pool: vec![Ipv4Addr::new(192, 0, 2, 1)],
-            ..NatConfig::default()
-        };
+        let config = NatConfig { pool: vec![Ipv4Addr::new(192, 0, 2, 1)], ..NatConfig::default() };
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.blocks_per_addr(), 126);
         assert_eq!(small_config(3).validate(), Ok(()));
@@ -498,109 +463,32 @@ pub(crate) mod tests {
     fn validate_names_the_field() {
         let base = small_config(2);
         let field_of = |config: NatConfig| config.validate().unwrap_err().field;
-        assert_eq!(
-            field_of(NatConfig {
-                pool: vec![],
-                ..base.clone()
-            }),
-            "pool"
-        );
+        assert_eq!(field_of(NatConfig { pool: vec![], ..base.clone() }), "pool");
         let mut dup = base.clone();
         dup.pool.push(dup.pool[0]);
         assert_eq!(field_of(dup), "pool");
         for bad in [0, 32, 100, 8192] {
-            assert_eq!(
-                field_of(NatConfig {
-                    ports_per_block: bad,
-                    ..base.clone()
-                }),
-                "ports_per_block"
-            );
+            assert_eq!(field_of(NatConfig { ports_per_block: bad, ..base.clone() }), "ports_per_block");
         }
         for size in [64u16, 128, 256, 512, 1024, 2048, 4096] {
             assert_eq!(
-                NatConfig {
-                    ports_per_block: size,
-                    blocks_per_subscriber_max: 1,
-                    ..base.clone()
-                }
-                .validate(),
+                NatConfig { ports_per_block: size, blocks_per_subscriber_max: 1, ..base.clone() }.validate(),
                 Ok(())
             );
         }
+        assert_eq!(NatConfig { ports_per_block: 4096, ..base.clone() }.blocks_per_addr(), 15);
+        assert_eq!(field_of(NatConfig { blocks_per_subscriber_max: 0, ..base.clone() }), "blocks_per_subscriber_max");
         assert_eq!(
-            NatConfig {
-                ports_per_block: 4096,
-                ..base.clone()
-            }
-            .blocks_per_addr(),
-            15
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                blocks_per_subscriber_max: 0,
-                ..base.clone()
-            }),
+            field_of(NatConfig { ports_per_block: 4096, blocks_per_subscriber_max: 16, ..base.clone() }),
             "blocks_per_subscriber_max"
         );
-        assert_eq!(
-            field_of(NatConfig {
-                ports_per_block: 4096,
-                blocks_per_subscriber_max: 16,
-                ..base.clone()
-            }),
-            "blocks_per_subscriber_max"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                subscribers_max: 0,
-                ..base.clone()
-            }),
-            "subscribers_max"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                blocks_max: CAPACITY_MAX + 1,
-                ..base.clone()
-            }),
-            "blocks_max"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                sessions_max: 10,
-                mappings_max: 11,
-                ..base.clone()
-            }),
-            "sessions_max"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                reuse_delay_ms: 3_600_001,
-                ..base.clone()
-            }),
-            "reuse_delay_ms"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                udp_timeout_ms: 999,
-                ..base.clone()
-            }),
-            "udp_timeout_ms"
-        );
-        assert_eq!(
-            field_of(NatConfig {
-                icmp_timeout_ms: 86_400_001,
-                ..base.clone()
-            }),
-            "icmp_timeout_ms"
-        );
-        let message = NatConfig {
-            ports_per_block: 100,
-            ..base
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        assert_eq!(field_of(NatConfig { subscribers_max: 0, ..base.clone() }), "subscribers_max");
+        assert_eq!(field_of(NatConfig { blocks_max: CAPACITY_MAX + 1, ..base.clone() }), "blocks_max");
+        assert_eq!(field_of(NatConfig { sessions_max: 10, mappings_max: 11, ..base.clone() }), "sessions_max");
+        assert_eq!(field_of(NatConfig { reuse_delay_ms: 3_600_001, ..base.clone() }), "reuse_delay_ms");
+        assert_eq!(field_of(NatConfig { udp_timeout_ms: 999, ..base.clone() }), "udp_timeout_ms");
+        assert_eq!(field_of(NatConfig { icmp_timeout_ms: 86_400_001, ..base.clone() }), "icmp_timeout_ms");
+        let message = NatConfig { ports_per_block: 100, ..base }.validate().unwrap_err().to_string();
         assert!(message.starts_with("nat.ports_per_block: 100"), "{message}");
     }
 

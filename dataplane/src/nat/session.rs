@@ -132,9 +132,7 @@ mod seen {
 }
 
 fn tcp_state(bits: u8) -> TcpState {
-    if bits & seen::RST != 0
-        || bits & (seen::FIN_OUT | seen::FIN_IN) == seen::FIN_OUT | seen::FIN_IN
-    {
+    if bits & seen::RST != 0 || bits & (seen::FIN_OUT | seen::FIN_IN) == seen::FIN_OUT | seen::FIN_IN {
         TcpState::Closing
     } else if bits & (seen::SYN_OUT | seen::SYN_IN) == seen::SYN_OUT | seen::SYN_IN {
         TcpState::Established
@@ -146,9 +144,7 @@ fn tcp_state(bits: u8) -> TcpState {
 /// The session's flag bits after a packet with `flags` going `direction`.
 fn tcp_update(bits: u8, direction: Direction, flags: u8) -> u8 {
     let mut bits = bits;
-    if tcp_state(bits) == TcpState::Closing
-        && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-    {
+    if tcp_state(bits) == TcpState::Closing && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
         bits = 0;
     }
     let (syn, fin) = match direction {
@@ -401,10 +397,7 @@ struct EndpointKey {
 
 impl FixedKey for EndpointKey {
     fn words(&self) -> [u64; 2] {
-        [
-            u64::from(self.addr) | u64::from(self.port) << 32 | (self.proto.index() as u64) << 48,
-            0,
-        ]
+        [u64::from(self.addr) | u64::from(self.port) << 32 | (self.proto.index() as u64) << 48, 0]
     }
 }
 
@@ -418,10 +411,7 @@ struct SessionKey {
 
 impl FixedKey for SessionKey {
     fn words(&self) -> [u64; 2] {
-        [
-            u64::from(self.remote_addr) | u64::from(self.mapping) << 32,
-            u64::from(self.remote_port),
-        ]
+        [u64::from(self.remote_addr) | u64::from(self.mapping) << 32, u64::from(self.remote_port)]
     }
 }
 
@@ -434,10 +424,7 @@ struct RemoteKey {
 
 impl FixedKey for RemoteKey {
     fn words(&self) -> [u64; 2] {
-        [
-            u64::from(self.remote_addr) | u64::from(self.mapping) << 32,
-            0x0adf,
-        ]
+        [u64::from(self.remote_addr) | u64::from(self.mapping) << 32, 0x0adf]
     }
 }
 
@@ -508,13 +495,7 @@ impl NatTable {
                 config.icmp_timeout_ms,
             ],
             mappings: vec![
-                Mapping {
-                    proto: Proto::Udp,
-                    inside_addr: 0,
-                    inside_port: 0,
-                    lease: None,
-                    sessions: 0
-                };
+                Mapping { proto: Proto::Udp, inside_addr: 0, inside_port: 0, lease: None, sessions: 0 };
                 mappings_max
             ],
             mapping_free: (0..mappings_max as u32).rev().collect(),
@@ -598,13 +579,7 @@ impl NatTable {
         }
     }
 
-    fn binding(
-        &self,
-        mapping: u32,
-        remote_addr: u32,
-        remote_port: u16,
-        session: Option<u32>,
-    ) -> Binding {
+    fn binding(&self, mapping: u32, remote_addr: u32, remote_port: u16, session: Option<u32>) -> Binding {
         let m = &self.mappings[mapping as usize];
         let lease = m.lease.expect("live mapping has a lease");
         Binding {
@@ -615,10 +590,7 @@ impl NatTable {
             public_port: lease.port,
             remote_addr: Ipv4Addr::from(remote_addr),
             remote_port,
-            session: session.map(|index| SessionId {
-                index,
-                generation: self.sessions[index as usize].generation,
-            }),
+            session: session.map(|index| SessionId { index, generation: self.sessions[index as usize].generation }),
         }
     }
 
@@ -665,11 +637,7 @@ impl NatTable {
         sink: &mut impl Sink<NatEvent>,
     ) -> Result<Binding, NatError> {
         let now_ms = self.advance_clock(now_ms);
-        let inside = EndpointKey {
-            proto: key.proto,
-            addr: key.src.into(),
-            port: key.sport,
-        };
+        let inside = EndpointKey { proto: key.proto, addr: key.src.into(), port: key.sport };
         let remote_port = Self::remote_port(key.proto, key.dport);
         let mapping = match self.by_inside.get(&inside) {
             Some(mapping) => mapping,
@@ -682,21 +650,12 @@ impl NatTable {
                     self.counters.sessions_full += 1;
                     return Err(NatError::SessionsFull);
                 }
-                let lease = self.alloc.allocate_port(
-                    key.src,
-                    key.proto,
-                    key.sport,
-                    now_ms,
-                    &mut BlockEvents(&mut *sink),
-                )?;
+                let lease =
+                    self.alloc.allocate_port(key.src, key.proto, key.sport, now_ms, &mut BlockEvents(&mut *sink))?;
                 self.create_mapping(inside, lease, now_ms, sink)
             }
         };
-        let session_key = SessionKey {
-            mapping,
-            remote_addr: key.dst.into(),
-            remote_port,
-        };
+        let session_key = SessionKey { mapping, remote_addr: key.dst.into(), remote_port };
         let session = match self.session_index.get(&session_key) {
             Some(session) => session,
             None => self.create_session(session_key, now_ms, sink)?,
@@ -717,21 +676,13 @@ impl NatTable {
         sink: &mut impl Sink<NatEvent>,
     ) -> Result<Binding, NatError> {
         let now_ms = self.advance_clock(now_ms);
-        let public = EndpointKey {
-            proto: key.proto,
-            addr: key.dst.into(),
-            port: key.dport,
-        };
+        let public = EndpointKey { proto: key.proto, addr: key.dst.into(), port: key.dport };
         let Some(mapping) = self.by_public.get(&public) else {
             self.counters.no_mapping += 1;
             return Err(NatError::NoMapping);
         };
         let remote_port = Self::remote_port(key.proto, key.sport);
-        let session_key = SessionKey {
-            mapping,
-            remote_addr: key.src.into(),
-            remote_port,
-        };
+        let session_key = SessionKey { mapping, remote_addr: key.src.into(), remote_port };
         let session = match self.session_index.get(&session_key) {
             Some(session) => session,
             None => {
@@ -750,12 +701,9 @@ impl NatTable {
     fn filter_allows(&self, mapping: u32, remote_addr: u32) -> bool {
         match self.filtering {
             Filtering::EndpointIndependent => true,
-            Filtering::AddressDependent => self.remotes.as_ref().is_some_and(|r| {
-                r.contains(&RemoteKey {
-                    mapping,
-                    remote_addr,
-                })
-            }),
+            Filtering::AddressDependent => {
+                self.remotes.as_ref().is_some_and(|r| r.contains(&RemoteKey { mapping, remote_addr }))
+            }
             Filtering::AddressAndPortDependent => false,
         }
     }
@@ -763,18 +711,10 @@ impl NatTable {
     /// For an ICMP error from inside ([`super::Flow::icmp_error`], key with
     /// `src` inside): the mapping, if any. Creates and refreshes nothing.
     pub fn lookup_outbound(&self, key: &FlowKey) -> Option<Binding> {
-        let inside = EndpointKey {
-            proto: key.proto,
-            addr: key.src.into(),
-            port: key.sport,
-        };
+        let inside = EndpointKey { proto: key.proto, addr: key.src.into(), port: key.sport };
         let mapping = self.by_inside.get(&inside)?;
         let remote_port = Self::remote_port(key.proto, key.dport);
-        let session = self.session_index.get(&SessionKey {
-            mapping,
-            remote_addr: key.dst.into(),
-            remote_port,
-        });
+        let session = self.session_index.get(&SessionKey { mapping, remote_addr: key.dst.into(), remote_port });
         Some(self.binding(mapping, key.dst.into(), remote_port, session))
     }
 
@@ -782,18 +722,10 @@ impl NatTable {
     /// remote the quoted packet went to): the mapping, if any and if the
     /// filter lets that remote in. Creates and refreshes nothing.
     pub fn lookup_inbound(&self, key: &FlowKey) -> Result<Binding, NatError> {
-        let public = EndpointKey {
-            proto: key.proto,
-            addr: key.dst.into(),
-            port: key.dport,
-        };
+        let public = EndpointKey { proto: key.proto, addr: key.dst.into(), port: key.dport };
         let mapping = self.by_public.get(&public).ok_or(NatError::NoMapping)?;
         let remote_port = Self::remote_port(key.proto, key.sport);
-        let session = self.session_index.get(&SessionKey {
-            mapping,
-            remote_addr: key.src.into(),
-            remote_port,
-        });
+        let session = self.session_index.get(&SessionKey { mapping, remote_addr: key.src.into(), remote_port });
         if session.is_none() && !self.filter_allows(mapping, key.src.into()) {
             return Err(NatError::Filtered);
         }
@@ -836,28 +768,12 @@ impl NatTable {
             lease: Some(lease),
             sessions: 0,
         };
-        let public = EndpointKey {
-            proto: lease.proto,
-            addr: lease.public_addr.into(),
-            port: lease.port,
-        };
-        self.by_inside
-            .insert(inside, mapping)
-            .expect("mapping indices sized to mappings_max");
-        let previous = self
-            .by_public
-            .insert(public, mapping)
-            .expect("mapping indices sized to mappings_max");
-        assert!(
-            previous.is_none(),
-            "public endpoint leased twice: {public:?}"
-        );
+        let public = EndpointKey { proto: lease.proto, addr: lease.public_addr.into(), port: lease.port };
+        self.by_inside.insert(inside, mapping).expect("mapping indices sized to mappings_max");
+        let previous = self.by_public.insert(public, mapping).expect("mapping indices sized to mappings_max");
+        assert!(previous.is_none(), "public endpoint leased twice: {public:?}");
         self.counters.mappings_created += 1;
-        sink.push(NatEvent::Mapping(self.mapping_event(
-            MappingEventKind::Created,
-            mapping,
-            now_ms,
-        )));
+        sink.push(NatEvent::Mapping(self.mapping_event(MappingEventKind::Created, mapping, now_ms)));
         mapping
     }
 
@@ -885,45 +801,23 @@ impl NatTable {
             next: NIL,
         };
         self.link_tail(session);
-        self.session_index
-            .insert(key, session)
-            .expect("session index sized to sessions_max");
+        self.session_index.insert(key, session).expect("session index sized to sessions_max");
         if let Some(remotes) = &mut self.remotes {
-            let remote = RemoteKey {
-                mapping: key.mapping,
-                remote_addr: key.remote_addr,
-            };
+            let remote = RemoteKey { mapping: key.mapping, remote_addr: key.remote_addr };
             let count = remotes.get(&remote).unwrap_or(0);
-            remotes
-                .insert(remote, count + 1)
-                .expect("sized to sessions_max");
+            remotes.insert(remote, count + 1).expect("sized to sessions_max");
         }
         self.mappings[key.mapping as usize].sessions += 1;
         self.counters.sessions_created += 1;
-        sink.push(NatEvent::Session(self.session_event(
-            SessionEventKind::Opened,
-            session,
-            now_ms,
-        )));
+        sink.push(NatEvent::Session(self.session_event(SessionEventKind::Opened, session, now_ms)));
         Ok(session)
     }
 
     /// A packet on `session`: TCP state, last activity, LRU position.
-    fn refresh(
-        &mut self,
-        session: u32,
-        direction: Direction,
-        flags: u8,
-        now_ms: u64,
-        sink: &mut impl Sink<NatEvent>,
-    ) {
+    fn refresh(&mut self, session: u32, direction: Direction, flags: u8, now_ms: u64, sink: &mut impl Sink<NatEvent>) {
         let before = self.sessions[session as usize];
         let proto = self.mappings[before.mapping as usize].proto;
-        let bits = if proto == Proto::Tcp {
-            tcp_update(before.tcp_bits, direction, flags)
-        } else {
-            0
-        };
+        let bits = if proto == Proto::Tcp { tcp_update(before.tcp_bits, direction, flags) } else { 0 };
         self.unlink(session);
         let s = &mut self.sessions[session as usize];
         s.tcp_bits = bits;
@@ -931,11 +825,7 @@ impl NatTable {
         s.last_ms = now_ms;
         self.link_tail(session);
         if proto == Proto::Tcp && tcp_state(bits) != tcp_state(before.tcp_bits) {
-            sink.push(NatEvent::Session(self.session_event(
-                SessionEventKind::Updated,
-                session,
-                now_ms,
-            )));
+            sink.push(NatEvent::Session(self.session_event(SessionEventKind::Updated, session, now_ms)));
         }
     }
 
@@ -953,9 +843,7 @@ impl NatTable {
     }
 
     fn unlink(&mut self, session: u32) {
-        let Session {
-            prev, next, class, ..
-        } = self.sessions[session as usize];
+        let Session { prev, next, class, .. } = self.sessions[session as usize];
         let class = usize::from(class);
         if prev == NIL {
             self.heads[class] = next;
@@ -1002,32 +890,14 @@ impl NatTable {
 
     /// Removes a session; and its mapping if it was the last. Returns
     /// whether the mapping went too.
-    fn retire_session(
-        &mut self,
-        session: u32,
-        now_ms: u64,
-        sink: &mut impl Sink<NatEvent>,
-    ) -> bool {
-        sink.push(NatEvent::Session(self.session_event(
-            SessionEventKind::Closed,
-            session,
-            now_ms,
-        )));
+    fn retire_session(&mut self, session: u32, now_ms: u64, sink: &mut impl Sink<NatEvent>) -> bool {
+        sink.push(NatEvent::Session(self.session_event(SessionEventKind::Closed, session, now_ms)));
         self.unlink(session);
         let s = self.sessions[session as usize];
-        let key = SessionKey {
-            mapping: s.mapping,
-            remote_addr: s.remote_addr,
-            remote_port: s.remote_port,
-        };
-        self.session_index
-            .remove(&key)
-            .expect("live session is indexed");
+        let key = SessionKey { mapping: s.mapping, remote_addr: s.remote_addr, remote_port: s.remote_port };
+        self.session_index.remove(&key).expect("live session is indexed");
         if let Some(remotes) = &mut self.remotes {
-            let remote = RemoteKey {
-                mapping: s.mapping,
-                remote_addr: s.remote_addr,
-            };
+            let remote = RemoteKey { mapping: s.mapping, remote_addr: s.remote_addr };
             match remotes.get(&remote) {
                 Some(1) => {
                     remotes.remove(&remote);
@@ -1049,25 +919,12 @@ impl NatTable {
         if self.mappings[mapping as usize].sessions > 0 {
             return false;
         }
-        sink.push(NatEvent::Mapping(self.mapping_event(
-            MappingEventKind::Retired,
-            mapping,
-            now_ms,
-        )));
+        sink.push(NatEvent::Mapping(self.mapping_event(MappingEventKind::Retired, mapping, now_ms)));
         let m = self.mappings[mapping as usize];
         let lease = m.lease.expect("live mapping has a lease");
-        self.by_inside.remove(&EndpointKey {
-            proto: m.proto,
-            addr: m.inside_addr,
-            port: m.inside_port,
-        });
-        self.by_public.remove(&EndpointKey {
-            proto: m.proto,
-            addr: lease.public_addr.into(),
-            port: lease.port,
-        });
-        self.alloc
-            .release_port(lease, now_ms, &mut BlockEvents(&mut *sink));
+        self.by_inside.remove(&EndpointKey { proto: m.proto, addr: m.inside_addr, port: m.inside_port });
+        self.by_public.remove(&EndpointKey { proto: m.proto, addr: lease.public_addr.into(), port: lease.port });
+        self.alloc.release_port(lease, now_ms, &mut BlockEvents(&mut *sink));
         self.mappings[mapping as usize].lease = None;
         self.mapping_free.push(mapping);
         self.counters.mappings_retired += 1;
@@ -1076,10 +933,7 @@ impl NatTable {
 
     /// Live sessions matching `filter`, in no particular order (slow path:
     /// `show nat sessions`).
-    pub fn sessions<'a>(
-        &'a self,
-        filter: &'a SessionFilter,
-    ) -> impl Iterator<Item = SessionInfo> + 'a {
+    pub fn sessions<'a>(&'a self, filter: &'a SessionFilter) -> impl Iterator<Item = SessionInfo> + 'a {
         self.session_index.iter().filter_map(move |(key, index)| {
             let s = &self.sessions[index as usize];
             let binding = self.binding(key.mapping, key.remote_addr, key.remote_port, Some(index));
@@ -1113,13 +967,7 @@ mod tests {
     const S3: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
     fn key(proto: Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
-        FlowKey {
-            proto,
-            src,
-            sport,
-            dst,
-            dport,
-        }
+        FlowKey { proto, src, sport, dst, dport }
     }
 
     fn out(
@@ -1136,11 +984,7 @@ mod tests {
 
     /// The inbound key of a reply from `remote` to the binding's public endpoint.
     fn reply(b: &Binding, remote: (Ipv4Addr, u16)) -> FlowKey {
-        let sport = if b.proto == Proto::Icmp {
-            b.public_port
-        } else {
-            remote.1
-        };
+        let sport = if b.proto == Proto::Icmp { b.public_port } else { remote.1 };
         key(b.proto, remote.0, sport, b.public_addr, b.public_port)
     }
 
@@ -1154,20 +998,14 @@ mod tests {
         let mut ev = Vec::new();
         let b1 = out(&mut t, Proto::Udp, (A, 5000), (S1, 53), 0, 1_000, &mut ev).unwrap();
         let b2 = out(&mut t, Proto::Udp, (A, 5000), (S2, 53), 0, 1_001, &mut ev).unwrap();
-        assert_eq!(
-            (b1.public_addr, b1.public_port),
-            (b2.public_addr, b2.public_port),
-            "EIM"
-        );
+        assert_eq!((b1.public_addr, b1.public_port), (b2.public_addr, b2.public_port), "EIM");
         assert_eq!((b1.inside_addr, b1.inside_port), (A, 5000));
         assert_eq!((b2.remote_addr, b2.remote_port), (S2, 53));
         assert_ne!(b1.session, b2.session);
         assert_eq!((t.mappings(), t.session_count()), (1, 2));
         assert!(t.is_public(b1.public_addr));
         // Causal order: block, mapping, session, session.
-        assert!(
-            matches!(ev[0], NatEvent::Block(e) if e.kind == BlockEventKind::Allocated && e.subscriber == A)
-        );
+        assert!(matches!(ev[0], NatEvent::Block(e) if e.kind == BlockEventKind::Allocated && e.subscriber == A));
         assert_eq!(
             ev[1],
             NatEvent::Mapping(MappingEvent {
@@ -1180,16 +1018,17 @@ mod tests {
                 time_ms: 1_000,
             })
         );
-        assert!(
-            matches!(ev[2], NatEvent::Session(e) if e.kind == SessionEventKind::Opened && e.remote_addr == S1)
-        );
+        assert!(matches!(ev[2], NatEvent::Session(e) if e.kind == SessionEventKind::Opened && e.remote_addr == S1));
         assert!(
             matches!(ev[3], NatEvent::Session(e) if e.kind == SessionEventKind::Opened && e.remote_addr == S2 && e.time_ms == 1_001)
         );
         assert_eq!(ev.len(), 4);
         assert_eq!(
             ev[1].to_string(),
-            format!("nat_mapping event=created time_ms=1000 proto=udp inside=100.64.0.10:5000 public={}:{}", b1.public_addr, b1.public_port)
+            format!(
+                "nat_mapping event=created time_ms=1000 proto=udp inside=100.64.0.10:5000 public={}:{}",
+                b1.public_addr, b1.public_port
+            )
         );
         assert_eq!(
             ev[2].to_string(),
@@ -1223,15 +1062,10 @@ mod tests {
 
     #[test]
     fn filtering_behaviours() {
-        for filtering in [
-            Filtering::EndpointIndependent,
-            Filtering::AddressDependent,
-            Filtering::AddressAndPortDependent,
-        ] {
-            let mut t = table(NatConfig {
-                filtering,
-                ..small_config(2)
-            });
+        for filtering in
+            [Filtering::EndpointIndependent, Filtering::AddressDependent, Filtering::AddressAndPortDependent]
+        {
+            let mut t = table(NatConfig { filtering, ..small_config(2) });
             let mut ev = Vec::new();
             let b = out(&mut t, Proto::Udp, (A, 5000), (S1, 53), 0, 0, &mut ev).unwrap();
             // The contacted endpoint: always.
@@ -1267,24 +1101,15 @@ mod tests {
 
     #[test]
     fn address_dependent_filter_follows_session_lifetimes() {
-        let mut t = table(NatConfig {
-            filtering: Filtering::AddressDependent,
-            ..small_config(1)
-        });
+        let mut t = table(NatConfig { filtering: Filtering::AddressDependent, ..small_config(1) });
         let mut ev = Vec::new();
         let b = out(&mut t, Proto::Udp, (A, 5000), (S1, 53), 0, 0, &mut ev).unwrap();
         out(&mut t, Proto::Udp, (A, 5000), (S2, 53), 0, 200_000, &mut ev).unwrap();
         // The S1 session times out at 300 s; the mapping lives on (S2).
         assert_eq!(t.expire(300_000, 100, &mut ev).sessions, 1);
         assert_eq!(t.mappings(), 1);
-        assert_eq!(
-            t.inbound(&reply(&b, (S1, 53)), 0, 300_001, &mut ev),
-            Err(NatError::Filtered)
-        );
-        assert!(
-            t.inbound(&reply(&b, (S2, 99)), 0, 300_001, &mut ev).is_ok(),
-            "S2 address still allowed"
-        );
+        assert_eq!(t.inbound(&reply(&b, (S1, 53)), 0, 300_001, &mut ev), Err(NatError::Filtered));
+        assert!(t.inbound(&reply(&b, (S2, 99)), 0, 300_001, &mut ev).is_ok(), "S2 address still allowed");
     }
 
     #[test]
@@ -1293,27 +1118,19 @@ mod tests {
         let mut ev = Vec::new();
         let b = out(&mut t, Proto::Udp, (A, 5000), (S1, 53), 0, 0, &mut ev).unwrap();
         // Refreshed by an inbound reply at 200 s: lives until 500 s.
-        t.inbound(&reply(&b, (S1, 53)), 0, 200_000, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 53)), 0, 200_000, &mut ev).unwrap();
         assert_eq!(t.expire(499_999, 100, &mut ev), Expired::default());
         ev.clear();
         let expired = t.expire(500_000, 100, &mut ev);
         assert_eq!((expired.sessions, expired.mappings), (1, 1));
         assert_eq!((t.mappings(), t.session_count()), (0, 0));
-        assert!(
-            matches!(ev[0], NatEvent::Session(e) if e.kind == SessionEventKind::Closed && e.time_ms == 500_000)
-        );
+        assert!(matches!(ev[0], NatEvent::Session(e) if e.kind == SessionEventKind::Closed && e.time_ms == 500_000));
         assert!(
             matches!(ev[1], NatEvent::Mapping(e) if e.kind == MappingEventKind::Retired && e.public_port == b.public_port)
         );
-        assert!(
-            matches!(ev[2], NatEvent::Block(e) if e.kind == BlockEventKind::Released && e.subscriber == A)
-        );
+        assert!(matches!(ev[2], NatEvent::Block(e) if e.kind == BlockEventKind::Released && e.subscriber == A));
         assert_eq!(ev.len(), 3);
-        assert_eq!(
-            t.inbound(&reply(&b, (S1, 53)), 0, 500_001, &mut ev),
-            Err(NatError::NoMapping)
-        );
+        assert_eq!(t.inbound(&reply(&b, (S1, 53)), 0, 500_001, &mut ev), Err(NatError::NoMapping));
         assert_eq!(t.counters().mappings_retired, 1);
         assert_eq!(t.counters().sessions_retired, 1);
     }
@@ -1333,13 +1150,9 @@ mod tests {
         out(&mut t, Proto::Icmp, (A, 2), (S1, 2), 0, 0, &mut ev).unwrap();
         out(&mut t, Proto::Tcp, (A, 3), (S1, 3), SYN, 0, &mut ev).unwrap();
         let est = out(&mut t, Proto::Tcp, (A, 4), (S1, 4), SYN, 0, &mut ev).unwrap();
-        t.inbound(&reply(&est, (S1, 4)), SYN | ACK, 0, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&est, (S1, 4)), SYN | ACK, 0, &mut ev).unwrap();
         let left = |t: &NatTable| {
-            let mut v: Vec<u16> = t
-                .sessions(&SessionFilter::default())
-                .map(|s| s.binding.inside_port)
-                .collect();
+            let mut v: Vec<u16> = t.sessions(&SessionFilter::default()).map(|s| s.binding.inside_port).collect();
             v.sort_unstable();
             v
         };
@@ -1358,9 +1171,7 @@ mod tests {
     }
 
     fn state_of(t: &NatTable, b: &Binding) -> Option<TcpState> {
-        t.sessions(&SessionFilter::default())
-            .find(|s| s.binding.session == b.session)
-            .and_then(|s| s.tcp_state)
+        t.sessions(&SessionFilter::default()).find(|s| s.binding.session == b.session).and_then(|s| s.tcp_state)
     }
 
     #[test]
@@ -1372,51 +1183,22 @@ mod tests {
         let info = t.sessions(&SessionFilter::default()).next().unwrap();
         assert_eq!(info.expires_ms, 240_000, "transitory while opening");
         ev.clear();
-        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 1_000, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 1_000, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Established));
         assert!(
             matches!(ev[..], [NatEvent::Session(e)] if e.kind == SessionEventKind::Updated && e.tcp_state == Some(TcpState::Established))
         );
         assert!(ev[0].to_string().ends_with(" tcp_state=established"));
-        out(
-            &mut t,
-            Proto::Tcp,
-            (A, 40000),
-            (S1, 443),
-            ACK,
-            2_000,
-            &mut ev,
-        )
-        .unwrap();
+        out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), ACK, 2_000, &mut ev).unwrap();
         // Established: not retired after 240 s of silence, nor 7439 s.
         assert_eq!(t.expire(2_000 + 7_439_999, 100, &mut ev).sessions, 0);
         // FIN one way: still established.
         let t0 = 7_500_000;
-        out(
-            &mut t,
-            Proto::Tcp,
-            (A, 40000),
-            (S1, 443),
-            FIN | ACK,
-            t0,
-            &mut ev,
-        )
-        .unwrap();
+        out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), FIN | ACK, t0, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Established));
-        t.inbound(&reply(&b, (S1, 443)), FIN | ACK, t0 + 10, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 443)), FIN | ACK, t0 + 10, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Closing));
-        out(
-            &mut t,
-            Proto::Tcp,
-            (A, 40000),
-            (S1, 443),
-            ACK,
-            t0 + 20,
-            &mut ev,
-        )
-        .unwrap();
+        out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), ACK, t0 + 20, &mut ev).unwrap();
         assert_eq!(t.expire(t0 + 20 + 239_999, 100, &mut ev).sessions, 0);
         assert_eq!(t.expire(t0 + 20 + 240_000, 100, &mut ev).sessions, 1);
         assert_eq!(t.mappings(), 0);
@@ -1427,21 +1209,18 @@ mod tests {
         let mut t = table(small_config(1));
         let mut ev = Vec::new();
         let b = out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), SYN, 0, &mut ev).unwrap();
-        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 0, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 0, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Established));
         t.inbound(&reply(&b, (S1, 443)), RST, 10, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Closing));
         // A new connection on the same 5-tuple starts over.
         out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), SYN, 20, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Opening));
-        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 30, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 30, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Established));
         // An ACK-carrying SYN on a closing session does not reset it.
         out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), RST, 40, &mut ev).unwrap();
-        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 50, &mut ev)
-            .unwrap();
+        t.inbound(&reply(&b, (S1, 443)), SYN | ACK, 50, &mut ev).unwrap();
         assert_eq!(state_of(&t, &b), Some(TcpState::Closing));
         // RST as the very first packet.
         let c = out(&mut t, Proto::Tcp, (A, 40001), (S1, 443), RST, 60, &mut ev).unwrap();
@@ -1467,64 +1246,24 @@ mod tests {
     #[test]
     fn hairpinning() {
         for filtering in [Filtering::EndpointIndependent, Filtering::AddressDependent] {
-            let mut t = table(NatConfig {
-                filtering,
-                ..small_config(4)
-            });
+            let mut t = table(NatConfig { filtering, ..small_config(4) });
             let mut ev = Vec::new();
             // B listens: it has talked to a server, so it has a mapping.
             let b = out(&mut t, Proto::Udp, (B, 6000), (S1, 3478), 0, 0, &mut ev).unwrap();
             // A sends to B's public endpoint: outbound first...
             assert!(t.is_public(b.public_addr));
-            let a = out(
-                &mut t,
-                Proto::Udp,
-                (A, 5000),
-                (b.public_addr, b.public_port),
-                0,
-                1,
-                &mut ev,
-            )
-            .unwrap();
+            let a = out(&mut t, Proto::Udp, (A, 5000), (b.public_addr, b.public_port), 0, 1, &mut ev).unwrap();
             // ...then inbound, from A's public endpoint.
-            let hairpin = key(
-                Proto::Udp,
-                a.public_addr,
-                a.public_port,
-                b.public_addr,
-                b.public_port,
-            );
+            let hairpin = key(Proto::Udp, a.public_addr, a.public_port, b.public_addr, b.public_port);
             let result = t.inbound(&hairpin, 0, 1, &mut ev);
             if filtering == Filtering::AddressDependent {
-                assert_eq!(
-                    result,
-                    Err(NatError::Filtered),
-                    "B never sent to A's public address"
-                );
+                assert_eq!(result, Err(NatError::Filtered), "B never sent to A's public address");
                 // Once B has sent to A's public endpoint (hairpinned too), it passes.
-                let b_to_a = out(
-                    &mut t,
-                    Proto::Udp,
-                    (B, 6000),
-                    (a.public_addr, a.public_port),
-                    0,
-                    2,
-                    &mut ev,
-                )
-                .unwrap();
-                assert_eq!(
-                    (b_to_a.public_addr, b_to_a.public_port),
-                    (b.public_addr, b.public_port)
-                );
+                let b_to_a = out(&mut t, Proto::Udp, (B, 6000), (a.public_addr, a.public_port), 0, 2, &mut ev).unwrap();
+                assert_eq!((b_to_a.public_addr, b_to_a.public_port), (b.public_addr, b.public_port));
                 let into_a = t
                     .inbound(
-                        &key(
-                            Proto::Udp,
-                            b.public_addr,
-                            b.public_port,
-                            a.public_addr,
-                            a.public_port,
-                        ),
+                        &key(Proto::Udp, b.public_addr, b.public_port, a.public_addr, a.public_port),
                         0,
                         2,
                         &mut ev,
@@ -1546,10 +1285,7 @@ mod tests {
 
     #[test]
     fn icmp_error_lookups_create_and_refresh_nothing() {
-        let mut t = table(NatConfig {
-            filtering: Filtering::AddressDependent,
-            ..small_config(1)
-        });
+        let mut t = table(NatConfig { filtering: Filtering::AddressDependent, ..small_config(1) });
         let mut ev = Vec::new();
         let b = out(&mut t, Proto::Udp, (A, 5000), (S1, 53), 0, 0, &mut ev).unwrap();
         let events = ev.len();
@@ -1558,23 +1294,12 @@ mod tests {
         let found = t.lookup_inbound(&error_key).unwrap();
         assert_eq!(found, b);
         // About a datagram to S1:99 (no session): the address filter allows it.
-        let other_port = t
-            .lookup_inbound(&key(Proto::Udp, S1, 99, b.public_addr, b.public_port))
-            .unwrap();
+        let other_port = t.lookup_inbound(&key(Proto::Udp, S1, 99, b.public_addr, b.public_port)).unwrap();
         assert_eq!(other_port.session, None);
-        assert_eq!(
-            t.lookup_inbound(&key(Proto::Udp, S3, 53, b.public_addr, b.public_port)),
-            Err(NatError::Filtered)
-        );
-        assert_eq!(
-            t.lookup_inbound(&key(Proto::Udp, S1, 53, b.public_addr, 1)),
-            Err(NatError::NoMapping)
-        );
+        assert_eq!(t.lookup_inbound(&key(Proto::Udp, S3, 53, b.public_addr, b.public_port)), Err(NatError::Filtered));
+        assert_eq!(t.lookup_inbound(&key(Proto::Udp, S1, 53, b.public_addr, 1)), Err(NatError::NoMapping));
         // From inside: A reports an error about a packet from S1:53.
-        assert_eq!(
-            t.lookup_outbound(&key(Proto::Udp, A, 5000, S1, 53)),
-            Some(b)
-        );
+        assert_eq!(t.lookup_outbound(&key(Proto::Udp, A, 5000, S1, 53)), Some(b));
         assert_eq!(t.lookup_outbound(&key(Proto::Udp, B, 5000, S1, 53)), None);
         assert_eq!(ev.len(), events);
         assert_eq!(t.session_count(), 1);
@@ -1606,16 +1331,7 @@ mod tests {
         let mut t = table(small_config(2));
         let mut ev = Vec::new();
         for i in 0..10u16 {
-            out(
-                &mut t,
-                Proto::Udp,
-                (A, 2000 + i),
-                (S1, 53),
-                0,
-                u64::from(i),
-                &mut ev,
-            )
-            .unwrap();
+            out(&mut t, Proto::Udp, (A, 2000 + i), (S1, 53), 0, u64::from(i), &mut ev).unwrap();
         }
         ev.clear();
         assert_eq!(t.expire(1_000_000, 3, &mut ev).sessions, 3);
@@ -1643,59 +1359,31 @@ mod tests {
 
     #[test]
     fn full_tables_refuse_without_evicting() {
-        let config = NatConfig {
-            mappings_max: 2,
-            sessions_max: 3,
-            ..small_config(1)
-        };
+        let config = NatConfig { mappings_max: 2, sessions_max: 3, ..small_config(1) };
         let mut t = table(config);
         let mut ev = Vec::new();
         let b1 = out(&mut t, Proto::Udp, (A, 1), (S1, 53), 0, 0, &mut ev).unwrap();
         out(&mut t, Proto::Udp, (A, 2), (S1, 53), 0, 0, &mut ev).unwrap();
-        assert_eq!(
-            out(&mut t, Proto::Udp, (A, 3), (S1, 53), 0, 0, &mut ev),
-            Err(NatError::MappingsFull)
-        );
+        assert_eq!(out(&mut t, Proto::Udp, (A, 3), (S1, 53), 0, 0, &mut ev), Err(NatError::MappingsFull));
         assert_eq!(t.counters().mappings_full, 1);
         // One session left: a new remote for b1 takes it, then nothing more.
         out(&mut t, Proto::Udp, (A, 1), (S2, 53), 0, 0, &mut ev).unwrap();
-        assert_eq!(
-            out(&mut t, Proto::Udp, (A, 1), (S3, 53), 0, 0, &mut ev),
-            Err(NatError::SessionsFull)
-        );
-        assert_eq!(
-            t.inbound(&reply(&b1, (S3, 1)), 0, 0, &mut ev),
-            Err(NatError::SessionsFull)
-        );
+        assert_eq!(out(&mut t, Proto::Udp, (A, 1), (S3, 53), 0, 0, &mut ev), Err(NatError::SessionsFull));
+        assert_eq!(t.inbound(&reply(&b1, (S3, 1)), 0, 0, &mut ev), Err(NatError::SessionsFull));
         assert_eq!(t.counters().sessions_full, 2);
         // Everything live still works.
         assert!(t.inbound(&reply(&b1, (S1, 53)), 0, 1, &mut ev).is_ok());
         assert_eq!((t.mappings(), t.session_count()), (2, 3));
 
         // Allocation errors leave no half-made mapping behind.
-        let config = NatConfig {
-            blocks_per_subscriber_max: 1,
-            ..small_config(1)
-        };
+        let config = NatConfig { blocks_per_subscriber_max: 1, ..small_config(1) };
         let mut t = table(config);
         let mut ev = Vec::new();
         for port in 0..64 {
-            out(
-                &mut t,
-                Proto::Tcp,
-                (A, 3000 + port),
-                (S1, 80),
-                SYN,
-                0,
-                &mut ev,
-            )
-            .unwrap();
+            out(&mut t, Proto::Tcp, (A, 3000 + port), (S1, 80), SYN, 0, &mut ev).unwrap();
         }
         let events = ev.len();
-        assert_eq!(
-            out(&mut t, Proto::Tcp, (A, 9999), (S1, 80), SYN, 0, &mut ev),
-            Err(NatError::SubscriberLimit)
-        );
+        assert_eq!(out(&mut t, Proto::Tcp, (A, 9999), (S1, 80), SYN, 0, &mut ev), Err(NatError::SubscriberLimit));
         assert_eq!(ev.len(), events);
         assert_eq!(t.mappings(), 64);
         assert_eq!(t.alloc().counters().subscriber_limit, 1);
@@ -1712,41 +1400,11 @@ mod tests {
         let b = out(&mut t, Proto::Udp, (B, 3), (S1, 53), 0, 0, &mut ev).unwrap();
         let count = |f: SessionFilter| t.sessions(&f).count();
         assert_eq!(count(SessionFilter::default()), 3);
-        assert_eq!(
-            count(SessionFilter {
-                proto: Some(Proto::Udp),
-                ..Default::default()
-            }),
-            2
-        );
-        assert_eq!(
-            count(SessionFilter {
-                inside_addr: Some(A),
-                ..Default::default()
-            }),
-            2
-        );
-        assert_eq!(
-            count(SessionFilter {
-                remote_addr: Some(S1),
-                inside_addr: Some(B),
-                ..Default::default()
-            }),
-            1
-        );
-        assert!(
-            count(SessionFilter {
-                public_addr: Some(b.public_addr),
-                ..Default::default()
-            }) >= 1
-        );
-        let tcp = t
-            .sessions(&SessionFilter {
-                proto: Some(Proto::Tcp),
-                ..Default::default()
-            })
-            .next()
-            .unwrap();
+        assert_eq!(count(SessionFilter { proto: Some(Proto::Udp), ..Default::default() }), 2);
+        assert_eq!(count(SessionFilter { inside_addr: Some(A), ..Default::default() }), 2);
+        assert_eq!(count(SessionFilter { remote_addr: Some(S1), inside_addr: Some(B), ..Default::default() }), 1);
+        assert!(count(SessionFilter { public_addr: Some(b.public_addr), ..Default::default() }) >= 1);
+        let tcp = t.sessions(&SessionFilter { proto: Some(Proto::Tcp), ..Default::default() }).next().unwrap();
         assert_eq!(tcp.tcp_state, Some(TcpState::Opening));
     }
 
@@ -1765,10 +1423,7 @@ mod tests {
         };
         let t = table(config);
         let per_session = t.memory_bytes() / (1 << 16);
-        assert!(
-            (40..=200).contains(&per_session),
-            "{per_session} bytes per session"
-        );
+        assert!((40..=200).contains(&per_session), "{per_session} bytes per session");
         assert!(t.alloc().memory_bytes() < t.memory_bytes());
     }
 
@@ -1776,37 +1431,14 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Out {
-            proto: usize,
-            inside: u8,
-            port: u16,
-            remote: u8,
-            rport: u16,
-            flags: u8,
-        },
-        In {
-            pick: usize,
-            remote: u8,
-            rport: u16,
-            flags: u8,
-        },
-        Advance {
-            ms: u64,
-        },
-        Expire {
-            max: usize,
-        },
+        Out { proto: usize, inside: u8, port: u16, remote: u8, rport: u16, flags: u8 },
+        In { pick: usize, remote: u8, rport: u16, flags: u8 },
+        Advance { ms: u64 },
+        Expire { max: usize },
     }
 
     fn arb_flags() -> impl Strategy<Value = u8> {
-        prop_oneof![
-            Just(SYN),
-            Just(SYN | ACK),
-            Just(ACK),
-            Just(FIN | ACK),
-            Just(RST),
-            Just(0)
-        ]
+        prop_oneof![Just(SYN), Just(SYN | ACK), Just(ACK), Just(FIN | ACK), Just(RST), Just(0)]
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {

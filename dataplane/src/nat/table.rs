@@ -39,13 +39,7 @@ impl<K: FixedKey, V: Copy> FixedMap<K, V> {
     pub(crate) fn new(capacity: usize, seed: u64) -> Self {
         let capacity = capacity.max(1);
         let slot_count = (capacity * 2).next_power_of_two();
-        FixedMap {
-            slots: vec![None; slot_count],
-            mask: slot_count - 1,
-            len: 0,
-            capacity,
-            seed,
-        }
+        FixedMap { slots: vec![None; slot_count], mask: slot_count - 1, len: 0, capacity, seed }
     }
 
     pub(crate) fn len(&self) -> usize {

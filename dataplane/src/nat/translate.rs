@@ -183,13 +183,7 @@ pub struct FlowKey {
 impl FlowKey {
     /// The key of the reply direction: source and destination swapped.
     pub const fn reversed(&self) -> FlowKey {
-        FlowKey {
-            proto: self.proto,
-            src: self.dst,
-            sport: self.dport,
-            dst: self.src,
-            dport: self.sport,
-        }
+        FlowKey { proto: self.proto, src: self.dst, sport: self.dport, dst: self.src, dport: self.sport }
     }
 }
 
@@ -313,12 +307,7 @@ fn locate(ip: &[u8]) -> Result<Layout, NatError> {
             return Err(NatError::UnsupportedIcmp);
         }
     }
-    Ok(Layout {
-        proto,
-        l4,
-        end,
-        icmp_error,
-    })
+    Ok(Layout { proto, l4, end, icmp_error })
 }
 
 /// Validates the packet quoted in an ICMP error message (`icmp` is the whole
@@ -386,30 +375,12 @@ pub fn parse_flow(ip: &[u8]) -> Result<Flow, NatError> {
             dst: read_addr(icmp, quote.ip + IP_DST),
             dport,
         };
-        return Ok(Flow {
-            key: key.reversed(),
-            icmp_error: true,
-            tcp_flags: 0,
-        });
+        return Ok(Flow { key: key.reversed(), icmp_error: true, tcp_flags: 0 });
     }
     let (sport, dport) = ports(ip, layout.proto, layout.l4);
-    let key = FlowKey {
-        proto: layout.proto,
-        src: read_addr(ip, IP_SRC),
-        sport,
-        dst: read_addr(ip, IP_DST),
-        dport,
-    };
-    let tcp_flags = if layout.proto == Proto::Tcp {
-        ip[layout.l4 + TCP_FLAGS]
-    } else {
-        0
-    };
-    Ok(Flow {
-        key,
-        icmp_error: false,
-        tcp_flags,
-    })
+    let key = FlowKey { proto: layout.proto, src: read_addr(ip, IP_SRC), sport, dst: read_addr(ip, IP_DST), dport };
+    let tcp_flags = if layout.proto == Proto::Tcp { ip[layout.l4 + TCP_FLAGS] } else { 0 };
+    Ok(Flow { key, icmp_error: false, tcp_flags })
 }
 
 /// [`parse_flow`]'s key alone.
@@ -516,11 +487,7 @@ pub fn rewrite_dst(ip: &mut [u8], addr: Ipv4Addr, port: u16) -> Result<(), NatEr
 /// Errors as [`parse_flow`], plus [`NatError::WrongKind`] if `ip` is not an
 /// ICMP error and [`NatError::BadChecksum`] if its ICMP checksum is wrong. On
 /// error `ip` is unchanged.
-pub fn translate_icmp_error_inbound(
-    ip: &mut [u8],
-    inside_addr: Ipv4Addr,
-    inside_port: u16,
-) -> Result<(), NatError> {
+pub fn translate_icmp_error_inbound(ip: &mut [u8], inside_addr: Ipv4Addr, inside_port: u16) -> Result<(), NatError> {
     translate_icmp_error(ip, Side::Dst, inside_addr, inside_port)
 }
 
@@ -530,20 +497,11 @@ pub fn translate_icmp_error_inbound(
 /// `public_addr`/`public_port`. Look the mapping up with [`parse_flow`]'s key
 /// (by its source, as for any outbound packet). Errors as
 /// [`translate_icmp_error_inbound`].
-pub fn translate_icmp_error_outbound(
-    ip: &mut [u8],
-    public_addr: Ipv4Addr,
-    public_port: u16,
-) -> Result<(), NatError> {
+pub fn translate_icmp_error_outbound(ip: &mut [u8], public_addr: Ipv4Addr, public_port: u16) -> Result<(), NatError> {
     translate_icmp_error(ip, Side::Src, public_addr, public_port)
 }
 
-fn translate_icmp_error(
-    ip: &mut [u8],
-    outer: Side,
-    addr: Ipv4Addr,
-    port: u16,
-) -> Result<(), NatError> {
+fn translate_icmp_error(ip: &mut [u8], outer: Side, addr: Ipv4Addr, port: u16) -> Result<(), NatError> {
     let layout = locate(ip)?;
     if !layout.icmp_error {
         return Err(NatError::WrongKind);
@@ -570,63 +528,67 @@ fn translate_icmp_error(
     icmp_sum = checksum::update16(icmp_sum, old_ip_sum, new_ip_sum);
 
     // Quoted transport header: port or id, and its checksum when quoted.
-    let quote_end = icmp.len();
-    match quote.proto {
-        Proto::Tcp | Proto::Udp => {
-            let port_at = quote.l4 + inner.port_offset();
-            let old_port = read_u16(icmp, port_at);
-            let sum_at = quote.l4
-                + if quote.proto == Proto::Tcp {
-                    TCP_CHECKSUM
-                } else {
-                    UDP_CHECKSUM
-                };
-            if sum_at + 2 <= quote_end {
-                let old_sum = read_u16(icmp, sum_at);
-                if quote.proto == Proto::Tcp || old_sum != 0 {
-                    let c = checksum::update32(old_sum, old_addr, new_addr);
-                    let c = checksum::update16(c, old_port, port);
-                    let c = if quote.proto == Proto::Udp {
-                        udp_nonzero(c)
-                    } else {
-                        c
-                    };
-                    write_u16(icmp, sum_at, c);
-                    icmp_sum = checksum::update16(icmp_sum, old_sum, c);
-                }
-            }
-            write_u16(icmp, port_at, port);
-            icmp_sum = checksum::update16(icmp_sum, old_port, port);
-        }
-        Proto::Icmp => {
-            let id_at = quote.l4 + ICMP_ECHO_ID;
-            let old_id = read_u16(icmp, id_at);
-            let sum_at = quote.l4 + ICMP_CHECKSUM;
-            let old_sum = read_u16(icmp, sum_at);
-            let updated = checksum::update16(old_sum, old_id, port);
-            write_u16(icmp, id_at, port);
-            // Whole quoted echo present? Then a 0x0000 result can be checked.
-            let quoted_total = usize::from(read_u16(icmp, quote.ip + 2));
-            // (A quoted header can lie about its length: trust it only
-            // when it covers the 8-byte echo header and fits the quote.)
-            let complete = quoted_total >= quote.l4 - quote.ip + ICMP_HEADER_LEN
-                && quote_end - quote.ip >= quoted_total
-                && read_u16(icmp, quote.ip + 6) & 0x2000 == 0;
-            let echo_end = if complete {
-                quote.ip + quoted_total
-            } else {
-                quote_end
-            };
-            write_icmp_checksum(&mut icmp[quote.l4..echo_end], updated, complete);
-            let new_sum = read_u16(icmp, sum_at);
-            icmp_sum = checksum::update16(icmp_sum, old_id, port);
-            icmp_sum = checksum::update16(icmp_sum, old_sum, new_sum);
-        }
-    }
+    icmp_sum = match quote.proto {
+        Proto::Tcp | Proto::Udp => quote_rewrite_port(icmp, &quote, inner, (old_addr, new_addr), port, icmp_sum),
+        Proto::Icmp => quote_rewrite_echo_id(icmp, &quote, port, icmp_sum),
+    };
     write_icmp_checksum(icmp, icmp_sum, true);
 
     set_ip_addr(ip, outer.addr_offset(), new_addr);
     Ok(())
+}
+
+/// Rewrites the quoted TCP/UDP port on `inner` to `port`, and the quoted
+/// checksum when it is there (a zero UDP checksum stays zero); returns the
+/// ICMP checksum updated for every change.
+fn quote_rewrite_port(
+    icmp: &mut [u8],
+    quote: &Quote,
+    inner: Side,
+    (old_addr, new_addr): (u32, u32),
+    port: u16,
+    mut icmp_sum: u16,
+) -> u16 {
+    let port_at = quote.l4 + inner.port_offset();
+    let old_port = read_u16(icmp, port_at);
+    let sum_at = quote.l4 + if quote.proto == Proto::Tcp { TCP_CHECKSUM } else { UDP_CHECKSUM };
+    if sum_at + 2 <= icmp.len() {
+        let old_sum = read_u16(icmp, sum_at);
+        if quote.proto == Proto::Tcp || old_sum != 0 {
+            let c = checksum::update32(old_sum, old_addr, new_addr);
+            let c = checksum::update16(c, old_port, port);
+            let c = if quote.proto == Proto::Udp { udp_nonzero(c) } else { c };
+            write_u16(icmp, sum_at, c);
+            icmp_sum = checksum::update16(icmp_sum, old_sum, c);
+        }
+    }
+    write_u16(icmp, port_at, port);
+    checksum::update16(icmp_sum, old_port, port)
+}
+
+/// Rewrites the quoted echo's identifier to `id` and its checksum (checked
+/// for a 0x0000 result when the whole echo is quoted); returns the ICMP
+/// checksum updated for every change.
+fn quote_rewrite_echo_id(icmp: &mut [u8], quote: &Quote, id: u16, icmp_sum: u16) -> u16 {
+    let quote_end = icmp.len();
+    let id_at = quote.l4 + ICMP_ECHO_ID;
+    let old_id = read_u16(icmp, id_at);
+    let sum_at = quote.l4 + ICMP_CHECKSUM;
+    let old_sum = read_u16(icmp, sum_at);
+    let updated = checksum::update16(old_sum, old_id, id);
+    write_u16(icmp, id_at, id);
+    // Whole quoted echo present? Then a 0x0000 result can be checked.
+    // (A quoted header can lie about its length: trust it only when it
+    // covers the 8-byte echo header and fits the quote.)
+    let quoted_total = usize::from(read_u16(icmp, quote.ip + 2));
+    let complete = quoted_total >= quote.l4 - quote.ip + ICMP_HEADER_LEN
+        && quote_end - quote.ip >= quoted_total
+        && read_u16(icmp, quote.ip + 6) & 0x2000 == 0;
+    let echo_end = if complete { quote.ip + quoted_total } else { quote_end };
+    write_icmp_checksum(&mut icmp[quote.l4..echo_end], updated, complete);
+    let new_sum = read_u16(icmp, sum_at);
+    let icmp_sum = checksum::update16(icmp_sum, old_id, id);
+    checksum::update16(icmp_sum, old_sum, new_sum)
 }
 
 #[cfg(test)]
@@ -664,14 +626,7 @@ pub(crate) mod tests {
             checksum::finish(checksum::add(pseudo, checksum::sum(l4)))
         }
 
-        pub fn tcp(
-            src: Ipv4Addr,
-            dst: Ipv4Addr,
-            sport: u16,
-            dport: u16,
-            flags: u8,
-            payload: &[u8],
-        ) -> Vec<u8> {
+        pub fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
             let mut l4 = vec![0u8; 20 + payload.len()];
             l4[0..2].copy_from_slice(&sport.to_be_bytes());
             l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -685,14 +640,7 @@ pub(crate) mod tests {
             l4
         }
 
-        pub fn udp(
-            src: Ipv4Addr,
-            dst: Ipv4Addr,
-            sport: u16,
-            dport: u16,
-            payload: &[u8],
-            no_checksum: bool,
-        ) -> Vec<u8> {
+        pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8], no_checksum: bool) -> Vec<u8> {
             let mut l4 = vec![0u8; 8 + payload.len()];
             l4[0..2].copy_from_slice(&sport.to_be_bytes());
             l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -747,10 +695,7 @@ pub(crate) mod tests {
             write_u16(&mut copy, sum_at, 0);
             let mut s = checksum::sum(&copy);
             if pseudo {
-                s = checksum::add(
-                    s,
-                    checksum::pseudo_header_v4(src, dst, packet.protocol().0, l4.len() as u16),
-                );
+                s = checksum::add(s, checksum::pseudo_header_v4(src, dst, packet.protocol().0, l4.len() as u16));
             }
             checksum::finish(s)
         };
@@ -776,61 +721,28 @@ pub(crate) mod tests {
     const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 
     fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-        build::ip(
-            src,
-            dst,
-            17,
-            &[],
-            &build::udp(src, dst, sport, dport, payload, false),
-        )
+        build::ip(src, dst, 17, &[], &build::udp(src, dst, sport, dport, payload, false))
     }
 
     #[test]
     fn flow_of_each_kind() {
-        let tcp = build::ip(
-            INSIDE,
-            SERVER,
-            6,
-            &[],
-            &build::tcp(INSIDE, SERVER, 40000, 443, tcp_flags::SYN, b""),
-        );
+        let tcp = build::ip(INSIDE, SERVER, 6, &[], &build::tcp(INSIDE, SERVER, 40000, 443, tcp_flags::SYN, b""));
         let flow = parse_flow(&tcp).unwrap();
-        assert_eq!(
-            flow.key,
-            FlowKey {
-                proto: Proto::Tcp,
-                src: INSIDE,
-                sport: 40000,
-                dst: SERVER,
-                dport: 443
-            }
-        );
+        assert_eq!(flow.key, FlowKey { proto: Proto::Tcp, src: INSIDE, sport: 40000, dst: SERVER, dport: 443 });
         assert!(!flow.icmp_error);
         assert_eq!(flow.tcp_flags, tcp_flags::SYN);
 
         let udp = udp_packet(INSIDE, 5353, SERVER, 53, b"q");
         assert_eq!(
             flow_key(&udp).unwrap(),
-            FlowKey {
-                proto: Proto::Udp,
-                src: INSIDE,
-                sport: 5353,
-                dst: SERVER,
-                dport: 53
-            }
+            FlowKey { proto: Proto::Udp, src: INSIDE, sport: 5353, dst: SERVER, dport: 53 }
         );
         assert_eq!(parse_flow(&udp).unwrap().tcp_flags, 0);
 
         let ping = build::ip(INSIDE, SERVER, 1, &[], &build::echo(8, 77, 1, b"abc"));
         assert_eq!(
             flow_key(&ping).unwrap(),
-            FlowKey {
-                proto: Proto::Icmp,
-                src: INSIDE,
-                sport: 77,
-                dst: SERVER,
-                dport: 77
-            }
+            FlowKey { proto: Proto::Icmp, src: INSIDE, sport: 77, dst: SERVER, dport: 77 }
         );
 
         // Port unreachable from the server about a translated datagram: the
@@ -839,35 +751,14 @@ pub(crate) mod tests {
         let error = build::ip(SERVER, PUBLIC, 1, &[], &build::icmp_error(3, 3, &sent));
         let flow = parse_flow(&error).unwrap();
         assert!(flow.icmp_error);
-        assert_eq!(
-            flow.key,
-            FlowKey {
-                proto: Proto::Udp,
-                src: SERVER,
-                sport: 53,
-                dst: PUBLIC,
-                dport: 40000
-            }
-        );
+        assert_eq!(flow.key, FlowKey { proto: Proto::Udp, src: SERVER, sport: 53, dst: PUBLIC, dport: 40000 });
 
         // Time exceeded about an echo request: id in both ports.
         let ping = build::ip(PUBLIC, SERVER, 1, &[], &build::echo(8, 2000, 1, &[0; 32]));
-        let error = build::ip(
-            ROUTER,
-            PUBLIC,
-            1,
-            &[],
-            &build::icmp_error(11, 0, &ping[..28]),
-        );
+        let error = build::ip(ROUTER, PUBLIC, 1, &[], &build::icmp_error(11, 0, &ping[..28]));
         assert_eq!(
             parse_flow(&error).unwrap().key,
-            FlowKey {
-                proto: Proto::Icmp,
-                src: SERVER,
-                sport: 2000,
-                dst: PUBLIC,
-                dport: 2000
-            }
+            FlowKey { proto: Proto::Icmp, src: SERVER, sport: 2000, dst: PUBLIC, dport: 2000 }
         );
     }
 
@@ -878,10 +769,7 @@ pub(crate) mod tests {
         assert_eq!(parse_flow(&udp[..27]), Err(NatError::Malformed)); // total_len > buffer
         let short = build::ip(INSIDE, SERVER, 17, &[], &[0; 7]);
         assert_eq!(parse_flow(&short), Err(NatError::Malformed));
-        assert_eq!(
-            parse_flow(&build::ip(INSIDE, SERVER, 6, &[], &[0; 19])),
-            Err(NatError::Malformed)
-        );
+        assert_eq!(parse_flow(&build::ip(INSIDE, SERVER, 6, &[], &[0; 19])), Err(NatError::Malformed));
 
         let gre = build::ip(INSIDE, SERVER, 47, &[], &[0; 8]);
         assert_eq!(parse_flow(&gre), Err(NatError::UnsupportedProtocol));
@@ -899,8 +787,7 @@ pub(crate) mod tests {
         assert_eq!(parse_flow(&redirect), Err(NatError::UnsupportedIcmp));
 
         // Errors: quote too short, quoting an error, a later fragment, GRE.
-        let error =
-            |quote: &[u8]| build::ip(SERVER, PUBLIC, 1, &[], &build::icmp_error(3, 3, quote));
+        let error = |quote: &[u8]| build::ip(SERVER, PUBLIC, 1, &[], &build::icmp_error(3, 3, quote));
         assert_eq!(parse_flow(&error(&udp[..27])), Err(NatError::Malformed));
         assert_eq!(parse_flow(&error(&udp[..19])), Err(NatError::Malformed));
         let mut v6 = udp.clone();
@@ -923,13 +810,7 @@ pub(crate) mod tests {
         assert_checksums_canonical(&p);
         assert_eq!(
             flow_key(&p).unwrap(),
-            FlowKey {
-                proto: Proto::Udp,
-                src: PUBLIC,
-                sport: 40001,
-                dst: SERVER,
-                dport: 53
-            }
+            FlowKey { proto: Proto::Udp, src: PUBLIC, sport: 40001, dst: SERVER, dport: 53 }
         );
         assert_eq!(&p[28..], b"hello");
         rewrite_src(&mut p, INSIDE, 5353).unwrap();
@@ -941,25 +822,13 @@ pub(crate) mod tests {
         assert_checksums_canonical(&reply);
         assert_eq!(
             flow_key(&reply).unwrap(),
-            FlowKey {
-                proto: Proto::Udp,
-                src: SERVER,
-                sport: 53,
-                dst: INSIDE,
-                dport: 5353
-            }
+            FlowKey { proto: Proto::Udp, src: SERVER, sport: 53, dst: INSIDE, dport: 5353 }
         );
     }
 
     #[test]
     fn udp_zero_checksum_stays_zero() {
-        let mut p = build::ip(
-            INSIDE,
-            SERVER,
-            17,
-            &[],
-            &build::udp(INSIDE, SERVER, 5353, 53, b"x", true),
-        );
+        let mut p = build::ip(INSIDE, SERVER, 17, &[], &build::udp(INSIDE, SERVER, 5353, 53, b"x", true));
         rewrite_src(&mut p, PUBLIC, 40001).unwrap();
         assert_eq!(read_u16(&p, 20 + 6), 0);
         assert_eq!(read_u16(&p, 20), 40001);
@@ -984,13 +853,7 @@ pub(crate) mod tests {
         assert_checksums_canonical(&ping);
         assert_eq!(
             flow_key(&ping).unwrap(),
-            FlowKey {
-                proto: Proto::Icmp,
-                src: PUBLIC,
-                sport: 5000,
-                dst: SERVER,
-                dport: 5000
-            }
+            FlowKey { proto: Proto::Icmp, src: PUBLIC, sport: 5000, dst: SERVER, dport: 5000 }
         );
         assert_eq!(read_u16(&ping, 26), 3); // sequence kept
 
@@ -999,13 +862,7 @@ pub(crate) mod tests {
         assert_checksums_canonical(&pong);
         assert_eq!(
             flow_key(&pong).unwrap(),
-            FlowKey {
-                proto: Proto::Icmp,
-                src: SERVER,
-                sport: 7,
-                dst: INSIDE,
-                dport: 7
-            }
+            FlowKey { proto: Proto::Icmp, src: SERVER, sport: 7, dst: INSIDE, dport: 7 }
         );
     }
 
@@ -1027,14 +884,8 @@ pub(crate) mod tests {
         assert_eq!(rewrite_dst(&mut error, INSIDE, 1), Err(NatError::WrongKind));
         assert_eq!(error, copy);
         let mut udp = sent.clone();
-        assert_eq!(
-            translate_icmp_error_inbound(&mut udp, INSIDE, 1),
-            Err(NatError::WrongKind)
-        );
-        assert_eq!(
-            translate_icmp_error_outbound(&mut udp, INSIDE, 1),
-            Err(NatError::WrongKind)
-        );
+        assert_eq!(translate_icmp_error_inbound(&mut udp, INSIDE, 1), Err(NatError::WrongKind));
+        assert_eq!(translate_icmp_error_outbound(&mut udp, INSIDE, 1), Err(NatError::WrongKind));
         assert_eq!(udp, sent);
     }
 
@@ -1045,10 +896,7 @@ pub(crate) mod tests {
         let last = error.len() - 1;
         error[last] ^= 0x40;
         let copy = error.clone();
-        assert_eq!(
-            translate_icmp_error_inbound(&mut error, INSIDE, 5353),
-            Err(NatError::BadChecksum)
-        );
+        assert_eq!(translate_icmp_error_inbound(&mut error, INSIDE, 5353), Err(NatError::BadChecksum));
         assert_eq!(error, copy);
     }
 
@@ -1102,61 +950,21 @@ pub(crate) mod tests {
     #[test]
     fn icmp_error_inbound_matches_full_rebuild() {
         // TCP, whole quote; compared against a packet rebuilt from scratch.
-        let sent = build::ip(
-            PUBLIC,
-            SERVER,
-            6,
-            &[],
-            &build::tcp(PUBLIC, SERVER, 40000, 443, tcp_flags::SYN, b"0123456789"),
-        );
-        let mut error = build::ip(
-            ROUTER,
-            PUBLIC,
-            1,
-            &[7, 4, 4, 0],
-            &build::icmp_error(11, 0, &sent),
-        );
+        let sent =
+            build::ip(PUBLIC, SERVER, 6, &[], &build::tcp(PUBLIC, SERVER, 40000, 443, tcp_flags::SYN, b"0123456789"));
+        let mut error = build::ip(ROUTER, PUBLIC, 1, &[7, 4, 4, 0], &build::icmp_error(11, 0, &sent));
         translate_icmp_error_inbound(&mut error, INSIDE, 33333).unwrap();
-        let original = build::ip(
-            INSIDE,
-            SERVER,
-            6,
-            &[],
-            &build::tcp(INSIDE, SERVER, 33333, 443, tcp_flags::SYN, b"0123456789"),
-        );
-        let expected = build::ip(
-            ROUTER,
-            INSIDE,
-            1,
-            &[7, 4, 4, 0],
-            &build::icmp_error(11, 0, &original),
-        );
+        let original =
+            build::ip(INSIDE, SERVER, 6, &[], &build::tcp(INSIDE, SERVER, 33333, 443, tcp_flags::SYN, b"0123456789"));
+        let expected = build::ip(ROUTER, INSIDE, 1, &[7, 4, 4, 0], &build::icmp_error(11, 0, &original));
         assert_eq!(error, expected);
 
         // Echo request quoted with 8 bytes only (RFC 792 minimum).
-        let ping = build::ip(
-            PUBLIC,
-            SERVER,
-            1,
-            &[],
-            &build::echo(8, 2000, 9, &[0xab; 40]),
-        );
-        let mut error = build::ip(
-            ROUTER,
-            PUBLIC,
-            1,
-            &[],
-            &build::icmp_error(11, 0, &ping[..28]),
-        );
+        let ping = build::ip(PUBLIC, SERVER, 1, &[], &build::echo(8, 2000, 9, &[0xab; 40]));
+        let mut error = build::ip(ROUTER, PUBLIC, 1, &[], &build::icmp_error(11, 0, &ping[..28]));
         translate_icmp_error_inbound(&mut error, INSIDE, 7).unwrap();
         let original = build::ip(INSIDE, SERVER, 1, &[], &build::echo(8, 7, 9, &[0xab; 40]));
-        let expected = build::ip(
-            ROUTER,
-            INSIDE,
-            1,
-            &[],
-            &build::icmp_error(11, 0, &original[..28]),
-        );
+        let expected = build::ip(ROUTER, INSIDE, 1, &[], &build::icmp_error(11, 0, &original[..28]));
         assert_eq!(error, expected);
     }
 
@@ -1167,16 +975,7 @@ pub(crate) mod tests {
         let mut error = build::ip(INSIDE, SERVER, 1, &[], &build::icmp_error(3, 3, &received));
         let flow = parse_flow(&error).unwrap();
         assert!(flow.icmp_error);
-        assert_eq!(
-            flow.key,
-            FlowKey {
-                proto: Proto::Udp,
-                src: INSIDE,
-                sport: 5353,
-                dst: SERVER,
-                dport: 53
-            }
-        );
+        assert_eq!(flow.key, FlowKey { proto: Proto::Udp, src: INSIDE, sport: 5353, dst: SERVER, dport: 53 });
         translate_icmp_error_outbound(&mut error, PUBLIC, 40000).unwrap();
         let as_sent = udp_packet(SERVER, 53, PUBLIC, 40000, b"reply");
         let expected = build::ip(PUBLIC, SERVER, 1, &[], &build::icmp_error(3, 3, &as_sent));
@@ -1185,47 +984,17 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_tcp_quote_keeps_checksum_field_rule() {
-        let sent = build::ip(
-            PUBLIC,
-            SERVER,
-            6,
-            &[],
-            &build::tcp(PUBLIC, SERVER, 40000, 443, 0x18, b"xyz"),
-        );
-        let original = build::ip(
-            INSIDE,
-            SERVER,
-            6,
-            &[],
-            &build::tcp(INSIDE, SERVER, 33333, 443, 0x18, b"xyz"),
-        );
+        let sent = build::ip(PUBLIC, SERVER, 6, &[], &build::tcp(PUBLIC, SERVER, 40000, 443, 0x18, b"xyz"));
+        let original = build::ip(INSIDE, SERVER, 6, &[], &build::tcp(INSIDE, SERVER, 33333, 443, 0x18, b"xyz"));
         for quoted in [28, 36, 37, 38, 39, 40, 43] {
-            let mut error = build::ip(
-                ROUTER,
-                PUBLIC,
-                1,
-                &[],
-                &build::icmp_error(3, 4, &sent[..quoted]),
-            );
+            let mut error = build::ip(ROUTER, PUBLIC, 1, &[], &build::icmp_error(3, 4, &sent[..quoted]));
             translate_icmp_error_inbound(&mut error, INSIDE, 33333).unwrap();
             let expected_quote = expected_quote(&original, &sent, quoted);
-            let expected = build::ip(
-                ROUTER,
-                INSIDE,
-                1,
-                &[],
-                &build::icmp_error(3, 4, &expected_quote),
-            );
+            let expected = build::ip(ROUTER, INSIDE, 1, &[], &build::icmp_error(3, 4, &expected_quote));
             assert_eq!(error, expected, "quote of {quoted} bytes");
         }
         // Quote ending inside the TCP checksum: its one byte is left alone.
-        let mut error = build::ip(
-            ROUTER,
-            PUBLIC,
-            1,
-            &[],
-            &build::icmp_error(3, 4, &sent[..37]),
-        );
+        let mut error = build::ip(ROUTER, PUBLIC, 1, &[], &build::icmp_error(3, 4, &sent[..37]));
         translate_icmp_error_inbound(&mut error, INSIDE, 33333).unwrap();
         assert_eq!(error[28 + 36], sent[36]);
     }
@@ -1281,30 +1050,22 @@ pub(crate) mod tests {
             (0usize..=10).prop_flat_map(|words| proptest::collection::vec(any::<u8>(), words * 4)),
             proptest::collection::vec(any::<u8>(), 0..80),
         )
-            .prop_map(
-                |(kind, src, dst, sport, dport, flags, options, payload)| Spec {
-                    kind,
-                    src: src.into(),
-                    dst: dst.into(),
-                    sport,
-                    dport,
-                    flags,
-                    options,
-                    payload,
-                },
-            )
+            .prop_map(|(kind, src, dst, sport, dport, flags, options, payload)| Spec {
+                kind,
+                src: src.into(),
+                dst: dst.into(),
+                sport,
+                dport,
+                flags,
+                options,
+                payload,
+            })
     }
 
     fn packet_of(s: &Spec) -> Vec<u8> {
         let (proto, l4) = match s.kind {
-            0 => (
-                6,
-                build::tcp(s.src, s.dst, s.sport, s.dport, s.flags, &s.payload),
-            ),
-            1 | 2 => (
-                17,
-                build::udp(s.src, s.dst, s.sport, s.dport, &s.payload, s.kind == 2),
-            ),
+            0 => (6, build::tcp(s.src, s.dst, s.sport, s.dport, s.flags, &s.payload)),
+            1 | 2 => (17, build::udp(s.src, s.dst, s.sport, s.dport, &s.payload, s.kind == 2)),
             3 => (1, build::echo(8, s.sport, s.dport, &s.payload)),
             _ => (1, build::echo(0, s.sport, s.dport, &s.payload)),
         };

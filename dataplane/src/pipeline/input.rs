@@ -186,7 +186,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::Ipv6NotRouted).into();
         }
         match nh {
-            NextHop::Objects if self.is_storage_request(pkt.data(), &h) => Verdict::HandOff(super::HandOff::Storage).into(),
+            NextHop::Objects if self.is_storage_request(pkt.data(), &h) => {
+                Verdict::HandOff(super::HandOff::Storage).into()
+            }
             NextHop::Local { .. } | NextHop::Objects => local::deliver6(pkt, in_port, in_info, &h).into(),
             NextHop::Sid(sid) => self.srv6_sid(pkt, in_port, sid, ctx),
             NextHop::Encap(policy) => self.h_encaps(pkt, policy, ctx).into(),

@@ -60,7 +60,12 @@ pub(crate) fn deliver6<P: PacketBuf>(pkt: &mut P, in_port: u16, in_info: &PortIn
 /// Answers an ICMPv6 echo request (directly after the IPv6 header) in place,
 /// back out of `in_port`. `Err(Unsupported)` for any other ICMPv6 message.
 #[inline]
-pub(crate) fn echo6<P: PacketBuf>(pkt: &mut P, in_port: u16, our_mac: [u8; 6], ip_len: usize) -> Result<Verdict, WireError> {
+pub(crate) fn echo6<P: PacketBuf>(
+    pkt: &mut P,
+    in_port: u16,
+    our_mac: [u8; 6],
+    ip_len: usize,
+) -> Result<Verdict, WireError> {
     let (eth_hdr, ip) = pkt.data_mut().split_at_mut(ETH);
     icmpv6::echo_request_to_reply(&mut ip[..ip_len])?;
     swap_macs(eth_hdr, our_mac);

@@ -162,7 +162,8 @@ impl Pipeline {
     fn end<P: PacketBuf>(&self, pkt: &mut P, sid: u16, ctx: &mut WorkerCtx, p: &SidPacket, s: &Srh) -> Step {
         let spec = self.srv6.sid(sid);
         let new_sl = s.sl - 1;
-        let new_da = srh::Packet::new_unchecked(&pkt.data()[s.offset..s.offset + s.rt.len]).segment(usize::from(new_sl));
+        let new_da =
+            srh::Packet::new_unchecked(&pkt.data()[s.offset..s.offset + s.rt.len]).segment(usize::from(new_sl));
         let pop = spec.psp && new_sl == 0;
         let new_len = p.ip_len - if pop { s.rt.len } else { 0 };
         // Plan: where does the packet go? (Nothing changed yet.)
@@ -202,7 +203,14 @@ impl Pipeline {
     }
 
     /// Upper-layer processing at a SID: Segments Left 0, or no SRH.
-    fn sid_upper_layer<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, sid: u16, ctx: &mut WorkerCtx, p: &SidPacket) -> Step {
+    fn sid_upper_layer<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        sid: u16,
+        ctx: &mut WorkerCtx,
+        p: &SidPacket,
+    ) -> Step {
         let spec = self.srv6.sid(sid);
         let upper = p.chain.upper_layer;
         let decap = match spec.behavior {

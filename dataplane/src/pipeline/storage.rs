@@ -36,7 +36,10 @@ impl Pipeline {
     ) -> Verdict {
         let upper_off = ETH + IP6 + p.chain.upper_layer_offset;
         let end = ETH + p.ip_len;
-        if p.chain.upper_layer != Protocol::UDP || !p.chain.has_upper_layer_header() || end < upper_off + udp::HEADER_LEN {
+        if p.chain.upper_layer != Protocol::UDP
+            || !p.chain.has_upper_layer_header()
+            || end < upper_off + udp::HEADER_LEN
+        {
             return ctx.sid_param_problem(sid, 4, IP6 + p.chain.upper_layer_offset);
         }
         let final_dst = final_destination(pkt.data(), p);

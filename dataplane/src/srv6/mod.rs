@@ -225,4 +225,3 @@ pub struct SidCounters {
     /// Packets this SID dropped or punted as errors, by reason.
     pub drops: crate::stats::DropCounters,
 }
-

@@ -100,4 +100,3 @@ impl LocalService for LoadView {
         self.responder.udp_port
     }
 }
-

@@ -27,9 +27,11 @@ use std::net::Ipv6Addr;
 
 use objstore::{Error as StoreError, Reply, Request, Store, StoreCompletion};
 
-use netwire::PacketBuf;
 use crate::stats::Counter;
-use netwire::storage::{self as sh, status, ListEntry, Op, PutHead, StatReply, CHUNK, FRAGMENT, FRAGMENTS_PER_CHUNK, LIST_MAX};
+use netwire::storage::{
+    self as sh, status, ListEntry, Op, PutHead, StatReply, CHUNK, FRAGMENT, FRAGMENTS_PER_CHUNK, LIST_MAX,
+};
+use netwire::PacketBuf;
 use netwire::{ethernet, ipv4::Protocol, ipv6, udp};
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -92,7 +94,10 @@ impl LatencyHistogram {
 }
 
 enum Waiting {
-    Get { frag_off: usize, len: usize },
+    Get {
+        frag_off: usize,
+        len: usize,
+    },
     Stat,
     Delete,
     List,
@@ -231,7 +236,10 @@ impl<P: PacketBuf> ObjectService<P> {
             Op::STAT => (Request::Stat { object: id }, Waiting::Stat),
             Op::DELETE => (Request::Delete { object: id }, Waiting::Delete),
             Op::LIST => (
-                Request::List { after: (hdr.flags & sh::FLAG_AFTER != 0).then_some(id), limit: (hdr.length as usize).clamp(1, LIST_MAX) },
+                Request::List {
+                    after: (hdr.flags & sh::FLAG_AFTER != 0).then_some(id),
+                    limit: (hdr.length as usize).clamp(1, LIST_MAX),
+                },
                 Waiting::List,
             ),
             Op::PUT_CHUNK => {
@@ -294,7 +302,10 @@ impl<P: PacketBuf> ObjectService<P> {
         let need = chunk_len.div_ceil(FRAGMENT).max(1) as u8;
         // Already durable at this version: acknowledge at once.
         if let Some(meta) = self.store.index().get(u128::from(object)) {
-            if meta.version == version && meta.size == size && meta.chunks.get(chunk as usize).is_some_and(|c| c.lba != 0) {
+            if meta.version == version
+                && meta.size == size
+                && meta.chunks.get(chunk as usize).is_some_and(|c| c.lba != 0)
+            {
                 self.counters.replies.inc();
                 return reply_in_place(&mut pkt, &hdr, status::OK, &[]).then_some(pkt);
             }
@@ -382,6 +393,24 @@ impl<P: PacketBuf> ObjectService<P> {
         self.counters.queue_depth.set(self.queue_depth() as u64);
         self.counters.device_used_blocks.set(self.store.used_blocks());
         self.counters.device_free_blocks.set(self.store.free_blocks());
+        self.poll_assemblies(out);
+        self.completions.clear();
+        let mut completions = std::mem::take(&mut self.completions);
+        let n = self.store.poll(&mut completions);
+        for c in completions.drain(..) {
+            if c.tag & PUT_TAG != 0 {
+                self.chunk_done(c, out);
+            } else {
+                self.request_done(c, out);
+            }
+        }
+        self.completions = completions;
+        n
+    }
+
+    /// Submits assemblies that became complete, fails those the store
+    /// refused, and drops those whose fragments did not all come in time.
+    fn poll_assemblies(&mut self, out: &mut Vec<P>) {
         for a in 0..self.assemblies.len() {
             if self.assemblies[a].key.is_some() && !self.assemblies[a].submitted {
                 self.submit_ready(a);
@@ -399,71 +428,78 @@ impl<P: PacketBuf> ObjectService<P> {
                 self.assemblies[a].key = None;
             }
         }
-        self.completions.clear();
-        let mut completions = std::mem::take(&mut self.completions);
-        let n = self.store.poll(&mut completions);
-        for c in completions.drain(..) {
-            if c.tag & PUT_TAG != 0 {
-                let a = (c.tag & !PUT_TAG) as usize;
-                let st = match &c.result {
-                    Ok(_) => {
-                        self.counters.chunks_written.inc();
-                        let len = self.assemblies[a].key.map_or(0, |(_, _, ch)| objstore::index::chunk_len(self.assemblies[a].size, ch));
-                        self.counters.bytes_written.add(len as u64);
-                        status::OK
-                    }
-                    Err(e) => status_of(e),
+    }
+
+    /// A chunk put completed: acknowledge every fragment of its assembly.
+    fn chunk_done(&mut self, c: StoreCompletion, out: &mut Vec<P>) {
+        let a = (c.tag & !PUT_TAG) as usize;
+        let st = match &c.result {
+            Ok(_) => {
+                self.counters.chunks_written.inc();
+                let len = self.assemblies[a]
+                    .key
+                    .map_or(0, |(_, _, ch)| objstore::index::chunk_len(self.assemblies[a].size, ch));
+                self.counters.bytes_written.add(len as u64);
+                status::OK
+            }
+            Err(e) => status_of(e),
+        };
+        self.finish_chunk(a, st, out);
+    }
+
+    /// A held request's I/O completed: its reply, written in place.
+    fn request_done(&mut self, c: StoreCompletion, out: &mut Vec<P>) {
+        let slot = c.tag as usize;
+        let Some(mut h) = self.held.get_mut(slot).and_then(Option::take) else { return };
+        self.free.push(slot);
+        let hdr = header_of(h.pkt.data());
+        let op_index = match h.waiting {
+            Waiting::Put => 0,
+            Waiting::Get { .. } => 1,
+            Waiting::Stat => 2,
+            Waiting::Delete => 3,
+            Waiting::List => 4,
+        };
+        self.counters.latency[op_index].observe(h.arrived.elapsed().as_micros() as u64);
+        let mut body = [0u8; PutHead::LEN + FRAGMENT];
+        let (st, len) = match (c.result, &h.waiting) {
+            (Ok(Reply::Get(data)), Waiting::Get { frag_off, len }) => {
+                let (size, version) =
+                    self.store.index().get(u128::from(h.object)).map_or((0, 0), |m| (m.size, m.version));
+                let end = (*frag_off + *len).min(data.len());
+                let part = &data[(*frag_off).min(end)..end];
+                let head = PutHead { size, version }.emit(&mut body).unwrap_or(0);
+                body[head..head + part.len()].copy_from_slice(part);
+                self.counters.bytes_read.add(part.len() as u64);
+                (status::OK, head + part.len())
+            }
+            (Ok(Reply::Stat(info)), Waiting::Stat) => {
+                let reply = StatReply {
+                    size: info.size,
+                    version: info.version,
+                    chunks: info.chunks,
+                    complete: info.present == info.chunks,
                 };
-                self.finish_chunk(a, st, out);
-                continue;
+                (status::OK, reply.emit(&mut body).unwrap_or(0))
             }
-            let slot = c.tag as usize;
-            let Some(mut h) = self.held.get_mut(slot).and_then(Option::take) else { continue };
-            self.free.push(slot);
-            let hdr = header_of(h.pkt.data());
-            let op_index = match h.waiting {
-                Waiting::Put => 0,
-                Waiting::Get { .. } => 1,
-                Waiting::Stat => 2,
-                Waiting::Delete => 3,
-                Waiting::List => 4,
-            };
-            self.counters.latency[op_index].observe(h.arrived.elapsed().as_micros() as u64);
-            let mut body = [0u8; PutHead::LEN + FRAGMENT];
-            let (st, len) = match (c.result, &h.waiting) {
-                (Ok(Reply::Get(data)), Waiting::Get { frag_off, len }) => {
-                    let (size, version) = self.store.index().get(u128::from(h.object)).map_or((0, 0), |m| (m.size, m.version));
-                    let end = (*frag_off + *len).min(data.len());
-                    let part = &data[(*frag_off).min(end)..end];
-                    let head = PutHead { size, version }.emit(&mut body).unwrap_or(0);
-                    body[head..head + part.len()].copy_from_slice(part);
-                    self.counters.bytes_read.add(part.len() as u64);
-                    (status::OK, head + part.len())
-                }
-                (Ok(Reply::Stat(info)), Waiting::Stat) => {
-                    let reply = StatReply { size: info.size, version: info.version, chunks: info.chunks, complete: info.present == info.chunks };
-                    (status::OK, reply.emit(&mut body).unwrap_or(0))
-                }
-                (Ok(Reply::Delete { .. }), Waiting::Delete) => (status::OK, 0),
-                (Ok(Reply::List(items)), Waiting::List) => {
-                    let entries = items.iter().map(|it| ListEntry { id: it.object as u64, size: it.size, version: it.version });
-                    (status::OK, sh::emit_list(entries, &mut body).unwrap_or(0))
-                }
-                (Err(e), _) => {
-                    if matches!(e, StoreError::Checksum { .. }) {
-                        self.counters.checksum_failures.inc();
-                    }
-                    (status_of(&e), 0)
-                }
-                _ => (status::IO, 0),
-            };
-            self.counters.replies.inc();
-            if reply_in_place(&mut h.pkt, &hdr, st, &body[..len]) {
-                out.push(h.pkt);
+            (Ok(Reply::Delete { .. }), Waiting::Delete) => (status::OK, 0),
+            (Ok(Reply::List(items)), Waiting::List) => {
+                let entries =
+                    items.iter().map(|it| ListEntry { id: it.object as u64, size: it.size, version: it.version });
+                (status::OK, sh::emit_list(entries, &mut body).unwrap_or(0))
             }
+            (Err(e), _) => {
+                if matches!(e, StoreError::Checksum { .. }) {
+                    self.counters.checksum_failures.inc();
+                }
+                (status_of(&e), 0)
+            }
+            _ => (status::IO, 0),
+        };
+        self.counters.replies.inc();
+        if reply_in_place(&mut h.pkt, &hdr, st, &body[..len]) {
+            out.push(h.pkt);
         }
-        self.completions = completions;
-        n
     }
 }
 
@@ -488,9 +524,10 @@ fn status_of(e: &StoreError) -> u16 {
         StoreError::NoSpace | StoreError::ObjectTableFull(_) => status::NO_SPACE,
         StoreError::StaleVersion { .. } => status::VERSION,
         StoreError::Busy => status::BUSY,
-        StoreError::ChunkOutOfRange { .. } | StoreError::BadLength { .. } | StoreError::SizeMismatch { .. } | StoreError::TooLarge { .. } => {
-            status::BAD_REQUEST
-        }
+        StoreError::ChunkOutOfRange { .. }
+        | StoreError::BadLength { .. }
+        | StoreError::SizeMismatch { .. }
+        | StoreError::TooLarge { .. } => status::BAD_REQUEST,
         _ => status::IO,
     }
 }

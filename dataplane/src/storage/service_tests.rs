@@ -30,7 +30,9 @@ fn replica(object: u64) -> Ipv6Addr {
 /// A request frame as a kernel socket sends it.
 fn frame(object: u64, op: Op, offset: u64, length: u32, flags: u16, data: &[u8]) -> VecBuf {
     let mut payload = vec![0u8; sh::HEADER_LEN];
-    sh::Repr { op: op.0, status: 0, flags, request_id: 99, object_id: object, offset, length }.emit(&mut payload).unwrap();
+    sh::Repr { op: op.0, status: 0, flags, request_id: 99, object_id: object, offset, length }
+        .emit(&mut payload)
+        .unwrap();
     payload.extend_from_slice(data);
     let udp_len = UDP + payload.len();
     let mut f = vec![0u8; ETH + IP6 + udp_len];
@@ -43,7 +45,8 @@ fn frame(object: u64, op: Op, offset: u64, length: u32, flags: u16, data: &[u8])
     udp[2..4].copy_from_slice(&7878u16.to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     udp[8..].copy_from_slice(&payload);
-    let sum = checksum::add(checksum::pseudo_header_v6(CLIENT, replica(object), 17, udp_len as u32), checksum::sum(udp));
+    let sum =
+        checksum::add(checksum::pseudo_header_v6(CLIENT, replica(object), 17, udp_len as u32), checksum::sum(udp));
     udp[6..8].copy_from_slice(&(!sum).to_be_bytes());
     VecBuf::from_frame(&f, 0)
 }
@@ -69,7 +72,8 @@ fn read_reply(f: &[u8], object: u64) -> (u16, Vec<u8>) {
     assert_eq!(ip.src_addr(), replica(object));
     let udp_len = usize::from(ip.payload_len());
     let udp = &f[ETH + IP6..ETH + IP6 + udp_len];
-    let sum = checksum::add(checksum::pseudo_header_v6(replica(object), CLIENT, 17, udp_len as u32), checksum::sum(udp));
+    let sum =
+        checksum::add(checksum::pseudo_header_v6(replica(object), CLIENT, 17, udp_len as u32), checksum::sum(udp));
     assert_eq!(sum, 0xffff, "UDP checksum of the reply");
     assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 7878);
     let p = sh::Packet::new_checked(&udp[8..]).unwrap();

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use self::fixture::*;
-use crate::pipeline::{Pipeline, Verdict};
 use crate::fib::neigh::NeighborState;
+use crate::pipeline::{Pipeline, Verdict};
 use crate::stats::{DropReason, PuntReason};
 use netwire::ipv4::Protocol;
 use netwire::{ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
@@ -22,9 +22,9 @@ pub(crate) mod fixture {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::sync::Arc;
 
+    use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
     use crate::fib::{link_local_from_mac, PortInfo, RouteSpec};
     use crate::pipeline::{Pipeline, Verdict};
-    use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
     use netwire::ipv4::Protocol;
     use netwire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, MacAddr};
 
@@ -150,13 +150,7 @@ pub(crate) mod fixture {
     }
 
     /// An IPv4 packet (20-byte header, valid checksum, DF clear).
-    pub fn ipv4_packet(
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        proto: Protocol,
-        ttl: u8,
-        payload: &[u8],
-    ) -> Vec<u8> {
+    pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: Protocol, ttl: u8, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![0u8; ipv4::HEADER_LEN + payload.len()];
         ipv4::emit_header(&mut p, src, dst, proto, ttl, payload.len()).unwrap();
         p[ipv4::HEADER_LEN..].copy_from_slice(payload);
@@ -220,15 +214,7 @@ pub(crate) mod fixture {
     }
 
     /// An IPv4 ICMP message (type, code, rest of header, data), checksums valid.
-    pub fn icmp4(
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        ttl: u8,
-        ty: u8,
-        code: u8,
-        rest: u32,
-        data: &[u8],
-    ) -> Vec<u8> {
+    pub fn icmp4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
         let mut msg = vec![0u8; icmpv4::HEADER_LEN + data.len()];
         {
             let mut icmp = icmpv4::Packet::new_unchecked(&mut msg[..]);
@@ -243,25 +229,11 @@ pub(crate) mod fixture {
 
     /// IPv4 ICMP echo request.
     pub fn echo4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-        icmp4(
-            src,
-            dst,
-            ttl,
-            8,
-            0,
-            (u32::from(id) << 16) | u32::from(seq),
-            data,
-        )
+        icmp4(src, dst, ttl, 8, 0, (u32::from(id) << 16) | u32::from(seq), data)
     }
 
     /// An IPv6 packet (no extension headers).
-    pub fn ipv6_packet(
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        next: Protocol,
-        hop: u8,
-        payload: &[u8],
-    ) -> Vec<u8> {
+    pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: Protocol, hop: u8, payload: &[u8]) -> Vec<u8> {
         let mut p = vec![0u8; ipv6::HEADER_LEN + payload.len()];
         ipv6::emit_header(&mut p, src, dst, next, hop, payload.len()).unwrap();
         p[ipv6::HEADER_LEN..].copy_from_slice(payload);
@@ -292,15 +264,7 @@ pub(crate) mod fixture {
     }
 
     /// An ICMPv6 message (type, code, rest of header, data), checksum valid.
-    pub fn icmp6(
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        hop: u8,
-        ty: u8,
-        code: u8,
-        rest: u32,
-        data: &[u8],
-    ) -> Vec<u8> {
+    pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
         let mut body = vec![0u8; icmpv6::HEADER_LEN + data.len()];
         {
             let mut icmp = icmpv6::Packet::new_unchecked(&mut body[..]);
@@ -314,26 +278,12 @@ pub(crate) mod fixture {
 
     /// IPv6 ICMPv6 echo request.
     pub fn echo6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-        icmp6(
-            src,
-            dst,
-            hop,
-            128,
-            0,
-            (u32::from(id) << 16) | u32::from(seq),
-            data,
-        )
+        icmp6(src, dst, hop, 128, 0, (u32::from(id) << 16) | u32::from(seq), data)
     }
 
     /// A neighbour solicitation for `target`, with a source link-layer
     /// address option when `slla` is given.
-    pub fn ns(
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        hop: u8,
-        target: Ipv6Addr,
-        slla: Option<[u8; 6]>,
-    ) -> Vec<u8> {
+    pub fn ns(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, target: Ipv6Addr, slla: Option<[u8; 6]>) -> Vec<u8> {
         let mut body = [0u8; 64];
         let n = icmpv6::emit_neighbor_solicit(&mut body, target, slla.map(MacAddr)).unwrap();
         icmp6_packet(src, dst, hop, &body[..n])
@@ -357,13 +307,7 @@ pub(crate) mod fixture {
 
     pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; ethernet::HEADER_LEN + payload.len()];
-        ethernet::emit_header(
-            &mut f,
-            MacAddr(dst),
-            MacAddr(src),
-            ethernet::EtherType(ethertype),
-        )
-        .unwrap();
+        ethernet::emit_header(&mut f, MacAddr(dst), MacAddr(src), ethernet::EtherType(ethertype)).unwrap();
         f[ethernet::HEADER_LEN..].copy_from_slice(payload);
         f
     }
@@ -405,15 +349,7 @@ pub(crate) mod fixture {
 
     /// A broadcast ARP request from (`mac`, `ip`) asking for `target`.
     pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-        arp_frame(
-            [0xff; 6],
-            mac,
-            arp::Operation::REQUEST,
-            mac,
-            ip,
-            [0; 6],
-            target,
-        )
+        arp_frame([0xff; 6], mac, arp::Operation::REQUEST, mac, ip, [0; 6], target)
     }
 
     /// A unicast ARP reply from (`mac`, `ip`) to (`to_mac`, `to_ip`).
@@ -450,11 +386,7 @@ pub(crate) mod fixture {
         assert_eq!(&out[0..6], &dst_mac, "dst MAC");
         assert_eq!(&out[6..12], &src_mac, "src MAC");
         assert_eq!(&out[12..14], &orig[12..14], "ethertype");
-        assert_eq!(
-            ip6_of(out).hop_limit(),
-            ip6_of(orig).hop_limit() - 1,
-            "hop limit decremented by one"
-        );
+        assert_eq!(ip6_of(out).hop_limit(), ip6_of(orig).hop_limit() - 1, "hop limit decremented by one");
         for (i, (a, b)) in out[14..].iter().zip(&orig[14..]).enumerate() {
             if i != 7 {
                 assert_eq!(a, b, "byte {i} of the IPv6 packet changed");
@@ -566,11 +498,7 @@ fn forwards_ipv4_ttl_checksum_edge_values() {
             }
             let orig = frame4(IN_MAC, HOST_MAC, &ip);
             let mut f = orig.clone();
-            assert_eq!(
-                process(&l3, &mut f, IN),
-                Verdict::Forward(OUT),
-                "ttl {ttl} ident {ident}"
-            );
+            assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(OUT), "ttl {ttl} ident {ident}");
             check_forwarded_v4(&f, &orig, NEIGH_MAC, OUT_MAC);
         }
     }
@@ -620,19 +548,11 @@ fn forwards_via_gateway_using_the_gateways_mac() {
     let (l3, mut w) = build_l3(1500);
     assert_eq!(l3.next_hop(v4(REMOTE_V4)), Some((OUT, v4(GW_V4))));
     // Only the destination itself "resolved": the gateway is what counts.
-    w.set(
-        OUT,
-        v4(REMOTE_V4),
-        [0x02, 0, 0, 0, 0x09, 0x09],
-        NeighborState::Reachable,
-        0,
-    )
-    .unwrap();
+    w.set(OUT, v4(REMOTE_V4), [0x02, 0, 0, 0, 0x09, 0x09], NeighborState::Reachable, 0).unwrap();
     let orig = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 64, 40));
     assert_verdict_unchanged(&l3, &orig, IN, punt(PuntReason::NeighborMiss));
 
-    w.set(OUT, v4(GW_V4), GW_MAC, NeighborState::Reachable, 0)
-        .unwrap();
+    w.set(OUT, v4(GW_V4), GW_MAC, NeighborState::Reachable, 0).unwrap();
     let mut f = orig.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(OUT));
     check_forwarded_v4(&f, &orig, GW_MAC, OUT_MAC);
@@ -669,8 +589,7 @@ fn unresolved_neighbor_is_punted_unchanged() {
     }
     // A neighbour known on the wrong port is no help.
     let (l3, mut w) = build_l3(1500);
-    w.set(IN, v4(NEIGH_V4), NEIGH_MAC, NeighborState::Reachable, 0)
-        .unwrap();
+    w.set(IN, v4(NEIGH_V4), NEIGH_MAC, NeighborState::Reachable, 0).unwrap();
     assert_verdict_unchanged(&l3, &f4, IN, miss);
 }
 
@@ -694,24 +613,12 @@ fn expired_ttl_is_punted_unchanged() {
 #[test]
 fn no_route_is_punted_unchanged() {
     let (l3, _w) = build_l3_resolved();
-    let f = frame4(
-        IN_MAC,
-        HOST_MAC,
-        &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 64, 10),
-    );
+    let f = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 64, 10));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::NoRoute));
-    let f = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &udp6(HOST_V6, "2001:db8:99::1".parse().unwrap(), 64, 10),
-    );
+    let f = frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, "2001:db8:99::1".parse().unwrap(), 64, 10));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::NoRoute));
     // No route is found before the TTL matters.
-    let f = frame4(
-        IN_MAC,
-        HOST_MAC,
-        &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 1, 10),
-    );
+    let f = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 1, 10));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::NoRoute));
 }
 
@@ -741,22 +648,14 @@ fn check_echo_reply_v4(out: &[u8], req: &[u8], our_mac: [u8; 6], our_ip: Ipv4Add
 #[test]
 fn answers_ipv4_echo_to_own_address() {
     let (l3, _w) = build_l3(1500);
-    let req = frame4(
-        IN_MAC,
-        HOST_MAC,
-        &echo4(HOST_V4, IN_V4, 64, 0x1234, 7, b"hello, router"),
-    );
+    let req = frame4(IN_MAC, HOST_MAC, &echo4(HOST_V4, IN_V4, 64, 0x1234, 7, b"hello, router"));
     let mut f = req.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(IN));
     check_echo_reply_v4(&f, &req, IN_MAC, IN_V4);
 
     // The other port's address, asked on inside: answered from that address,
     // out of the port the request came in on.
-    let req = frame4(
-        IN_MAC,
-        HOST_MAC,
-        &echo4(HOST_V4, OUT_V4, 17, 1, 2, &pattern(56)),
-    );
+    let req = frame4(IN_MAC, HOST_MAC, &echo4(HOST_V4, OUT_V4, 17, 1, 2, &pattern(56)));
     let mut f = req.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(IN));
     check_echo_reply_v4(&f, &req, IN_MAC, OUT_V4);
@@ -779,11 +678,7 @@ fn answers_ipv4_echo_to_own_address() {
 #[test]
 fn local_icmp_that_is_not_an_echo_request_is_dropped() {
     let (l3, _w) = build_l3(1500);
-    let reply = frame4(
-        IN_MAC,
-        HOST_MAC,
-        &icmp4(HOST_V4, IN_V4, 64, 0, 0, 0x10001, b"x"),
-    );
+    let reply = frame4(IN_MAC, HOST_MAC, &icmp4(HOST_V4, IN_V4, 64, 0, 0, 0x10001, b"x"));
     assert_verdict_unchanged(&l3, &reply, IN, drop_(DropReason::LocalIcmpIgnored));
     let mut bad = echo4(HOST_V4, IN_V4, 64, 1, 1, b"data");
     bad[30] ^= 0xff; // ICMP data byte: ICMP checksum now wrong
@@ -804,10 +699,7 @@ fn check_echo_reply_v6(out: &[u8], req: &[u8], our_mac: [u8; 6], our_ip: Ipv6Add
     let icmp = icmp6_of(out);
     assert_eq!(icmp.msg_type(), icmpv6::Message::ECHO_REPLY);
     assert_eq!(icmp.msg_code(), 0);
-    assert!(
-        icmp.verify_checksum(ip.src_addr(), ip.dst_addr()),
-        "ICMPv6 checksum"
-    );
+    assert!(icmp.verify_checksum(ip.src_addr(), ip.dst_addr()), "ICMPv6 checksum");
     assert_eq!(icmp.echo_ident(), icmp_req.echo_ident());
     assert_eq!(icmp.echo_seq_no(), icmp_req.echo_seq_no());
     assert_eq!(icmp.payload(), icmp_req.payload());
@@ -816,21 +708,13 @@ fn check_echo_reply_v6(out: &[u8], req: &[u8], our_mac: [u8; 6], our_ip: Ipv6Add
 #[test]
 fn answers_ipv6_echo_to_own_addresses() {
     let (l3, _w) = build_l3(1500);
-    let req = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &echo6(HOST_V6, IN_V6, 64, 0xbeef, 1, &pattern(32)),
-    );
+    let req = frame6(IN_MAC, HOST_MAC, &echo6(HOST_V6, IN_V6, 64, 0xbeef, 1, &pattern(32)));
     let mut f = req.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(IN));
     check_echo_reply_v6(&f, &req, IN_MAC, IN_V6);
 
     // The link-local address, from a link-local source.
-    let req = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &echo6(host_ll(), in_ll(), 64, 7, 8, b"ll"),
-    );
+    let req = frame6(IN_MAC, HOST_MAC, &echo6(host_ll(), in_ll(), 64, 7, 8, b"ll"));
     let mut f = req.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(IN));
     check_echo_reply_v6(&f, &req, IN_MAC, in_ll());
@@ -877,35 +761,16 @@ fn neighbor_discovery_is_punted_other_multicast_dropped() {
     let (l3, _w) = build_l3(1500);
     let group = ipv6::solicited_node_multicast(IN_V6);
     let group_mac = MacAddr::from_ipv6_multicast(group).0;
-    let f = frame6(
-        group_mac,
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(group_mac, HOST_MAC, &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::Nd));
     // To our unicast address (a reachability probe).
-    let f = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &ns(HOST_V6, IN_V6, 255, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(IN_MAC, HOST_MAC, &ns(HOST_V6, IN_V6, 255, IN_V6, Some(HOST_MAC)));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::Nd));
     // A DAD probe from the unspecified address.
-    let f = frame6(
-        group_mac,
-        HOST_MAC,
-        &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, None),
-    );
+    let f = frame6(group_mac, HOST_MAC, &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, None));
     assert_verdict_unchanged(&l3, &f, IN, punt(PuntReason::Nd));
     // A neighbour advertisement to us.
-    let na_pkt = na(
-        NEIGH_V6,
-        OUT_V6,
-        255,
-        NEIGH_V6,
-        icmpv6::NaFlags::SOLICITED,
-        NEIGH_MAC,
-    );
+    let na_pkt = na(NEIGH_V6, OUT_V6, 255, NEIGH_V6, icmpv6::NaFlags::SOLICITED, NEIGH_MAC);
     let f = frame6(OUT_MAC, NEIGH_MAC, &na_pkt);
     assert_verdict_unchanged(&l3, &f, OUT, punt(PuntReason::Nd));
 
@@ -915,18 +780,10 @@ fn neighbor_discovery_is_punted_other_multicast_dropped() {
     let f = frame6(MacAddr::from_ipv6_multicast(mld_group).0, HOST_MAC, &mld);
     assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6NotRouted));
     // UDP to all-nodes.
-    let f = frame6(
-        [0x33, 0x33, 0, 0, 0, 1],
-        HOST_MAC,
-        &udp6(HOST_V6, ipv6::ALL_NODES, 64, 5),
-    );
+    let f = frame6([0x33, 0x33, 0, 0, 0, 1], HOST_MAC, &udp6(HOST_V6, ipv6::ALL_NODES, 64, 5));
     assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6NotRouted));
     // Echo request to all-nodes: not answered.
-    let f = frame6(
-        [0x33, 0x33, 0, 0, 0, 1],
-        HOST_MAC,
-        &echo6(HOST_V6, ipv6::ALL_NODES, 64, 1, 1, b""),
-    );
+    let f = frame6([0x33, 0x33, 0, 0, 0, 1], HOST_MAC, &echo6(HOST_V6, ipv6::ALL_NODES, 64, 1, 1, b""));
     assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6NotRouted));
 }
 
@@ -986,24 +843,9 @@ fn ipv4_header_checks() {
     // Wrong version, and fewer bytes than a header.
     let mut bad = ip.clone();
     bad[0] = 0x65;
-    assert_verdict_unchanged(
-        &l3,
-        &frame4(IN_MAC, HOST_MAC, &bad),
-        IN,
-        drop_(DropReason::Ipv4Malformed),
-    );
-    assert_verdict_unchanged(
-        &l3,
-        &frame4(IN_MAC, HOST_MAC, &ip[..19]),
-        IN,
-        drop_(DropReason::Ipv4Malformed),
-    );
-    assert_verdict_unchanged(
-        &l3,
-        &frame4(IN_MAC, HOST_MAC, &[]),
-        IN,
-        drop_(DropReason::Ipv4Malformed),
-    );
+    assert_verdict_unchanged(&l3, &frame4(IN_MAC, HOST_MAC, &bad), IN, drop_(DropReason::Ipv4Malformed));
+    assert_verdict_unchanged(&l3, &frame4(IN_MAC, HOST_MAC, &ip[..19]), IN, drop_(DropReason::Ipv4Malformed));
+    assert_verdict_unchanged(&l3, &frame4(IN_MAC, HOST_MAC, &[]), IN, drop_(DropReason::Ipv4Malformed));
 }
 
 #[test]
@@ -1044,26 +886,12 @@ fn ipv6_header_checks() {
     }
     let mut bad = ip.clone();
     bad[0] = 0x40;
-    assert_verdict_unchanged(
-        &l3,
-        &frame6(IN_MAC, HOST_MAC, &bad),
-        IN,
-        drop_(DropReason::Ipv6Malformed),
-    );
-    assert_verdict_unchanged(
-        &l3,
-        &frame6(IN_MAC, HOST_MAC, &ip[..39]),
-        IN,
-        drop_(DropReason::Ipv6Malformed),
-    );
+    assert_verdict_unchanged(&l3, &frame6(IN_MAC, HOST_MAC, &bad), IN, drop_(DropReason::Ipv6Malformed));
+    assert_verdict_unchanged(&l3, &frame6(IN_MAC, HOST_MAC, &ip[..39]), IN, drop_(DropReason::Ipv6Malformed));
 
     // Multicast and loopback sources; unspecified source outside DAD.
     for src in ["ff02::1", "::1", "::"] {
-        let f = frame6(
-            IN_MAC,
-            HOST_MAC,
-            &udp6(src.parse().unwrap(), NEIGH_V6, 64, 4),
-        );
+        let f = frame6(IN_MAC, HOST_MAC, &udp6(src.parse().unwrap(), NEIGH_V6, 64, 4));
         assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6MartianSource));
     }
 }
@@ -1072,10 +900,8 @@ fn ipv6_header_checks() {
 fn ipv6_link_local_is_never_forwarded() {
     let (l3, mut w) = build_l3_resolved();
     let other_ll: Ipv6Addr = "fe80::99".parse().unwrap();
-    w.set(OUT, v6(other_ll), NEIGH_MAC, NeighborState::Reachable, 0)
-        .unwrap();
-    w.set(IN, v6(other_ll), NEIGH_MAC, NeighborState::Reachable, 0)
-        .unwrap();
+    w.set(OUT, v6(other_ll), NEIGH_MAC, NeighborState::Reachable, 0).unwrap();
+    w.set(IN, v6(other_ll), NEIGH_MAC, NeighborState::Reachable, 0).unwrap();
     // Link-local destination that is not ours.
     let f = frame6(IN_MAC, HOST_MAC, &udp6(host_ll(), other_ll, 64, 4));
     assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6NotRouted));
@@ -1155,11 +981,7 @@ fn padded_minimum_frames_are_forwarded() {
 
     // A padded echo request is answered; the padding is not part of the ICMP
     // checksum.
-    let req = pad60(frame4(
-        IN_MAC,
-        HOST_MAC,
-        &echo4(HOST_V4, IN_V4, 64, 5, 6, b""),
-    ));
+    let req = pad60(frame4(IN_MAC, HOST_MAC, &echo4(HOST_V4, IN_V4, 64, 5, 6, b"")));
     let mut f = req.clone();
     assert_eq!(process(&l3, &mut f, IN), Verdict::Forward(IN));
     check_echo_reply_v4(&f, &req, IN_MAC, IN_V4);
@@ -1187,10 +1009,7 @@ fn link_layer_broadcast_is_not_forwarded() {
     for mac in [BROADCAST, [0x01, 0, 0x5e, 0, 0, 5]] {
         let mut f = frame4(mac, HOST_MAC, &ip);
         let v = l3_process(&l3, &mut f, IN);
-        assert!(
-            matches!(v, Verdict::Drop(_)),
-            "link-layer {mac:02x?} frame to unicast IP got {v:?}"
-        );
+        assert!(matches!(v, Verdict::Drop(_)), "link-layer {mac:02x?} frame to unicast IP got {v:?}");
     }
 }
 
@@ -1201,65 +1020,15 @@ fn seed_frames() -> Vec<(Vec<u8>, u16)> {
     let group = ipv6::solicited_node_multicast(IN_V6);
     let group_mac = MacAddr::from_ipv6_multicast(group).0;
     vec![
-        (
-            frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 64, 30)),
-            IN,
-        ),
-        (
-            frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 2, 0)),
-            IN,
-        ),
-        (
-            pad60(frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 9, 0))),
-            IN,
-        ),
-        (
-            frame4(
-                IN_MAC,
-                HOST_MAC,
-                &echo4(HOST_V4, IN_V4, 64, 1, 2, b"abcdefgh"),
-            ),
-            IN,
-        ),
-        (
-            frame4(OUT_MAC, NEIGH_MAC, &udp4(NEIGH_V4, OUT_V4, 64, 8)),
-            OUT,
-        ),
-        (
-            frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 64, 30)),
-            IN,
-        ),
-        (
-            frame6(
-                IN_MAC,
-                HOST_MAC,
-                &echo6(HOST_V6, IN_V6, 64, 1, 2, b"abcdefgh"),
-            ),
-            IN,
-        ),
-        (
-            frame6(
-                group_mac,
-                HOST_MAC,
-                &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)),
-            ),
-            IN,
-        ),
-        (
-            frame6(
-                OUT_MAC,
-                NEIGH_MAC,
-                &na(
-                    NEIGH_V6,
-                    OUT_V6,
-                    255,
-                    NEIGH_V6,
-                    icmpv6::NaFlags::SOLICITED,
-                    NEIGH_MAC,
-                ),
-            ),
-            OUT,
-        ),
+        (frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 64, 30)), IN),
+        (frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 2, 0)), IN),
+        (pad60(frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 9, 0))), IN),
+        (frame4(IN_MAC, HOST_MAC, &echo4(HOST_V4, IN_V4, 64, 1, 2, b"abcdefgh")), IN),
+        (frame4(OUT_MAC, NEIGH_MAC, &udp4(NEIGH_V4, OUT_V4, 64, 8)), OUT),
+        (frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 64, 30)), IN),
+        (frame6(IN_MAC, HOST_MAC, &echo6(HOST_V6, IN_V6, 64, 1, 2, b"abcdefgh")), IN),
+        (frame6(group_mac, HOST_MAC, &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC))), IN),
+        (frame6(OUT_MAC, NEIGH_MAC, &na(NEIGH_V6, OUT_V6, 255, NEIGH_V6, icmpv6::NaFlags::SOLICITED, NEIGH_MAC)), OUT),
         (arp_request(HOST_MAC, HOST_V4, IN_V4), IN),
         (arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4), OUT),
     ]
@@ -1339,10 +1108,7 @@ fn seed_frames_are_handled_as_intended() {
     // The mutation seeds are meaningful: each valid one reaches a distinct
     // part of the pipeline.
     let (l3, _w) = build_l3_resolved();
-    let verdicts: Vec<Verdict> = seed_frames()
-        .into_iter()
-        .map(|(mut f, p)| l3_process(&l3, &mut f, p))
-        .collect();
+    let verdicts: Vec<Verdict> = seed_frames().into_iter().map(|(mut f, p)| l3_process(&l3, &mut f, p)).collect();
     assert_eq!(
         verdicts,
         vec![

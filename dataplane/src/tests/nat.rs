@@ -9,8 +9,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
-use crate::tests::l3::fixture::*;
+use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
 use crate::nat::cache::FlowCache;
 use crate::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
 use crate::nat::mapper::{Mapper, NatStats};
@@ -18,11 +17,12 @@ use crate::nat::msg::{Answer, ANSWER_LEN};
 use crate::nat::translate::tests::{assert_checksums_canonical, build as pk};
 use crate::nat::translate::{self, tcp_flags, FlowKey, Proto};
 use crate::nat::{Filtering, NatConfig, NatEvent};
-use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
-use netwire::{PacketBuf, VecBuf};
+use crate::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
 use crate::srv6::Srv6Config;
 use crate::stats::{DropReason, PuntReason};
+use crate::tests::l3::fixture::*;
 use netwire::ethernet;
+use netwire::{PacketBuf, VecBuf};
 
 const POOL: [Ipv4Addr; 2] = [Ipv4Addr::new(100, 64, 100, 1), Ipv4Addr::new(100, 64, 100, 2)];
 /// A second inside host.
@@ -81,7 +81,8 @@ impl Rig {
         let config = config(filtering);
         let (table, mut writer) = NeighborTable::new(64);
         let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: config.pool.clone() };
-        let l3 = Arc::new(Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).unwrap());
+        let l3 =
+            Arc::new(Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).unwrap());
         resolve_all(&mut writer);
         writer.set(IN, v4(HOST2_V4), HOST2_MAC, NeighborState::Reachable, 0).unwrap();
         let ws = Self::worker_state(&l3, &config);
@@ -393,7 +394,11 @@ fn idle_session_times_out_and_a_new_packet_asks_again() {
     rig.now += 10_001;
     let expired = rig.mapper.tick(rig.now, 100);
     assert_eq!((expired.sessions, expired.mappings), (1, 1));
-    assert!(rig.mapper.sink().iter().any(|e| matches!(e, NatEvent::Mapping(m) if m.kind == crate::nat::session::MappingEventKind::Retired)));
+    assert!(rig
+        .mapper
+        .sink()
+        .iter()
+        .any(|e| matches!(e, NatEvent::Mapping(m) if m.kind == crate::nat::session::MappingEventKind::Retired)));
     // ...and the worker no longer trusts its entry.
     let again = rig.send(from_inside(&ip), IN);
     assert!(again.asked);

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::pipeline::{Pipeline, Verdict};
-use crate::tests::l3::fixture::*;
 use crate::fib::neigh::{NeighborState, NeighborTable};
-use netwire::{PacketBuf, VecBuf, VecPool};
+use crate::pipeline::{Pipeline, Verdict};
 use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
+use crate::tests::l3::fixture::*;
 use netwire::ipv4::Protocol;
 use netwire::{arp, ethernet, icmpv6, ipv4, ipv6, MacAddr};
+use netwire::{PacketBuf, VecBuf, VecPool};
 
 struct Rig {
     sp: SlowPath<VecBuf>,
@@ -28,11 +28,7 @@ struct Rig {
 
 /// A configuration whose ICMP rate limit never gets in the way.
 fn cfg() -> SlowPathConfig {
-    SlowPathConfig {
-        icmp_errors_per_s: 1_000_000,
-        icmp_errors_burst: 1_000_000,
-        ..SlowPathConfig::default()
-    }
+    SlowPathConfig { icmp_errors_per_s: 1_000_000, icmp_errors_burst: 1_000_000, ..SlowPathConfig::default() }
 }
 
 impl Rig {
@@ -45,26 +41,14 @@ impl Rig {
         let table = l3.neighbors().clone();
         let c = Arc::new(ControlCounters::default());
         let sp = SlowPath::new(l3.clone(), writer, cfg, c.clone());
-        Rig {
-            sp,
-            l3,
-            table,
-            c,
-            pool: VecPool {
-                remaining: 1_000_000,
-            },
-        }
+        Rig { sp, l3, table, c, pool: VecPool { remaining: 1_000_000 } }
     }
 
     /// Runs `frame` (received on `port`) through Pipeline, checks it is punted for
     /// `reason`, hands it to the slow path and returns what that sent.
     fn punt(&mut self, frame: &[u8], port: u16, reason: PuntReason, now: u64) -> Vec<VecBuf> {
         let mut f = frame.to_vec();
-        assert_eq!(
-            l3_process(&self.l3, &mut f, port),
-            Verdict::Punt(reason),
-            "worker verdict"
-        );
+        assert_eq!(l3_process(&self.l3, &mut f, port), Verdict::Punt(reason), "worker verdict");
         self.handle(frame, port, reason, now)
     }
 
@@ -73,14 +57,7 @@ impl Rig {
     fn handle(&mut self, frame: &[u8], port: u16, reason: PuntReason, now: u64) -> Vec<VecBuf> {
         let mut sent = Vec::new();
         let (_, arg) = l3_process_arg(&self.l3, &mut frame.to_vec(), port);
-        self.sp.handle(
-            VecBuf::from_frame(frame, port),
-            reason,
-            arg,
-            now,
-            &mut self.pool,
-            &mut |p| sent.push(p),
-        );
+        self.sp.handle(VecBuf::from_frame(frame, port), reason, arg, now, &mut self.pool, &mut |p| sent.push(p));
         sent
     }
 
@@ -116,13 +93,7 @@ fn arp_of(f: &[u8]) -> arp::Packet<&[u8]> {
 
 /// Checks an ARP request we sent: broadcast from our MAC on `port`, asking
 /// for `target` with `sender_ip` as ours.
-fn check_arp_request(
-    out: &VecBuf,
-    port: u16,
-    our_mac: [u8; 6],
-    sender_ip: Ipv4Addr,
-    target: Ipv4Addr,
-) {
+fn check_arp_request(out: &VecBuf, port: u16, our_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) {
     assert_eq!(out.port(), port);
     let f = out.data();
     assert_eq!(f.len(), 60, "minimum frame");
@@ -147,10 +118,7 @@ fn check_ns(out: &VecBuf, port: u16, our_mac: [u8; 6], src: Ipv6Addr, target: Ip
     assert_eq!(ip.src_addr(), src);
     assert_eq!(ip.dst_addr(), group);
     assert_eq!(ip.hop_limit(), 255);
-    assert_eq!(
-        f.len(),
-        ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len())
-    );
+    assert_eq!(f.len(), ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len()));
     let icmp = icmp6_of(f);
     assert_eq!(icmp.msg_type(), icmpv6::Message::NEIGHBOR_SOLICIT);
     assert!(icmp.verify_checksum(src, group), "ICMPv6 checksum");
@@ -179,10 +147,7 @@ fn check_na(
     assert_eq!(ip.src_addr(), src);
     assert_eq!(ip.dst_addr(), dst);
     assert_eq!(ip.hop_limit(), 255);
-    assert_eq!(
-        f.len(),
-        ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len())
-    );
+    assert_eq!(f.len(), ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len()));
     let icmp = icmp6_of(f);
     assert_eq!(icmp.msg_type(), icmpv6::Message::NEIGHBOR_ADVERT);
     assert_eq!(icmp.msg_code(), 0);
@@ -217,28 +182,15 @@ fn check_icmp4_error(
     assert_eq!(ip.ttl(), 64);
     assert!(!ip.is_fragment());
     assert!(ip.verify_checksum(), "IPv4 header checksum");
-    assert!(
-        usize::from(ip.total_len()) <= 576,
-        "RFC 1812: at most 576 bytes"
-    );
-    assert_eq!(
-        f.len(),
-        (ethernet::HEADER_LEN + usize::from(ip.total_len())).max(60)
-    );
+    assert!(usize::from(ip.total_len()) <= 576, "RFC 1812: at most 576 bytes");
+    assert_eq!(f.len(), (ethernet::HEADER_LEN + usize::from(ip.total_len())).max(60));
     let icmp = icmp4_of(f);
-    assert_eq!(
-        (icmp.msg_type().0, icmp.msg_code()),
-        (ty, code),
-        "type/code"
-    );
+    assert_eq!((icmp.msg_type().0, icmp.msg_code()), (ty, code), "type/code");
     assert_eq!(icmp.rest_of_header(), rest);
     assert!(icmp.verify_checksum(), "ICMP checksum");
     let quoted = icmp.payload();
     let off_hdr = ipv4::Packet::new_checked(offending).unwrap().header_len();
-    assert!(
-        quoted.len() >= off_hdr + 8,
-        "quotes the IP header and 8 bytes"
-    );
+    assert!(quoted.len() >= off_hdr + 8, "quotes the IP header and 8 bytes");
     assert_eq!(quoted, &offending[..quoted.len()]);
     assert_eq!(quoted.len(), offending.len().min(548));
 }
@@ -264,20 +216,10 @@ fn check_icmp6_error(
     assert_eq!(ip.dst_addr(), dst);
     assert_eq!(ip.next_header(), Protocol::ICMPV6);
     assert_eq!(ip.hop_limit(), 64);
-    assert!(
-        ipv6::HEADER_LEN + usize::from(ip.payload_len()) <= 1280,
-        "RFC 4443: fits the minimum MTU"
-    );
-    assert_eq!(
-        f.len(),
-        ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len())
-    );
+    assert!(ipv6::HEADER_LEN + usize::from(ip.payload_len()) <= 1280, "RFC 4443: fits the minimum MTU");
+    assert_eq!(f.len(), ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(ip.payload_len()));
     let icmp = icmp6_of(f);
-    assert_eq!(
-        (icmp.msg_type().0, icmp.msg_code()),
-        (ty, code),
-        "type/code"
-    );
+    assert_eq!((icmp.msg_type().0, icmp.msg_code()), (ty, code), "type/code");
     assert_eq!(icmp.rest_of_header(), param);
     assert!(icmp.verify_checksum(src, dst), "ICMPv6 checksum");
     let quoted = icmp.payload();
@@ -309,10 +251,7 @@ fn arp_request_for_us_is_answered_and_requester_learned() {
     assert_eq!(a.target_protocol_addr(), HOST_V4);
 
     let e = rig.table.get(IN, v4(HOST_V4)).expect("requester learned");
-    assert_eq!(
-        (e.mac, e.state, e.updated_ms),
-        (HOST_MAC, NeighborState::Reachable, 1234)
-    );
+    assert_eq!((e.mac, e.state, e.updated_ms), (HOST_MAC, NeighborState::Reachable, 1234));
     assert_eq!(rig.table.lookup(IN, v4(HOST_V4)), Some(HOST_MAC));
     assert_eq!(rig.c.arp_replies_sent.get(), 1);
     assert_eq!(rig.c.neighbors_learned.get(), 1);
@@ -344,12 +283,7 @@ fn arp_request_not_for_us_is_ignored_and_sender_not_learned() {
 #[test]
 fn arp_from_known_neighbor_updates_its_mac() {
     let mut rig = Rig::new(cfg());
-    one(rig.punt(
-        &arp_request(HOST_MAC, HOST_V4, IN_V4),
-        IN,
-        PuntReason::Arp,
-        0,
-    ));
+    one(rig.punt(&arp_request(HOST_MAC, HOST_V4, IN_V4), IN, PuntReason::Arp, 0));
     assert_eq!(rig.table.lookup(IN, v4(HOST_V4)), Some(HOST_MAC));
 
     // Gratuitous ARP (a request for its own address) with a new MAC.
@@ -378,34 +312,13 @@ fn arp_from_known_neighbor_updates_its_mac() {
 fn invalid_arp_is_counted() {
     let mut rig = Rig::new(cfg());
     // Multicast sender hardware address.
-    let bad = arp_frame(
-        BROADCAST,
-        HOST_MAC,
-        arp::Operation::REQUEST,
-        [0x01, 0, 0x5e, 0, 0, 1],
-        HOST_V4,
-        [0; 6],
-        IN_V4,
-    );
+    let bad = arp_frame(BROADCAST, HOST_MAC, arp::Operation::REQUEST, [0x01, 0, 0x5e, 0, 0, 1], HOST_V4, [0; 6], IN_V4);
     assert!(rig.punt(&bad, IN, PuntReason::Arp, 0).is_empty());
     // Zero sender hardware address.
-    let bad = arp_frame(
-        BROADCAST,
-        HOST_MAC,
-        arp::Operation::REQUEST,
-        [0; 6],
-        HOST_V4,
-        [0; 6],
-        IN_V4,
-    );
+    let bad = arp_frame(BROADCAST, HOST_MAC, arp::Operation::REQUEST, [0; 6], HOST_V4, [0; 6], IN_V4);
     assert!(rig.punt(&bad, IN, PuntReason::Arp, 0).is_empty());
     // Truncated ARP body and non-Ethernet/IPv4 ARP.
-    let short = eth(
-        BROADCAST,
-        HOST_MAC,
-        ethernet::EtherType::ARP.0,
-        &[0, 1, 8, 0, 6, 4],
-    );
+    let short = eth(BROADCAST, HOST_MAC, ethernet::EtherType::ARP.0, &[0, 1, 8, 0, 6, 4]);
     assert!(rig.punt(&short, IN, PuntReason::Arp, 0).is_empty());
     let mut ipx = arp_request(HOST_MAC, HOST_V4, IN_V4);
     ipx[16] = 0x81; // protocol type 0x8137
@@ -423,11 +336,7 @@ fn static_neighbors_are_not_overridden_by_arp() {
     let other = [0x02, 0, 0, 0, 0x01, 0x77];
     let req = arp_request(other, HOST_V4, IN_V4);
     let out = one(rig.punt(&req, IN, PuntReason::Arp, 5));
-    assert_eq!(
-        &out.data()[0..6],
-        &other,
-        "the reply still goes to the asker"
-    );
+    assert_eq!(&out.data()[0..6], &other, "the reply still goes to the asker");
     let e = rig.table.get(IN, v4(HOST_V4)).unwrap();
     assert_eq!((e.mac, e.state), (HOST_MAC, NeighborState::Static));
 }
@@ -438,11 +347,7 @@ fn static_neighbors_are_not_overridden_by_arp() {
 fn ns_for_us_is_answered_and_solicitor_learned() {
     let mut rig = Rig::new(cfg());
     let group = ipv6::solicited_node_multicast(IN_V6);
-    let f = frame6(
-        solicited_mac(IN_V6),
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(solicited_mac(IN_V6), HOST_MAC, &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)));
     let out = one(rig.punt(&f, IN, PuntReason::Nd, 77));
     let flags = check_na(&out, IN, HOST_MAC, IN_MAC, IN_V6, HOST_V6, IN_V6);
     assert!(flags.contains(icmpv6::NaFlags::SOLICITED), "S flag");
@@ -451,10 +356,7 @@ fn ns_for_us_is_answered_and_solicitor_learned() {
     assert_eq!(rig.c.nd_adverts_sent.get(), 1);
 
     let e = rig.table.get(IN, v6(HOST_V6)).expect("solicitor learned");
-    assert_eq!(
-        (e.mac, e.state, e.updated_ms),
-        (HOST_MAC, NeighborState::Reachable, 77)
-    );
+    assert_eq!((e.mac, e.state, e.updated_ms), (HOST_MAC, NeighborState::Reachable, 77));
 }
 
 #[test]
@@ -462,11 +364,7 @@ fn ns_for_our_link_local_address_is_answered_from_it() {
     let mut rig = Rig::new(cfg());
     let target = in_ll();
     let group = ipv6::solicited_node_multicast(target);
-    let f = frame6(
-        solicited_mac(target),
-        HOST_MAC,
-        &ns(host_ll(), group, 255, target, Some(HOST_MAC)),
-    );
+    let f = frame6(solicited_mac(target), HOST_MAC, &ns(host_ll(), group, 255, target, Some(HOST_MAC)));
     let out = one(rig.punt(&f, IN, PuntReason::Nd, 0));
     check_na(&out, IN, HOST_MAC, IN_MAC, target, host_ll(), target);
     assert_eq!(rig.table.lookup(IN, v6(host_ll())), Some(HOST_MAC));
@@ -488,30 +386,12 @@ fn unicast_ns_without_slla_is_answered_to_the_frame_source() {
 fn dad_ns_is_answered_to_all_nodes_without_s_flag() {
     let mut rig = Rig::new(cfg());
     let group = ipv6::solicited_node_multicast(IN_V6);
-    let f = frame6(
-        solicited_mac(IN_V6),
-        HOST_MAC,
-        &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, None),
-    );
+    let f = frame6(solicited_mac(IN_V6), HOST_MAC, &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, None));
     let out = one(rig.punt(&f, IN, PuntReason::Nd, 0));
-    let flags = check_na(
-        &out,
-        IN,
-        [0x33, 0x33, 0, 0, 0, 1],
-        IN_MAC,
-        IN_V6,
-        ipv6::ALL_NODES,
-        IN_V6,
-    );
-    assert!(
-        !flags.contains(icmpv6::NaFlags::SOLICITED),
-        "no S flag to all-nodes"
-    );
+    let flags = check_na(&out, IN, [0x33, 0x33, 0, 0, 0, 1], IN_MAC, IN_V6, ipv6::ALL_NODES, IN_V6);
+    assert!(!flags.contains(icmpv6::NaFlags::SOLICITED), "no S flag to all-nodes");
     assert!(flags.contains(icmpv6::NaFlags::OVERRIDE));
-    assert!(
-        rig.table.is_empty(),
-        "the unspecified address is not learned"
-    );
+    assert!(rig.table.is_empty(), "the unspecified address is not learned");
     assert_eq!(rig.c.neighbors_learned.get(), 0);
 }
 
@@ -521,34 +401,20 @@ fn invalid_ns_is_dropped() {
     let group = ipv6::solicited_node_multicast(IN_V6);
     let gmac = solicited_mac(IN_V6);
     // Hop limit 64: not from the link.
-    let f = frame6(
-        gmac,
-        HOST_MAC,
-        &ns(HOST_V6, group, 64, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(gmac, HOST_MAC, &ns(HOST_V6, group, 64, IN_V6, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdInvalid), 1);
     // Bad checksum.
     let mut p = ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC));
     p[ipv6::HEADER_LEN + 2] ^= 0x10;
-    assert!(rig
-        .punt(&frame6(gmac, HOST_MAC, &p), IN, PuntReason::Nd, 0)
-        .is_empty());
+    assert!(rig.punt(&frame6(gmac, HOST_MAC, &p), IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdInvalid), 2);
     // DAD probe with a source link-layer option.
-    let f = frame6(
-        gmac,
-        HOST_MAC,
-        &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(gmac, HOST_MAC, &ns(Ipv6Addr::UNSPECIFIED, group, 255, IN_V6, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdInvalid), 3);
     // Multicast target.
-    let f = frame6(
-        gmac,
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, group, Some(HOST_MAC)),
-    );
+    let f = frame6(gmac, HOST_MAC, &ns(HOST_V6, group, 255, group, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdInvalid), 4);
     assert!(rig.table.is_empty());
@@ -560,21 +426,13 @@ fn ns_for_an_address_not_ours() {
     let mut rig = Rig::new(cfg());
     let target: Ipv6Addr = "2001:db8:1::99".parse().unwrap();
     let group = ipv6::solicited_node_multicast(target);
-    let f = frame6(
-        solicited_mac(target),
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, target, Some(HOST_MAC)),
-    );
+    let f = frame6(solicited_mac(target), HOST_MAC, &ns(HOST_V6, group, 255, target, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdNotForUs), 1);
     assert!(rig.table.is_empty());
     // Our outside address asked on the inside port.
     let group = ipv6::solicited_node_multicast(OUT_V6);
-    let f = frame6(
-        solicited_mac(OUT_V6),
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, OUT_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(solicited_mac(OUT_V6), HOST_MAC, &ns(HOST_V6, group, 255, OUT_V6, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NdNotForUs), 2);
 }
@@ -584,50 +442,18 @@ fn na_from_known_neighbor_updates_it_unknown_ignored() {
     let mut rig = Rig::new(cfg());
     // NEIGH solicits us: learned.
     let group = ipv6::solicited_node_multicast(OUT_V6);
-    let f = frame6(
-        solicited_mac(OUT_V6),
-        NEIGH_MAC,
-        &ns(NEIGH_V6, group, 255, OUT_V6, Some(NEIGH_MAC)),
-    );
+    let f = frame6(solicited_mac(OUT_V6), NEIGH_MAC, &ns(NEIGH_V6, group, 255, OUT_V6, Some(NEIGH_MAC)));
     one(rig.punt(&f, OUT, PuntReason::Nd, 0));
     assert_eq!(rig.table.lookup(OUT, v6(NEIGH_V6)), Some(NEIGH_MAC));
     // Unsolicited NA to all-nodes announcing a new MAC.
     let new_mac = [0x02, 0, 0, 0, 0x02, 0x22];
-    let p = na(
-        NEIGH_V6,
-        ipv6::ALL_NODES,
-        255,
-        NEIGH_V6,
-        icmpv6::NaFlags::OVERRIDE,
-        new_mac,
-    );
-    assert!(rig
-        .punt(
-            &frame6([0x33, 0x33, 0, 0, 0, 1], new_mac, &p),
-            OUT,
-            PuntReason::Nd,
-            10
-        )
-        .is_empty());
+    let p = na(NEIGH_V6, ipv6::ALL_NODES, 255, NEIGH_V6, icmpv6::NaFlags::OVERRIDE, new_mac);
+    assert!(rig.punt(&frame6([0x33, 0x33, 0, 0, 0, 1], new_mac, &p), OUT, PuntReason::Nd, 10).is_empty());
     assert_eq!(rig.table.lookup(OUT, v6(NEIGH_V6)), Some(new_mac));
     // An NA about an unknown address creates nothing.
     let stranger: Ipv6Addr = "2001:db8:2::33".parse().unwrap();
-    let p = na(
-        stranger,
-        ipv6::ALL_NODES,
-        255,
-        stranger,
-        icmpv6::NaFlags::OVERRIDE,
-        [0x02, 0, 0, 0, 2, 0x33],
-    );
-    assert!(rig
-        .punt(
-            &frame6([0x33, 0x33, 0, 0, 0, 1], NEIGH_MAC, &p),
-            OUT,
-            PuntReason::Nd,
-            20
-        )
-        .is_empty());
+    let p = na(stranger, ipv6::ALL_NODES, 255, stranger, icmpv6::NaFlags::OVERRIDE, [0x02, 0, 0, 0, 2, 0x33]);
+    assert!(rig.punt(&frame6([0x33, 0x33, 0, 0, 0, 1], NEIGH_MAC, &p), OUT, PuntReason::Nd, 20).is_empty());
     assert_eq!(rig.table.get(OUT, v6(stranger)), None);
     assert_eq!(rig.drops(DropReason::NdNotForUs), 1);
 }
@@ -648,9 +474,7 @@ fn resolution_v4_holds_packet_until_arp_reply() {
     // Workers still miss while the entry is incomplete; a second packet is
     // held without a second request.
     let second = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 9, 3));
-    assert!(rig
-        .punt(&second, IN, PuntReason::NeighborMiss, 10)
-        .is_empty());
+    assert!(rig.punt(&second, IN, PuntReason::NeighborMiss, 10).is_empty());
     assert_eq!(rig.sp.pending(), 2);
 
     let reply = arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4);
@@ -664,10 +488,7 @@ fn resolution_v4_holds_packet_until_arp_reply() {
     assert_eq!(rig.sp.pending(), 0);
     assert_eq!(rig.c.held_packets_sent.get(), 2);
     let e = rig.table.get(OUT, v4(NEIGH_V4)).unwrap();
-    assert_eq!(
-        (e.mac, e.state, e.updated_ms),
-        (NEIGH_MAC, NeighborState::Reachable, 20)
-    );
+    assert_eq!((e.mac, e.state, e.updated_ms), (NEIGH_MAC, NeighborState::Reachable, 20));
     // Resolution is over: no retries later.
     assert!(rig.tick(1000).is_empty());
     assert!(rig.tick(5000).is_empty());
@@ -698,11 +519,7 @@ fn resolution_v6_holds_packet_until_na() {
     assert_eq!(rig.state6(OUT, NEIGH_V6), Some(NeighborState::Incomplete));
 
     let flags = icmpv6::NaFlags::SOLICITED | icmpv6::NaFlags::OVERRIDE;
-    let answer = frame6(
-        OUT_MAC,
-        NEIGH_MAC,
-        &na(NEIGH_V6, OUT_V6, 255, NEIGH_V6, flags, NEIGH_MAC),
-    );
+    let answer = frame6(OUT_MAC, NEIGH_MAC, &na(NEIGH_V6, OUT_V6, 255, NEIGH_V6, flags, NEIGH_MAC));
     let out = one(rig.punt(&answer, OUT, PuntReason::Nd, 30));
     assert_eq!(out.port(), OUT);
     check_forwarded_v6(out.data(), &orig, NEIGH_MAC, OUT_MAC);
@@ -717,17 +534,9 @@ fn neighbor_resolved_meanwhile_is_forwarded_at_once() {
     let mut rig = Rig::new(cfg());
     let orig = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, NEIGH_V4, 64, 5));
     let mut f = orig.clone();
-    assert_eq!(
-        l3_process(&rig.l3, &mut f, IN),
-        Verdict::Punt(PuntReason::NeighborMiss)
-    );
+    assert_eq!(l3_process(&rig.l3, &mut f, IN), Verdict::Punt(PuntReason::NeighborMiss));
     // The neighbour asks for us (and so is learned) before the punt is handled.
-    one(rig.punt(
-        &arp_request(NEIGH_MAC, NEIGH_V4, OUT_V4),
-        OUT,
-        PuntReason::Arp,
-        0,
-    ));
+    one(rig.punt(&arp_request(NEIGH_MAC, NEIGH_V4, OUT_V4), OUT, PuntReason::Arp, 0));
     let out = one(rig.handle(&orig, IN, PuntReason::NeighborMiss, 1));
     assert_eq!(out.port(), OUT);
     check_forwarded_v4(out.data(), &orig, NEIGH_MAC, OUT_MAC);
@@ -736,11 +545,7 @@ fn neighbor_resolved_meanwhile_is_forwarded_at_once() {
 }
 
 fn retry_cfg() -> SlowPathConfig {
-    SlowPathConfig {
-        resolve_retries: 3,
-        resolve_interval_ms: 1000,
-        ..cfg()
-    }
+    SlowPathConfig { resolve_retries: 3, resolve_interval_ms: 1000, ..cfg() }
 }
 
 #[test]
@@ -748,24 +553,14 @@ fn resolution_v4_retries_then_fails_with_host_unreachable() {
     let mut rig = Rig::new(retry_cfg());
     let ip = udp4(HOST_V4, NEIGH_V4, 64, 40);
     let orig = frame4(IN_MAC, HOST_MAC, &ip);
-    check_arp_request(
-        &one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 0)),
-        OUT,
-        OUT_MAC,
-        OUT_V4,
-        NEIGH_V4,
-    );
+    check_arp_request(&one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 0)), OUT, OUT_MAC, OUT_V4, NEIGH_V4);
     assert!(rig.tick(500).is_empty());
     assert!(rig.tick(999).is_empty());
     check_arp_request(&one(rig.tick(1000)), OUT, OUT_MAC, OUT_V4, NEIGH_V4);
     assert!(rig.tick(1500).is_empty());
     check_arp_request(&one(rig.tick(2000)), OUT, OUT_MAC, OUT_V4, NEIGH_V4);
     assert!(rig.tick(2999).is_empty());
-    assert_eq!(
-        rig.c.arp_requests_sent.get(),
-        3,
-        "resolve_retries requests in all"
-    );
+    assert_eq!(rig.c.arp_requests_sent.get(), 3, "resolve_retries requests in all");
     assert_eq!(rig.sp.pending(), 1);
 
     let err = one(rig.tick(3000));
@@ -781,17 +576,8 @@ fn resolution_v4_retries_then_fails_with_host_unreachable() {
 
     // Workers keep missing; a new packet starts a new resolution.
     let mut f = orig.clone();
-    assert_eq!(
-        l3_process(&rig.l3, &mut f, IN),
-        Verdict::Punt(PuntReason::NeighborMiss)
-    );
-    check_arp_request(
-        &one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 20_000)),
-        OUT,
-        OUT_MAC,
-        OUT_V4,
-        NEIGH_V4,
-    );
+    assert_eq!(l3_process(&rig.l3, &mut f, IN), Verdict::Punt(PuntReason::NeighborMiss));
+    check_arp_request(&one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 20_000)), OUT, OUT_MAC, OUT_V4, NEIGH_V4);
     assert_eq!(rig.state4(OUT, NEIGH_V4), Some(NeighborState::Incomplete));
     assert_eq!(rig.sp.pending(), 1);
 }
@@ -801,86 +587,46 @@ fn resolution_v6_fails_with_address_unreachable() {
     let mut rig = Rig::new(retry_cfg());
     let ip = udp6(HOST_V6, NEIGH_V6, 64, 40);
     let orig = frame6(IN_MAC, HOST_MAC, &ip);
-    check_ns(
-        &one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 0)),
-        OUT,
-        OUT_MAC,
-        OUT_V6,
-        NEIGH_V6,
-    );
+    check_ns(&one(rig.punt(&orig, IN, PuntReason::NeighborMiss, 0)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
     check_ns(&one(rig.tick(1000)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
     check_ns(&one(rig.tick(2000)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
     let err = one(rig.tick(3000));
     check_icmp6_error(&err, IN, HOST_MAC, IN_MAC, IN_V6, HOST_V6, (1, 3, 0), &ip);
     assert_eq!(rig.c.nd_solicits_sent.get(), 3);
     assert_eq!(rig.drops(DropReason::NeighborFailed), 1);
-    assert_eq!(
-        rig.c.icmp_errors.get(IcmpErrorKind::V6AddressUnreachable),
-        1
-    );
+    assert_eq!(rig.c.icmp_errors.get(IcmpErrorKind::V6AddressUnreachable), 1);
     assert_eq!(rig.state6(OUT, NEIGH_V6), Some(NeighborState::Failed));
 }
 
 #[test]
 fn pending_limits() {
-    let mut rig = Rig::new(SlowPathConfig {
-        pending_per_neighbor_max: 2,
-        pending_packets_max: 3,
-        ..cfg()
-    });
+    let mut rig = Rig::new(SlowPathConfig { pending_per_neighbor_max: 2, pending_packets_max: 3, ..cfg() });
     let to = |dst: Ipv4Addr, n: usize| frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, dst, 64, n));
     let other = Ipv4Addr::new(198, 51, 100, 3);
 
-    assert_eq!(
-        rig.punt(&to(NEIGH_V4, 1), IN, PuntReason::NeighborMiss, 0)
-            .len(),
-        1
-    );
-    assert!(rig
-        .punt(&to(NEIGH_V4, 2), IN, PuntReason::NeighborMiss, 0)
-        .is_empty());
-    assert!(rig
-        .punt(&to(NEIGH_V4, 3), IN, PuntReason::NeighborMiss, 0)
-        .is_empty());
+    assert_eq!(rig.punt(&to(NEIGH_V4, 1), IN, PuntReason::NeighborMiss, 0).len(), 1);
+    assert!(rig.punt(&to(NEIGH_V4, 2), IN, PuntReason::NeighborMiss, 0).is_empty());
+    assert!(rig.punt(&to(NEIGH_V4, 3), IN, PuntReason::NeighborMiss, 0).is_empty());
     assert_eq!(rig.drops(DropReason::PendingFull), 1, "per-neighbour limit");
     assert_eq!(rig.sp.pending(), 2);
 
-    check_arp_request(
-        &one(rig.punt(&to(other, 4), IN, PuntReason::NeighborMiss, 0)),
-        OUT,
-        OUT_MAC,
-        OUT_V4,
-        other,
-    );
+    check_arp_request(&one(rig.punt(&to(other, 4), IN, PuntReason::NeighborMiss, 0)), OUT, OUT_MAC, OUT_V4, other);
     assert_eq!(rig.sp.pending(), 3);
-    assert!(rig
-        .punt(&to(other, 5), IN, PuntReason::NeighborMiss, 0)
-        .is_empty());
+    assert!(rig.punt(&to(other, 5), IN, PuntReason::NeighborMiss, 0).is_empty());
     assert_eq!(rig.drops(DropReason::PendingFull), 2, "total limit");
     let third = Ipv4Addr::new(198, 51, 100, 4);
     rig.punt(&to(third, 6), IN, PuntReason::NeighborMiss, 0);
-    assert_eq!(
-        rig.drops(DropReason::PendingFull),
-        3,
-        "total limit, new neighbour"
-    );
+    assert_eq!(rig.drops(DropReason::PendingFull), 3, "total limit, new neighbour");
     assert_eq!(rig.sp.pending(), 3);
 
     // The held packets are the first two: data lengths 1 and 2.
-    let sent = rig.punt(
-        &arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4),
-        OUT,
-        PuntReason::Arp,
-        1,
-    );
+    let sent = rig.punt(&arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4), OUT, PuntReason::Arp, 1);
     assert_eq!(sent.len(), 2);
     check_forwarded_v4(sent[0].data(), &to(NEIGH_V4, 1), NEIGH_MAC, OUT_MAC);
     check_forwarded_v4(sent[1].data(), &to(NEIGH_V4, 2), NEIGH_MAC, OUT_MAC);
     assert_eq!(rig.sp.pending(), 1);
     // Room again.
-    assert!(rig
-        .punt(&to(other, 7), IN, PuntReason::NeighborMiss, 2)
-        .is_empty());
+    assert!(rig.punt(&to(other, 7), IN, PuntReason::NeighborMiss, 2).is_empty());
     assert_eq!(rig.sp.pending(), 2);
     assert_eq!(rig.drops(DropReason::PendingFull), 3);
 }
@@ -901,16 +647,7 @@ fn ttl_expired_v4_sends_time_exceeded() {
     let ip = udp4(REMOTE_V4, HOST_V4, 1, 0);
     let f = pad60(frame4(OUT_MAC, GW_MAC, &ip));
     let err = one(rig.punt(&f, OUT, PuntReason::TtlExpired, 0));
-    check_icmp4_error(
-        &err,
-        OUT,
-        GW_MAC,
-        OUT_MAC,
-        OUT_V4,
-        REMOTE_V4,
-        (11, 0, 0),
-        &ip,
-    );
+    check_icmp4_error(&err, OUT, GW_MAC, OUT_MAC, OUT_V4, REMOTE_V4, (11, 0, 0), &ip);
 }
 
 #[test]
@@ -943,22 +680,12 @@ fn no_route_sends_unreachable() {
 fn udp_to_us_sends_port_unreachable() {
     let mut rig = Rig::new(cfg());
     let ip = udp4(HOST_V4, IN_V4, 64, 20);
-    let err = one(rig.punt(
-        &frame4(IN_MAC, HOST_MAC, &ip),
-        IN,
-        PuntReason::PortUnreachable,
-        0,
-    ));
+    let err = one(rig.punt(&frame4(IN_MAC, HOST_MAC, &ip), IN, PuntReason::PortUnreachable, 0));
     check_icmp4_error(&err, IN, HOST_MAC, IN_MAC, IN_V4, HOST_V4, (3, 3, 0), &ip);
     assert_eq!(rig.c.icmp_errors.get(IcmpErrorKind::V4PortUnreachable), 1);
 
     let ip = udp6(HOST_V6, IN_V6, 64, 20);
-    let err = one(rig.punt(
-        &frame6(IN_MAC, HOST_MAC, &ip),
-        IN,
-        PuntReason::PortUnreachable,
-        0,
-    ));
+    let err = one(rig.punt(&frame6(IN_MAC, HOST_MAC, &ip), IN, PuntReason::PortUnreachable, 0));
     check_icmp6_error(&err, IN, HOST_MAC, IN_MAC, IN_V6, HOST_V6, (1, 4, 0), &ip);
     assert_eq!(rig.c.icmp_errors.get(IcmpErrorKind::V6PortUnreachable), 1);
     assert_eq!(rig.drops(DropReason::PortUnreachable), 2);
@@ -970,48 +697,15 @@ fn too_big_sends_frag_needed_and_packet_too_big() {
     let mut ip = udp4(HOST_V4, NEIGH_V4, 64, 1400 - 28);
     set_df(&mut ip);
     let err = one(rig.punt(&frame4(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TooBig, 0));
-    check_icmp4_error(
-        &err,
-        IN,
-        HOST_MAC,
-        IN_MAC,
-        IN_V4,
-        HOST_V4,
-        (3, 4, 1280),
-        &ip,
-    );
-    assert_eq!(
-        ip4_of(err.data()).total_len(),
-        576,
-        "quote capped at 576 bytes"
-    );
-    assert_eq!(
-        icmp4_of(err.data()).rest_of_header() & 0xffff,
-        1280,
-        "next-hop MTU"
-    );
-    assert_eq!(
-        rig.c.icmp_errors.get(IcmpErrorKind::V4FragmentationNeeded),
-        1
-    );
+    check_icmp4_error(&err, IN, HOST_MAC, IN_MAC, IN_V4, HOST_V4, (3, 4, 1280), &ip);
+    assert_eq!(ip4_of(err.data()).total_len(), 576, "quote capped at 576 bytes");
+    assert_eq!(icmp4_of(err.data()).rest_of_header() & 0xffff, 1280, "next-hop MTU");
+    assert_eq!(rig.c.icmp_errors.get(IcmpErrorKind::V4FragmentationNeeded), 1);
 
     let ip = udp6(HOST_V6, NEIGH_V6, 64, 1400 - 48);
     let err = one(rig.punt(&frame6(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TooBig, 0));
-    check_icmp6_error(
-        &err,
-        IN,
-        HOST_MAC,
-        IN_MAC,
-        IN_V6,
-        HOST_V6,
-        (2, 0, 1280),
-        &ip,
-    );
-    assert_eq!(
-        ip6_of(err.data()).payload_len(),
-        1240,
-        "fills the minimum MTU"
-    );
+    check_icmp6_error(&err, IN, HOST_MAC, IN_MAC, IN_V6, HOST_V6, (2, 0, 1280), &ip);
+    assert_eq!(ip6_of(err.data()).payload_len(), 1240, "fills the minimum MTU");
     assert_eq!(rig.c.icmp_errors.get(IcmpErrorKind::V6PacketTooBig), 1);
     assert_eq!(rig.drops(DropReason::TooBig), 2);
 }
@@ -1022,45 +716,21 @@ fn no_icmp_error_about_an_icmp_error() {
     // An ICMP destination unreachable (quoting something) with TTL 1.
     let quoted = udp4(REMOTE_V4, HOST_V4, 5, 8);
     let ip = icmp4(HOST_V4, REMOTE_V4, 1, 3, 3, 0, &quoted[..28]);
-    assert!(rig
-        .punt(
-            &frame4(IN_MAC, HOST_MAC, &ip),
-            IN,
-            PuntReason::TtlExpired,
-            0
-        )
-        .is_empty());
+    assert!(rig.punt(&frame4(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TtlExpired, 0).is_empty());
     assert_eq!(rig.drops(DropReason::IcmpErrorSuppressed), 1);
     assert_eq!(rig.drops(DropReason::TtlExpired), 1);
     // ICMPv6 destination unreachable with hop limit 1.
     let quoted6 = udp6(NEIGH_V6, HOST_V6, 5, 8);
     let ip = icmp6(HOST_V6, NEIGH_V6, 1, 1, 0, 0, &quoted6);
-    assert!(rig
-        .punt(
-            &frame6(IN_MAC, HOST_MAC, &ip),
-            IN,
-            PuntReason::TtlExpired,
-            0
-        )
-        .is_empty());
+    assert!(rig.punt(&frame6(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TtlExpired, 0).is_empty());
     assert_eq!(rig.drops(DropReason::IcmpErrorSuppressed), 2);
 
     // ICMP informational messages do get errors (traceroute with ICMP).
     let ip = echo4(HOST_V4, REMOTE_V4, 1, 1, 1, b"trace");
-    let err = one(rig.punt(
-        &frame4(IN_MAC, HOST_MAC, &ip),
-        IN,
-        PuntReason::TtlExpired,
-        0,
-    ));
+    let err = one(rig.punt(&frame4(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TtlExpired, 0));
     check_icmp4_error(&err, IN, HOST_MAC, IN_MAC, IN_V4, HOST_V4, (11, 0, 0), &ip);
     let ip = echo6(HOST_V6, NEIGH_V6, 1, 1, 1, b"trace");
-    let err = one(rig.punt(
-        &frame6(IN_MAC, HOST_MAC, &ip),
-        IN,
-        PuntReason::TtlExpired,
-        0,
-    ));
+    let err = one(rig.punt(&frame6(IN_MAC, HOST_MAC, &ip), IN, PuntReason::TtlExpired, 0));
     check_icmp6_error(&err, IN, HOST_MAC, IN_MAC, IN_V6, HOST_V6, (3, 0, 0), &ip);
     assert_eq!(rig.drops(DropReason::IcmpErrorSuppressed), 2);
 }
@@ -1069,35 +739,15 @@ fn no_icmp_error_about_an_icmp_error() {
 /// unicast destination with no route, and UDP to one of our addresses.
 fn l2_multicast_punts_v4(mac: [u8; 6]) -> [(Vec<u8>, PuntReason); 2] {
     [
-        (
-            frame4(
-                mac,
-                HOST_MAC,
-                &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 64, 8),
-            ),
-            PuntReason::NoRoute,
-        ),
-        (
-            frame4(mac, HOST_MAC, &udp4(HOST_V4, IN_V4, 64, 8)),
-            PuntReason::PortUnreachable,
-        ),
+        (frame4(mac, HOST_MAC, &udp4(HOST_V4, Ipv4Addr::new(100, 64, 0, 1), 64, 8)), PuntReason::NoRoute),
+        (frame4(mac, HOST_MAC, &udp4(HOST_V4, IN_V4, 64, 8)), PuntReason::PortUnreachable),
     ]
 }
 
 fn l2_multicast_punts_v6(mac: [u8; 6]) -> [(Vec<u8>, PuntReason); 2] {
     [
-        (
-            frame6(
-                mac,
-                HOST_MAC,
-                &udp6(HOST_V6, "2001:db8:99::1".parse().unwrap(), 64, 8),
-            ),
-            PuntReason::NoRoute,
-        ),
-        (
-            frame6(mac, HOST_MAC, &udp6(HOST_V6, IN_V6, 64, 8)),
-            PuntReason::PortUnreachable,
-        ),
+        (frame6(mac, HOST_MAC, &udp6(HOST_V6, "2001:db8:99::1".parse().unwrap(), 64, 8)), PuntReason::NoRoute),
+        (frame6(mac, HOST_MAC, &udp6(HOST_V6, IN_V6, 64, 8)), PuntReason::PortUnreachable),
     ]
 }
 
@@ -1106,10 +756,7 @@ fn no_icmpv4_error_about_link_layer_broadcast() {
     let mut rig = Rig::new(cfg());
     for mac in [BROADCAST, [0x01, 0, 0x5e, 0, 0, 1]] {
         for (f, reason) in l2_multicast_punts_v4(mac) {
-            assert!(
-                rig.punt(&f, IN, reason, 0).is_empty(),
-                "{reason:?} {mac:02x?}"
-            );
+            assert!(rig.punt(&f, IN, reason, 0).is_empty(), "{reason:?} {mac:02x?}");
         }
         // Whatever Pipeline does with it, a TTL-expired one is not answered either.
         let f = frame4(mac, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8));
@@ -1134,33 +781,21 @@ fn no_icmpv6_error_about_link_layer_multicast() {
     for mac in [BROADCAST, [0x33, 0x33, 0, 0, 0, 1]] {
         for (f, reason) in l2_multicast_punts_v6(mac) {
             let sent = rig.punt(&f, IN, reason, 0);
-            assert!(
-                sent.is_empty(),
-                "ICMPv6 error about a link-layer {mac:02x?} frame ({reason:?})"
-            );
+            assert!(sent.is_empty(), "ICMPv6 error about a link-layer {mac:02x?} frame ({reason:?})");
         }
         let f = frame6(mac, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 1, 8));
         let sent = rig.handle(&f, IN, PuntReason::TtlExpired, 0);
-        assert!(
-            sent.is_empty(),
-            "ICMPv6 error about a link-layer {mac:02x?} frame (TtlExpired)"
-        );
+        assert!(sent.is_empty(), "ICMPv6 error about a link-layer {mac:02x?} frame (TtlExpired)");
     }
     assert_eq!(rig.drops(DropReason::IcmpErrorSuppressed), 6);
 }
 
 #[test]
 fn icmp_errors_are_rate_limited() {
-    let mut rig = Rig::new(SlowPathConfig {
-        icmp_errors_per_s: 10,
-        icmp_errors_burst: 5,
-        ..SlowPathConfig::default()
-    });
+    let mut rig = Rig::new(SlowPathConfig { icmp_errors_per_s: 10, icmp_errors_burst: 5, ..SlowPathConfig::default() });
     let f = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8));
     let burst = |rig: &mut Rig, n: usize, now: u64| -> usize {
-        (0..n)
-            .map(|_| rig.punt(&f, IN, PuntReason::TtlExpired, now).len())
-            .sum()
+        (0..n).map(|_| rig.punt(&f, IN, PuntReason::TtlExpired, now).len()).sum()
     };
     // 20 at the same instant: the burst of 5 goes, 15 are limited.
     assert_eq!(burst(&mut rig, 20, 5000), 5);
@@ -1181,18 +816,12 @@ fn icmp_errors_are_rate_limited() {
     // IPv6 errors draw from the same bucket.
     let f6 = frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 1, 8));
     assert!(rig.punt(&f6, IN, PuntReason::TtlExpired, 60_000).is_empty());
-    assert_eq!(
-        one(rig.punt(&f6, IN, PuntReason::TtlExpired, 60_100)).port(),
-        IN
-    );
+    assert_eq!(one(rig.punt(&f6, IN, PuntReason::TtlExpired, 60_100)).port(), IN);
 }
 
 #[test]
 fn icmp_errors_disabled_by_zero_rate() {
-    let mut rig = Rig::new(SlowPathConfig {
-        icmp_errors_per_s: 0,
-        ..SlowPathConfig::default()
-    });
+    let mut rig = Rig::new(SlowPathConfig { icmp_errors_per_s: 0, ..SlowPathConfig::default() });
     let f = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8));
     assert!(rig.punt(&f, IN, PuntReason::TtlExpired, 0).is_empty());
     assert_eq!(rig.drops(DropReason::IcmpRateLimited), 1);
@@ -1212,11 +841,7 @@ fn pool_exhaustion_is_counted() {
     assert_eq!(rig.drops(DropReason::NoMbuf), 2);
     // NS: no NA, but the solicitor is learned.
     let group = ipv6::solicited_node_multicast(IN_V6);
-    let f = frame6(
-        solicited_mac(IN_V6),
-        HOST_MAC,
-        &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)),
-    );
+    let f = frame6(solicited_mac(IN_V6), HOST_MAC, &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)));
     assert!(rig.punt(&f, IN, PuntReason::Nd, 0).is_empty());
     assert_eq!(rig.drops(DropReason::NoMbuf), 3);
     assert_eq!(rig.table.lookup(IN, v6(HOST_V6)), Some(HOST_MAC));
@@ -1228,12 +853,7 @@ fn pool_exhaustion_is_counted() {
     assert!(rig.tick(1000).is_empty());
     assert_eq!(rig.drops(DropReason::NoMbuf), 5);
     // An ARP reply is built in place: no buffer needed.
-    one(rig.punt(
-        &arp_request(HOST_MAC, HOST_V4, IN_V4),
-        IN,
-        PuntReason::Arp,
-        1500,
-    ));
+    one(rig.punt(&arp_request(HOST_MAC, HOST_V4, IN_V4), IN, PuntReason::Arp, 1500));
     // Buffers again: the next retry goes out.
     rig.pool = VecPool { remaining: 1 };
     check_arp_request(&one(rig.tick(2000)), OUT, OUT_MAC, OUT_V4, NEIGH_V4);
@@ -1242,24 +862,14 @@ fn pool_exhaustion_is_counted() {
 // ---- Refresh ------------------------------------------------------------------------
 
 fn refresh_cfg() -> SlowPathConfig {
-    SlowPathConfig {
-        reachable_ms: 30_000,
-        resolve_retries: 3,
-        resolve_interval_ms: 1000,
-        ..cfg()
-    }
+    SlowPathConfig { reachable_ms: 30_000, resolve_retries: 3, resolve_interval_ms: 1000, ..cfg() }
 }
 
 #[test]
 fn old_reachable_entry_is_refreshed_and_stays_usable() {
     let mut rig = Rig::new(refresh_cfg());
     // NEIGH asks for us at t=0: learned.
-    one(rig.punt(
-        &arp_request(NEIGH_MAC, NEIGH_V4, OUT_V4),
-        OUT,
-        PuntReason::Arp,
-        0,
-    ));
+    one(rig.punt(&arp_request(NEIGH_MAC, NEIGH_V4, OUT_V4), OUT, PuntReason::Arp, 0));
     assert_eq!(rig.state4(OUT, NEIGH_V4), Some(NeighborState::Reachable));
     assert!(rig.tick(10_000).is_empty());
     assert!(rig.tick(29_000).is_empty());
@@ -1276,14 +886,7 @@ fn old_reachable_entry_is_refreshed_and_stays_usable() {
     check_forwarded_v4(&f, &orig, NEIGH_MAC, OUT_MAC);
 
     // The answer makes it reachable again; no more requests.
-    assert!(rig
-        .punt(
-            &arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4),
-            OUT,
-            PuntReason::Arp,
-            30_500
-        )
-        .is_empty());
+    assert!(rig.punt(&arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4), OUT, PuntReason::Arp, 30_500).is_empty());
     let e = rig.table.get(OUT, v4(NEIGH_V4)).unwrap();
     assert_eq!((e.state, e.updated_ms), (NeighborState::Reachable, 30_500));
     for t in [31_000, 32_000, 33_000, 40_000, 60_000] {
@@ -1297,21 +900,14 @@ fn old_reachable_entry_is_refreshed_and_stays_usable() {
 fn refresh_without_answer_ends_failed() {
     let mut rig = Rig::new(refresh_cfg());
     let group = ipv6::solicited_node_multicast(OUT_V6);
-    let f = frame6(
-        solicited_mac(OUT_V6),
-        NEIGH_MAC,
-        &ns(NEIGH_V6, group, 255, OUT_V6, Some(NEIGH_MAC)),
-    );
+    let f = frame6(solicited_mac(OUT_V6), NEIGH_MAC, &ns(NEIGH_V6, group, 255, OUT_V6, Some(NEIGH_MAC)));
     one(rig.punt(&f, OUT, PuntReason::Nd, 0));
     check_ns(&one(rig.tick(30_000)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
     assert_eq!(rig.state6(OUT, NEIGH_V6), Some(NeighborState::Stale));
     assert_eq!(rig.table.lookup(OUT, v6(NEIGH_V6)), Some(NEIGH_MAC));
     check_ns(&one(rig.tick(31_000)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
     check_ns(&one(rig.tick(32_000)), OUT, OUT_MAC, OUT_V6, NEIGH_V6);
-    assert!(
-        rig.tick(33_000).is_empty(),
-        "no held packets: no ICMP error"
-    );
+    assert!(rig.tick(33_000).is_empty(), "no held packets: no ICMP error");
     assert_eq!(rig.state6(OUT, NEIGH_V6), Some(NeighborState::Failed));
     assert_eq!(rig.table.lookup(OUT, v6(NEIGH_V6)), None);
     assert_eq!(rig.c.resolutions_failed.get(), 1);
@@ -1335,45 +931,11 @@ fn seeds() -> Vec<(Vec<u8>, u16)> {
     set_df(&mut ip);
     vec![
         (frame4(IN_MAC, HOST_MAC, &ip), IN),
-        (
-            frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8)),
-            IN,
-        ),
-        (
-            frame4(
-                IN_MAC,
-                HOST_MAC,
-                &icmp4(HOST_V4, REMOTE_V4, 1, 3, 1, 0, &ip[..28]),
-            ),
-            IN,
-        ),
-        (
-            frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 64, 100)),
-            IN,
-        ),
-        (
-            frame6(
-                solicited_mac(IN_V6),
-                HOST_MAC,
-                &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC)),
-            ),
-            IN,
-        ),
-        (
-            frame6(
-                OUT_MAC,
-                NEIGH_MAC,
-                &na(
-                    NEIGH_V6,
-                    OUT_V6,
-                    255,
-                    NEIGH_V6,
-                    icmpv6::NaFlags::SOLICITED,
-                    NEIGH_MAC,
-                ),
-            ),
-            OUT,
-        ),
+        (frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, REMOTE_V4, 1, 8)), IN),
+        (frame4(IN_MAC, HOST_MAC, &icmp4(HOST_V4, REMOTE_V4, 1, 3, 1, 0, &ip[..28])), IN),
+        (frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, NEIGH_V6, 64, 100)), IN),
+        (frame6(solicited_mac(IN_V6), HOST_MAC, &ns(HOST_V6, group, 255, IN_V6, Some(HOST_MAC))), IN),
+        (frame6(OUT_MAC, NEIGH_MAC, &na(NEIGH_V6, OUT_V6, 255, NEIGH_V6, icmpv6::NaFlags::SOLICITED, NEIGH_MAC)), OUT),
         (arp_request(HOST_MAC, HOST_V4, IN_V4), IN),
         (arp_reply(NEIGH_MAC, NEIGH_V4, OUT_MAC, OUT_V4), OUT),
     ]
@@ -1383,13 +945,7 @@ fn seeds() -> Vec<(Vec<u8>, u16)> {
 /// timeouts; checks nothing panics and everything sent is a sane frame on an
 /// existing port.
 fn feed(frames: Vec<(Vec<u8>, u16, usize)>, pool: usize) -> Result<(), TestCaseError> {
-    let mut rig = Rig::with_mtu(
-        SlowPathConfig {
-            pending_per_neighbor_max: 2,
-            ..retry_cfg()
-        },
-        1280,
-    );
+    let mut rig = Rig::with_mtu(SlowPathConfig { pending_per_neighbor_max: 2, ..retry_cfg() }, 1280);
     rig.pool = VecPool { remaining: pool };
     let mut sent = Vec::new();
     for (i, (f, port, r)) in frames.into_iter().enumerate() {

@@ -31,20 +31,20 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::fib::RouteSpec;
-use crate::pipeline::{HandOff, Pipeline, Verdict};
-use crate::tests::l3::fixture::*;
 use crate::fib::neigh::{NeighborState, NeighborTable, NeighborWriter};
-use netwire::{PacketBuf, VecBuf, VecPool};
-use crate::slowpath::{SlowPath, SlowPathConfig};
+use crate::fib::RouteSpec;
 use crate::pipeline::WorkerCtx;
+use crate::pipeline::{HandOff, Pipeline, Verdict};
+use crate::slowpath::{SlowPath, SlowPathConfig};
 use crate::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
 use crate::stats::{param_problem_arg, param_problem_parts};
-use crate::storage::Responder;
 use crate::stats::{ControlCounters, DropReason, IcmpErrorKind, PuntReason};
+use crate::storage::Responder;
+use crate::tests::l3::fixture::*;
 use netwire::ipv4::Protocol;
 use netwire::ipv6ext::{IPV4_IN_IPV6, IPV6_IN_IPV6};
 use netwire::{checksum, ethernet, icmpv6, ipv4, ipv6, srh, storage};
+use netwire::{PacketBuf, VecBuf, VecPool};
 
 // ---- Addresses -------------------------------------------------------------
 
@@ -99,24 +99,11 @@ const ROUTING: Protocol = Protocol::IPV6_ROUTING;
 // ---- Set-up ----------------------------------------------------------------
 
 fn sid(sid: Ipv6Addr, behavior: Behavior) -> SidSpec {
-    SidSpec {
-        sid,
-        behavior,
-        psp: false,
-        usd: false,
-        adjacency: None,
-        policy: None,
-    }
+    SidSpec { sid, behavior, psp: false, usd: false, adjacency: None, policy: None }
 }
 
 fn policy(prefix: IpAddr, len: u8, reduced: bool, segments: &[Ipv6Addr]) -> PolicySpec {
-    PolicySpec {
-        prefix,
-        len,
-        reduced,
-        segments: segments.to_vec(),
-        source: None,
-    }
+    PolicySpec { prefix, len, reduced, segments: segments.to_vec(), source: None }
 }
 
 fn srv6_config(trusted_ports: Option<Vec<u16>>) -> Srv6Config {
@@ -125,35 +112,14 @@ fn srv6_config(trusted_ports: Option<Vec<u16>>) -> Srv6Config {
     Srv6Config {
         sids: vec![
             sid(SID_END, Behavior::End),
-            SidSpec {
-                psp: true,
-                ..sid(SID_PSP, Behavior::End)
-            },
-            SidSpec {
-                adjacency,
-                ..sid(SID_X, Behavior::EndX)
-            },
+            SidSpec { psp: true, ..sid(SID_PSP, Behavior::End) },
+            SidSpec { adjacency, ..sid(SID_X, Behavior::EndX) },
             sid(SID_DT6, Behavior::EndDt6),
-            SidSpec {
-                adjacency,
-                ..sid(SID_DX6, Behavior::EndDx6)
-            },
-            SidSpec {
-                usd: true,
-                ..sid(SID_USD, Behavior::End)
-            },
-            SidSpec {
-                policy: Some(StoragePolicy::SrC { threshold: 5 }),
-                ..sid(SID_SRC, Behavior::Storage)
-            },
-            SidSpec {
-                policy: Some(StoragePolicy::NeverButLast),
-                ..sid(SID_NBL, Behavior::Storage)
-            },
-            SidSpec {
-                policy: Some(StoragePolicy::HoldsObject),
-                ..sid(SID_HOLD, Behavior::Storage)
-            },
+            SidSpec { adjacency, ..sid(SID_DX6, Behavior::EndDx6) },
+            SidSpec { usd: true, ..sid(SID_USD, Behavior::End) },
+            SidSpec { policy: Some(StoragePolicy::SrC { threshold: 5 }), ..sid(SID_SRC, Behavior::Storage) },
+            SidSpec { policy: Some(StoragePolicy::NeverButLast), ..sid(SID_NBL, Behavior::Storage) },
+            SidSpec { policy: Some(StoragePolicy::HoldsObject), ..sid(SID_HOLD, Behavior::Storage) },
         ],
         policies: vec![
             policy(net(0x99), 64, false, &[B1, B2]),
@@ -167,12 +133,7 @@ fn srv6_config(trusted_ports: Option<Vec<u16>>) -> Srv6Config {
 }
 
 fn srv6_routes() -> Vec<RouteSpec> {
-    vec![RouteSpec {
-        prefix: v6(B_PREFIX),
-        len: 48,
-        port: OUT,
-        via: Some(v6(NEIGH_V6)),
-    }]
+    vec![RouteSpec { prefix: v6(B_PREFIX), len: 48, port: OUT, via: Some(v6(NEIGH_V6)) }]
 }
 
 fn resolve(w: &mut NeighborWriter) {
@@ -185,13 +146,8 @@ fn resolve(w: &mut NeighborWriter) {
 /// domain's ports.
 fn build(outside_mtu: u16, resolved: bool, trusted: Option<Vec<u16>>) -> (Arc<Pipeline>, NeighborWriter) {
     let (table, mut w) = NeighborTable::new(64);
-    let l3 = Pipeline::with_srv6(
-        ports(outside_mtu),
-        &srv6_routes(),
-        &srv6_config(trusted),
-        table,
-    )
-    .expect("valid SRv6 set-up");
+    let l3 = Pipeline::with_srv6(ports(outside_mtu), &srv6_routes(), &srv6_config(trusted), table)
+        .expect("valid SRv6 set-up");
     if resolved {
         resolve(&mut w);
     }
@@ -208,14 +164,7 @@ fn setup() -> (Arc<Pipeline>, NeighborWriter) {
 fn ws_with(l3: &Pipeline, queue_depth: u32, objects: &[u64]) -> WorkerCtx {
     let mut objects = objects.to_vec();
     objects.sort_unstable();
-    WorkerCtx::new(
-        l3,
-        Box::new(Responder {
-            udp_port: SERVICE_PORT,
-            queue_depth,
-            objects,
-        }),
-    )
+    WorkerCtx::new(l3, Box::new(Responder { udp_port: SERVICE_PORT, queue_depth, objects }))
 }
 
 fn ws(l3: &Pipeline) -> WorkerCtx {
@@ -244,11 +193,7 @@ fn assert_unchanged(l3: &Pipeline, frame: &[u8], port: u16, expected: Verdict) -
 /// counted on SID `i`.
 fn assert_param_problem(l3: &Pipeline, frame: &[u8], port: u16, i: usize, code: u8, pointer: u32) {
     let w = assert_unchanged(l3, frame, port, punt(PuntReason::ParamProblem));
-    assert_eq!(
-        param_problem_parts(w.meta.punt_arg),
-        (code, pointer),
-        "(code, pointer)"
-    );
+    assert_eq!(param_problem_parts(w.meta.punt_arg), (code, pointer), "(code, pointer)");
     assert_eq!(w.meta.punt_arg, param_problem_arg(code, pointer));
     assert_eq!(w.sid_counters[i].drops.get(DropReason::Srv6ParamProblem), 1);
     assert_eq!(w.sid_counters[i].packets.get(), 1);
@@ -286,10 +231,8 @@ fn udp(src: Ipv6Addr, csum_dst: Ipv6Addr, sport: u16, dport: u16, data: &[u8]) -
     seg[2..4].copy_from_slice(&dport.to_be_bytes());
     seg[4..6].copy_from_slice(&(len as u16).to_be_bytes());
     seg[8..].copy_from_slice(data);
-    let sum = checksum::add(
-        checksum::pseudo_header_v6(src, csum_dst, Protocol::UDP.0, len as u32),
-        checksum::sum(&seg),
-    );
+    let sum =
+        checksum::add(checksum::pseudo_header_v6(src, csum_dst, Protocol::UDP.0, len as u32), checksum::sum(&seg));
     let mut c = !sum;
     if c == 0 {
         c = 0xffff;
@@ -299,10 +242,7 @@ fn udp(src: Ipv6Addr, csum_dst: Ipv6Addr, sport: u16, dport: u16, data: &[u8]) -
 }
 
 fn udp_valid(src: Ipv6Addr, dst: Ipv6Addr, seg: &[u8]) -> bool {
-    checksum::add(
-        checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, seg.len() as u32),
-        checksum::sum(seg),
-    ) == 0xffff
+    checksum::add(checksum::pseudo_header_v6(src, dst, Protocol::UDP.0, seg.len() as u32), checksum::sum(seg)) == 0xffff
 }
 
 /// The payload every SRv6 test packet carries: UDP from the host, checksum
@@ -314,11 +254,7 @@ fn app_payload(final_dst: Ipv6Addr) -> Vec<u8> {
 /// An IPv6 frame from the host (inside, port 0) to `dst`: IPv6 header with
 /// next header `next`, then `body` (extension headers and upper layer).
 fn host_frame(dst: Ipv6Addr, next: Protocol, hop: u8, body: &[u8]) -> Vec<u8> {
-    frame6(
-        IN_MAC,
-        HOST_MAC,
-        &ipv6_packet(HOST_V6, dst, next, hop, body),
-    )
+    frame6(IN_MAC, HOST_MAC, &ipv6_packet(HOST_V6, dst, next, hop, body))
 }
 
 /// A frame from the host with an SRH (`segs` in SRH order, Segments Left
@@ -342,14 +278,7 @@ fn with_hop_limit(ip: &[u8], hop: u8) -> Vec<u8> {
 /// A storage PROBE request header.
 fn probe(request_id: u64, object_id: u64) -> Vec<u8> {
     let mut b = vec![0u8; storage::HEADER_LEN];
-    storage::Repr {
-        op: storage::Op::PROBE.0,
-        request_id,
-        object_id,
-        ..Default::default()
-    }
-    .emit(&mut b)
-    .unwrap();
+    storage::Repr { op: storage::Op::PROBE.0, request_id, object_id, ..Default::default() }.emit(&mut b).unwrap();
     b
 }
 
@@ -377,44 +306,23 @@ fn expected_probe_reply(sid: Ipv6Addr, request_id: u64, object_id: u64, q: u32) 
     }
     .emit(&mut body)
     .unwrap();
-    storage::ProbeReply {
-        accepted_by: sid,
-        queue_depth: q,
-    }
-    .emit(&mut body[storage::HEADER_LEN..])
-    .unwrap();
+    storage::ProbeReply { accepted_by: sid, queue_depth: q }.emit(&mut body[storage::HEADER_LEN..]).unwrap();
     let seg = udp(sid, HOST_V6, SERVICE_PORT, CLIENT_PORT, &body);
-    frame6(
-        HOST_MAC,
-        IN_MAC,
-        &ipv6_packet(sid, HOST_V6, Protocol::UDP, 64, &seg),
-    )
+    frame6(HOST_MAC, IN_MAC, &ipv6_packet(sid, HOST_V6, Protocol::UDP, 64, &seg))
 }
 
 /// Checks a storage reply field by field (before the exact comparison, for
 /// readable failures).
 fn check_probe_reply(out: &[u8], sid: Ipv6Addr, request_id: u64, object_id: u64, q: u32) {
     let ip = ip6_of(out);
-    assert_eq!(
-        eth_of(out).dst_addr().0,
-        HOST_MAC,
-        "reply to the sender's MAC"
-    );
+    assert_eq!(eth_of(out).dst_addr().0, HOST_MAC, "reply to the sender's MAC");
     assert_eq!(eth_of(out).src_addr().0, IN_MAC);
     assert_eq!(ip.src_addr(), sid, "reply from the accepting SID");
     assert_eq!(ip.dst_addr(), HOST_V6);
     assert_eq!(ip.next_header(), Protocol::UDP, "no SRH in the reply");
     let seg = ip.payload();
-    assert_eq!(
-        u16::from_be_bytes([seg[0], seg[1]]),
-        SERVICE_PORT,
-        "UDP source port"
-    );
-    assert_eq!(
-        u16::from_be_bytes([seg[2], seg[3]]),
-        CLIENT_PORT,
-        "UDP destination port"
-    );
+    assert_eq!(u16::from_be_bytes([seg[0], seg[1]]), SERVICE_PORT, "UDP source port");
+    assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), CLIENT_PORT, "UDP destination port");
     assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), seg.len());
     assert!(udp_valid(sid, HOST_V6, seg), "UDP checksum of the reply");
     let hdr = storage::Packet::new_checked(&seg[8..]).expect("storage header");
@@ -424,18 +332,8 @@ fn check_probe_reply(out: &[u8], sid: Ipv6Addr, request_id: u64, object_id: u64,
     assert_eq!(hdr.object_id(), object_id);
     assert_eq!(hdr.length() as usize, storage::ProbeReply::LEN);
     let body = storage::ProbeReply::parse(hdr.data()).expect("probe reply");
-    assert_eq!(
-        body,
-        storage::ProbeReply {
-            accepted_by: sid,
-            queue_depth: q
-        }
-    );
-    assert_eq!(
-        out,
-        &expected_probe_reply(sid, request_id, object_id, q)[..],
-        "exact reply frame"
-    );
+    assert_eq!(body, storage::ProbeReply { accepted_by: sid, queue_depth: q });
+    assert_eq!(out, &expected_probe_reply(sid, request_id, object_id, q)[..], "exact reply frame");
 }
 
 /// The SRH of an IPv6 frame whose fixed header is followed by it.
@@ -467,13 +365,7 @@ fn end_advances_to_the_next_segment() {
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            B1,
-            ROUTING,
-            63,
-            &[srh_hdr(Protocol::UDP, 1, &segs), payload].concat(),
-        ),
+        &ipv6_packet(HOST_V6, B1, ROUTING, 63, &[srh_hdr(Protocol::UDP, 1, &segs), payload].concat()),
     );
     assert_eq!(f, expected);
     assert_eq!(f.len(), orig.len());
@@ -503,11 +395,7 @@ fn end_keeps_valid_tlvs_and_ethernet_padding() {
     assert_eq!(v, Verdict::Forward(OUT));
     let mut s2 = s.clone();
     s2[3] = 0;
-    let mut expected = frame6(
-        NEIGH_MAC,
-        OUT_MAC,
-        &ipv6_packet(HOST_V6, B1, ROUTING, 63, &s2),
-    );
+    let mut expected = frame6(NEIGH_MAC, OUT_MAC, &ipv6_packet(HOST_V6, B1, ROUTING, 63, &s2));
     expected.extend_from_slice(&[0xa5; 6]);
     assert_eq!(f, expected);
 }
@@ -524,13 +412,7 @@ fn end_whose_next_segment_is_local_is_processed_again() {
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            B1,
-            ROUTING,
-            62,
-            &[srh_hdr(Protocol::UDP, 0, &segs), payload].concat(),
-        ),
+        &ipv6_packet(HOST_V6, B1, ROUTING, 62, &[srh_hdr(Protocol::UDP, 0, &segs), payload].concat()),
     );
     assert_eq!(f, expected, "two endpoints: hop limit -2, SL 0, DA b::1");
     assert_eq!(w.sid_counters[I_END].packets.get(), 1);
@@ -560,12 +442,7 @@ fn end_then_end_dt6_with_segments_left_is_a_parameter_problem() {
     assert_eq!(v, punt(PuntReason::ParamProblem));
     assert_eq!(param_problem_parts(w.meta.punt_arg), (0, 43));
     assert_eq!(w.sid_counters[I_END].packets.get(), 1);
-    assert_eq!(
-        w.sid_counters[I_DT6]
-            .drops
-            .get(DropReason::Srv6ParamProblem),
-        1
-    );
+    assert_eq!(w.sid_counters[I_DT6].drops.get(DropReason::Srv6ParamProblem), 1);
     // The error is about the packet as End.DT6 got it.
     assert_eq!(ip6_of(&f).dst_addr(), SID_DT6);
     assert_eq!(srh_of(&f).segments_left(), 1);
@@ -602,10 +479,7 @@ fn end_larger_than_the_egress_mtu_is_too_big() {
     let mut f = sr_frame(&[B1, SID_PSP], 1, Protocol::UDP, &payload);
     let (v, _) = run(&l3, &mut f, IN);
     assert_eq!(v, Verdict::Forward(OUT));
-    assert_eq!(
-        f.len(),
-        ethernet::HEADER_LEN + ipv6::HEADER_LEN + payload.len()
-    );
+    assert_eq!(f.len(), ethernet::HEADER_LEN + ipv6::HEADER_LEN + payload.len());
 }
 
 // ---- PSP ---------------------------------------------------------------------
@@ -621,27 +495,13 @@ fn psp_removes_the_srh_at_the_penultimate_segment() {
     let srh_len = srh::HEADER_LEN + 2 * srh::SEGMENT_LEN;
     assert_eq!(f.len(), orig.len() - srh_len, "frame shorter by the SRH");
     let ip = ip6_of(&f);
-    assert_eq!(
-        ip.next_header(),
-        Protocol::UDP,
-        "IPv6 next header := SRH next header"
-    );
+    assert_eq!(ip.next_header(), Protocol::UDP, "IPv6 next header := SRH next header");
     assert_eq!(usize::from(ip.payload_len()), payload.len());
     assert_eq!(ip.dst_addr(), B2);
     assert_eq!(ip.hop_limit(), 63);
     assert_eq!(ip.payload(), &payload[..], "payload intact");
-    assert!(
-        udp_valid(HOST_V6, B2, ip.payload()),
-        "still valid at the final destination"
-    );
-    assert_eq!(
-        f,
-        frame6(
-            NEIGH_MAC,
-            OUT_MAC,
-            &ipv6_packet(HOST_V6, B2, Protocol::UDP, 63, &payload)
-        )
-    );
+    assert!(udp_valid(HOST_V6, B2, ip.payload()), "still valid at the final destination");
+    assert_eq!(f, frame6(NEIGH_MAC, OUT_MAC, &ipv6_packet(HOST_V6, B2, Protocol::UDP, 63, &payload)));
     assert_eq!(w.sid_counters[I_PSP].packets.get(), 1);
 }
 
@@ -656,13 +516,7 @@ fn psp_keeps_the_srh_before_the_penultimate_segment() {
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            B1,
-            ROUTING,
-            63,
-            &[srh_hdr(Protocol::UDP, 1, &segs), payload].concat(),
-        ),
+        &ipv6_packet(HOST_V6, B1, ROUTING, 63, &[srh_hdr(Protocol::UDP, 1, &segs), payload].concat()),
     );
     assert_eq!(f, expected);
 }
@@ -671,33 +525,18 @@ fn psp_keeps_the_srh_before_the_penultimate_segment() {
 fn psp_after_destination_options_fixes_their_next_header() {
     let (l3, _w) = setup();
     let payload = app_payload(B2);
-    let body = [
-        dest_options(ROUTING),
-        srh_hdr(Protocol::UDP, 1, &[B2, SID_PSP]),
-        payload.clone(),
-    ]
-    .concat();
+    let body = [dest_options(ROUTING), srh_hdr(Protocol::UDP, 1, &[B2, SID_PSP]), payload.clone()].concat();
     let orig = host_frame(SID_PSP, DEST_OPTIONS, 64, &body);
     let mut f = orig.clone();
     let (v, _) = run(&l3, &mut f, IN);
     assert_eq!(v, Verdict::Forward(OUT));
     let ip = ip6_of(&f);
-    assert_eq!(
-        ip.next_header(),
-        DEST_OPTIONS,
-        "the fixed header still names the options"
-    );
+    assert_eq!(ip.next_header(), DEST_OPTIONS, "the fixed header still names the options");
     assert_eq!(usize::from(ip.payload_len()), 8 + payload.len());
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            B2,
-            DEST_OPTIONS,
-            63,
-            &[dest_options(Protocol::UDP), payload].concat(),
-        ),
+        &ipv6_packet(HOST_V6, B2, DEST_OPTIONS, 63, &[dest_options(Protocol::UDP), payload].concat()),
     );
     assert_eq!(f, expected);
     assert_eq!(f.len(), orig.len() - 40);
@@ -713,14 +552,7 @@ fn psp_drops_link_padding_with_the_srh() {
     f.extend_from_slice(&[0xa5; 10]);
     let (v, _) = run(&l3, &mut f, IN);
     assert_eq!(v, Verdict::Forward(OUT));
-    assert_eq!(
-        f,
-        frame6(
-            NEIGH_MAC,
-            OUT_MAC,
-            &ipv6_packet(HOST_V6, B2, Protocol::IPV6_NO_NEXT_HEADER, 63, &[])
-        )
-    );
+    assert_eq!(f, frame6(NEIGH_MAC, OUT_MAC, &ipv6_packet(HOST_V6, B2, Protocol::IPV6_NO_NEXT_HEADER, 63, &[])));
 }
 
 // ---- End.X -------------------------------------------------------------------
@@ -738,13 +570,7 @@ fn end_x_goes_to_its_adjacency_whatever_the_fib_says() {
         let expected = frame6(
             NEIGH_MAC,
             OUT_MAC,
-            &ipv6_packet(
-                HOST_V6,
-                next,
-                ROUTING,
-                63,
-                &[srh_hdr(Protocol::UDP, 0, &[next, SID_X]), payload].concat(),
-            ),
+            &ipv6_packet(HOST_V6, next, ROUTING, 63, &[srh_hdr(Protocol::UDP, 0, &[next, SID_X]), payload].concat()),
         );
         assert_eq!(f, expected, "next segment {next}");
         assert_eq!(w.sid_counters[I_X].packets.get(), 1);
@@ -770,12 +596,7 @@ fn end_dt6_decapsulates_and_forwards_the_inner_packet() {
     assert_eq!(v, Verdict::Forward(OUT));
     assert_eq!(f, expected);
     // ... and after another extension header and with link padding.
-    let body = [
-        dest_options(ROUTING),
-        srh_hdr(IPV6_IN_IPV6, 0, &[SID_DT6, SID_END]),
-        inner.clone(),
-    ]
-    .concat();
+    let body = [dest_options(ROUTING), srh_hdr(IPV6_IN_IPV6, 0, &[SID_DT6, SID_END]), inner.clone()].concat();
     let mut f = host_frame(SID_DT6, DEST_OPTIONS, 64, &body);
     f.extend_from_slice(&[0xa5; 4]);
     let (v, _) = run(&l3, &mut f, IN);
@@ -796,11 +617,7 @@ fn end_dt6_delivers_an_inner_packet_for_the_node() {
     assert!(icmp.verify_checksum(IN_V6, HOST_V6));
     assert_eq!(ip6_of(&f).src_addr(), IN_V6);
     assert_eq!(ip6_of(&f).dst_addr(), HOST_V6);
-    let expected = frame6(
-        HOST_MAC,
-        IN_MAC,
-        &icmp6(IN_V6, HOST_V6, 64, 129, 0, 0x1234_0007, &data),
-    );
+    let expected = frame6(HOST_MAC, IN_MAC, &icmp6(IN_V6, HOST_V6, 64, 129, 0, 0x1234_0007, &data));
     assert_eq!(f, expected);
 }
 
@@ -811,12 +628,7 @@ fn end_dt6_with_segments_left_is_a_parameter_problem() {
     // Pointer: 40 (IPv6 header) + 0 (SRH offset) + 3 (Segments Left).
     assert_param_problem(&l3, &f, IN, I_DT6, 0, 43);
     // Behind a Destination Options header the SRH is 8 bytes further.
-    let body = [
-        dest_options(ROUTING),
-        srh_hdr(IPV6_IN_IPV6, 1, &[B1, SID_DT6]),
-        inner6(NEIGH_V6),
-    ]
-    .concat();
+    let body = [dest_options(ROUTING), srh_hdr(IPV6_IN_IPV6, 1, &[B1, SID_DT6]), inner6(NEIGH_V6)].concat();
     let f = host_frame(SID_DT6, DEST_OPTIONS, 64, &body);
     assert_param_problem(&l3, &f, IN, I_DT6, 0, 51);
 }
@@ -853,17 +665,9 @@ fn end_dt6_with_an_upper_layer_that_is_not_ipv6_is_a_parameter_problem() {
 #[test]
 fn end_dt6_with_a_truncated_inner_packet_is_dropped() {
     let (l3, _w) = setup();
-    let f = sr_frame(
-        &[SID_DT6, SID_END],
-        0,
-        IPV6_IN_IPV6,
-        &inner6(NEIGH_V6)[..30],
-    );
+    let f = sr_frame(&[SID_DT6, SID_END], 0, IPV6_IN_IPV6, &inner6(NEIGH_V6)[..30]);
     let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6Malformed));
-    assert_eq!(
-        w.sid_counters[I_DT6].drops.get(DropReason::Ipv6Malformed),
-        1
-    );
+    assert_eq!(w.sid_counters[I_DT6].drops.get(DropReason::Ipv6Malformed), 1);
 }
 
 // ---- End.DX6 -----------------------------------------------------------------
@@ -927,13 +731,7 @@ fn end_with_usd_decapsulates_at_the_last_segment() {
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            B1,
-            ROUTING,
-            63,
-            &[srh_hdr(IPV6_IN_IPV6, 0, &[B1, SID_USD]), payload].concat(),
-        ),
+        &ipv6_packet(HOST_V6, B1, ROUTING, 63, &[srh_hdr(IPV6_IN_IPV6, 0, &[B1, SID_USD]), payload].concat()),
     );
     assert_eq!(f, expected);
 }
@@ -951,22 +749,14 @@ fn end_without_usd_does_not_decapsulate() {
 fn echo_request_to_a_sid_is_answered_from_the_sid() {
     let (l3, _w) = setup();
     let data = pattern(20);
-    let mut f = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &echo6(HOST_V6, SID_END, 64, 0x4321, 9, &data),
-    );
+    let mut f = frame6(IN_MAC, HOST_MAC, &echo6(HOST_V6, SID_END, 64, 0x4321, 9, &data));
     let (v, w) = run(&l3, &mut f, IN);
     assert_eq!(v, Verdict::Forward(IN));
     let icmp = icmp6_of(&f);
     assert_eq!(icmp.msg_type(), icmpv6::Message::ECHO_REPLY);
     assert!(icmp.verify_checksum(SID_END, HOST_V6));
     assert_eq!(ip6_of(&f).src_addr(), SID_END, "answered from the SID");
-    let expected = frame6(
-        HOST_MAC,
-        IN_MAC,
-        &icmp6(SID_END, HOST_V6, 64, 129, 0, 0x4321_0009, &data),
-    );
+    let expected = frame6(HOST_MAC, IN_MAC, &icmp6(SID_END, HOST_V6, 64, 129, 0, 0x4321_0009, &data));
     assert_eq!(f, expected);
     assert_eq!(w.sid_counters[I_END].packets.get(), 1);
 }
@@ -994,12 +784,7 @@ fn echo_request_with_an_srh_at_segments_left_0_is_not_answered() {
     // SRH at SL 0 the answer is a parameter problem code 4 (RFC 8986 §4.1.1
     // leaves which upper layers a SID processes to local configuration).
     let echo = echo6(HOST_V6, SID_END, 64, 1, 1, &[]);
-    let f = sr_frame(
-        &[SID_END, B1],
-        0,
-        Protocol::ICMPV6,
-        &echo[ipv6::HEADER_LEN..],
-    );
+    let f = sr_frame(&[SID_END, B1], 0, Protocol::ICMPV6, &echo[ipv6::HEADER_LEN..]);
     assert_param_problem(&l3, &f, IN, I_END, 4, 80);
 }
 
@@ -1025,11 +810,7 @@ fn segments_left_beyond_last_entry_plus_1_is_a_parameter_problem() {
     body[3] = 2;
     let mut f = host_frame(SID_END, ROUTING, 64, &body);
     let (v, _) = run(&l3, &mut f, IN);
-    assert_eq!(
-        v,
-        Verdict::Forward(OUT),
-        "Segment List[1] is a::1 itself: local again, then b::1"
-    );
+    assert_eq!(v, Verdict::Forward(OUT), "Segment List[1] is a::1 itself: local again, then b::1");
 }
 
 #[test]
@@ -1045,12 +826,7 @@ fn tlv_overrun_is_a_parameter_problem_pointing_at_the_tlv() {
     let mut s = srh_hdr(Protocol::UDP, 1, &[B1, SID_END]);
     s[1] += 1;
     s.extend_from_slice(&[srh::TLV_PADN, 10, 0, 0, 0, 0, 0, 0]);
-    let f = host_frame(
-        SID_END,
-        DEST_OPTIONS,
-        64,
-        &[dest_options(ROUTING), s, app_payload(B1)].concat(),
-    );
+    let f = host_frame(SID_END, DEST_OPTIONS, 64, &[dest_options(ROUTING), s, app_payload(B1)].concat());
     assert_param_problem(&l3, &f, IN, I_END, 0, 88);
 }
 
@@ -1099,11 +875,7 @@ fn an_srh_not_addressed_to_a_local_sid_is_plain_transit() {
     let (l3, _w) = setup();
     // RFC 8754 §4.3: the destination is not a local SID, so the SRH is not
     // looked at, even with SL > 0 and a next segment that is ours.
-    for (segs, sl) in [
-        (vec![SID_END, NEIGH_V6], 1u8),
-        (vec![B1, NEIGH_V6], 1),
-        (vec![NEIGH_V6], 0),
-    ] {
+    for (segs, sl) in [(vec![SID_END, NEIGH_V6], 1u8), (vec![B1, NEIGH_V6], 1), (vec![NEIGH_V6], 0)] {
         let orig = sr_frame(&segs, sl, Protocol::UDP, &app_payload(segs[0]));
         let mut f = orig.clone();
         let (v, w) = run(&l3, &mut f, IN);
@@ -1129,17 +901,11 @@ fn packets_to_a_sid_from_outside_the_domain_are_dropped() {
     let f = sr_frame(&[B1, SID_END], 1, Protocol::UDP, &app_payload(B1));
     let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Srv6Untrusted));
     assert_eq!(w.sid_counters[I_END].packets.get(), 1);
-    assert_eq!(
-        w.sid_counters[I_END].drops.get(DropReason::Srv6Untrusted),
-        1
-    );
+    assert_eq!(w.sid_counters[I_END].drops.get(DropReason::Srv6Untrusted), 1);
     // Every behaviour, the echo too.
     let f = frame6(IN_MAC, HOST_MAC, &echo6(HOST_V6, SID_DT6, 64, 1, 1, &[]));
     let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Srv6Untrusted));
-    assert_eq!(
-        w.sid_counters[I_DT6].drops.get(DropReason::Srv6Untrusted),
-        1
-    );
+    assert_eq!(w.sid_counters[I_DT6].drops.get(DropReason::Srv6Untrusted), 1);
     let f = storage_request(&[SID_SRC], 0, SERVICE_PORT, &probe(1, 1));
     assert_unchanged(&l3, &f, IN, drop_(DropReason::Srv6Untrusted));
     // The same packet from inside the domain (port 1) is processed.
@@ -1147,10 +913,7 @@ fn packets_to_a_sid_from_outside_the_domain_are_dropped() {
     f[0..6].copy_from_slice(&OUT_MAC);
     let (v, w) = run(&l3, &mut f, OUT);
     assert_eq!(v, Verdict::Forward(OUT));
-    assert_eq!(
-        w.sid_counters[I_END].drops.get(DropReason::Srv6Untrusted),
-        0
-    );
+    assert_eq!(w.sid_counters[I_END].drops.get(DropReason::Srv6Untrusted), 0);
     // Transit and steering from the untrusted port are not affected.
     let orig = sr_frame(&[B1, NEIGH_V6], 1, Protocol::UDP, &app_payload(B1));
     let mut f = orig.clone();
@@ -1178,47 +941,18 @@ fn check_idempotent_miss(frame: &[u8]) {
     let mut direct = frame.to_vec();
     let (vd, _) = run(&l3r, &mut direct, IN);
     assert_eq!(v, Verdict::Forward(OUT));
-    assert_eq!(
-        (v, again),
-        (vd, direct),
-        "re-run after resolution = direct run"
-    );
+    assert_eq!((v, again), (vd, direct), "re-run after resolution = direct run");
 }
 
 #[test]
 fn neighbor_miss_leaves_the_frame_as_received() {
     // End, End with PSP, End.X, End.DX6, storage pass, H.Encaps (v6, v4).
-    check_idempotent_miss(&sr_frame(
-        &[B2, B1, SID_END],
-        2,
-        Protocol::UDP,
-        &app_payload(B2),
-    ));
-    check_idempotent_miss(&sr_frame(
-        &[B2, SID_PSP],
-        1,
-        Protocol::UDP,
-        &app_payload(B2),
-    ));
-    check_idempotent_miss(&sr_frame(
-        &[INSIDE_OTHER, SID_X],
-        1,
-        Protocol::UDP,
-        &app_payload(INSIDE_OTHER),
-    ));
-    check_idempotent_miss(&sr_frame(
-        &[SID_DX6, SID_END],
-        0,
-        IPV6_IN_IPV6,
-        &inner6(HOST_V6),
-    ));
+    check_idempotent_miss(&sr_frame(&[B2, B1, SID_END], 2, Protocol::UDP, &app_payload(B2)));
+    check_idempotent_miss(&sr_frame(&[B2, SID_PSP], 1, Protocol::UDP, &app_payload(B2)));
+    check_idempotent_miss(&sr_frame(&[INSIDE_OTHER, SID_X], 1, Protocol::UDP, &app_payload(INSIDE_OTHER)));
+    check_idempotent_miss(&sr_frame(&[SID_DX6, SID_END], 0, IPV6_IN_IPV6, &inner6(HOST_V6)));
     check_idempotent_miss(&host_frame(SID_DX6, IPV6_IN_IPV6, 64, &inner6(HOST_V6)));
-    check_idempotent_miss(&storage_request(
-        &[B1, SID_NBL],
-        1,
-        SERVICE_PORT,
-        &probe(1, 1),
-    ));
+    check_idempotent_miss(&storage_request(&[B1, SID_NBL], 1, SERVICE_PORT, &probe(1, 1)));
     check_idempotent_miss(&frame6(IN_MAC, HOST_MAC, &inner6(STEER_ENCAPS)));
     check_idempotent_miss(&frame6(IN_MAC, HOST_MAC, &inner6(STEER_RED2)));
     check_idempotent_miss(&frame6(IN_MAC, HOST_MAC, &inner6(STEER_RED1)));
@@ -1252,32 +986,17 @@ fn check_rerun_equivalent_miss(frame: &[u8]) {
 
 #[test]
 fn neighbor_miss_after_end_dt6_reruns_to_the_same_result() {
-    check_rerun_equivalent_miss(&sr_frame(
-        &[SID_DT6, SID_END],
-        0,
-        IPV6_IN_IPV6,
-        &inner6(NEIGH_V6),
-    ));
+    check_rerun_equivalent_miss(&sr_frame(&[SID_DT6, SID_END], 0, IPV6_IN_IPV6, &inner6(NEIGH_V6)));
 }
 
 #[test]
 fn neighbor_miss_after_usd_reruns_to_the_same_result() {
-    check_rerun_equivalent_miss(&sr_frame(
-        &[SID_USD, SID_END],
-        0,
-        IPV6_IN_IPV6,
-        &inner6(NEIGH_V6),
-    ));
+    check_rerun_equivalent_miss(&sr_frame(&[SID_USD, SID_END], 0, IPV6_IN_IPV6, &inner6(NEIGH_V6)));
 }
 
 #[test]
 fn neighbor_miss_after_a_local_next_segment_reruns_to_the_same_result() {
-    check_rerun_equivalent_miss(&sr_frame(
-        &[B1, SID_X, SID_END],
-        2,
-        Protocol::UDP,
-        &app_payload(B1),
-    ));
+    check_rerun_equivalent_miss(&sr_frame(&[B1, SID_X, SID_END], 2, Protocol::UDP, &app_payload(B1)));
 }
 
 // Regression (was a bug; the next two tests): storage steering decides with the worker's
@@ -1315,28 +1034,16 @@ fn slow_path_holds_a_passed_storage_request_until_the_next_hop_resolves() {
     let f = storage_request(&[B1, SID_SRC], 1, SERVICE_PORT, &probe(1, 1));
     let (v, st) = run_storage(&l3, &mut f.clone(), 9, &[]);
     assert_eq!(v, punt(PuntReason::NeighborMiss));
-    let cfg = SlowPathConfig {
-        icmp_errors_per_s: 1_000_000,
-        icmp_errors_burst: 1_000_000,
-        ..SlowPathConfig::default()
-    };
+    let cfg =
+        SlowPathConfig { icmp_errors_per_s: 1_000_000, icmp_errors_burst: 1_000_000, ..SlowPathConfig::default() };
     let counters = Arc::new(ControlCounters::default());
     let mut sp = SlowPath::new(l3.clone(), w, cfg, counters.clone());
     let mut sent: Vec<VecBuf> = Vec::new();
     let mut pool = VecPool { remaining: 16 };
-    sp.handle(
-        VecBuf::from_frame(&f, IN),
-        PuntReason::NeighborMiss,
-        st.meta.punt_arg,
-        0,
-        &mut pool,
-        &mut |p| sent.push(p),
-    );
-    assert_eq!(
-        counters.drops.get(DropReason::StorageBadRequest),
-        0,
-        "the passed request was dropped"
-    );
+    sp.handle(VecBuf::from_frame(&f, IN), PuntReason::NeighborMiss, st.meta.punt_arg, 0, &mut pool, &mut |p| {
+        sent.push(p)
+    });
+    assert_eq!(counters.drops.get(DropReason::StorageBadRequest), 0, "the passed request was dropped");
     assert_eq!(sp.pending(), 1, "held");
     assert_eq!(sent.len(), 1, "a neighbour solicitation for 2001:db8:2::2");
 }
@@ -1373,11 +1080,7 @@ fn h_encaps_pushes_an_outer_header_and_srh() {
     assert_eq!(eth_of(&f).dst_addr().0, NEIGH_MAC);
     assert_eq!(eth_of(&f).src_addr().0, OUT_MAC);
     let ip = ip6_of(&f);
-    assert_eq!(
-        ip.src_addr(),
-        OUT_V6,
-        "egress port's address (no encap source)"
-    );
+    assert_eq!(ip.src_addr(), OUT_V6, "egress port's address (no encap source)");
     assert_eq!(ip.dst_addr(), B1, "first segment");
     assert_eq!(ip.next_header(), ROUTING);
     assert_eq!(ip.hop_limit(), 64);
@@ -1392,22 +1095,11 @@ fn h_encaps_pushes_an_outer_header_and_srh() {
     assert_eq!(s.flags(), 0);
     assert_eq!(s.tag(), 0);
     assert_eq!(s.segments().collect::<Vec<_>>(), vec![B2, B1]);
-    assert_eq!(
-        s.payload(),
-        &with_hop_limit(&inner, 63)[..],
-        "inner hop limit - 1"
-    );
+    assert_eq!(s.payload(), &with_hop_limit(&inner, 63)[..], "inner hop limit - 1");
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &outer6(
-            B1,
-            ROUTING,
-            0xb8,
-            0x12345,
-            &srh_hdr(IPV6_IN_IPV6, 1, &[B2, B1]),
-            &with_hop_limit(&inner, 63),
-        ),
+        &outer6(B1, ROUTING, 0xb8, 0x12345, &srh_hdr(IPV6_IN_IPV6, 1, &[B2, B1]), &with_hop_limit(&inner, 63)),
     );
     assert_eq!(f, expected);
     assert_eq!(f.len(), orig.len() + 80);
@@ -1442,14 +1134,7 @@ fn h_encaps_red_leaves_the_first_segment_out_of_the_srh() {
     let expected = frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &outer6(
-            B1,
-            ROUTING,
-            0xb8,
-            0x12345,
-            &srh_hdr(IPV6_IN_IPV6, 1, &[B2]),
-            &with_hop_limit(&inner, 63),
-        ),
+        &outer6(B1, ROUTING, 0xb8, 0x12345, &srh_hdr(IPV6_IN_IPV6, 1, &[B2]), &with_hop_limit(&inner, 63)),
     );
     assert_eq!(f, expected);
 }
@@ -1462,18 +1147,8 @@ fn h_encaps_red_with_one_segment_has_no_srh() {
     let (v, _) = run(&l3, &mut f, IN);
     assert_eq!(v, Verdict::Forward(OUT));
     assert_eq!(ip6_of(&f).next_header(), IPV6_IN_IPV6);
-    let expected = frame6(
-        NEIGH_MAC,
-        OUT_MAC,
-        &outer6(
-            B1,
-            IPV6_IN_IPV6,
-            0xb8,
-            0x12345,
-            &[],
-            &with_hop_limit(&inner, 63),
-        ),
-    );
+    let expected =
+        frame6(NEIGH_MAC, OUT_MAC, &outer6(B1, IPV6_IN_IPV6, 0xb8, 0x12345, &[], &with_hop_limit(&inner, 63)));
     assert_eq!(f, expected);
 }
 
@@ -1512,18 +1187,8 @@ fn h_encaps_of_ipv4() {
         ip.fill_checksum();
     }
     let flow = ip.flow_label();
-    let expected = frame6(
-        NEIGH_MAC,
-        OUT_MAC,
-        &outer6(
-            B1,
-            ROUTING,
-            0xb9,
-            flow,
-            &srh_hdr(IPV4_IN_IPV6, 0, &[B1]),
-            &expected_inner,
-        ),
-    );
+    let expected =
+        frame6(NEIGH_MAC, OUT_MAC, &outer6(B1, ROUTING, 0xb9, flow, &srh_hdr(IPV4_IN_IPV6, 0, &[B1]), &expected_inner));
     assert_eq!(f, expected);
 }
 
@@ -1535,11 +1200,7 @@ fn h_encaps_encapsulates_only_the_ip_packet_of_a_padded_frame() {
     assert_eq!(orig.len(), 60);
     let mut f = orig.clone();
     assert_eq!(run(&l3, &mut f, IN).0, Verdict::Forward(OUT));
-    assert_eq!(
-        f.len(),
-        14 + 40 + 24 + inner.len(),
-        "no padding inside the tunnel"
-    );
+    assert_eq!(f.len(), 14 + 40 + 24 + inner.len(), "no padding inside the tunnel");
     assert_eq!(usize::from(ip6_of(&f).payload_len()), 24 + inner.len());
     let mut expected_inner = inner.clone();
     {
@@ -1609,13 +1270,7 @@ fn expected_pass(segs: &[Ipv6Addr], sl: u8, payload: &[u8]) -> Vec<u8> {
     frame6(
         NEIGH_MAC,
         OUT_MAC,
-        &ipv6_packet(
-            HOST_V6,
-            next,
-            ROUTING,
-            63,
-            &[srh_hdr(Protocol::UDP, sl - 1, segs), payload.to_vec()].concat(),
-        ),
+        &ipv6_packet(HOST_V6, next, ROUTING, 63, &[srh_hdr(Protocol::UDP, sl - 1, segs), payload.to_vec()].concat()),
     )
 }
 
@@ -1626,11 +1281,7 @@ fn sr_c_accepts_below_its_threshold() {
     for q in [0, 3, 4] {
         let mut f = storage_request(&segs, 1, SERVICE_PORT, &probe(0xabcd_0001, 77));
         let (v, w) = run_storage(&l3, &mut f, q, &[]);
-        assert_eq!(
-            v,
-            Verdict::Forward(IN),
-            "queue depth {q}: accepted, answered back"
-        );
+        assert_eq!(v, Verdict::Forward(IN), "queue depth {q}: accepted, answered back");
         check_probe_reply(&f, SID_SRC, 0xabcd_0001, 77, q);
         assert_eq!(w.sid_counters[I_SRC].accepted.get(), 1);
         assert_eq!(w.sid_counters[I_SRC].passed.get(), 0);
@@ -1735,17 +1386,8 @@ fn storage_checksum_is_over_the_final_destination() {
     let (v, w) = run_storage(&l3, &mut g, 0, &[]);
     assert_eq!(v, drop_(DropReason::StorageBadChecksum));
     assert_eq!(g, f);
-    assert_eq!(
-        w.sid_counters[I_SRC]
-            .drops
-            .get(DropReason::StorageBadChecksum),
-        1
-    );
-    assert_eq!(
-        w.sid_counters[I_SRC].accepted.get(),
-        0,
-        "a request that fails the checks is not accepted"
-    );
+    assert_eq!(w.sid_counters[I_SRC].drops.get(DropReason::StorageBadChecksum), 1);
+    assert_eq!(w.sid_counters[I_SRC].accepted.get(), 0, "a request that fails the checks is not accepted");
     // A flipped payload bit.
     let mut f = storage_request(&segs, 1, SERVICE_PORT, &probe(1, 1));
     let last = f.len() - 1;
@@ -1768,33 +1410,19 @@ fn storage_bad_requests_are_dropped() {
     let f = storage_request(&segs, 1, SERVICE_PORT + 1, &probe(1, 1));
     let (v, w) = run_storage(&l3, &mut f.clone(), 0, &[]);
     assert_eq!(v, drop_(DropReason::StorageBadRequest));
-    assert_eq!(
-        w.sid_counters[I_SRC]
-            .drops
-            .get(DropReason::StorageBadRequest),
-        1
-    );
+    assert_eq!(w.sid_counters[I_SRC].drops.get(DropReason::StorageBadRequest), 1);
     // Not a storage header (bad magic; too short).
     let mut junk = probe(1, 1);
     junk[0] = 0;
     let f = storage_request(&segs, 1, SERVICE_PORT, &junk);
-    assert_eq!(
-        run_storage(&l3, &mut f.clone(), 0, &[]).0,
-        drop_(DropReason::StorageBadRequest)
-    );
+    assert_eq!(run_storage(&l3, &mut f.clone(), 0, &[]).0, drop_(DropReason::StorageBadRequest));
     let f = storage_request(&segs, 1, SERVICE_PORT, &pattern(20));
-    assert_eq!(
-        run_storage(&l3, &mut f.clone(), 0, &[]).0,
-        drop_(DropReason::StorageBadRequest)
-    );
+    assert_eq!(run_storage(&l3, &mut f.clone(), 0, &[]).0, drop_(DropReason::StorageBadRequest));
     // UDP length beyond the packet.
     let mut f = storage_request(&segs, 1, SERVICE_PORT, &probe(1, 1));
     let len = 14 + 40 + 40 + 4;
     f[len..len + 2].copy_from_slice(&200u16.to_be_bytes());
-    assert_eq!(
-        run_storage(&l3, &mut f.clone(), 0, &[]).0,
-        drop_(DropReason::StorageBadRequest)
-    );
+    assert_eq!(run_storage(&l3, &mut f.clone(), 0, &[]).0, drop_(DropReason::StorageBadRequest));
     // Not UDP at all: parameter problem code 4 at the upper layer.
     let echo = echo6(HOST_V6, SID_SRC, 64, 1, 1, &[]);
     let f = sr_frame(&[SID_SRC, B1], 0, Protocol::ICMPV6, &echo[40..]);
@@ -1831,23 +1459,13 @@ fn slow_path_answer(
     let mut f = frame.to_vec();
     let (v, st) = run(l3, &mut f, IN);
     assert_eq!(v, punt(expected));
-    let cfg = SlowPathConfig {
-        icmp_errors_per_s: 1_000_000,
-        icmp_errors_burst: 1_000_000,
-        ..SlowPathConfig::default()
-    };
+    let cfg =
+        SlowPathConfig { icmp_errors_per_s: 1_000_000, icmp_errors_burst: 1_000_000, ..SlowPathConfig::default() };
     let counters = Arc::new(ControlCounters::default());
     let mut sp = SlowPath::new(l3.clone(), w, cfg, counters.clone());
     let mut sent = Vec::new();
     let mut pool = VecPool { remaining: 16 };
-    sp.handle(
-        VecBuf::from_frame(&f, IN),
-        expected,
-        st.meta.punt_arg,
-        0,
-        &mut pool,
-        &mut |p| sent.push(p),
-    );
+    sp.handle(VecBuf::from_frame(&f, IN), expected, st.meta.punt_arg, 0, &mut pool, &mut |p| sent.push(p));
     (sent, counters)
 }
 
@@ -1864,11 +1482,7 @@ fn check_icmp6_error(out: &VecBuf, ty: icmpv6::Message, code: u8, rest: u32, off
     assert_eq!(icmp.msg_code(), code);
     assert_eq!(icmp.rest_of_header(), rest);
     assert!(icmp.verify_checksum(IN_V6, HOST_V6));
-    assert_eq!(
-        icmp.payload(),
-        &offending[14..],
-        "the offending packet quoted"
-    );
+    assert_eq!(icmp.payload(), &offending[14..], "the offending packet quoted");
 }
 
 #[test]
@@ -1890,11 +1504,7 @@ fn parameter_problem_punts_become_icmpv6_parameter_problems() {
 #[test]
 fn too_big_punts_from_h_encaps_report_the_mtu_less_the_overhead() {
     let (l3, w) = build(1280, true, None);
-    let f = frame6(
-        IN_MAC,
-        HOST_MAC,
-        &udp6(HOST_V6, STEER_ENCAPS, 64, 1240 - 48),
-    );
+    let f = frame6(IN_MAC, HOST_MAC, &udp6(HOST_V6, STEER_ENCAPS, 64, 1240 - 48));
     let (sent, c) = slow_path_answer(&l3, w, &f, PuntReason::TooBig);
     assert_eq!(sent.len(), 1);
     let icmp = icmp6_of(sent[0].data());
@@ -1919,26 +1529,11 @@ fn seed_frames() -> Vec<Vec<u8>> {
             SID_PSP,
             DEST_OPTIONS,
             64,
-            &[
-                dest_options(ROUTING),
-                srh_hdr(Protocol::UDP, 1, &[B2, SID_PSP]),
-                app_payload(B2),
-            ]
-            .concat(),
+            &[dest_options(ROUTING), srh_hdr(Protocol::UDP, 1, &[B2, SID_PSP]), app_payload(B2)].concat(),
         ),
-        sr_frame(
-            &[INSIDE_OTHER, SID_X],
-            1,
-            Protocol::UDP,
-            &app_payload(INSIDE_OTHER),
-        ),
+        sr_frame(&[INSIDE_OTHER, SID_X], 1, Protocol::UDP, &app_payload(INSIDE_OTHER)),
         sr_frame(&[SID_DT6, SID_END], 0, IPV6_IN_IPV6, &inner6(NEIGH_V6)),
-        sr_frame(
-            &[SID_DT6, SID_END],
-            0,
-            IPV6_IN_IPV6,
-            &echo6(HOST_V6, IN_V6, 64, 1, 2, &pattern(8)),
-        ),
+        sr_frame(&[SID_DT6, SID_END], 0, IPV6_IN_IPV6, &echo6(HOST_V6, IN_V6, 64, 1, 2, &pattern(8))),
         host_frame(SID_DT6, IPV6_IN_IPV6, 64, &inner6(NEIGH_V6)),
         sr_frame(&[SID_DX6, SID_END], 0, IPV6_IN_IPV6, &inner6(HOST_V6)),
         sr_frame(&[SID_USD, SID_END], 0, IPV6_IN_IPV6, &inner6(NEIGH_V6)),
@@ -1946,11 +1541,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
         sr_frame(&[B1, SID_X, SID_END], 2, Protocol::UDP, &app_payload(B1)),
         sr_frame(&[SID_END; 6], 5, Protocol::UDP, &app_payload(SID_END)),
         host_frame(SID_END, ROUTING, 64, &[tlv, app_payload(B1)].concat()),
-        frame6(
-            IN_MAC,
-            HOST_MAC,
-            &echo6(HOST_V6, SID_END, 64, 1, 1, &pattern(4)),
-        ),
+        frame6(IN_MAC, HOST_MAC, &echo6(HOST_V6, SID_END, 64, 1, 1, &pattern(4))),
         storage_request(&[B1, SID_SRC], 1, SERVICE_PORT, &probe(1, 42)),
         storage_request(&[SID_SRC, SID_NBL], 1, SERVICE_PORT, &probe(1, 42)),
         storage_request(&[B1, SID_HOLD, SID_SRC], 2, SERVICE_PORT, &probe(1, 42)),
@@ -1960,31 +1551,17 @@ fn seed_frames() -> Vec<Vec<u8>> {
         frame6(IN_MAC, HOST_MAC, &steered6(STEER_RED1, 40)),
         frame4(IN_MAC, HOST_MAC, &v4),
         pad60(frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, STEER_V4, 64, 0))),
-        sr_frame(
-            &[SID_END, NEIGH_V6],
-            1,
-            Protocol::UDP,
-            &app_payload(SID_END),
-        ),
+        sr_frame(&[SID_END, NEIGH_V6], 1, Protocol::UDP, &app_payload(SID_END)),
     ]
 }
 
 /// The Pipeline variants the robustness tests run on.
 fn variants() -> Vec<(Arc<Pipeline>, NeighborWriter)> {
-    vec![
-        build(1500, true, None),
-        build(1500, false, None),
-        build(1280, true, Some(vec![OUT])),
-    ]
+    vec![build(1500, true, None), build(1500, false, None), build(1280, true, Some(vec![OUT]))]
 }
 
 /// A mutated seed: on `port` (its MAC as destination), bytes flipped, maybe cut.
-fn mutate(
-    seed: &[u8],
-    port: u16,
-    flips: &[(prop::sample::Index, u8)],
-    cut: Option<prop::sample::Index>,
-) -> Vec<u8> {
+fn mutate(seed: &[u8], port: u16, flips: &[(prop::sample::Index, u8)], cut: Option<prop::sample::Index>) -> Vec<u8> {
     let mut f = seed.to_vec();
     f[0..6].copy_from_slice(if port == OUT { &OUT_MAC } else { &IN_MAC });
     for (i, x) in flips {
@@ -2098,7 +1675,15 @@ fn seed_frames_are_handled_as_intended() {
 fn accepted_request_goes_to_the_object_service() {
     let prefix = Ipv6Addr::new(0x2001, 0xdb8, 0xf0, 1, 0, 0, 0, 0);
     let (table, mut w) = NeighborTable::new(64);
-    let l3 = Pipeline::build(ports(1500), &srv6_routes(), &srv6_config(None), None, Some(crate::pipeline::StoragePlan { object_prefix: prefix, udp_port: SERVICE_PORT }), table).unwrap();
+    let l3 = Pipeline::build(
+        ports(1500),
+        &srv6_routes(),
+        &srv6_config(None),
+        None,
+        Some(crate::pipeline::StoragePlan { object_prefix: prefix, udp_port: SERVICE_PORT }),
+        table,
+    )
+    .unwrap();
     resolve(&mut w);
     let mut ws = ws_with(&l3, 0, &[]);
     // Last candidate (SL 0): always accepts.

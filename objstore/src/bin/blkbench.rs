@@ -91,10 +91,7 @@ const BUCKET_NS: u64 = 100;
 
 impl Histogram {
     fn new() -> Histogram {
-        Histogram {
-            buckets: vec![0; 1_000_001],
-            count: 0,
-        }
+        Histogram { buckets: vec![0; 1_000_001], count: 0 }
     }
     fn record(&mut self, d: Duration) {
         let i = ((d.as_nanos() as u64) / BUCKET_NS).min(self.buckets.len() as u64 - 1);
@@ -116,13 +113,7 @@ impl Histogram {
 
 fn main() {
     let args = parse();
-    let dev = match UringDevice::open(
-        &args.file,
-        UringOptions {
-            iopoll: args.iopoll,
-            fixed_buffers: args.fixed,
-        },
-    ) {
+    let dev = match UringDevice::open(&args.file, UringOptions { iopoll: args.iopoll, fixed_buffers: args.fixed }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("blkbench: {e}");
@@ -218,12 +209,7 @@ fn main() {
         hist.percentile_us(0.99)
     );
     // One machine-readable line for scripts.
-    println!(
-        "RESULT iops={:.0} p50_us={:.1} p99_us={:.1}",
-        iops,
-        hist.percentile_us(0.50),
-        hist.percentile_us(0.99)
-    );
+    println!("RESULT iops={:.0} p50_us={:.1} p99_us={:.1}", iops, hist.percentile_us(0.50), hist.percentile_us(0.99));
     if errors > 0 {
         std::process::exit(1);
     }
@@ -240,22 +226,10 @@ fn store_bench(dev: &UringDevice, args: &Args) {
     use objstore::{Error, Request, Store, StoreConfig};
 
     let blocks = dev.num_blocks();
-    let sb = Store::format(
-        dev,
-        FormatOptions {
-            max_objects: blocks.min(1 << 20),
-            journal_blocks: 0,
-        },
-    )
-    .unwrap_or_else(|e| fail(e));
-    let mut store = Store::open(
-        dev,
-        StoreConfig {
-            max_requests: args.qd as usize,
-            checkpoint_depth: 8,
-        },
-    )
-    .unwrap_or_else(|e| fail(e));
+    let sb = Store::format(dev, FormatOptions { max_objects: blocks.min(1 << 20), journal_blocks: 0 })
+        .unwrap_or_else(|e| fail(e));
+    let mut store = Store::open(dev, StoreConfig { max_requests: args.qd as usize, checkpoint_depth: 8 })
+        .unwrap_or_else(|e| fail(e));
     let capacity = sb.geometry.reservable();
     let qd = args.qd as usize;
     let data: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 7 + 3) as u8).collect();

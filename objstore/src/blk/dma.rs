@@ -39,11 +39,7 @@ impl Region {
         if hugepages {
             let huge_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
             if let Some(base) = mmap_anon(huge_len, libc::MAP_HUGETLB) {
-                return Ok(Region {
-                    base,
-                    len: huge_len,
-                    hugepage: true,
-                });
+                return Ok(Region { base, len: huge_len, hugepage: true });
             }
             tracing::warn!(
                 bytes = len,
@@ -51,13 +47,9 @@ impl Region {
             );
         }
         let page_len = len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-        let base = mmap_anon(page_len, 0)
-            .ok_or_else(|| Error::os("mmap of the DMA pool", std::io::Error::last_os_error()))?;
-        Ok(Region {
-            base,
-            len: page_len,
-            hugepage: false,
-        })
+        let base =
+            mmap_anon(page_len, 0).ok_or_else(|| Error::os("mmap of the DMA pool", std::io::Error::last_os_error()))?;
+        Ok(Region { base, len: page_len, hugepage: false })
     }
 }
 
@@ -112,12 +104,7 @@ impl Shared {
             let mut cur = word.load(Ordering::Acquire);
             while cur != 0 {
                 let bit = cur.trailing_zeros();
-                match word.compare_exchange_weak(
-                    cur,
-                    cur & !(1u64 << bit),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match word.compare_exchange_weak(cur, cur & !(1u64 << bit), Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         self.hint.store(w, Ordering::Relaxed);
                         self.free_count.fetch_sub(1, Ordering::Relaxed);
@@ -166,14 +153,10 @@ impl DmaPool {
     /// fallback does).
     pub fn with_hugepages(count: usize, buf_blocks: usize, hugepages: bool) -> Result<DmaPool> {
         if count == 0 || buf_blocks == 0 || count > u32::MAX as usize {
-            return Err(Error::Config(format!(
-                "DMA pool of {count} buffers of {buf_blocks} blocks"
-            )));
+            return Err(Error::Config(format!("DMA pool of {count} buffers of {buf_blocks} blocks")));
         }
         let buf_size = buf_blocks * BLOCK_SIZE;
-        let len = count
-            .checked_mul(buf_size)
-            .ok_or_else(|| Error::Config("DMA pool too large".into()))?;
+        let len = count.checked_mul(buf_size).ok_or_else(|| Error::Config("DMA pool too large".into()))?;
         let region = Region::map(len, hugepages)?;
         let words = count.div_ceil(64);
         let free: Box<[AtomicU64]> = (0..words)
@@ -202,11 +185,7 @@ impl DmaPool {
         // SAFETY: `offset + buf_size <= region.len` because `index < count` and the region holds
         // `count * buf_size` bytes, so the pointer stays inside the mapping.
         let ptr = unsafe { self.shared.region.base.add(offset) };
-        Some(DmaBuf {
-            shared: Arc::clone(&self.shared),
-            index,
-            ptr,
-        })
+        Some(DmaBuf { shared: Arc::clone(&self.shared), index, ptr })
     }
 
     pub fn buf_size(&self) -> usize {
@@ -287,10 +266,7 @@ impl Drop for DmaBuf {
 
 impl std::fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaBuf")
-            .field("index", &self.index)
-            .field("size", &self.capacity())
-            .finish()
+        f.debug_struct("DmaBuf").field("index", &self.index).field("size", &self.capacity()).finish()
     }
 }
 

@@ -63,31 +63,13 @@ pub struct Io {
 
 impl Io {
     pub fn read(lba: u64, nblocks: u32, buf: DmaBuf, tag: u64) -> Self {
-        Io {
-            op: IoOp::Read,
-            lba,
-            nblocks,
-            buf: Some(buf),
-            tag,
-        }
+        Io { op: IoOp::Read, lba, nblocks, buf: Some(buf), tag }
     }
     pub fn write(lba: u64, nblocks: u32, buf: DmaBuf, tag: u64) -> Self {
-        Io {
-            op: IoOp::Write,
-            lba,
-            nblocks,
-            buf: Some(buf),
-            tag,
-        }
+        Io { op: IoOp::Write, lba, nblocks, buf: Some(buf), tag }
     }
     pub fn flush(tag: u64) -> Self {
-        Io {
-            op: IoOp::Flush,
-            lba: 0,
-            nblocks: 0,
-            buf: None,
-            tag,
-        }
+        Io { op: IoOp::Flush, lba: 0, nblocks: 0, buf: None, tag }
     }
 }
 
@@ -151,10 +133,7 @@ pub(crate) fn validate(io: &Io, num_blocks: u64) -> std::result::Result<(), Subm
             if io.nblocks == 0 || (io.nblocks as usize) * BLOCK_SIZE > buf.capacity() {
                 return Err(SubmitError::BadRequest);
             }
-            let end = io
-                .lba
-                .checked_add(u64::from(io.nblocks))
-                .ok_or(SubmitError::OutOfRange)?;
+            let end = io.lba.checked_add(u64::from(io.nblocks)).ok_or(SubmitError::OutOfRange)?;
             if end > num_blocks {
                 return Err(SubmitError::OutOfRange);
             }

@@ -19,9 +19,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{
-    validate, BlockDevice, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError, BLOCK_SIZE,
-};
+use super::{validate, BlockDevice, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError, BLOCK_SIZE};
 use crate::Result;
 
 struct RamState {
@@ -171,11 +169,7 @@ impl RamDevice {
         let mut media = st.media.clone();
         let mut dirty: Vec<u64> = st.dirty.keys().copied().collect();
         dirty.sort_unstable();
-        let mut report = CrashReport {
-            dirty: dirty.len(),
-            persisted: 0,
-            torn: 0,
-        };
+        let mut report = CrashReport { dirty: dirty.len(), persisted: 0, torn: 0 };
         for b in dirty {
             let r = RamState::range(b, 1);
             if tearing == Tearing::Sectors && st.one_in(3) {
@@ -259,10 +253,7 @@ impl QueuePair for RamQueuePair {
             return Err(Box::new(Rejected { io, reason }));
         }
         if self.in_flight() >= self.depth {
-            return Err(Box::new(Rejected {
-                io,
-                reason: SubmitError::QueueFull,
-            }));
+            return Err(Box::new(Rejected { io, reason: SubmitError::QueueFull }));
         }
         // A submission is an event: later executions get larger stamps than this one.
         st.stamp += 1;
@@ -288,12 +279,7 @@ impl QueuePair for RamQueuePair {
             }
             let (mut io, stamp) = self.queued.swap_remove(pick);
             let result = st.execute(&mut io, stamp);
-            self.executed.push(IoCompletion {
-                tag: io.tag,
-                op: io.op,
-                buf: io.buf,
-                result,
-            });
+            self.executed.push(IoCompletion { tag: io.tag, op: io.op, buf: io.buf, result });
         }
         // Report a random subset of the executed ones.
         let before = out.len();

@@ -34,8 +34,7 @@ use std::sync::Arc;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{
-    validate, BlockDevice, DmaBuf, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError,
-    BLOCK_SIZE,
+    validate, BlockDevice, DmaBuf, DmaPool, Io, IoCompletion, IoOp, QueuePair, Rejected, SubmitError, BLOCK_SIZE,
 };
 use crate::{Error, Result};
 
@@ -60,10 +59,7 @@ pub struct UringOptions {
 
 impl Default for UringOptions {
     fn default() -> Self {
-        UringOptions {
-            iopoll: IopollMode::Auto,
-            fixed_buffers: true,
-        }
+        UringOptions { iopoll: IopollMode::Auto, fixed_buffers: true }
     }
 }
 
@@ -102,16 +98,12 @@ impl UringDevice {
         let bytes = if block_device {
             use std::io::Seek;
             let mut f = &file;
-            f.seek(std::io::SeekFrom::End(0))
-                .map_err(|e| Error::os("size of block device", e))?
+            f.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::os("size of block device", e))?
         } else {
             meta.len()
         };
         if bytes < BLOCK_SIZE as u64 {
-            return Err(Error::Config(format!(
-                "{} is smaller than one block",
-                path.display()
-            )));
+            return Err(Error::Config(format!("{} is smaller than one block", path.display())));
         }
         Ok(UringDevice {
             shared: Arc::new(Shared {
@@ -138,16 +130,13 @@ impl UringDevice {
             .truncate(true)
             .open(path.as_ref())
             .map_err(|e| Error::os("create device file", e))?;
-        f.set_len(bytes.div_ceil(BLOCK_SIZE as u64) * BLOCK_SIZE as u64)
-            .map_err(|e| Error::os("size device file", e))
+        f.set_len(bytes.div_ceil(BLOCK_SIZE as u64) * BLOCK_SIZE as u64).map_err(|e| Error::os("size device file", e))
     }
 
     /// Whether files in `dir` can be opened with `O_DIRECT` (tmpfs before Linux 6.6, and some
     /// overlay set-ups, refuse it).
     pub fn dir_supports_o_direct(dir: impl AsRef<Path>) -> bool {
-        let probe = dir
-            .as_ref()
-            .join(format!(".odirect-probe-{}", std::process::id()));
+        let probe = dir.as_ref().join(format!(".odirect-probe-{}", std::process::id()));
         let ok = OpenOptions::new()
             .read(true)
             .write(true)
@@ -196,10 +185,7 @@ impl UringDevice {
     fn probe_iopoll(&self, ring: &mut IoUring, pool: &DmaPool) -> bool {
         let Some(mut buf) = pool.alloc() else { return false };
         let fd = types::Fd(self.shared.file.as_raw_fd());
-        let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), BLOCK_SIZE as u32)
-            .offset(0)
-            .build()
-            .user_data(1);
+        let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), BLOCK_SIZE as u32).offset(0).build().user_data(1);
         // SAFETY: `buf` is a live DmaBuf of at least BLOCK_SIZE bytes owned by this function; we
         // do not return (and so do not drop or touch it) until the completion has been reaped
         // below, or until the ring is dropped on failure, which waits for in-flight requests.
@@ -247,9 +233,7 @@ impl BlockDevice for UringDevice {
         if self.shared.iopoll.load(Ordering::Relaxed) != IOPOLL_NO {
             match Self::build_ring(depth, true) {
                 Ok((mut ring, coop)) => {
-                    if self.shared.iopoll.load(Ordering::Relaxed) == IOPOLL_YES
-                        || self.probe_iopoll(&mut ring, pool)
-                    {
+                    if self.shared.iopoll.load(Ordering::Relaxed) == IOPOLL_YES || self.probe_iopoll(&mut ring, pool) {
                         self.shared.iopoll.store(IOPOLL_YES, Ordering::Relaxed);
                         iopoll_ring = Some((ring, coop));
                     } else {
@@ -278,24 +262,15 @@ impl BlockDevice for UringDevice {
             None => Self::build_ring(depth, false).map_err(|e| Error::os("io_uring setup", e))?,
         };
         let flush_ring = if iopoll {
-            Some(
-                Self::build_ring(depth, false)
-                    .map_err(|e| Error::os("io_uring setup", e))?
-                    .0,
-            )
+            Some(Self::build_ring(depth, false).map_err(|e| Error::os("io_uring setup", e))?.0)
         } else {
             None
         };
-        ring.submitter()
-            .register_files(&[fd])
-            .map_err(|e| Error::os("io_uring register file", e))?;
+        ring.submitter().register_files(&[fd]).map_err(|e| Error::os("io_uring register file", e))?;
         let mut fixed = false;
         if self.shared.opts.fixed_buffers {
             let (base, len) = pool.region();
-            let iov = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: len,
-            };
+            let iov = libc::iovec { iov_base: base.cast(), iov_len: len };
             // SAFETY: the iovec covers the pool's mapped region, which stays mapped while the
             // queue pair lives because it keeps a clone of the pool (`_pool` below), and the ring
             // (which holds the registration) is dropped with the queue pair.
@@ -364,12 +339,7 @@ struct UringQueuePair {
 }
 
 impl UringQueuePair {
-    fn reap(
-        ring: &mut IoUring,
-        slots: &mut [Option<Slot>],
-        free: &mut Vec<u32>,
-        out: &mut Vec<IoCompletion>,
-    ) -> usize {
+    fn reap(ring: &mut IoUring, slots: &mut [Option<Slot>], free: &mut Vec<u32>, out: &mut Vec<IoCompletion>) -> usize {
         let mut n = 0;
         for cqe in ring.completion() {
             let idx = cqe.user_data() as usize;
@@ -385,12 +355,7 @@ impl UringQueuePair {
             } else {
                 Ok(())
             };
-            out.push(IoCompletion {
-                tag: slot.tag,
-                op: slot.op,
-                buf: slot.buf,
-                result,
-            });
+            out.push(IoCompletion { tag: slot.tag, op: slot.op, buf: slot.buf, result });
             n += 1;
         }
         n
@@ -416,13 +381,9 @@ impl UringQueuePair {
         let sqe = match io.op {
             IoOp::Flush => {
                 if self.flush_ring.is_some() {
-                    opcode::Fsync::new(types::Fd(self.fd))
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
+                    opcode::Fsync::new(types::Fd(self.fd)).flags(types::FsyncFlags::DATASYNC).build()
                 } else {
-                    opcode::Fsync::new(file)
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
+                    opcode::Fsync::new(file).flags(types::FsyncFlags::DATASYNC).build()
                 }
             }
             IoOp::Read | IoOp::Write => {
@@ -447,16 +408,10 @@ impl QueuePair for UringQueuePair {
             return Err(Box::new(Rejected { io, reason }));
         }
         let Some(&slot) = self.free_slots.last() else {
-            return Err(Box::new(Rejected {
-                io,
-                reason: SubmitError::QueueFull,
-            }));
+            return Err(Box::new(Rejected { io, reason: SubmitError::QueueFull }));
         };
         let Some(sqe) = self.build_sqe(&mut io, slot) else {
-            return Err(Box::new(Rejected {
-                io,
-                reason: SubmitError::BadRequest,
-            }));
+            return Err(Box::new(Rejected { io, reason: SubmitError::BadRequest }));
         };
         let is_flush = io.op == IoOp::Flush;
         let ring = match (&mut self.flush_ring, is_flush) {
@@ -468,23 +423,11 @@ impl QueuePair for UringQueuePair {
         // its completion is reaped in `poll` (or `drop` waits for it). The fixed buffer index 0
         // is only used for buffers of the registered pool (`pool.owns`).
         if unsafe { ring.submission().push(&sqe) }.is_err() {
-            return Err(Box::new(Rejected {
-                io,
-                reason: SubmitError::QueueFull,
-            }));
+            return Err(Box::new(Rejected { io, reason: SubmitError::QueueFull }));
         }
         self.free_slots.pop();
-        let expect = if is_flush {
-            0
-        } else {
-            (io.nblocks as usize * BLOCK_SIZE) as i32
-        };
-        self.slots[slot as usize] = Some(Slot {
-            tag: io.tag,
-            op: io.op,
-            buf: io.buf,
-            expect,
-        });
+        let expect = if is_flush { 0 } else { (io.nblocks as usize * BLOCK_SIZE) as i32 };
+        self.slots[slot as usize] = Some(Slot { tag: io.tag, op: io.op, buf: io.buf, expect });
         if is_flush && self.flush_ring.is_some() {
             self.flushes_in_flight += 1;
         }

@@ -9,11 +9,7 @@ use objstore::blk::UringDevice;
 /// `target/`, on the same file system as the build), else /var/tmp, else /tmp. tmpfs before
 /// Linux 6.6 refuses O_DIRECT, which the probe detects.
 pub fn odirect_dir() -> PathBuf {
-    let candidates = [
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
-        PathBuf::from("/var/tmp"),
-        PathBuf::from("/tmp"),
-    ];
+    let candidates = [PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from("/var/tmp"), PathBuf::from("/tmp")];
     for d in candidates {
         if std::fs::create_dir_all(&d).is_ok() && UringDevice::dir_supports_o_direct(&d) {
             return d;
