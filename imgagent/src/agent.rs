@@ -39,7 +39,7 @@ pub struct AgentConfig {
     pub cache_max_bytes: u64,
     /// Chunks fetched at most this far beyond the furthest plan position read.
     pub prefetch_ahead: usize,
-    /// Fraction of traces a chunk must appear in to be prefetched.
+    /// A chunk is prefetched when more than this fraction of the traces read it.
     pub min_support: f64,
     /// Newest traces merged.
     pub traces_merged_max: usize,
@@ -120,6 +120,8 @@ impl ImageState {
 
 /// One start of an image (see the module doc).
 pub struct Session {
+    /// Store the trace when the start ends.
+    upload: bool,
     opened: Instant,
     started_ms: u64,
     st: Mutex<SessState>,
@@ -148,6 +150,7 @@ impl Session {
             rank[c as usize] = i as u32;
         }
         Session {
+            upload: true,
             opened: Instant::now(),
             started_ms: now_ms(),
             st: Mutex::new(SessState {
@@ -298,7 +301,8 @@ impl Agent {
     }
 
     /// `POST /images/{name}/mount`: see the module doc. Body: `pull` (fetch everything first),
-    /// `prefetch` (along the merged trace; default true).
+    /// `prefetch` (along the merged trace; default true), `trace` (store this start's trace;
+    /// default true: false for a mount that is not a container start, e.g. an inspection).
     pub fn mount(self: &Arc<Self>, name: &str, body: &Value) -> ApiResult {
         let t0 = Instant::now();
         let _g = self.control.lock().expect("lock");
@@ -317,7 +321,9 @@ impl Agent {
                 trace::Plan::default()
             };
             predicted = plan.order.len();
-            let sess = Arc::new(Session::new(img.digests.len(), plan.order));
+            let mut sess = Session::new(img.digests.len(), plan.order);
+            sess.upload = body["trace"].as_bool().unwrap_or(true);
+            let sess = Arc::new(sess);
             inner.session = Some(sess.clone());
             let dir = self.mnt_dir(name);
             std::fs::create_dir_all(&dir).map_err(|e| ApiError(500, format!("{}: {e}", dir.display())))?;
@@ -462,7 +468,7 @@ impl Agent {
             needed,
             needed_pf
         );
-        if self.cfg.upload_traces && !trace.entries.is_empty() {
+        if self.cfg.upload_traces && sess.upload && !trace.entries.is_empty() {
             match self.meta.add_trace(&img.name, &trace) {
                 Ok(_) => Metrics::add(&m.traces_uploaded, 1),
                 Err(e) => {

@@ -56,7 +56,7 @@ struct Serve {
     /// Prefetch at most this many chunks beyond the furthest trace position read.
     #[arg(long = "prefetch-ahead", default_value_t = 64)]
     prefetch_ahead: usize,
-    /// Fraction of traces a chunk must appear in to be prefetched.
+    /// A chunk is prefetched when more than this fraction of the traces read it.
     #[arg(long = "min-support", default_value_t = 0.5)]
     min_support: f64,
     /// Newest traces merged.
@@ -117,8 +117,8 @@ fn serve(s: Serve) -> Result<(), String> {
         let (n, a) = na.split_once('=').ok_or_else(|| format!("--node-addr {na:?}: expected NODE=[ADDR]:PORT"))?;
         node_addrs.insert(n.to_string(), a.parse().map_err(|_| format!("--node-addr {na:?}: bad socket address"))?);
     }
-    if !(0.0..=1.0).contains(&s.min_support) || s.min_support == 0.0 {
-        return Err(format!("--min-support {}: a fraction in (0, 1]", s.min_support));
+    if !(0.0..1.0).contains(&s.min_support) {
+        return Err(format!("--min-support {}: a fraction in [0, 1)", s.min_support));
     }
     if s.prefetch_parallel >= s.fetchers.max(1) {
         return Err(format!(

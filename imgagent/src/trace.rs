@@ -1,8 +1,9 @@
 //! Start traces: recording one start's first accesses, and merging many starts (from any
 //! host) into one prefetch order.
 //!
-//! Merge rule ([`merge`]): a chunk is kept when at least `min_support` of the traces touched it
-//! ("chunks most starts need"); kept chunks are ordered by their mean position in the traces
+//! Merge rule ([`merge`]): a chunk is kept when more than `min_support` of the traces touched it
+//! (with the default 0.5: a strict majority, "chunks most starts need"; a single trace is kept
+//! whole); kept chunks are ordered by their mean position in the traces
 //! that touched them, where a position is the entry's index divided by that trace's length (so
 //! a slow host and a fast one weigh the same, and times need no clock agreement); ties go to
 //! the lower chunk index. With one trace the order is that trace's order.
@@ -23,14 +24,14 @@ pub struct Plan {
     pub traces: usize,
 }
 
-/// Merges `traces` (see the module doc). `min_support` is a fraction in (0, 1]: 0.5 keeps
-/// chunks that at least half the starts touched.
+/// Merges `traces` (see the module doc). `min_support` is a fraction in [0, 1): 0.5 keeps
+/// chunks that more than half the starts touched.
 pub fn merge(traces: &[Trace], min_support: f64, chunks: usize) -> Plan {
     let n = traces.len();
     if n == 0 {
         return Plan::default();
     }
-    let need = ((n as f64) * min_support.clamp(f64::MIN_POSITIVE, 1.0)).ceil().max(1.0) as usize;
+    let need = (((n as f64) * min_support.clamp(0.0, 1.0)).floor() as usize + 1).min(n);
     let mut acc: HashMap<u32, (usize, f64)> = HashMap::new();
     for t in traces {
         let len = t.entries.len().max(1) as f64;
@@ -83,17 +84,20 @@ mod tests {
         let ts = [t(&[1, 2, 3, 4]), t(&[1, 7, 2, 3]), t(&[1, 2, 3, 4])];
         let p = merge(&ts, 0.5, 10);
         assert_eq!(p.order, vec![1, 2, 3, 4]);
-        let p = merge(&ts, 1.0, 10);
+        let p = merge(&ts, 0.99, 10);
         assert_eq!(p.order, vec![1, 2, 3]);
         let p = merge(&ts, 0.3, 10);
         assert!(p.order.contains(&7));
+        // Two starts: only what both needed.
+        let p = merge(&ts[..2], 0.5, 10);
+        assert_eq!(p.order, vec![1, 2, 3]);
     }
 
     #[test]
     fn lengths_are_normalised_and_out_of_range_chunks_ignored() {
         // A long trace and a short one that both start with 8 then 2.
         let long: Vec<u32> = [8, 2].into_iter().chain(10..40).collect();
-        let p = merge(&[t(&long), t(&[8, 2, 99])], 1.0, 50);
+        let p = merge(&[t(&long), t(&[8, 2, 99])], 0.5, 50);
         assert_eq!(&p.order[..2], &[8, 2]);
         assert!(!p.order.contains(&99));
     }

@@ -240,13 +240,13 @@ impl Drop for Scratch {
 
 /// GET `url` with curl from namespace `ns`; (success, body).
 pub fn curl(ns: &str, url: &str) -> (bool, String) {
-    let out = run_timeout(in_net(ns, &["curl", "-sS", "--max-time", "20", url]), Duration::from_secs(30));
+    let out = run_timeout(&mut in_net(ns, &["curl", "-sS", "--max-time", "20", url]), Duration::from_secs(30));
     (out.status.success(), output_text(&out))
 }
 
 /// POST `body` to `url` with curl from namespace `ns`; (success, answer).
 pub fn curl_post(ns: &str, url: &str, body: &str) -> (bool, String) {
-    let out = run_timeout(in_net(ns, &["curl", "-sS", "--max-time", "300", "-XPOST", url, "-d", body]), Duration::from_secs(320));
+    let out = run_timeout(&mut in_net(ns, &["curl", "-sS", "--max-time", "300", "-XPOST", url, "-d", body]), Duration::from_secs(320));
     (out.status.success(), output_text(&out))
 }
 
