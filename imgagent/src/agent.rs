@@ -60,7 +60,10 @@ pub struct ApiError(pub u16, pub String);
 type ApiResult = Result<Value, ApiError>;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// One image known to the agent.
@@ -86,8 +89,16 @@ impl ImageState {
         let mut lists: HashMap<Vec<String>, Arc<Vec<String>>> = HashMap::new();
         let mut replicas = Vec::with_capacity(m.chunks.len());
         for c in &m.chunks {
-            digests.push(parse_hex(&c.digest).ok_or_else(|| format!("manifest of {}: bad digest {:?}", m.name, c.digest))?);
-            replicas.push(lists.entry(c.replicas.clone()).or_insert_with(|| Arc::new(c.replicas.clone())).clone());
+            digests.push(
+                parse_hex(&c.digest)
+                    .ok_or_else(|| format!("manifest of {}: bad digest {:?}", m.name, c.digest))?,
+            );
+            replicas.push(
+                lists
+                    .entry(c.replicas.clone())
+                    .or_insert_with(|| Arc::new(c.replicas.clone()))
+                    .clone(),
+            );
         }
         Ok(ImageState {
             name: m.name.clone(),
@@ -183,7 +194,10 @@ impl Session {
         if !s.seen[c] {
             s.seen[c] = true;
             let at_us = self.opened.elapsed().as_micros() as u64;
-            s.entries.push(TraceEntry { chunk: c as u32, at_us });
+            s.entries.push(TraceEntry {
+                chunk: c as u32,
+                at_us,
+            });
             if s.launched[c] {
                 s.needed += 1;
                 s.needed_prefetched += 1;
@@ -215,7 +229,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, meta: MetaClient, cache: Arc<ChunkCache>, fetcher: Arc<Fetcher>, metrics: Arc<Metrics>) -> Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        meta: MetaClient,
+        cache: Arc<ChunkCache>,
+        fetcher: Arc<Fetcher>,
+        metrics: Arc<Metrics>,
+    ) -> Agent {
         Agent {
             cfg,
             meta,
@@ -238,7 +258,10 @@ impl Agent {
     }
 
     fn manifest_path(&self, name: &str) -> PathBuf {
-        self.cfg.state_dir.join("images").join(format!("{name}.json"))
+        self.cfg
+            .state_dir
+            .join("images")
+            .join(format!("{name}.json"))
     }
 
     /// The image with FUSE inode `ino`.
@@ -248,7 +271,12 @@ impl Agent {
 
     /// Every image (for the FUSE directory listing).
     pub fn list(&self) -> Vec<Arc<ImageState>> {
-        self.images.read().expect("lock").values().cloned().collect()
+        self.images
+            .read()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn lookup(&self, name: &str) -> Option<Arc<ImageState>> {
@@ -263,16 +291,28 @@ impl Agent {
         match self.meta.image(name) {
             Ok(m) => {
                 let _ = std::fs::create_dir_all(self.cfg.state_dir.join("images"));
-                let _ = std::fs::write(self.manifest_path(name), serde_json::to_vec(&m).expect("json"));
+                let _ = std::fs::write(
+                    self.manifest_path(name),
+                    serde_json::to_vec(&m).expect("json"),
+                );
                 Ok(m)
             }
-            Err(e) if e.is_not_found() => Err(ApiError(404, format!("image {name}: not found at the metadata service"))),
-            Err(e) => match std::fs::read(self.manifest_path(name)).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Err(e) if e.is_not_found() => Err(ApiError(
+                404,
+                format!("image {name}: not found at the metadata service"),
+            )),
+            Err(e) => match std::fs::read(self.manifest_path(name))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
                 Some(m) => {
                     eprintln!("imgagent: metadata service unreachable ({e}); using the kept manifest of {name}");
                     Ok(m)
                 }
-                None => Err(ApiError(503, format!("image {name}: metadata service: {e}"))),
+                None => Err(ApiError(
+                    503,
+                    format!("image {name}: metadata service: {e}"),
+                )),
             },
         }
     }
@@ -326,7 +366,8 @@ impl Agent {
             let sess = Arc::new(sess);
             inner.session = Some(sess.clone());
             let dir = self.mnt_dir(name);
-            std::fs::create_dir_all(&dir).map_err(|e| ApiError(500, format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ApiError(500, format!("{}: {e}", dir.display())))?;
             let file = self.fuse_dir().join(name);
             // The mount reads the image through FUSE, whose read path takes this lock: let go
             // of it (the control lock keeps other mounts and unmounts out meanwhile).
@@ -346,7 +387,11 @@ impl Agent {
                     drop(inner);
                     self.end_session(&img, &sess);
                     let cause = self.metrics.last_error.lock().expect("lock").clone();
-                    let cause = if cause.is_empty() { String::new() } else { format!(" (last fetch error: {cause})") };
+                    let cause = if cause.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last fetch error: {cause})")
+                    };
                     return Err(ApiError(502, format!("image {name}: {e}{cause}")));
                 }
             }
@@ -384,7 +429,10 @@ impl Agent {
                 trace::merge(&ts, self.cfg.min_support, img.digests.len())
             }
             Err(e) => {
-                eprintln!("imgagent: traces of {}: {e}; starting without prefetch", img.name);
+                eprintln!(
+                    "imgagent: traces of {}: {e}; starting without prefetch",
+                    img.name
+                );
                 trace::Plan::default()
             }
         }
@@ -414,13 +462,17 @@ impl Agent {
                     }
                 }
                 if v.is_empty() {
-                    let _ = sess.cv.wait_timeout(s, Duration::from_millis(50)).expect("lock");
+                    let _ = sess
+                        .cv
+                        .wait_timeout(s, Duration::from_millis(50))
+                        .expect("lock");
                     continue;
                 }
                 v
             };
             for c in todo {
-                if self.fetcher.request(&img.spec(c), Origin::Prefetch, None) == Requested::Present {
+                if self.fetcher.request(&img.spec(c), Origin::Prefetch, None) == Requested::Present
+                {
                     let mut s = sess.st.lock().expect("lock");
                     s.launched[c] = false;
                     s.launched_count -= 1;
@@ -439,7 +491,9 @@ impl Agent {
             }
             s.recording = false;
             sess.cv.notify_all();
-            let used = (0..s.seen.len()).filter(|&c| s.seen[c] && s.launched[c]).count() as u64;
+            let used = (0..s.seen.len())
+                .filter(|&c| s.seen[c] && s.launched[c])
+                .count() as u64;
             let t = Trace {
                 image_digest: img.manifest.digest.clone(),
                 host: self.cfg.host.clone(),
@@ -456,8 +510,14 @@ impl Agent {
         Metrics::add(&m.prefetched_used, used);
         Metrics::add(&m.needed, needed);
         Metrics::add(&m.needed_prefetched, needed_pf);
-        m.last_accuracy_permille.store(if launched == 0 { 0 } else { used * 1000 / launched }, Ordering::Relaxed);
-        m.last_coverage_permille.store(if needed == 0 { 0 } else { needed_pf * 1000 / needed }, Ordering::Relaxed);
+        m.last_accuracy_permille.store(
+            (used * 1000).checked_div(launched).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        m.last_coverage_permille.store(
+            (needed_pf * 1000).checked_div(needed).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         eprintln!(
             "imgagent: start of {} ended after {:.3} s: {} chunks read, {} prefetched ({} used), {} needed ({} prefetched)",
             img.name,
@@ -482,7 +542,9 @@ impl Agent {
 
     /// `POST /images/{name}/ready`: the container answers; the start's trace ends.
     pub fn ready(&self, name: &str) -> ApiResult {
-        let img = self.lookup(name).ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
+        let img = self
+            .lookup(name)
+            .ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
         if let Some(s) = img.session() {
             self.end_session(&img, &s);
         }
@@ -492,7 +554,9 @@ impl Agent {
     /// `POST /images/{name}/unmount`: one user fewer; the last one unmounts the erofs.
     pub fn unmount(&self, name: &str) -> ApiResult {
         let _g = self.control.lock().expect("lock");
-        let img = self.lookup(name).ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
+        let img = self
+            .lookup(name)
+            .ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
         let mut inner = img.inner.lock().expect("lock");
         if inner.refs == 0 {
             return Err(ApiError(409, format!("image {name} is not mounted")));
@@ -555,7 +619,14 @@ impl Agent {
             }
         }
         if let Some(e) = failed.first() {
-            return Err(ApiError(502, format!("pull of {}: {} chunks failed; first: {e}", img.name, failed.len())));
+            return Err(ApiError(
+                502,
+                format!(
+                    "pull of {}: {} chunks failed; first: {e}",
+                    img.name,
+                    failed.len()
+                ),
+            ));
         }
         Ok(json!({ "fetched": waiting, "present": present, "seconds": t0.elapsed().as_secs_f64() }))
     }
@@ -583,11 +654,18 @@ impl Agent {
         }
         if let Ok(rd) = std::fs::read_dir(self.cfg.state_dir.join("images")) {
             for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().trim_end_matches(".json").to_string();
+                let name = e
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".json")
+                    .to_string();
                 if loaded.contains(&name) {
                     continue;
                 }
-                if let Some(m) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<ImageManifest>(&b).ok()) {
+                if let Some(m) = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ImageManifest>(&b).ok())
+                {
                     keep.extend(m.chunks.iter().filter_map(|c| parse_hex(&c.digest)));
                 }
             }
@@ -624,7 +702,13 @@ impl Agent {
     /// The FUSE read path: bytes `offset..offset+size` of image `ino`, handed to `done` when
     /// every chunk they touch is there (at once for cached chunks; after the fetch of missing
     /// ones, which never blocks this thread). `done` gets `Err(errno)` on failure.
-    pub fn read(&self, ino: u64, offset: u64, size: u32, done: Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>) {
+    pub fn read(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        done: Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>,
+    ) {
         Metrics::add(&self.metrics.fuse_reads, 1);
         let Some(img) = self.by_ino(ino) else {
             return done(Err(libc::ENOENT));
@@ -648,7 +732,11 @@ impl Agent {
             let cstart = c as u64 * cs;
             let lo = offset.max(cstart);
             let hi = end.min(cstart + cs);
-            let (coff, boff, len) = ((lo - cstart) as u32, (lo - offset) as usize, (hi - lo) as usize);
+            let (coff, boff, len) = (
+                (lo - cstart) as u32,
+                (lo - offset) as usize,
+                (hi - lo) as usize,
+            );
             let d = img.digests[c];
             let hit = {
                 let mut b = pending.buf.lock().expect("lock");
@@ -658,7 +746,9 @@ impl Agent {
                 if s.access(c, hit) {
                     let t = s.opened.elapsed();
                     self.metrics.ttfb.observe(t);
-                    self.metrics.ttfb_last_ns.store(t.as_nanos() as u64, Ordering::Relaxed);
+                    self.metrics
+                        .ttfb_last_ns
+                        .store(t.as_nanos() as u64, Ordering::Relaxed);
                 }
             }
             if hit {
@@ -672,7 +762,8 @@ impl Agent {
                 match r {
                     Ok(data) => {
                         let co = coff as usize;
-                        p.buf.lock().expect("lock")[boff..boff + len].copy_from_slice(&data[co..co + len]);
+                        p.buf.lock().expect("lock")[boff..boff + len]
+                            .copy_from_slice(&data[co..co + len]);
                     }
                     Err(e) => {
                         p.failed.lock().expect("lock").get_or_insert(e);
@@ -687,7 +778,11 @@ impl Agent {
                     self.cache.read(&d, coff, &mut b[boff..boff + len]) == Read::Hit
                 };
                 if !ok {
-                    pending.failed.lock().expect("lock").get_or_insert(format!("chunk {c} vanished from the cache"));
+                    pending
+                        .failed
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert(format!("chunk {c} vanished from the cache"));
                 }
                 pending.finish_one();
             }
@@ -719,12 +814,15 @@ impl Agent {
     }
 }
 
+/// Gets a FUSE read's bytes, or the errno to answer.
+pub type ReadDone = Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>;
+
 /// A FUSE read waiting for chunks.
 struct Pending {
     buf: Mutex<Vec<u8>>,
     left: Mutex<usize>,
     failed: Mutex<Option<String>>,
-    done: Mutex<Option<Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>>>,
+    done: Mutex<Option<ReadDone>>,
     metrics: Arc<Metrics>,
 }
 
@@ -738,7 +836,9 @@ impl Pending {
         if !last {
             return;
         }
-        let Some(done) = self.done.lock().expect("lock").take() else { return };
+        let Some(done) = self.done.lock().expect("lock").take() else {
+            return;
+        };
         if self.failed.lock().expect("lock").is_some() {
             Metrics::add(&self.metrics.read_errors, 1);
             done(Err(libc::EIO));

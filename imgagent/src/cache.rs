@@ -141,7 +141,9 @@ impl ChunkCache {
             index: Mutex::new(idx),
             metrics,
         };
-        c.metrics.cache_max_bytes.store(max_bytes, Ordering::Relaxed);
+        c.metrics
+            .cache_max_bytes
+            .store(max_bytes, Ordering::Relaxed);
         c.evict_to(max_bytes);
         c.publish();
         Ok(c)
@@ -154,7 +156,9 @@ impl ChunkCache {
     fn publish(&self) {
         let i = self.index.lock().expect("lock");
         self.metrics.cache_bytes.store(i.bytes, Ordering::Relaxed);
-        self.metrics.cache_chunks.store(i.entries.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .cache_chunks
+            .store(i.entries.len() as u64, Ordering::Relaxed);
     }
 
     pub fn contains(&self, d: &Digest) -> bool {
@@ -173,7 +177,9 @@ impl ChunkCache {
     pub fn read(&self, d: &Digest, offset: u32, buf: &mut [u8]) -> Read {
         let verified = {
             let mut i = self.index.lock().expect("lock");
-            let Some(e) = i.entries.get(d) else { return Read::Miss };
+            let Some(e) = i.entries.get(d) else {
+                return Read::Miss;
+            };
             if u64::from(offset) + buf.len() as u64 > u64::from(e.len) {
                 return Read::Miss;
             }
@@ -189,7 +195,10 @@ impl ChunkCache {
             let mut all = Vec::new();
             if io::Read::read_to_end(&mut &f, &mut all).is_err() || sha256(&all) != *d {
                 Metrics::add(&self.metrics.verify_failures, 1);
-                self.metrics.set_error(format!("cached chunk {} failed its digest check: removed", hex(d)));
+                self.metrics.set_error(format!(
+                    "cached chunk {} failed its digest check: removed",
+                    hex(d)
+                ));
                 self.remove(d);
                 return Read::Miss;
             }
@@ -212,7 +221,9 @@ impl ChunkCache {
     /// Stores a chunk whose digest the caller has checked, then evicts down to the limit.
     pub fn insert(&self, d: &Digest, data: &[u8]) -> io::Result<()> {
         let final_path = self.path(d);
-        let tmp = self.dir.join(format!("{}.tmp.{:?}", hex(d), std::thread::current().id()));
+        let tmp = self
+            .dir
+            .join(format!("{}.tmp.{:?}", hex(d), std::thread::current().id()));
         {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
@@ -247,7 +258,9 @@ impl ChunkCache {
                 if i.bytes <= limit {
                     return;
                 }
-                let Some((_, d)) = i.lru.pop_first() else { return };
+                let Some((_, d)) = i.lru.pop_first() else {
+                    return;
+                };
                 let e = i.entries.remove(&d).expect("lru and entries agree");
                 i.bytes -= u64::from(e.len);
                 d
@@ -275,7 +288,11 @@ impl ChunkCache {
     pub fn retain(&self, keep: &HashSet<Digest>) -> usize {
         let gone: Vec<Digest> = {
             let i = self.index.lock().expect("lock");
-            i.entries.keys().filter(|d| !keep.contains(*d)).copied().collect()
+            i.entries
+                .keys()
+                .filter(|d| !keep.contains(*d))
+                .copied()
+                .collect()
         };
         for d in &gone {
             self.remove(d);
@@ -336,7 +353,11 @@ mod tests {
         let mut b = [0u8; 8];
         assert_eq!(c.read(&dg, 8, &mut b), Read::Hit);
         assert_eq!(b, [7u8; 8]);
-        assert_eq!(c.read(&db, 8, &mut b), Read::Miss, "the corrupted chunk is not served");
+        assert_eq!(
+            c.read(&db, 8, &mut b),
+            Read::Miss,
+            "the corrupted chunk is not served"
+        );
         assert!(!c.contains(&db) && !p.exists());
         assert_eq!(m.verify_failures.load(Ordering::Relaxed), 1);
     }

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the fetch latency histogram.
-pub const FETCH_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+pub const FETCH_BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
 
 /// A histogram with fixed buckets.
 #[derive(Default)]
@@ -27,7 +29,8 @@ impl Histogram {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
@@ -125,31 +128,144 @@ impl Metrics {
             "imgagent_bytes_fetched_total",
             "counter",
             "Bytes of chunks fetched from the object store, by why.",
-            &[("{reason=\"demand\"}", f(&self.bytes_fetched_demand)), ("{reason=\"prefetch\"}", f(&self.bytes_fetched_prefetch))],
+            &[
+                ("{reason=\"demand\"}", f(&self.bytes_fetched_demand)),
+                ("{reason=\"prefetch\"}", f(&self.bytes_fetched_prefetch)),
+            ],
         );
-        family("imgagent_cache_hits_total", "counter", "Chunks a FUSE read found in the local cache.", &[("", f(&self.cache_hits))]);
-        family("imgagent_cache_misses_total", "counter", "Chunks a FUSE read had to wait for.", &[("", f(&self.cache_misses))]);
+        family(
+            "imgagent_cache_hits_total",
+            "counter",
+            "Chunks a FUSE read found in the local cache.",
+            &[("", f(&self.cache_hits))],
+        );
+        family(
+            "imgagent_cache_misses_total",
+            "counter",
+            "Chunks a FUSE read had to wait for.",
+            &[("", f(&self.cache_misses))],
+        );
         let (h, m) = (get(&self.cache_hits), get(&self.cache_misses));
-        family("imgagent_cache_hit_ratio", "gauge", "cache hits / (hits + misses) since the agent started.", &[("", ratio(h, h + m))]);
-        family("imgagent_fetch_joins_total", "counter", "Readers of a missing chunk that waited for a fetch already in flight.", &[("", f(&self.fetch_joins))]);
-        family("imgagent_fetch_failures_total", "counter", "Chunk fetches that failed on every replica (the reads waiting got EIO).", &[("", f(&self.fetch_failures))]);
-        family("imgagent_failovers_total", "counter", "Fetch attempts that failed and moved on to the next candidate or replica.", &[("", f(&self.failovers))]);
-        family("imgagent_digest_mismatches_total", "counter", "Chunks received whose SHA-256 was not the manifest's (discarded).", &[("", f(&self.digest_mismatches))]);
-        family("imgagent_read_errors_total", "counter", "FUSE reads answered with an error.", &[("", f(&self.read_errors))]);
-        family("imgagent_fuse_reads_total", "counter", "FUSE read requests.", &[("", f(&self.fuse_reads))]);
-        family("imgagent_fuse_read_bytes_total", "counter", "Bytes returned by FUSE reads.", &[("", f(&self.fuse_read_bytes))]);
-        family("imgagent_cache_evictions_total", "counter", "Chunks evicted to keep the cache under its size limit.", &[("", f(&self.evictions))]);
-        family("imgagent_cache_verify_failures_total", "counter", "Cached chunks whose digest failed the check on first reuse (removed, fetched again).", &[("", f(&self.verify_failures))]);
-        family("imgagent_gc_chunks_removed_total", "counter", "Chunks removed by garbage collection of unused images.", &[("", f(&self.gc_chunks_removed))]);
-        family("imgagent_gc_images_removed_total", "counter", "Images forgotten by garbage collection.", &[("", f(&self.gc_images_removed))]);
-        family("imgagent_traces_uploaded_total", "counter", "Start traces stored at the metadata service.", &[("", f(&self.traces_uploaded))]);
-        family("imgagent_trace_upload_failures_total", "counter", "Start traces that could not be stored.", &[("", f(&self.trace_upload_failures))]);
-        family("imgagent_starts_total", "counter", "Starts (cold mounts of an image) whose trace window ended.", &[("", f(&self.starts))]);
-        family("imgagent_prefetched_chunks_total", "counter", "Chunks prefetched during finished starts.", &[("", f(&self.prefetched))]);
-        family("imgagent_prefetched_used_chunks_total", "counter", "Prefetched chunks that their start then read.", &[("", f(&self.prefetched_used))]);
-        family("imgagent_needed_chunks_total", "counter", "Chunks finished starts read that were not cached when they began.", &[("", f(&self.needed))]);
-        family("imgagent_needed_prefetched_chunks_total", "counter", "Needed chunks that had been prefetched.", &[("", f(&self.needed_prefetched))]);
-        family("imgagent_prefetch_cancelled_total", "counter", "Queued prefetches dropped because the start ended or went another way.", &[("", f(&self.prefetch_cancelled))]);
+        family(
+            "imgagent_cache_hit_ratio",
+            "gauge",
+            "cache hits / (hits + misses) since the agent started.",
+            &[("", ratio(h, h + m))],
+        );
+        family(
+            "imgagent_fetch_joins_total",
+            "counter",
+            "Readers of a missing chunk that waited for a fetch already in flight.",
+            &[("", f(&self.fetch_joins))],
+        );
+        family(
+            "imgagent_fetch_failures_total",
+            "counter",
+            "Chunk fetches that failed on every replica (the reads waiting got EIO).",
+            &[("", f(&self.fetch_failures))],
+        );
+        family(
+            "imgagent_failovers_total",
+            "counter",
+            "Fetch attempts that failed and moved on to the next candidate or replica.",
+            &[("", f(&self.failovers))],
+        );
+        family(
+            "imgagent_digest_mismatches_total",
+            "counter",
+            "Chunks received whose SHA-256 was not the manifest's (discarded).",
+            &[("", f(&self.digest_mismatches))],
+        );
+        family(
+            "imgagent_read_errors_total",
+            "counter",
+            "FUSE reads answered with an error.",
+            &[("", f(&self.read_errors))],
+        );
+        family(
+            "imgagent_fuse_reads_total",
+            "counter",
+            "FUSE read requests.",
+            &[("", f(&self.fuse_reads))],
+        );
+        family(
+            "imgagent_fuse_read_bytes_total",
+            "counter",
+            "Bytes returned by FUSE reads.",
+            &[("", f(&self.fuse_read_bytes))],
+        );
+        family(
+            "imgagent_cache_evictions_total",
+            "counter",
+            "Chunks evicted to keep the cache under its size limit.",
+            &[("", f(&self.evictions))],
+        );
+        family(
+            "imgagent_cache_verify_failures_total",
+            "counter",
+            "Cached chunks whose digest failed the check on first reuse (removed, fetched again).",
+            &[("", f(&self.verify_failures))],
+        );
+        family(
+            "imgagent_gc_chunks_removed_total",
+            "counter",
+            "Chunks removed by garbage collection of unused images.",
+            &[("", f(&self.gc_chunks_removed))],
+        );
+        family(
+            "imgagent_gc_images_removed_total",
+            "counter",
+            "Images forgotten by garbage collection.",
+            &[("", f(&self.gc_images_removed))],
+        );
+        family(
+            "imgagent_traces_uploaded_total",
+            "counter",
+            "Start traces stored at the metadata service.",
+            &[("", f(&self.traces_uploaded))],
+        );
+        family(
+            "imgagent_trace_upload_failures_total",
+            "counter",
+            "Start traces that could not be stored.",
+            &[("", f(&self.trace_upload_failures))],
+        );
+        family(
+            "imgagent_starts_total",
+            "counter",
+            "Starts (cold mounts of an image) whose trace window ended.",
+            &[("", f(&self.starts))],
+        );
+        family(
+            "imgagent_prefetched_chunks_total",
+            "counter",
+            "Chunks prefetched during finished starts.",
+            &[("", f(&self.prefetched))],
+        );
+        family(
+            "imgagent_prefetched_used_chunks_total",
+            "counter",
+            "Prefetched chunks that their start then read.",
+            &[("", f(&self.prefetched_used))],
+        );
+        family(
+            "imgagent_needed_chunks_total",
+            "counter",
+            "Chunks finished starts read that were not cached when they began.",
+            &[("", f(&self.needed))],
+        );
+        family(
+            "imgagent_needed_prefetched_chunks_total",
+            "counter",
+            "Needed chunks that had been prefetched.",
+            &[("", f(&self.needed_prefetched))],
+        );
+        family(
+            "imgagent_prefetch_cancelled_total",
+            "counter",
+            "Queued prefetches dropped because the start ended or went another way.",
+            &[("", f(&self.prefetch_cancelled))],
+        );
         family(
             "imgagent_prefetch_accuracy",
             "gauge",
@@ -162,12 +278,42 @@ impl Metrics {
             "Needed and prefetched / needed, over finished starts.",
             &[("", ratio(get(&self.needed_prefetched), get(&self.needed)))],
         );
-        family("imgagent_last_start_prefetch_accuracy", "gauge", "Prefetch accuracy of the last finished start.", &[("", get(&self.last_accuracy_permille) as f64 / 1000.0)]);
-        family("imgagent_last_start_prefetch_coverage", "gauge", "Prefetch coverage of the last finished start.", &[("", get(&self.last_coverage_permille) as f64 / 1000.0)]);
-        family("imgagent_cache_bytes", "gauge", "Bytes of chunks in the local cache.", &[("", f(&self.cache_bytes))]);
-        family("imgagent_cache_chunks", "gauge", "Chunks in the local cache.", &[("", f(&self.cache_chunks))]);
-        family("imgagent_cache_max_bytes", "gauge", "Size limit of the local cache.", &[("", f(&self.cache_max_bytes))]);
-        family("imgagent_images_mounted", "gauge", "Images mounted now.", &[("", f(&self.images_mounted))]);
+        family(
+            "imgagent_last_start_prefetch_accuracy",
+            "gauge",
+            "Prefetch accuracy of the last finished start.",
+            &[("", get(&self.last_accuracy_permille) as f64 / 1000.0)],
+        );
+        family(
+            "imgagent_last_start_prefetch_coverage",
+            "gauge",
+            "Prefetch coverage of the last finished start.",
+            &[("", get(&self.last_coverage_permille) as f64 / 1000.0)],
+        );
+        family(
+            "imgagent_cache_bytes",
+            "gauge",
+            "Bytes of chunks in the local cache.",
+            &[("", f(&self.cache_bytes))],
+        );
+        family(
+            "imgagent_cache_chunks",
+            "gauge",
+            "Chunks in the local cache.",
+            &[("", f(&self.cache_chunks))],
+        );
+        family(
+            "imgagent_cache_max_bytes",
+            "gauge",
+            "Size limit of the local cache.",
+            &[("", f(&self.cache_max_bytes))],
+        );
+        family(
+            "imgagent_images_mounted",
+            "gauge",
+            "Images mounted now.",
+            &[("", f(&self.images_mounted))],
+        );
         family(
             "imgagent_time_to_first_byte_last_seconds",
             "gauge",
@@ -175,8 +321,16 @@ impl Metrics {
             &[("", get(&self.ttfb_last_ns) as f64 / 1e9)],
         );
         for (name, help, h) in [
-            ("imgagent_fetch_latency_seconds", "Time to fetch one chunk (all replicas tried), successful or not.", &self.fetch_latency),
-            ("imgagent_time_to_first_byte_seconds", "Time from an image's mount request to the first byte served.", &self.ttfb),
+            (
+                "imgagent_fetch_latency_seconds",
+                "Time to fetch one chunk (all replicas tried), successful or not.",
+                &self.fetch_latency,
+            ),
+            (
+                "imgagent_time_to_first_byte_seconds",
+                "Time from an image's mount request to the first byte served.",
+                &self.ttfb,
+            ),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}");
             let _ = writeln!(o, "# TYPE {name} histogram");
@@ -211,8 +365,14 @@ mod tests {
         assert!(t.contains("imgagent_fetch_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
-            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-            assert!(t.contains(&format!("# TYPE {base} ")) || t.contains(&format!("# TYPE {name} ")), "{name} has a TYPE");
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                t.contains(&format!("# TYPE {base} ")) || t.contains(&format!("# TYPE {name} ")),
+                "{name} has a TYPE"
+            );
         }
     }
 }

@@ -18,12 +18,17 @@ use std::sync::Mutex;
 static MOUNTING: Mutex<()> = Mutex::new(());
 
 fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))
 }
 
 fn bdis() -> HashSet<String> {
     std::fs::read_dir("/sys/class/bdi")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -36,16 +41,31 @@ pub fn mount_erofs(file: &Path, target: &Path) -> io::Result<Option<PathBuf>> {
     let fstype = CString::new("erofs").expect("no NUL");
     // SAFETY: all three strings are valid NUL-terminated C strings that outlive the call;
     // the data argument may be NULL for erofs; mount(2) does not keep the pointers.
-    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), libc::MS_RDONLY, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
             e.kind(),
-            format!("mount -t erofs {} {}: {e}", file.display(), target.display()),
+            format!(
+                "mount -t erofs {} {}: {e}",
+                file.display(),
+                target.display()
+            ),
         ));
     }
     let new: Vec<String> = bdis().difference(&before).cloned().collect();
-    Ok(new.into_iter().find(|b| b.starts_with("erofs")).map(|b| Path::new("/sys/class/bdi").join(b)))
+    Ok(new
+        .into_iter()
+        .find(|b| b.starts_with("erofs"))
+        .map(|b| Path::new("/sys/class/bdi").join(b)))
 }
 
 /// Unmounts `target`; with `detach`, lazily (MNT_DETACH: gone from the tree now, released
@@ -57,7 +77,10 @@ pub fn umount(target: &Path, detach: bool) -> io::Result<()> {
     let rc = unsafe { libc::umount2(t.as_ptr(), flags) };
     if rc != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("umount {}: {e}", target.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("umount {}: {e}", target.display()),
+        ));
     }
     Ok(())
 }

@@ -66,7 +66,14 @@ mod tests {
             image_digest: "d".into(),
             host: "h".into(),
             started_ms: 0,
-            entries: chunks.iter().enumerate().map(|(i, &chunk)| TraceEntry { chunk, at_us: i as u64 }).collect(),
+            entries: chunks
+                .iter()
+                .enumerate()
+                .map(|(i, &chunk)| TraceEntry {
+                    chunk,
+                    at_us: i as u64,
+                })
+                .collect(),
         }
     }
 

@@ -150,15 +150,23 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
         ("GET", ["images"]) => reply(svc.images()),
         ("PUT", ["images", name]) => reply(body::<ImageManifest>(req).and_then(|m| {
             if m.name != *name {
-                return Err(MetaError::Invalid(format!("manifest names {:?}, the path {name:?}", m.name)));
+                return Err(MetaError::Invalid(format!(
+                    "manifest names {:?}, the path {name:?}",
+                    m.name
+                )));
             }
             svc.put_image(m)
         })),
         ("GET", ["images", name]) => reply(svc.image(name)),
-        ("DELETE", ["images", name]) => reply(svc.delete_image(name).map(|m| json!({ "deleted": m.is_some() }))),
-        ("POST", ["images", name, "traces"]) => {
-            reply(body::<Trace>(req).and_then(|t| svc.add_trace(name, t)).map(|kept| json!({ "kept": kept })))
-        }
+        ("DELETE", ["images", name]) => reply(
+            svc.delete_image(name)
+                .map(|m| json!({ "deleted": m.is_some() })),
+        ),
+        ("POST", ["images", name, "traces"]) => reply(
+            body::<Trace>(req)
+                .and_then(|t| svc.add_trace(name, t))
+                .map(|kept| json!({ "kept": kept })),
+        ),
         ("GET", ["images", name, "traces"]) => reply(svc.traces(name)),
         (
             _,

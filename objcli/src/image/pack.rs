@@ -46,14 +46,20 @@ pub fn build_erofs(rootfs: &Path, out: &Path) -> io::Result<()> {
         .status()
         .map_err(|e| io::Error::new(e.kind(), format!("mkfs.erofs (erofs-utils): {e}")))?;
     if !st.success() {
-        return Err(io::Error::other(format!("mkfs.erofs {} failed: {st}", rootfs.display())));
+        return Err(io::Error::other(format!(
+            "mkfs.erofs {} failed: {st}",
+            rootfs.display()
+        )));
     }
     fix_build_time(out)
 }
 
 /// Sets the erofs superblock's build time to 0 and recomputes its checksum.
 pub fn fix_build_time(image: &Path) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)?;
     let mut block = vec![0u8; 4096 - SB_OFFSET as usize];
     f.read_exact_at(&mut block, SB_OFFSET)?;
     let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use objmeta::client::MetaClient;
-use objmeta::image::{chunk_object_name, validate_image_name, ChunkRef, ImageManifest, CHUNK_MAX, CHUNK_MIN};
+use objmeta::image::{
+    chunk_object_name, validate_image_name, ChunkRef, ImageManifest, CHUNK_MAX, CHUNK_MIN,
+};
 use objmeta::model::{CreateRequest, ObjectState};
 
 use super::pack;
@@ -69,7 +71,13 @@ impl Drop for TempFile {
 }
 
 /// Packs `rootfs` and pushes it as image `name` (see the module doc).
-pub fn push(meta: &MetaClient, cfg: &Config, rootfs: &Path, name: &str, opts: &PushOptions) -> Result<PushReport, Error> {
+pub fn push(
+    meta: &MetaClient,
+    cfg: &Config,
+    rootfs: &Path,
+    name: &str,
+    opts: &PushOptions,
+) -> Result<PushReport, Error> {
     validate_image_name(name).map_err(|e| Error::Refused(e.to_string()))?;
     if !opts.chunk_size.is_power_of_two() || !(CHUNK_MIN..=CHUNK_MAX).contains(&opts.chunk_size) {
         return Err(Error::Refused(format!(
@@ -141,7 +149,9 @@ pub fn push_image_file(
                     let r = file
                         .read_exact_at(&mut buf[..len], off)
                         .map_err(Error::from)
-                        .and_then(|()| store_chunk(meta, &mut client, &digests[i], &buf[..len], opts.replicas));
+                        .and_then(|()| {
+                            store_chunk(meta, &mut client, &digests[i], &buf[..len], opts.replicas)
+                        });
                     match r {
                         Ok((cref, new)) => {
                             if new {
@@ -179,7 +189,10 @@ pub fn push_image_file(
         size,
         digest: pack::image_digest(digests.iter().map(String::as_str)),
         chunks,
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
     let manifest = meta.put_image(&manifest)?;
     Ok(PushReport {
@@ -208,7 +221,11 @@ fn store_chunk(
     let new = match m.state {
         ObjectState::Complete => false,
         ObjectState::Creating => {
-            let targets: Vec<_> = m.replicas.iter().map(|r| client.replica_target(r)).collect();
+            let targets: Vec<_> = m
+                .replicas
+                .iter()
+                .map(|r| client.replica_target(r))
+                .collect();
             client.write_replicas(m.id, m.version, data, &targets, &())?;
             meta.commit(m.id, m.version)?;
             true
