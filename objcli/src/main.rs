@@ -173,7 +173,7 @@ enum ImageCmd {
     },
     /// Remove an image's manifest and traces (its chunks stay: other images may share them).
     Rm { name: String },
-    /// The merged start trace of an image, as the agent would prefetch it.
+    /// The start traces kept for an image (host, start time, chunks read).
     Traces { name: String },
 }
 
