@@ -32,7 +32,9 @@
 # times for DUR seconds after WARM seconds; the figure is the median of
 # per-second forwarded-packet rates (testpmd: its Tx-pps on the null port;
 # appliance: deltas of appliance_port_tx_packets_total{port="port1"}).
-# Usage: sudo [DUR=5] [REPS=3] [WARM=2] bash scripts/bench-fwd.sh
+# BASELINE_BIN=path: also measure another appliance binary (e.g. one built before a change) in
+# the same run, interleaved with this one, as DUT "baseline" (same configs).
+# Usage: sudo [DUR=5] [REPS=3] [WARM=2] [BASELINE_BIN=...] bash scripts/bench-fwd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -147,12 +149,12 @@ ring_full_drops=$(ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics | a
 }
 
 # appliance: per-second deltas of its tx counter on port1.
-run_appliance() { # mode
+run_appliance() { # mode [binary]
   rm -f $W/memif0.sock
-  local cfg=$W/bench.yaml flows
+  local cfg=$W/bench.yaml flows bin=${2:-$BIN}
   flows=$(nat_flows "$1")
   [ "$flows" -gt 0 ] && cfg=$W/bench-nat.yaml
-  ip netns exec $NS "$BIN" run --config $cfg > $W/dut.log 2>&1 &
+  ip netns exec $NS "$bin" run --config $cfg > $W/dut.log 2>&1 &
   DUT_PID=$!
   local i v=() prev cur
   for i in $(seq 300); do
@@ -175,21 +177,37 @@ run_appliance() { # mode
 
 echo "# bench-fwd: one DUT worker on CPU 1, generator on CPU 0, memif in, net_null out"
 echo "# $(rte_ver=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null); echo "dpdk $rte_ver"), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+DUTS="testpmd-io appliance"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN=$BASELINE_BIN is not an executable"
+  "$BASELINE_BIN" check-config $W/bench.yaml > /dev/null
+  DUTS="$DUTS baseline"
+fi
 summary=()
 for mode in $MODES; do
   declare -A R=()
   for rep in $(seq "$REPS"); do
-    for dut in testpmd-io appliance; do
-      if [ $dut = testpmd-io ]; then p=$(run_testpmd_io "$mode"); else p=$(run_appliance "$mode"); fi
+    for dut in $DUTS; do
+      case $dut in
+        testpmd-io) p=$(run_testpmd_io "$mode") ;;
+        appliance) p=$(run_appliance "$mode") ;;
+        baseline) p=$(run_appliance "$mode" "$BASELINE_BIN") ;;
+      esac
       R[$dut]="${R[$dut]:-} $p"
       echo "mode=$mode run=$rep dut=$dut pps=$p"
       sleep 1
     done
   done
   io=$(median ${R[testpmd-io]}); apl=$(median ${R[appliance]})
-  summary+=("$(printf 'mode=%-6s testpmd-io=%6.2f Mpps  appliance=%6.2f Mpps  ratio=%.2f  (runs io:%s apl:%s)' \
+  line=$(printf 'mode=%-6s testpmd-io=%6.2f Mpps  appliance=%6.2f Mpps  ratio=%.2f  (runs io:%s apl:%s)' \
     "$mode" "$(echo "$io/1000000" | bc -l)" "$(echo "$apl/1000000" | bc -l)" "$(echo "if ($io > 0) $apl/$io else 0" | bc -l)" \
-    "$(echo ${R[testpmd-io]} | tr ' ' ,)" "$(echo ${R[appliance]} | tr ' ' ,)")")
+    "$(echo ${R[testpmd-io]} | tr ' ' ,)" "$(echo ${R[appliance]} | tr ' ' ,)")
+  if [ -n "${R[baseline]:-}" ]; then
+    base=$(median ${R[baseline]})
+    line="$line$(printf '  baseline=%.2f Mpps appliance/baseline=%.2f (runs base:%s)' "$(echo "$base/1000000" | bc -l)" \
+      "$(echo "if ($base > 0) $apl/$base else 0" | bc -l)" "$(echo ${R[baseline]} | tr ' ' ,)")"
+  fi
+  summary+=("$line")
   unset R
 done
 printf '%s\n' "${summary[@]}"

@@ -21,6 +21,9 @@
 //!   - `stat` (metadata and each replica's stat), `rm` (every replica, then the metadata),
 //!     `ls` (the metadata service's listing);
 //!   - the `*_raw` operations: one node, no metadata service ([`Endpoint`]).
+//! * [`image`]: container images (issue 11): `objcli image push` packs a root file system
+//!   into an erofs image stored as chunks named by digest, `objcli image run` starts a container
+//!   on it through the host agent (`imgagent`).
 //! * [`steer`]: SR-steered requests: a type-4 SRH attached with `IPV6_RTHDR` (the only
 //!   `unsafe` code of the crate, one `setsockopt`).
 //!
@@ -33,6 +36,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod image;
 pub mod steer;
 pub mod transport;
 pub mod wire;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use objcli::{steer, BadReplica, Config, Endpoint, Progress, StorageClient, Target, Transport};
+use objcli::{image, steer, BadReplica, Config, Endpoint, Progress, StorageClient, Target, Transport};
 use objmeta::client::MetaClient;
 use objmeta::model::{IntentOp, ObjectRef, ObjectState};
 
@@ -106,6 +106,75 @@ enum Cmd {
         #[arg(long)]
         after: Option<String>,
     },
+    /// Container images: push a root file system, run a container on it lazily (docs/images.md).
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Pack ROOTFS_DIR into an erofs image, store its chunks (by digest) on their replicas and
+    /// the manifest at the metadata service.
+    Push {
+        rootfs: PathBuf,
+        name: String,
+        /// Chunk size in KiB (a power of two, 4 to 4096).
+        #[arg(long = "chunk-kib", default_value_t = 64)]
+        chunk_kib: u32,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Chunks written at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Keep the built image file here.
+        #[arg(long = "keep-image")]
+        keep_image: Option<PathBuf>,
+        /// Push this erofs image file instead of packing ROOTFS_DIR (which is then ignored).
+        #[arg(long = "from-image")]
+        from_image: Option<PathBuf>,
+    },
+    /// Run a container on image NAME, mounted lazily by the host agent:
+    /// `objcli image run NAME -- python3 -m http.server`.
+    Run {
+        name: String,
+        /// The agent's control address.
+        #[arg(long, default_value = "http://127.0.0.1:9400")]
+        agent: String,
+        /// Container id (default img-<pid>).
+        #[arg(long)]
+        id: Option<String>,
+        /// The start is over when 127.0.0.1:PORT accepts a TCP connection (prints the time,
+        /// ends the agent's trace of this start).
+        #[arg(long = "ready-port")]
+        ready_port: Option<u16>,
+        /// Fetch the whole image before starting (a full pull, for comparison).
+        #[arg(long)]
+        pull: bool,
+        /// Do not prefetch along the image's start trace.
+        #[arg(long = "no-prefetch")]
+        no_prefetch: bool,
+        /// MiB of tmpfs for the container's writes.
+        #[arg(long = "upper-mb", default_value_t = 256)]
+        upper_mb: u32,
+        /// Where bundles are made.
+        #[arg(long = "bundle-root", default_value = "/run/objcli-image")]
+        bundle_root: PathBuf,
+        /// The command to run in the container.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// List the images of the metadata service.
+    Ls,
+    /// Print an image's manifest summary (--json: the whole manifest).
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image's manifest and traces (its chunks stay: other images may share them).
+    Rm { name: String },
+    /// The start traces kept for an image (host, start time, chunks read).
+    Traces { name: String },
 }
 
 /// A progress bar on stderr, shown only on a terminal and for objects of 1 MiB or more.
@@ -375,6 +444,135 @@ fn run(cli: Cli) -> Res {
             for en in new_client(&cfg)?.list_raw(&ep, after).map_err(e)? {
                 println!("{} {} {}", en.id, en.size, en.version);
             }
+        }
+        Cmd::Image(ic) => return image_cmd(ic, &cli, &cfg),
+    }
+    Ok(())
+}
+
+fn image_cmd(ic: &ImageCmd, cli: &Cli, cfg: &Config) -> Res {
+    let meta = || -> Result<MetaClient, String> {
+        cli.meta
+            .clone()
+            .or_else(|| std::env::var("OBJCLI_META").ok())
+            .map(MetaClient::new)
+            .ok_or_else(|| "this command needs --meta http://HOST:PORT (or OBJCLI_META)".to_string())
+    };
+    match ic {
+        ImageCmd::Push {
+            rootfs,
+            name,
+            chunk_kib,
+            replicas,
+            parallel,
+            keep_image,
+            from_image,
+        } => {
+            let meta = meta()?;
+            let opts = image::PushOptions {
+                chunk_size: chunk_kib.saturating_mul(1024),
+                replicas: *replicas,
+                parallel: *parallel,
+                keep_image: keep_image.clone(),
+            };
+            let t0 = std::time::Instant::now();
+            let r = match from_image {
+                Some(img) => image::push_image_file(&meta, cfg, img, name, &opts),
+                None => image::push(&meta, cfg, rootfs, name, &opts),
+            }
+            .map_err(|e| format!("image push {name}: {e}"))?;
+            let m = &r.manifest;
+            println!(
+                "pushed {} digest {} size {} chunks {} ({} KiB) stored {} reused {} bytes_stored {} in {:.1} s",
+                m.name,
+                m.digest,
+                m.size,
+                m.chunks.len(),
+                m.chunk_size / 1024,
+                r.chunks_stored,
+                r.chunks_reused,
+                r.bytes_stored,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        ImageCmd::Run {
+            name,
+            agent,
+            id,
+            ready_port,
+            pull,
+            no_prefetch,
+            upper_mb,
+            bundle_root,
+            args,
+        } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+            }
+            let opts = image::RunOptions {
+                agent: agent.clone(),
+                image: name.clone(),
+                id: id.clone().unwrap_or_else(image::run::default_id),
+                args: args.clone(),
+                bundle_root: bundle_root.clone(),
+                upper_mb: *upper_mb,
+                ready_port: *ready_port,
+                pull: *pull,
+                prefetch: !no_prefetch,
+            };
+            let st = image::run(&opts, stop)?;
+            eprintln!("objcli: container {} exited: {st}", opts.id);
+            if !st.success() {
+                return Err(format!("container {} failed: {st}", opts.id));
+            }
+        }
+        ImageCmd::Ls => {
+            let meta = meta()?;
+            for n in meta.images().map_err(|e| format!("metadata service: {e}"))? {
+                match meta.image(&n) {
+                    Ok(m) => println!("{n} {} {} chunks of {} KiB digest {}", m.size, m.chunks.len(), m.chunk_size / 1024, m.digest),
+                    Err(e) => println!("{n} ({e})"),
+                }
+            }
+        }
+        ImageCmd::Inspect { name, json } => {
+            let m = meta()?.image(name).map_err(|e| format!("image {name}: {e}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&m).expect("json"));
+            } else {
+                let distinct: std::collections::HashSet<&str> = m.chunks.iter().map(|c| c.digest.as_str()).collect();
+                println!(
+                    "name {} format {} size {} chunk_size {} chunks {} distinct {} digest {}",
+                    m.name,
+                    m.format,
+                    m.size,
+                    m.chunk_size,
+                    m.chunks.len(),
+                    distinct.len(),
+                    m.digest
+                );
+            }
+        }
+        ImageCmd::Rm { name } => {
+            let deleted = meta()?.delete_image(name).map_err(|e| format!("image {name}: {e}"))?;
+            if !deleted {
+                return Err(format!("image {name}: not found"));
+            }
+            println!("removed image {name}");
+        }
+        ImageCmd::Traces { name } => {
+            let ts = meta()?.traces(name).map_err(|e| format!("image {name}: {e}"))?;
+            for t in &ts {
+                println!(
+                    "trace host {} started_ms {} chunks {} last_at_us {}",
+                    t.host,
+                    t.started_ms,
+                    t.entries.len(),
+                    t.entries.last().map_or(0, |e| e.at_us)
+                );
+            }
+            println!("{} traces", ts.len());
         }
     }
     Ok(())

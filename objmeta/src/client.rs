@@ -9,6 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::http;
+use crate::image::{ImageManifest, Trace};
 use crate::model::{
     CreateRequest, Intent, IntentOp, IntentRequest, Node, NodeRegistration, ObjectMeta, ObjectPage,
     ObjectRef,
@@ -184,5 +185,56 @@ impl MetaClient {
         size: Option<u64>,
     ) -> Result<Intent, ClientError> {
         self.call("POST", "/intent", Some(&IntentRequest { op, object, size }))
+    }
+
+    /// Stores (or replaces) an image manifest (`PUT /images/{name}`).
+    pub fn put_image(&self, m: &ImageManifest) -> Result<ImageManifest, ClientError> {
+        self.call(
+            "PUT",
+            &format!("/images/{}", http::percent_encode(&m.name)),
+            Some(m),
+        )
+    }
+
+    pub fn image(&self, name: &str) -> Result<ImageManifest, ClientError> {
+        self.call(
+            "GET",
+            &format!("/images/{}", http::percent_encode(name)),
+            None::<&()>,
+        )
+    }
+
+    /// Every image name.
+    pub fn images(&self) -> Result<Vec<String>, ClientError> {
+        self.call("GET", "/images", None::<&()>)
+    }
+
+    /// Removes an image's manifest and traces; `Ok(false)` when it was not known.
+    pub fn delete_image(&self, name: &str) -> Result<bool, ClientError> {
+        let v: serde_json::Value = self.call(
+            "DELETE",
+            &format!("/images/{}", http::percent_encode(name)),
+            None::<&()>,
+        )?;
+        Ok(v["deleted"].as_bool().unwrap_or(false))
+    }
+
+    /// Adds a start trace; returns how many traces the image now keeps.
+    pub fn add_trace(&self, name: &str, t: &Trace) -> Result<usize, ClientError> {
+        let v: serde_json::Value = self.call(
+            "POST",
+            &format!("/images/{}/traces", http::percent_encode(name)),
+            Some(t),
+        )?;
+        Ok(v["kept"].as_u64().unwrap_or(0) as usize)
+    }
+
+    /// The kept traces of the image's current digest, oldest first.
+    pub fn traces(&self, name: &str) -> Result<Vec<Trace>, ClientError> {
+        self.call(
+            "GET",
+            &format!("/images/{}/traces", http::percent_encode(name)),
+            None::<&()>,
+        )
     }
 }

@@ -6,6 +6,8 @@
 //!   its storage SID, capacity, failure domain, last heartbeat) and [`model::ObjectMeta`] (an
 //!   object: id, optional name, size, version, replicas each with an IPv6 address = the node's
 //!   object prefix + the 64-bit object id).
+//! * [`image`]: container images (issue 11): an image's manifest (its chunks, each an object
+//!   named by its digest) and the start traces hosts record for prefetching.
 //! * [`placement`]: weighted rendezvous hashing on the object id, weight = free capacity,
 //!   distinct failure domains first. Pure functions, deterministic.
 //! * [`store`]: the [`store::MetaStore`] trait (get / put / delete / list by prefix /
@@ -36,6 +38,7 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod http;
+pub mod image;
 pub mod model;
 pub mod placement;
 pub mod server;

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::error::MetaError;
 use crate::http::{self, Request};
+use crate::image::{ImageManifest, Trace};
 use crate::model::{CreateRequest, IntentRequest, NodeRegistration, ObjectRef};
 use crate::service::MetadataService;
 
@@ -146,6 +147,27 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
                 .and_then(|id| body::<CommitBody>(req).and_then(|b| svc.commit(id, b.version))),
         ),
         ("POST", ["intent"]) => reply(body::<IntentRequest>(req).and_then(|r| svc.intent(&r))),
+        ("GET", ["images"]) => reply(svc.images()),
+        ("PUT", ["images", name]) => reply(body::<ImageManifest>(req).and_then(|m| {
+            if m.name != *name {
+                return Err(MetaError::Invalid(format!(
+                    "manifest names {:?}, the path {name:?}",
+                    m.name
+                )));
+            }
+            svc.put_image(m)
+        })),
+        ("GET", ["images", name]) => reply(svc.image(name)),
+        ("DELETE", ["images", name]) => reply(
+            svc.delete_image(name)
+                .map(|m| json!({ "deleted": m.is_some() })),
+        ),
+        ("POST", ["images", name, "traces"]) => reply(
+            body::<Trace>(req)
+                .and_then(|t| svc.add_trace(name, t))
+                .map(|kept| json!({ "kept": kept })),
+        ),
+        ("GET", ["images", name, "traces"]) => reply(svc.traces(name)),
         (
             _,
             ["nodes"]
@@ -154,7 +176,10 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
             | ["objects"]
             | ["objects", _]
             | ["objects", _, "commit"]
-            | ["intent"],
+            | ["intent"]
+            | ["images"]
+            | ["images", _]
+            | ["images", _, "traces"],
         ) => error_body(
             405,
             "method_not_allowed",

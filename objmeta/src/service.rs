@@ -9,6 +9,7 @@
 //! | `objmeta/objects/<id as 16 hex digits>` | [`ObjectMeta`] (hex keeps key order = id order) |
 //! | `objmeta/names/<name>` | `{"id": <u64>}` |
 //! | `objmeta/next-id` | the next id to allocate (u64) |
+//! | `objmeta/images/…`, `objmeta/image-traces/…` | container images: see [`images`] |
 //!
 //! Every read-modify-write is a compare-and-swap loop on the one key it changes, so any
 //! number of service instances may share an etcd. Multi-key operations are ordered so a crash
@@ -38,6 +39,8 @@ use crate::model::{
 };
 use crate::placement;
 use crate::store::MetaStore;
+
+mod images;
 
 const NODES: &str = "objmeta/nodes/";
 const OBJECTS: &str = "objmeta/objects/";

@@ -16,6 +16,7 @@ pub mod capture;
 pub mod metrics;
 pub mod proc;
 pub mod steering;
+pub mod images;
 pub mod storage;
 pub mod testbed;
 pub mod tools;
