@@ -30,6 +30,32 @@ pub fn huge_vec<T: Clone>(n: usize, fill: T) -> Vec<T> {
     v
 }
 
+/// A zeroed vector of `n` `u32`s for a large, mostly empty table: the
+/// allocator hands out zeroed pages the kernel backs lazily (only the pages
+/// written are ever allocated), advised onto transparent huge pages.
+pub fn zeroed_u32(n: usize) -> Vec<u32> {
+    let v = vec![0u32; n];
+    advise_huge(&v);
+    v
+}
+
+/// Advises the kernel to back the whole pages inside `items` with
+/// transparent huge pages (pages not yet touched get them on first touch).
+fn advise_huge<T>(items: &[T]) {
+    const PAGE: usize = 4096;
+    let start = items.as_ptr() as usize;
+    let aligned = (start + PAGE - 1) & !(PAGE - 1);
+    let end = (start + std::mem::size_of_val(items)) & !(PAGE - 1);
+    if end > aligned {
+        // SAFETY: the range lies inside `items`' own allocation; MADV_HUGEPAGE
+        // only changes how the kernel backs those pages (never their contents
+        // or validity), and an error is harmless.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// Asks the CPU to bring the cache lines of `items` into its caches (a
 /// hint: it never faults and never changes anything). The fast path uses it
 /// to overlap a burst's table lookups with each other.
@@ -59,5 +85,7 @@ mod tests {
         assert_eq!(v.len(), 3 << 20);
         assert!(v.iter().all(|&b| b == 7));
         assert!(super::huge_vec(0, 1u64).is_empty());
+        let z = super::zeroed_u32(1 << 22);
+        assert!(z.len() == 1 << 22 && z[0] == 0 && z[(1 << 22) - 1] == 0);
     }
 }

@@ -36,6 +36,7 @@ pub fn fold(mut accumulator: u64) -> u16 {
 /// Reads 8 bytes at a time into a `u64` accumulator: since 2^16 ≡ 1 (mod 2^16 - 1),
 /// adding 32-bit big-endian words and folding gives the same result as adding 16-bit
 /// words.
+#[inline]
 pub fn sum(data: &[u8]) -> u16 {
     let mut accumulator: u64 = 0;
     let mut chunks = data.chunks_exact(8);
@@ -74,6 +75,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// Sum of the IPv4 pseudo-header (RFC 768, RFC 793): source, destination, zero,
 /// protocol, and upper-layer length in bytes.
+#[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u16 {
     let accumulator = u64::from(u32::from(src)) + u64::from(u32::from(dst)) + u64::from(protocol) + u64::from(length);
     fold(accumulator)
@@ -81,6 +83,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
 
 /// Sum of the IPv6 pseudo-header (RFC 8200 §8.1): source, destination, upper-layer
 /// packet length in bytes (32 bits), three zero bytes and the next-header value.
+#[inline]
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
     let mut accumulator = u64::from(length) + u64::from(next_header);
     for address in [src, dst] {

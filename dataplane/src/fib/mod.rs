@@ -12,9 +12,12 @@
 //! and the storage service's object prefix a /64 to [`NextHop::Objects`].
 //! So one lookup classifies a packet for every stage.
 //!
-//! Host routes (/32, /128) live in an exact-match table, looked up first: a
-//! host route is always the longest match, so one hash probe replaces a
-//! trie walk of 4 or 16 levels for the destinations the node itself serves.
+//! IPv4 routes live in a DIR-24-8 table ([`dir24`]): one memory access for
+//! prefixes up to /24, two for longer ones and host routes. IPv6 host routes
+//! (/128: own addresses, SIDs) live in an exact-match table looked up first
+//! (a host route is always the longest match, so one hash probe replaces a
+//! trie walk of 16 levels for what the node itself serves); other IPv6
+//! prefixes in a stride-8 trie ([`lpm`]).
 //!
 //! # Invariants
 //! * Everything is built at start-up and read-only afterwards, except the
@@ -28,6 +31,7 @@
 //! Routes ≤ 65 536, ports ≤ 16, addresses per port ≤ 8 per family (checked
 //! by the config); the trie's node budget is computed from the route count.
 
+pub mod dir24;
 pub mod lpm;
 pub mod neigh;
 
@@ -36,7 +40,8 @@ use std::sync::Arc;
 
 use netwire::prefix::{Ipv4Cidr, Ipv6Cidr};
 
-use self::lpm::{Lpm4, Lpm6};
+use self::dir24::{Dir24, Dir24Error};
+use self::lpm::Lpm6;
 use self::neigh::{ip_key, NeighborTable};
 use crate::stats::{DropReason, PuntReason};
 
@@ -150,6 +155,8 @@ pub enum NextHop {
 pub enum FibError {
     #[error("route {prefix}/{len}: {source}")]
     Route { prefix: IpAddr, len: u8, source: lpm::LpmError },
+    #[error("IPv4 routes: {0}")]
+    Routes4(#[from] Dir24Error),
     #[error("route {prefix}/{len}: port {port} does not exist")]
     NoSuchPort { prefix: IpAddr, len: u8, port: u16 },
     #[error("srv6: {0}")]
@@ -218,7 +225,7 @@ pub struct Egress {
 
 impl Egress {
     /// Writes the destination and source MACs at the start of `frame`.
-    #[inline]
+    #[inline(always)]
     pub fn write_macs(&self, frame: &mut [u8]) {
         frame[0..6].copy_from_slice(&self.dst_mac);
         frame[6..12].copy_from_slice(&self.src_mac);
@@ -233,8 +240,9 @@ pub enum EgressMiss {
     FragmentationNeeded,
     /// Too big: an ICMP error reports `mtu` (already less any overhead).
     TooBig { mtu: u16 },
-    /// The next hop has no MAC yet.
-    Neighbor { port: u16, ip: IpAddr },
+    /// The next hop has no MAC yet (the caller knows which: the port and
+    /// next hop it asked about).
+    Neighbor,
 }
 
 impl EgressMiss {
@@ -243,7 +251,39 @@ impl EgressMiss {
         match self {
             EgressMiss::FragmentationNeeded => Err(DropReason::FragmentationNeeded),
             EgressMiss::TooBig { .. } => Ok(PuntReason::TooBig),
-            EgressMiss::Neighbor { .. } => Ok(PuntReason::NeighborMiss),
+            EgressMiss::Neighbor => Ok(PuntReason::NeighborMiss),
+        }
+    }
+}
+
+/// The tables while [`Fib::build`] fills them.
+struct Builder {
+    /// (address, prefix length, next-hop index), in insertion order.
+    routes4: Vec<(u32, u8, u32)>,
+    routes6: Lpm6,
+    hosts6: HostRoutes,
+    nexthops: Vec<NextHop>,
+}
+
+impl Builder {
+    fn add(&mut self, prefix: IpAddr, len: u8, nh: NextHop) -> Result<(), FibError> {
+        let idx = self.nexthops.len() as u32;
+        self.nexthops.push(nh);
+        match prefix {
+            IpAddr::V4(a) => {
+                if len > 32 {
+                    return Err(FibError::Routes4(Dir24Error::PrefixTooLong(len)));
+                }
+                self.routes4.push((u32::from(a), len, idx));
+                Ok(())
+            }
+            IpAddr::V6(a) if len == 128 => {
+                self.hosts6.insert(u128::from(a), idx);
+                Ok(())
+            }
+            IpAddr::V6(a) => {
+                self.routes6.insert_v6(a, len, idx).map_err(|source| FibError::Route { prefix, len, source })
+            }
         }
     }
 }
@@ -251,9 +291,8 @@ impl EgressMiss {
 /// The forwarding base (immutable after start, but for the neighbour table).
 pub struct Fib {
     ports: Vec<PortInfo>,
-    routes4: Lpm4,
+    routes4: Dir24,
     routes6: Lpm6,
-    hosts4: HostRoutes,
     hosts6: HostRoutes,
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
@@ -289,18 +328,14 @@ impl Fib {
             + features.sids.len()
             + features.policies.len()
             + ports.iter().map(|p| 2 * (p.ipv4.len() + p.ipv6.len())).sum::<usize>();
-        // Node budget: each prefix of up to N bytes needs at most N-1 new nodes.
-        let mut fib = Fib {
-            routes4: Lpm4::new(1 + n_routes * 3),
+        // Trie node budget: each IPv6 prefix needs at most 15 new nodes.
+        let mut b = Builder {
+            routes4: Vec::new(),
             routes6: Lpm6::new(1 + n_routes * 15),
-            hosts4: HostRoutes::new(n_routes + features.nat_pool.len()),
             hosts6: HostRoutes::new(n_routes),
             nexthops: Vec::new(),
-            ports,
-            neigh,
         };
-        let connected: Vec<(IpAddr, u8, u16)> = fib
-            .ports
+        let connected: Vec<(IpAddr, u8, u16)> = ports
             .iter()
             .enumerate()
             .flat_map(|(i, p)| {
@@ -310,56 +345,45 @@ impl Fib {
             })
             .collect();
         for &(prefix, len, port) in &connected {
-            fib.add(prefix, len, NextHop::Forward { port, via: None })?;
+            b.add(prefix, len, NextHop::Forward { port, via: None })?;
         }
         for r in routes {
-            if usize::from(r.port) >= fib.ports.len() {
+            if usize::from(r.port) >= ports.len() {
                 return Err(FibError::NoSuchPort { prefix: r.prefix, len: r.len, port: r.port });
             }
-            fib.add(r.prefix, r.len, NextHop::Forward { port: r.port, via: r.via })?;
+            b.add(r.prefix, r.len, NextHop::Forward { port: r.port, via: r.via })?;
         }
         for (i, &(prefix, len)) in features.policies.iter().enumerate() {
-            fib.add(prefix, len, NextHop::Encap(i as u16))?;
+            b.add(prefix, len, NextHop::Encap(i as u16))?;
         }
         for (i, &sid) in features.sids.iter().enumerate() {
-            fib.add(IpAddr::V6(sid), 128, NextHop::Sid(i as u16))?;
+            b.add(IpAddr::V6(sid), 128, NextHop::Sid(i as u16))?;
         }
         if let Some(prefix) = features.objects {
-            fib.add(IpAddr::V6(prefix), 64, NextHop::Objects)?;
+            b.add(IpAddr::V6(prefix), 64, NextHop::Objects)?;
         }
         for &(addr, _, port) in &connected {
-            fib.add(addr, if addr.is_ipv4() { 32 } else { 128 }, NextHop::Local { port })?;
+            b.add(addr, if addr.is_ipv4() { 32 } else { 128 }, NextHop::Local { port })?;
         }
         if !features.nat_pool.is_empty() {
             // One next hop shared by every pool address.
-            let idx = fib.nexthops.len() as u32;
-            fib.nexthops.push(NextHop::NatPool);
+            let idx = b.nexthops.len() as u32;
+            b.nexthops.push(NextHop::NatPool);
             for a in &features.nat_pool {
-                if fib.ports.iter().any(|p| p.owns(IpAddr::V4(*a))) {
+                if ports.iter().any(|p| p.owns(IpAddr::V4(*a))) {
                     return Err(FibError::Nat(format!("pool address {a} is a port address")));
                 }
-                fib.hosts4.insert(u128::from(u32::from(*a)), idx);
+                b.routes4.push((u32::from(*a), 32, idx));
             }
         }
-        Ok(fib)
-    }
-
-    fn add(&mut self, prefix: IpAddr, len: u8, nh: NextHop) -> Result<(), FibError> {
-        let idx = self.nexthops.len() as u32;
-        self.nexthops.push(nh);
-        let r = match prefix {
-            IpAddr::V4(a) if len == 32 => {
-                self.hosts4.insert(u128::from(u32::from(a)), idx);
-                Ok(())
-            }
-            IpAddr::V6(a) if len == 128 => {
-                self.hosts6.insert(u128::from(a), idx);
-                Ok(())
-            }
-            IpAddr::V4(a) => self.routes4.insert_v4(a, len, idx),
-            IpAddr::V6(a) => self.routes6.insert_v6(a, len, idx),
-        };
-        r.map_err(|source| FibError::Route { prefix, len, source })
+        Ok(Fib {
+            routes4: Dir24::build(&b.routes4)?,
+            routes6: b.routes6,
+            hosts6: b.hosts6,
+            nexthops: b.nexthops,
+            ports,
+            neigh,
+        })
     }
 
     pub fn ports(&self) -> &[PortInfo] {
@@ -374,10 +398,7 @@ impl Fib {
     #[inline]
     pub fn route(&self, dst: IpAddr) -> Option<NextHop> {
         let idx = match dst {
-            IpAddr::V4(a) => match self.hosts4.get(u128::from(u32::from(a))) {
-                Some(i) => i,
-                None => self.routes4.lookup_v4(a)?,
-            },
+            IpAddr::V4(a) => self.routes4.lookup(u32::from(a))?,
             IpAddr::V6(a) => match self.hosts6.get(u128::from(a)) {
                 Some(i) => i,
                 None => self.routes6.lookup_v6(a)?,
@@ -401,7 +422,7 @@ impl Fib {
     /// bytes the node itself adds; IPv4 without DF (`df` false) is dropped
     /// instead: the node never fragments), and the next hop must have a
     /// MAC. Changes nothing.
-    #[inline]
+    #[inline(always)]
     pub fn resolve_egress(
         &self,
         port: u16,
@@ -420,7 +441,7 @@ impl Fib {
         }
         match self.neigh.lookup_key(port, ip_key(next_hop)) {
             Some(dst_mac) => Ok(Egress { port, dst_mac, src_mac: out.mac }),
-            None => Err(EgressMiss::Neighbor { port, ip: next_hop }),
+            None => Err(EgressMiss::Neighbor),
         }
     }
 }

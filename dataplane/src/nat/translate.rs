@@ -268,10 +268,12 @@ struct Quote {
     l4: usize,
 }
 
+#[inline]
 fn is_echo(icmp_type: u8) -> bool {
     icmp_type == icmpv4::Message::ECHO_REQUEST.0 || icmp_type == icmpv4::Message::ECHO_REPLY.0
 }
 
+#[inline]
 fn is_translated_error(icmp_type: u8) -> bool {
     icmp_type == icmpv4::Message::DEST_UNREACHABLE.0
         || icmp_type == icmpv4::Message::TIME_EXCEEDED.0
@@ -279,6 +281,7 @@ fn is_translated_error(icmp_type: u8) -> bool {
 }
 
 /// Validates a packet for translation and finds its transport header.
+#[inline]
 fn locate(ip: &[u8]) -> Result<Layout, NatError> {
     let packet = ipv4::Packet::new_checked(ip).map_err(|_| NatError::Malformed)?;
     if packet.frag_offset_bytes() != 0 {
@@ -340,11 +343,13 @@ fn locate_quote(icmp: &[u8]) -> Result<Quote, NatError> {
     Ok(Quote { proto, ip, l4 })
 }
 
+#[inline]
 fn read_addr(buf: &[u8], offset: usize) -> Ipv4Addr {
     Ipv4Addr::from(read_u32(buf, offset))
 }
 
 /// Ports of a TCP/UDP header at `l4`, or the echo id twice.
+#[inline]
 fn ports(buf: &[u8], proto: Proto, l4: usize) -> (u16, u16) {
     match proto {
         Proto::Tcp | Proto::Udp => (read_u16(buf, l4), read_u16(buf, l4 + 2)),
@@ -362,6 +367,7 @@ fn ports(buf: &[u8], proto: Proto, l4: usize) -> (u16, u16) {
 /// header: TCP 20 bytes, UDP and ICMP 8; an ICMP error must quote an IPv4
 /// header and 8 bytes after it), [`NatError::Fragment`],
 /// [`NatError::UnsupportedProtocol`], [`NatError::UnsupportedIcmp`].
+#[inline]
 pub fn parse_flow(ip: &[u8]) -> Result<Flow, NatError> {
     let layout = locate(ip)?;
     if layout.icmp_error {
@@ -384,11 +390,13 @@ pub fn parse_flow(ip: &[u8]) -> Result<Flow, NatError> {
 }
 
 /// [`parse_flow`]'s key alone.
+#[inline]
 pub fn flow_key(ip: &[u8]) -> Result<FlowKey, NatError> {
     parse_flow(ip).map(|flow| flow.key)
 }
 
 /// RFC 768: a computed UDP checksum of 0 is sent as 0xffff.
+#[inline]
 fn udp_nonzero(checksum: u16) -> u16 {
     if checksum == 0 {
         0xffff
@@ -412,6 +420,7 @@ fn write_icmp_checksum(message: &mut [u8], updated: u16, complete: bool) {
 }
 
 /// Changes the IPv4 address at `offset` and updates the IPv4 header checksum.
+#[inline]
 fn set_ip_addr(ip: &mut [u8], offset: usize, new_addr: u32) {
     let old_addr = read_u32(ip, offset);
     let updated = checksum::update32(read_u16(ip, IP_CHECKSUM), old_addr, new_addr);
@@ -419,6 +428,7 @@ fn set_ip_addr(ip: &mut [u8], offset: usize, new_addr: u32) {
     write_u16(ip, IP_CHECKSUM, updated);
 }
 
+#[inline]
 fn rewrite(ip: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) -> Result<(), NatError> {
     let layout = locate(ip)?;
     if layout.icmp_error {
@@ -468,6 +478,7 @@ fn rewrite(ip: &mut [u8], side: Side, addr: Ipv4Addr, port: u16) -> Result<(), N
 ///
 /// Errors as [`parse_flow`], plus [`NatError::WrongKind`] for an ICMP error
 /// (use [`translate_icmp_error_outbound`]). On error `ip` is unchanged.
+#[inline]
 pub fn rewrite_src(ip: &mut [u8], addr: Ipv4Addr, port: u16) -> Result<(), NatError> {
     rewrite(ip, Side::Src, addr, port)
 }
@@ -475,6 +486,7 @@ pub fn rewrite_src(ip: &mut [u8], addr: Ipv4Addr, port: u16) -> Result<(), NatEr
 /// Rewrites the destination address and destination port (TCP/UDP) or echo
 /// identifier (ICMP) of `ip`, in place. The inbound translation: `(addr,
 /// port)` is the mapping's inside endpoint. Errors as [`rewrite_src`].
+#[inline]
 pub fn rewrite_dst(ip: &mut [u8], addr: Ipv4Addr, port: u16) -> Result<(), NatError> {
     rewrite(ip, Side::Dst, addr, port)
 }

@@ -50,7 +50,8 @@ pub struct PacketMeta {
     /// tag: the MTU for `too_big`, [`crate::stats::param_problem_arg`] for
     /// `param_problem`, the [`PacketFlags`] for `neighbor_miss`.
     pub punt_arg: u32,
-    /// The neighbour (port, address) a `neighbor_miss` punt waits for.
+    /// The neighbour (port, address) a `neighbor_miss` punt waits for
+    /// (meaningful only after that verdict).
     pub miss: Option<(u16, IpAddr)>,
     /// One-time steps the packet had taken before this run (a re-run's
     /// punt argument, an answer of the NAT mapping core).

@@ -15,7 +15,7 @@ const ETH: usize = ethernet::HEADER_LEN;
 
 impl Pipeline {
     /// IPv4 out of `port`, to `via` or the destination itself.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn forward4<P: PacketBuf>(
         &self,
         pkt: &mut P,
@@ -30,7 +30,7 @@ impl Pipeline {
         let next_hop = via.unwrap_or(IpAddr::V4(h.dst));
         let egress = match self.fib.resolve_egress(port, next_hop, usize::from(h.total_len), 0, h.df) {
             Ok(e) => e,
-            Err(miss) => return egress_miss(miss, &mut ctx.meta),
+            Err(miss) => return egress_miss(miss, port, next_hop, &mut ctx.meta),
         };
         let data = pkt.data_mut();
         ipv4::Packet::new_unchecked(&mut data[ETH..]).decrement_ttl_incremental();
@@ -39,7 +39,7 @@ impl Pipeline {
     }
 
     /// IPv6 out of `port`, to `via` or the destination itself.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn forward6<P: PacketBuf>(
         &self,
         pkt: &mut P,
@@ -54,7 +54,7 @@ impl Pipeline {
         let next_hop = via.unwrap_or(IpAddr::V6(h.dst));
         let egress = match self.fib.resolve_egress(port, next_hop, h.ip_len, 0, true) {
             Ok(e) => e,
-            Err(miss) => return egress_miss(miss, &mut ctx.meta),
+            Err(miss) => return egress_miss(miss, port, next_hop, &mut ctx.meta),
         };
         let data = pkt.data_mut();
         ipv6::Packet::new_unchecked(&mut data[ETH..]).set_hop_limit(h.hop_limit - 1);

@@ -236,7 +236,11 @@ impl Pipeline {
     /// a held packet run again).
     #[inline]
     pub fn resume<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, flags: PacketFlags, ctx: &mut WorkerCtx) -> Verdict {
-        ctx.meta = PacketMeta { input: flags, flags, ..PacketMeta::default() };
+        // Only what every packet needs reset (`miss` is set with its punt).
+        ctx.meta.input = flags;
+        ctx.meta.flags = flags;
+        ctx.meta.punt_arg = 0;
+        ctx.meta.recirculated = 0;
         let verdict = loop {
             match self.l2_input(pkt, in_port, ctx) {
                 Step::Done(v) => break v,
@@ -250,7 +254,7 @@ impl Pipeline {
                 }
             }
         };
-        if verdict == Verdict::Punt(PuntReason::NeighborMiss) {
+        if matches!(verdict, Verdict::Punt(PuntReason::NeighborMiss)) {
             // The re-run needs the flags: they travel as the punt's argument.
             ctx.meta.punt_arg = ctx.meta.flags.bits();
         }
@@ -285,13 +289,14 @@ impl Pipeline {
     }
 }
 
-/// The verdict of an egress that could not be resolved, with its detail in
-/// `meta` (the MTU to report, the neighbour to resolve).
-#[inline]
-pub(crate) fn egress_miss(miss: EgressMiss, meta: &mut PacketMeta) -> Verdict {
+/// The verdict of an egress out of `port` towards `next_hop` that could not
+/// be resolved, with its detail in `meta` (the MTU to report, the neighbour
+/// to resolve).
+#[cold]
+pub(crate) fn egress_miss(miss: EgressMiss, port: u16, next_hop: IpAddr, meta: &mut PacketMeta) -> Verdict {
     match miss {
         EgressMiss::TooBig { mtu } => meta.punt_arg = u32::from(mtu),
-        EgressMiss::Neighbor { port, ip } => meta.miss = Some((port, ip)),
+        EgressMiss::Neighbor => meta.miss = Some((port, next_hop)),
         EgressMiss::FragmentationNeeded => {}
     }
     match miss.reason() {

@@ -126,7 +126,7 @@ impl Pipeline {
 /// `Ok(None)` when done, `Ok(Some(kind))` on a miss, with what to ask the
 /// mapping core (a hairpin whose outbound half hit is translated outbound
 /// already and asks for the inbound half only).
-#[inline]
+#[inline(always)]
 fn translate_from_cache(nw: &mut NatWorker, ip: &mut [u8], kind: RequestKind) -> Result<Option<RequestKind>, Verdict> {
     let flow = translate::parse_flow(ip).map_err(|e| Verdict::Drop(e.drop_reason()))?;
     let mut key = flow.key;

@@ -178,9 +178,12 @@ impl Pipeline {
                 }
             },
         };
-        let egress = match target.map(|(port, nh)| self.fib.resolve_egress(port, nh, new_len, 0, true)).transpose() {
-            Ok(e) => e,
-            Err(miss) => return egress_miss(miss, &mut ctx.meta).into(),
+        let egress = match target {
+            Some((port, nh)) => match self.fib.resolve_egress(port, nh, new_len, 0, true) {
+                Ok(e) => Some(e),
+                Err(miss) => return egress_miss(miss, port, nh, &mut ctx.meta).into(),
+            },
+            None => None,
         };
         // Commit: hop limit, Segments Left, destination.
         {
@@ -249,7 +252,7 @@ impl Pipeline {
         let (port, nh) = spec.adjacency.expect("End.DX6 has an adjacency");
         let egress = match self.fib.resolve_egress(port, IpAddr::V6(nh), inner_len, 0, true) {
             Ok(e) => e,
-            Err(miss) => return egress_miss(miss, &mut ctx.meta).into(),
+            Err(miss) => return egress_miss(miss, port, IpAddr::V6(nh), &mut ctx.meta).into(),
         };
         decapsulate(pkt, hdrs, p.ip_len);
         egress.write_macs(pkt.data_mut());
@@ -272,7 +275,7 @@ impl Pipeline {
         };
         let egress = match self.fib.resolve_egress(port, nh, inner.len + overhead, overhead, inner.df) {
             Ok(e) => e,
-            Err(miss) => return egress_miss(miss, &mut ctx.meta),
+            Err(miss) => return egress_miss(miss, port, nh, &mut ctx.meta),
         };
         // Commit: forward the inner packet (TTL/hop limit), then push headers.
         {
