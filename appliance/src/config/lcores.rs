@@ -1,6 +1,8 @@
 //! `lcores:` — the main, worker and NAT mapping lcores and the CPUs they
 //! are pinned to — and `mempool:`, the one mbuf pool they share. Whether
-//! the pool covers the rings is checked across sections (`super::check_mbufs`).
+//! the pool covers the rings is checked across sections
+//! (`super::check_mbufs`); whether the CPUs exist, by
+//! [`Config::check_host`](super::Config::check_host).
 
 use std::collections::HashMap;
 
@@ -79,6 +81,20 @@ pub struct Lcores {
     pub workers: Vec<Lcore>,
     /// The NAT mapping server's lcore: required with `nat:`, refused without.
     pub mapper: Option<Lcore>,
+}
+
+impl Lcores {
+    /// Every lcore with its field path: main, the workers, the mapper.
+    pub(super) fn with_paths(&self) -> Vec<(String, Lcore)> {
+        let mut out = vec![("lcores.main".to_string(), self.main)];
+        for (i, w) in self.workers.iter().enumerate() {
+            out.push((format!("lcores.workers[{i}]"), *w));
+        }
+        if let Some(m) = self.mapper {
+            out.push(("lcores.mapper".to_string(), m));
+        }
+        out
+    }
 }
 
 /// An EAL lcore pinned to a CPU (`--lcores lcore@cpu`).

@@ -23,7 +23,8 @@
 //!
 //! This module keeps [`Config`], [`ConfigError`], loading, the EAL arguments
 //! and the checks that span sections (the pool against the rings, the NAT
-//! mapping lcore).
+//! mapping lcore). What depends on the machine (its CPUs) is checked apart,
+//! by [`Config::check_host`], so that parsing stays deterministic.
 //!
 //! Every error displays as `<field path>: <message>`, for example
 //! `ports[1].queues: must be 1..=64`. The reference for every field (type,
@@ -33,6 +34,7 @@
 
 mod addr;
 mod eal;
+mod host;
 mod lcores;
 mod log;
 mod metrics;
@@ -54,6 +56,7 @@ pub use addr::{format_mac, parse_mac};
 pub use dataplane::fib::RouteSpec;
 pub use dataplane::srv6::Srv6Config;
 pub use eal::{Eal, EalLogLevel};
+pub use host::Host;
 pub use lcores::{Lcore, Lcores, Mempool};
 pub use log::{Log, LogFormat};
 pub use metrics::Metrics;
