@@ -1,8 +1,8 @@
 //! `lcores:` — the main, worker and NAT mapping lcores and the CPUs they
 //! are pinned to — and `mempool:`, the one mbuf pool they share. Whether
-//! the pool covers the rings is checked across sections
-//! (`super::check_mbufs`); whether the CPUs exist, by
-//! [`Config::check_host`](super::Config::check_host).
+//! the pool covers the rings and fits the hugepage memory is checked across
+//! sections (`super::check_mbufs`, `super::check_hugepages`); whether the
+//! CPUs exist, by [`Config::check_host`](super::Config::check_host).
 
 use std::collections::HashMap;
 
@@ -18,6 +18,10 @@ const MAX_LCORE: u32 = 128;
 const MAX_CPU: u32 = 1024;
 /// DPDK's `RTE_PKTMBUF_HEADROOM`: bytes of an mbuf's data room kept in front of the frame.
 pub(super) const MBUF_HEADROOM: u32 = 128;
+/// `sizeof(struct rte_mbuf)`: the header in front of every data room.
+const MBUF_HEADER_BYTES: u32 = 128;
+/// What the mempool adds to each object: its header, rounded up to a cache line.
+const MEMPOOL_OBJECT_OVERHEAD_BYTES: u32 = 64;
 
 /// `lcores:` as the file writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -115,6 +119,21 @@ pub struct Mempool {
     pub cache_size: u32,
     /// Data room of an mbuf including the 128-byte headroom, 1152..=65535.
     pub data_room_bytes: u16,
+}
+
+impl Mempool {
+    /// Bytes of one mbuf: the `rte_mbuf` header and the data room (which
+    /// includes the headroom).
+    pub fn mbuf_bytes(&self) -> u64 {
+        u64::from(MBUF_HEADER_BYTES) + u64::from(self.data_room_bytes)
+    }
+
+    /// Bytes one mbuf takes in the pool: the mbuf rounded up to a cache
+    /// line, as `rte_mempool` lays objects out, and the mempool's own
+    /// overhead.
+    pub fn object_bytes(&self) -> u64 {
+        self.mbuf_bytes().next_multiple_of(64) + u64::from(MEMPOOL_OBJECT_OVERHEAD_BYTES)
+    }
 }
 
 /// Validates the lcores, and prints every `cpu` (the lcore id when absent).
@@ -278,5 +297,16 @@ mod tests {
             let c = max_cache_size(n);
             assert!(c * 3 / 2 <= n && (c + 1) * 3 / 2 > n, "{n}: {c}");
         }
+    }
+
+    #[test]
+    fn mbuf_sizes() {
+        let m = ok(BASE).mempool;
+        assert_eq!((m.mbuf_bytes(), m.object_bytes()), (2304, 2368));
+        let odd = Mempool {
+            data_room_bytes: 9146,
+            ..m
+        };
+        assert_eq!((odd.mbuf_bytes(), odd.object_bytes()), (9274, 9344));
     }
 }

@@ -14,6 +14,9 @@ use super::{count, range, ConfigError, Ipv6Cidr, Port, Res};
 pub(super) const MAX_STORAGE_QUEUE_DEPTH: u32 = 1_000_000;
 /// Most object ids held by the storage service (`storage_service.objects`).
 const MAX_STORAGE_OBJECTS: usize = 4096;
+/// Slots of each ring that hands a storage request from one worker to the
+/// worker owning its object (not configurable; counted in the hugepage budget).
+pub const HANDOVER_RING_SIZE: u32 = 1024;
 
 const DEFAULT_UDP_PORT: u16 = 7878;
 const DEFAULT_QUEUE_DEPTH: u32 = 0;

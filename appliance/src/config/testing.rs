@@ -4,6 +4,8 @@
 use super::Config;
 
 pub(super) const BENCH_MEMIF: &str = include_str!("../../../configs/bench-memif.yaml");
+pub(super) const BENCH_NAT: &str = include_str!("../../../configs/bench-nat.yaml");
+pub(super) const NAT_CONFIG: &str = include_str!("../../../configs/nat.yaml");
 
 /// A small valid config; tests edit it with `replace`.
 pub(super) const BASE: &str = r#"
