@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use appliance::config::{Config, LogFormat};
+use appliance::config::{Config, Host, LogFormat};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -38,11 +38,14 @@ enum Cmd {
     },
 }
 
+/// Loads the config (the embedded demo without a path) and checks it
+/// against this machine.
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| format!("{}: {e}", p.display())),
-        None => Config::from_yaml_str(appliance::config::EMBEDDED_DEMO).map_err(|e| format!("embedded demo config: {e}")),
-    }
+    let (name, cfg) = match path {
+        Some(p) => (p.display().to_string(), Config::load(p)),
+        None => ("embedded demo config".to_string(), Config::from_yaml_str(appliance::config::EMBEDDED_DEMO)),
+    };
+    cfg.and_then(|c| c.check_host(&Host::current()).map(|()| c)).map_err(|e| format!("{name}: {e}"))
 }
 
 fn init_logging(cfg: &Config) {

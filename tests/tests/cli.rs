@@ -91,3 +91,20 @@ fn rejects_route_to_unknown_port() {
         "routes[0].port",
     );
 }
+
+#[test]
+fn rejects_cpu_the_machine_lacks() {
+    // 1023 is the largest CPU id a config may name, and one no test machine has.
+    assert_rejected(
+        &bad_config(|v| v["lcores"]["workers"][0]["cpu"] = Value::from(1023)),
+        "lcores.workers[0].cpu: CPU 1023 does not exist (this machine has CPUs ",
+    );
+}
+
+#[test]
+fn rejects_mbufs_beyond_eal_memory() {
+    assert_rejected(
+        &bad_config(|v| v["mempool"]["mbufs"] = Value::from(262144)),
+        "mempool.mbufs: 262144 mbufs of 2304 bytes need ~596 MiB, more than eal.memory_mb (256 MiB) leaves",
+    );
+}

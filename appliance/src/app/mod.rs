@@ -55,7 +55,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         udp_port: cfg.storage_service.udp_port,
     });
     let pipeline = Arc::new(
-        Pipeline::build(infos, &cfg.route_specs(), &cfg.srv6_config(), nat::plan(cfg), storage_plan, neigh.clone())
+        Pipeline::build(infos, &cfg.routes, &cfg.srv6, nat::plan(cfg), storage_plan, neigh.clone())
             .context("building the route tables")?,
     );
     let mut storage = storage::Wiring::open(cfg, &eal)?;

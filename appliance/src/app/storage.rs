@@ -11,11 +11,8 @@ use dataplane::storage::service::{ObjectService, ServiceCounters};
 use objstore::blk::{BlockDevice, RamDevice, UringDevice, UringOptions};
 use objstore::{FormatOptions, Store, StoreConfig};
 
-use crate::config::{Config, Storage};
+use crate::config::{Config, Storage, HANDOVER_RING_SIZE};
 use crate::worker::StorageLink;
-
-/// Size of each hand-over ring between two workers.
-const HANDOVER_RING: u32 = 1024;
 
 /// The storage parts of a running appliance (empty without `storage:`).
 pub(super) struct Wiring {
@@ -43,7 +40,7 @@ impl Wiring {
         let mut inbound: Vec<Vec<rte::RingConsumer>> = (0..n).map(|_| Vec::new()).collect();
         for (from, outs) in out.iter_mut().enumerate() {
             for to in (0..n).filter(|&t| t != from) {
-                let (p, c) = rte::MbufRing::new(eal, &format!("apl_sto{from}_{to}"), HANDOVER_RING)
+                let (p, c) = rte::MbufRing::new(eal, &format!("apl_sto{from}_{to}"), HANDOVER_RING_SIZE)
                     .context("creating a storage hand-over ring")?;
                 outs[to] = Some(p);
                 inbound[to].push(c);

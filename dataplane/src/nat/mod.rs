@@ -243,8 +243,8 @@ fn config_error(field: &'static str, reason: impl Into<String>) -> NatConfigErro
     NatConfigError { field, reason: reason.into() }
 }
 
-/// NAT44 configuration. Plain Rust: a config-file section mapping onto it will
-/// be added with the pipeline wiring. [`NatConfig::validate`] refuses bad
+/// NAT44 configuration. The config file's `nat:` section builds it
+/// (`appliance/src/config/nat.rs`); [`NatConfig::validate`] refuses bad
 /// values, naming the field; capacities are allocated from it at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatConfig {
