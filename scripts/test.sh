@@ -26,6 +26,10 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(at|nt|st)[
   fi
 done
 
+log "format: cargo fmt --all --check (rustfmt.toml)"
+cargo fmt --version >/dev/null 2>&1 || die "cargo fmt is not installed (rustup component add rustfmt)"
+cargo fmt --all --check || die "formatting differs: run cargo fmt --all (and in fuzz/) and commit"
+(cd fuzz && cargo fmt --check) || die "fuzz/ formatting differs: run cargo fmt in fuzz/"
 log "lint: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --version >/dev/null 2>&1 || die "cargo clippy is not installed (rustup component add clippy)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings

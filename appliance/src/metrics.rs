@@ -23,16 +23,16 @@ use prometheus_client::registry::Registry;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
+use crate::natcore::{NatClock, NatQuery};
+use crate::worker::WorkerCounters;
+use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use dataplane::nat::fast::NatWorkerCounters;
 use dataplane::nat::mapper::NatStats;
 use dataplane::nat::session::SessionFilter;
 use dataplane::nat::translate::Proto;
-use crate::natcore::{NatClock, NatQuery};
-use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use dataplane::pipeline::Pipeline;
-use dataplane::storage::service::{ServiceCounters, LATENCY_BOUNDS_US, OPS};
 use dataplane::stats::{ControlCounters, DropReason, HandOffKind, IcmpErrorKind, PuntReason};
-use crate::worker::WorkerCounters;
+use dataplane::storage::service::{ServiceCounters, LATENCY_BOUNDS_US, OPS};
 
 type Labels = Vec<(String, String)>;
 
@@ -195,17 +195,17 @@ impl MetricsSource {
             reg,
             "punts",
             "Packets handed from workers to the control core, by reason",
-            PuntReason::ALL.iter().map(|&r| {
-                (l(&[("reason", r.label().to_owned())]), self.workers.iter().map(|w| w.punts.get(r)).sum())
-            }),
+            PuntReason::ALL
+                .iter()
+                .map(|&r| (l(&[("reason", r.label().to_owned())]), self.workers.iter().map(|w| w.punts.get(r)).sum())),
         );
         counter_family(
             reg,
             "handoffs",
             "Packets handed from workers to another part of the fast path, by destination",
-            HandOffKind::ALL.iter().map(|&k| {
-                (l(&[("to", k.label().to_owned())]), self.workers.iter().map(|w| w.handoffs.get(k)).sum())
-            }),
+            HandOffKind::ALL
+                .iter()
+                .map(|&k| (l(&[("to", k.label().to_owned())]), self.workers.iter().map(|w| w.handoffs.get(k)).sum())),
         );
         counter_family(
             reg,
@@ -221,9 +221,7 @@ impl MetricsSource {
             reg,
             "icmp_errors_sent",
             "ICMP and ICMPv6 errors sent, by type",
-            IcmpErrorKind::ALL
-                .iter()
-                .map(|&k| (l(&[("type", k.label().to_owned())]), self.control.icmp_errors.get(k))),
+            IcmpErrorKind::ALL.iter().map(|&k| (l(&[("type", k.label().to_owned())]), self.control.icmp_errors.get(k))),
         );
         let c = &self.control;
         for (name, help, v) in [
@@ -266,12 +264,7 @@ impl MetricsSource {
             [(Labels::new(), self.neigh.capacity() as i64)],
         );
         gauge_family(reg, "mempool_in_use", "Mbufs in use", [(Labels::new(), i64::from(self.pool.in_use()))]);
-        gauge_family(
-            reg,
-            "mempool_capacity",
-            "Mbufs in the pool",
-            [(Labels::new(), i64::from(self.pool.capacity()))],
-        );
+        gauge_family(reg, "mempool_capacity", "Mbufs in the pool", [(Labels::new(), i64::from(self.pool.capacity()))]);
         gauge_family(
             reg,
             "ring_used",
@@ -356,16 +349,18 @@ impl MetricsSource {
             reg,
             "srv6_sid_drops",
             "Packets a local SID dropped or answered with an error, by reason",
-            (0..sids.len()).flat_map(|i| {
-                DropReason::ALL.iter().filter_map(move |&r| {
-                    let v = sum_sid(i, &|c| c.drops.get(r));
-                    (v > 0).then(|| {
-                        let mut lb = sid_labels(i);
-                        lb.push(("reason".into(), r.label().to_owned()));
-                        (lb, v)
+            (0..sids.len())
+                .flat_map(|i| {
+                    DropReason::ALL.iter().filter_map(move |&r| {
+                        let v = sum_sid(i, &|c| c.drops.get(r));
+                        (v > 0).then(|| {
+                            let mut lb = sid_labels(i);
+                            lb.push(("reason".into(), r.label().to_owned()));
+                            (lb, v)
+                        })
                     })
                 })
-            }).collect::<Vec<_>>(),
+                .collect::<Vec<_>>(),
         );
     }
 
@@ -377,22 +372,50 @@ impl MetricsSource {
         let total = |f: &dyn Fn(&ServiceCounters) -> u64| -> u64 { self.storage.iter().map(|s| f(s)).sum() };
         for (name, help, v) in [
             ("storage_queue_depth", "Storage requests held now, waiting for I/O", total(&|s| s.queue_depth.get())),
-            ("storage_device_used_blocks", "4 KiB data blocks of the storage devices in use", total(&|s| s.device_used_blocks.get())),
-            ("storage_device_free_blocks", "4 KiB data blocks of the storage devices free", total(&|s| s.device_free_blocks.get())),
+            (
+                "storage_device_used_blocks",
+                "4 KiB data blocks of the storage devices in use",
+                total(&|s| s.device_used_blocks.get()),
+            ),
+            (
+                "storage_device_free_blocks",
+                "4 KiB data blocks of the storage devices free",
+                total(&|s| s.device_free_blocks.get()),
+            ),
         ] {
             gauge_family(reg, name, help, [(Labels::new(), v as i64)]);
         }
         for (name, help, v) in [
             ("storage_requests", "Requests to the storage service", total(&|s| s.requests.get())),
             ("storage_replies", "Replies of the storage service", total(&|s| s.replies.get())),
-            ("storage_bad_requests", "Storage requests dropped or refused as malformed", total(&|s| s.bad_requests.get())),
-            ("storage_busy", "Storage requests answered busy (request table or assembly buffers full)", total(&|s| s.busy.get())),
-            ("storage_checksum_failures", "Chunks whose CRC32C failed on read (answered with status checksum)", total(&|s| s.checksum_failures.get())),
+            (
+                "storage_bad_requests",
+                "Storage requests dropped or refused as malformed",
+                total(&|s| s.bad_requests.get()),
+            ),
+            (
+                "storage_busy",
+                "Storage requests answered busy (request table or assembly buffers full)",
+                total(&|s| s.busy.get()),
+            ),
+            (
+                "storage_checksum_failures",
+                "Chunks whose CRC32C failed on read (answered with status checksum)",
+                total(&|s| s.checksum_failures.get()),
+            ),
             ("storage_chunks_written", "Chunks made durable", total(&|s| s.chunks_written.get())),
             ("storage_written_bytes", "Object bytes made durable", total(&|s| s.bytes_written.get())),
             ("storage_read_bytes", "Object bytes sent in replies", total(&|s| s.bytes_read.get())),
-            ("storage_handed_over", "Storage requests handed to the worker that owns the object", total(&|s| s.handed_over.get())),
-            ("storage_assemblies_expired", "Chunks dropped incomplete (missing fragments)", total(&|s| s.assemblies_expired.get())),
+            (
+                "storage_handed_over",
+                "Storage requests handed to the worker that owns the object",
+                total(&|s| s.handed_over.get()),
+            ),
+            (
+                "storage_assemblies_expired",
+                "Chunks dropped incomplete (missing fragments)",
+                total(&|s| s.assemblies_expired.get()),
+            ),
         ] {
             counter_family(reg, name, help, [(Labels::new(), v)]);
         }
@@ -421,12 +444,20 @@ impl MetricsSource {
             ("nat_ports_allocated", "Public ports allocated", n.ports_allocated.get()),
             ("nat_block_allocations", "Port blocks allocated to subscribers", n.blocks_allocated_total.get()),
             ("nat_block_releases", "Port blocks released by subscribers", n.blocks_released_total.get()),
-            ("nat_subscriber_limit_hits", "New mappings refused by the per-subscriber block limit", n.subscriber_limit_hits.get()),
+            (
+                "nat_subscriber_limit_hits",
+                "New mappings refused by the per-subscriber block limit",
+                n.subscriber_limit_hits.get(),
+            ),
             ("nat_pool_exhausted", "New mappings refused for want of a free block", n.pool_exhausted.get()),
             ("nat_ports_preserved", "Mappings that kept the inside port", n.ports_preserved.get()),
             ("nat_touches", "Activity records applied by the mapping server", n.touches.get()),
             ("nat_touches_stale", "Activity records about sessions already retired", n.touches_stale.get()),
-            ("nat_log_events_dropped", "Block log events lost because the log writer was behind", n.events_dropped.get()),
+            (
+                "nat_log_events_dropped",
+                "Block log events lost because the log writer was behind",
+                n.events_dropped.get(),
+            ),
         ];
         for (name, help, v) in counters {
             counter_family(reg, name, help, [(Labels::new(), v)]);
@@ -448,11 +479,36 @@ impl MetricsSource {
                 .map(|(c, w)| (l(&[("lcore", w.lcore.to_string())]), f(c)))
                 .collect::<Vec<_>>()
         };
-        counter_family(reg, "nat_cache_hits", "Packets translated from a worker's cache", per_worker(&|c| c.hits.get()));
-        counter_family(reg, "nat_cache_misses", "NAT packets without a usable cache entry", per_worker(&|c| c.misses.get()));
-        counter_family(reg, "nat_cache_evictions", "Live cache entries pushed out of a full bucket", per_worker(&|c| c.evictions.get()));
-        counter_family(reg, "nat_cache_inserts", "Cache entries installed from answers", per_worker(&|c| c.inserts.get()));
-        counter_family(reg, "nat_reports", "Activity reports sent to the mapping server", per_worker(&|c| c.reports.get()));
+        counter_family(
+            reg,
+            "nat_cache_hits",
+            "Packets translated from a worker's cache",
+            per_worker(&|c| c.hits.get()),
+        );
+        counter_family(
+            reg,
+            "nat_cache_misses",
+            "NAT packets without a usable cache entry",
+            per_worker(&|c| c.misses.get()),
+        );
+        counter_family(
+            reg,
+            "nat_cache_evictions",
+            "Live cache entries pushed out of a full bucket",
+            per_worker(&|c| c.evictions.get()),
+        );
+        counter_family(
+            reg,
+            "nat_cache_inserts",
+            "Cache entries installed from answers",
+            per_worker(&|c| c.inserts.get()),
+        );
+        counter_family(
+            reg,
+            "nat_reports",
+            "Activity reports sent to the mapping server",
+            per_worker(&|c| c.reports.get()),
+        );
     }
 
     /// `GET /nat/sessions?inside=A&public=A&remote=A&proto=udp&limit=N`:
@@ -525,7 +581,12 @@ impl MetricsSource {
                 "{:<10} {:<40} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}  {}",
                 self.port_names.get(usize::from(e.port)).map(String::as_str).unwrap_or("?"),
                 e.ip.to_string(),
-                m[0], m[1], m[2], m[3], m[4], m[5],
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
                 e.state.name()
             );
         }
@@ -587,8 +648,10 @@ impl MetricsSource {
         let mut s = String::new();
         for (i, name) in self.port_names.iter().enumerate() {
             let p = i as u16;
-            let rx: u64 = self.workers.iter().flat_map(|w| &w.rx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
-            let tx: u64 = self.workers.iter().flat_map(|w| &w.tx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
+            let rx: u64 =
+                self.workers.iter().flat_map(|w| &w.rx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
+            let tx: u64 =
+                self.workers.iter().flat_map(|w| &w.tx).filter(|q| q.port == p).map(|q| q.packets.get()).sum();
             let _ = writeln!(s, "  port {name}: rx_packets={rx} tx_packets={tx}");
         }
         for &r in DropReason::ALL {
@@ -630,7 +693,11 @@ impl MetricsSource {
 
 /// Serves the endpoint on `addr` until `stop` is set. Bind errors are
 /// returned before the thread starts, so a busy port fails start-up.
-pub fn serve(addr: SocketAddr, source: Arc<MetricsSource>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn serve(
+    addr: SocketAddr,
+    source: Arc<MetricsSource>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
@@ -700,14 +767,20 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
 /// builds histograms from observations only; these are single-writer
 /// counters on the worker).
 fn storage_text(out: &mut String, blocks: &[Arc<ServiceCounters>]) {
-    out.push_str("# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n");
+    out.push_str(
+        "# HELP appliance_storage_latency_seconds Time from a storage request's arrival to its reply, by operation.\n",
+    );
     out.push_str("# TYPE appliance_storage_latency_seconds histogram\n");
     for (i, op) in OPS.iter().enumerate() {
         let bucket = |b: usize| -> u64 { blocks.iter().map(|s| s.latency[i].buckets[b].get()).sum() };
         let mut cumulative = 0;
         for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
             cumulative += bucket(b);
-            let _ = writeln!(out, "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "appliance_storage_latency_seconds_bucket{{op=\"{op}\",le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
         }
         cumulative += bucket(LATENCY_BOUNDS_US.len());
         let sum_us: u64 = blocks.iter().map(|s| s.latency[i].sum_us.get()).sum();

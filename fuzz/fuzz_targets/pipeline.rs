@@ -15,14 +15,14 @@ use dataplane::nat::msg::{Answer, ANSWER_LEN};
 use dataplane::nat::{NatConfig, NullSink};
 use netwire::PacketBuf;
 
+use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use dataplane::fib::{link_local_from_mac, PortInfo, RouteSpec};
 use dataplane::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
-use dataplane::fib::neigh::{NeighborState, NeighborTable};
-use netwire::{VecBuf, VecPool};
 use dataplane::slowpath::{SlowPath, SlowPathConfig};
 use dataplane::srv6::{Behavior, PolicySpec, SidSpec, Srv6Config, StoragePolicy};
 use dataplane::stats::{ControlCounters, PuntReason};
 use libfuzzer_sys::fuzz_target;
+use netwire::{VecBuf, VecPool};
 
 fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -78,8 +78,20 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
                 ipv6: vec![(v6("2001:db8:2::1"), 64)],
             },
         ];
-        let routes = [RouteSpec { prefix: IpAddr::V6(v6("2001:db8:b::")), len: 48, port: 1, via: Some(IpAddr::V6(v6("2001:db8:2::2"))) }];
-        let sid = |s: &str, behavior, psp, usd, adjacency, policy| SidSpec { sid: v6(s), behavior, psp, usd, adjacency, policy };
+        let routes = [RouteSpec {
+            prefix: IpAddr::V6(v6("2001:db8:b::")),
+            len: 48,
+            port: 1,
+            via: Some(IpAddr::V6(v6("2001:db8:2::2"))),
+        }];
+        let sid = |s: &str, behavior, psp, usd, adjacency, policy| SidSpec {
+            sid: v6(s),
+            behavior,
+            psp,
+            usd,
+            adjacency,
+            policy,
+        };
         let srv6 = Srv6Config {
             sids: vec![
                 sid("2001:db8:a::1", Behavior::End, false, false, None, None),
@@ -91,8 +103,20 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
                 sid("2001:db8:a::9", Behavior::Storage, false, false, None, Some(StoragePolicy::HoldsObject)),
             ],
             policies: vec![
-                PolicySpec { prefix: IpAddr::V6(v6("2001:db8:99::")), len: 64, reduced: false, segments: vec![v6("2001:db8:b::1"), v6("2001:db8:b::2")], source: None },
-                PolicySpec { prefix: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), len: 24, reduced: true, segments: vec![v6("2001:db8:b::1")], source: None },
+                PolicySpec {
+                    prefix: IpAddr::V6(v6("2001:db8:99::")),
+                    len: 64,
+                    reduced: false,
+                    segments: vec![v6("2001:db8:b::1"), v6("2001:db8:b::2")],
+                    source: None,
+                },
+                PolicySpec {
+                    prefix: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)),
+                    len: 24,
+                    reduced: true,
+                    segments: vec![v6("2001:db8:b::1")],
+                    source: None,
+                },
             ],
             trusted_ports: None,
             encap_source: None,
@@ -149,11 +173,19 @@ fuzz_target!(|data: &[u8]| {
             if reason == PuntReason::NeighborMiss {
                 let mut again = VecBuf::from_frame(&buf, port);
                 let arg = ws.meta.punt_arg;
-                assert_eq!(l3.rerun(&mut again, port, arg, &mut WorkerCtx::scratch(l3)), Verdict::Punt(PuntReason::NeighborMiss));
+                assert_eq!(
+                    l3.rerun(&mut again, port, arg, &mut WorkerCtx::scratch(l3)),
+                    Verdict::Punt(PuntReason::NeighborMiss)
+                );
             }
             // The control core handles whatever was punted.
             let (_t, writer) = NeighborTable::new(16);
-            let mut sp = SlowPath::<VecBuf>::new(l3.clone(), writer, SlowPathConfig::default(), Arc::new(ControlCounters::default()));
+            let mut sp = SlowPath::<VecBuf>::new(
+                l3.clone(),
+                writer,
+                SlowPathConfig::default(),
+                Arc::new(ControlCounters::default()),
+            );
             let mut pool = VecPool { remaining: 8 };
             let mut sent = 0;
             sp.handle(VecBuf::from_frame(&buf, port), reason, ws.meta.punt_arg, 0, &mut pool, &mut |_| sent += 1);

@@ -1,8 +1,8 @@
 //! Every L2/L3 parser: Ethernet, ARP, IPv4, IPv6, ICMP, ICMPv6 with NDP
 //! options; each accessor is called on whatever `new_checked` accepts.
 #![no_main]
-use netwire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6};
 use libfuzzer_sys::fuzz_target;
+use netwire::{arp, ethernet, icmpv4, icmpv6, ipv4, ipv6};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = ethernet::Packet::new_checked(data) {

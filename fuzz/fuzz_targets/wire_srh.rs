@@ -1,9 +1,9 @@
 //! IPv6 extension-header walk and the SRH: view, checks, TLVs, Repr; a
 //! parsed Repr must emit and parse back to itself.
 #![no_main]
+use libfuzzer_sys::fuzz_target;
 use netwire::ipv4::Protocol;
 use netwire::{ipv6ext, srh};
-use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&nh, payload)) = data.split_first() else { return };

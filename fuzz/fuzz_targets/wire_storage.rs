@@ -1,7 +1,7 @@
 //! The storage request header and the probe reply body.
 #![no_main]
-use netwire::storage;
 use libfuzzer_sys::fuzz_target;
+use netwire::storage;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = storage::Packet::new_checked(data) {

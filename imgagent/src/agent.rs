@@ -60,10 +60,7 @@ pub struct ApiError(pub u16, pub String);
 type ApiResult = Result<Value, ApiError>;
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// One image known to the agent.
@@ -90,15 +87,9 @@ impl ImageState {
         let mut replicas = Vec::with_capacity(m.chunks.len());
         for c in &m.chunks {
             digests.push(
-                parse_hex(&c.digest)
-                    .ok_or_else(|| format!("manifest of {}: bad digest {:?}", m.name, c.digest))?,
+                parse_hex(&c.digest).ok_or_else(|| format!("manifest of {}: bad digest {:?}", m.name, c.digest))?,
             );
-            replicas.push(
-                lists
-                    .entry(c.replicas.clone())
-                    .or_insert_with(|| Arc::new(c.replicas.clone()))
-                    .clone(),
-            );
+            replicas.push(lists.entry(c.replicas.clone()).or_insert_with(|| Arc::new(c.replicas.clone())).clone());
         }
         Ok(ImageState {
             name: m.name.clone(),
@@ -106,12 +97,7 @@ impl ImageState {
             manifest: m,
             digests,
             replicas,
-            inner: Mutex::new(ImageInner {
-                refs: 0,
-                mnt: None,
-                session: None,
-                last_used: Instant::now(),
-            }),
+            inner: Mutex::new(ImageInner { refs: 0, mnt: None, session: None, last_used: Instant::now() }),
         })
     }
 
@@ -194,10 +180,7 @@ impl Session {
         if !s.seen[c] {
             s.seen[c] = true;
             let at_us = self.opened.elapsed().as_micros() as u64;
-            s.entries.push(TraceEntry {
-                chunk: c as u32,
-                at_us,
-            });
+            s.entries.push(TraceEntry { chunk: c as u32, at_us });
             if s.launched[c] {
                 s.needed += 1;
                 s.needed_prefetched += 1;
@@ -258,10 +241,7 @@ impl Agent {
     }
 
     fn manifest_path(&self, name: &str) -> PathBuf {
-        self.cfg
-            .state_dir
-            .join("images")
-            .join(format!("{name}.json"))
+        self.cfg.state_dir.join("images").join(format!("{name}.json"))
     }
 
     /// The image with FUSE inode `ino`.
@@ -271,12 +251,7 @@ impl Agent {
 
     /// Every image (for the FUSE directory listing).
     pub fn list(&self) -> Vec<Arc<ImageState>> {
-        self.images
-            .read()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect()
+        self.images.read().expect("lock").values().cloned().collect()
     }
 
     pub fn lookup(&self, name: &str) -> Option<Arc<ImageState>> {
@@ -291,29 +266,21 @@ impl Agent {
         match self.meta.image(name) {
             Ok(m) => {
                 let _ = std::fs::create_dir_all(self.cfg.state_dir.join("images"));
-                let _ = std::fs::write(
-                    self.manifest_path(name),
-                    serde_json::to_vec(&m).expect("json"),
-                );
+                let _ = std::fs::write(self.manifest_path(name), serde_json::to_vec(&m).expect("json"));
                 Ok(m)
             }
-            Err(e) if e.is_not_found() => Err(ApiError(
-                404,
-                format!("image {name}: not found at the metadata service"),
-            )),
-            Err(e) => match std::fs::read(self.manifest_path(name))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                Some(m) => {
-                    eprintln!("imgagent: metadata service unreachable ({e}); using the kept manifest of {name}");
-                    Ok(m)
+            Err(e) if e.is_not_found() => {
+                Err(ApiError(404, format!("image {name}: not found at the metadata service")))
+            }
+            Err(e) => {
+                match std::fs::read(self.manifest_path(name)).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    Some(m) => {
+                        eprintln!("imgagent: metadata service unreachable ({e}); using the kept manifest of {name}");
+                        Ok(m)
+                    }
+                    None => Err(ApiError(503, format!("image {name}: metadata service: {e}"))),
                 }
-                None => Err(ApiError(
-                    503,
-                    format!("image {name}: metadata service: {e}"),
-                )),
-            },
+            }
         }
     }
 
@@ -355,19 +322,15 @@ impl Agent {
         let mut inner = img.inner.lock().expect("lock");
         let mut predicted = 0;
         if inner.refs == 0 {
-            let plan = if body["prefetch"].as_bool().unwrap_or(true) {
-                self.plan(&img)
-            } else {
-                trace::Plan::default()
-            };
+            let plan =
+                if body["prefetch"].as_bool().unwrap_or(true) { self.plan(&img) } else { trace::Plan::default() };
             predicted = plan.order.len();
             let mut sess = Session::new(img.digests.len(), plan.order);
             sess.upload = body["trace"].as_bool().unwrap_or(true);
             let sess = Arc::new(sess);
             inner.session = Some(sess.clone());
             let dir = self.mnt_dir(name);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| ApiError(500, format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|e| ApiError(500, format!("{}: {e}", dir.display())))?;
             let file = self.fuse_dir().join(name);
             // The mount reads the image through FUSE, whose read path takes this lock: let go
             // of it (the control lock keeps other mounts and unmounts out meanwhile).
@@ -387,11 +350,7 @@ impl Agent {
                     drop(inner);
                     self.end_session(&img, &sess);
                     let cause = self.metrics.last_error.lock().expect("lock").clone();
-                    let cause = if cause.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (last fetch error: {cause})")
-                    };
+                    let cause = if cause.is_empty() { String::new() } else { format!(" (last fetch error: {cause})") };
                     return Err(ApiError(502, format!("image {name}: {e}{cause}")));
                 }
             }
@@ -429,10 +388,7 @@ impl Agent {
                 trace::merge(&ts, self.cfg.min_support, img.digests.len())
             }
             Err(e) => {
-                eprintln!(
-                    "imgagent: traces of {}: {e}; starting without prefetch",
-                    img.name
-                );
+                eprintln!("imgagent: traces of {}: {e}; starting without prefetch", img.name);
                 trace::Plan::default()
             }
         }
@@ -462,17 +418,13 @@ impl Agent {
                     }
                 }
                 if v.is_empty() {
-                    let _ = sess
-                        .cv
-                        .wait_timeout(s, Duration::from_millis(50))
-                        .expect("lock");
+                    let _ = sess.cv.wait_timeout(s, Duration::from_millis(50)).expect("lock");
                     continue;
                 }
                 v
             };
             for c in todo {
-                if self.fetcher.request(&img.spec(c), Origin::Prefetch, None) == Requested::Present
-                {
+                if self.fetcher.request(&img.spec(c), Origin::Prefetch, None) == Requested::Present {
                     let mut s = sess.st.lock().expect("lock");
                     s.launched[c] = false;
                     s.launched_count -= 1;
@@ -491,9 +443,7 @@ impl Agent {
             }
             s.recording = false;
             sess.cv.notify_all();
-            let used = (0..s.seen.len())
-                .filter(|&c| s.seen[c] && s.launched[c])
-                .count() as u64;
+            let used = (0..s.seen.len()).filter(|&c| s.seen[c] && s.launched[c]).count() as u64;
             let t = Trace {
                 image_digest: img.manifest.digest.clone(),
                 host: self.cfg.host.clone(),
@@ -510,14 +460,8 @@ impl Agent {
         Metrics::add(&m.prefetched_used, used);
         Metrics::add(&m.needed, needed);
         Metrics::add(&m.needed_prefetched, needed_pf);
-        m.last_accuracy_permille.store(
-            (used * 1000).checked_div(launched).unwrap_or(0),
-            Ordering::Relaxed,
-        );
-        m.last_coverage_permille.store(
-            (needed_pf * 1000).checked_div(needed).unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        m.last_accuracy_permille.store((used * 1000).checked_div(launched).unwrap_or(0), Ordering::Relaxed);
+        m.last_coverage_permille.store((needed_pf * 1000).checked_div(needed).unwrap_or(0), Ordering::Relaxed);
         eprintln!(
             "imgagent: start of {} ended after {:.3} s: {} chunks read, {} prefetched ({} used), {} needed ({} prefetched)",
             img.name,
@@ -542,9 +486,7 @@ impl Agent {
 
     /// `POST /images/{name}/ready`: the container answers; the start's trace ends.
     pub fn ready(&self, name: &str) -> ApiResult {
-        let img = self
-            .lookup(name)
-            .ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
+        let img = self.lookup(name).ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
         if let Some(s) = img.session() {
             self.end_session(&img, &s);
         }
@@ -554,9 +496,7 @@ impl Agent {
     /// `POST /images/{name}/unmount`: one user fewer; the last one unmounts the erofs.
     pub fn unmount(&self, name: &str) -> ApiResult {
         let _g = self.control.lock().expect("lock");
-        let img = self
-            .lookup(name)
-            .ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
+        let img = self.lookup(name).ok_or_else(|| ApiError(404, format!("image {name} is not mounted here")))?;
         let mut inner = img.inner.lock().expect("lock");
         if inner.refs == 0 {
             return Err(ApiError(409, format!("image {name} is not mounted")));
@@ -619,14 +559,7 @@ impl Agent {
             }
         }
         if let Some(e) = failed.first() {
-            return Err(ApiError(
-                502,
-                format!(
-                    "pull of {}: {} chunks failed; first: {e}",
-                    img.name,
-                    failed.len()
-                ),
-            ));
+            return Err(ApiError(502, format!("pull of {}: {} chunks failed; first: {e}", img.name, failed.len())));
         }
         Ok(json!({ "fetched": waiting, "present": present, "seconds": t0.elapsed().as_secs_f64() }))
     }
@@ -654,17 +587,12 @@ impl Agent {
         }
         if let Ok(rd) = std::fs::read_dir(self.cfg.state_dir.join("images")) {
             for e in rd.flatten() {
-                let name = e
-                    .file_name()
-                    .to_string_lossy()
-                    .trim_end_matches(".json")
-                    .to_string();
+                let name = e.file_name().to_string_lossy().trim_end_matches(".json").to_string();
                 if loaded.contains(&name) {
                     continue;
                 }
-                if let Some(m) = std::fs::read(e.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<ImageManifest>(&b).ok())
+                if let Some(m) =
+                    std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<ImageManifest>(&b).ok())
                 {
                     keep.extend(m.chunks.iter().filter_map(|c| parse_hex(&c.digest)));
                 }
@@ -702,13 +630,7 @@ impl Agent {
     /// The FUSE read path: bytes `offset..offset+size` of image `ino`, handed to `done` when
     /// every chunk they touch is there (at once for cached chunks; after the fetch of missing
     /// ones, which never blocks this thread). `done` gets `Err(errno)` on failure.
-    pub fn read(
-        &self,
-        ino: u64,
-        offset: u64,
-        size: u32,
-        done: Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>,
-    ) {
+    pub fn read(&self, ino: u64, offset: u64, size: u32, done: Box<dyn FnOnce(Result<Vec<u8>, i32>) + Send>) {
         Metrics::add(&self.metrics.fuse_reads, 1);
         let Some(img) = self.by_ino(ino) else {
             return done(Err(libc::ENOENT));
@@ -732,11 +654,7 @@ impl Agent {
             let cstart = c as u64 * cs;
             let lo = offset.max(cstart);
             let hi = end.min(cstart + cs);
-            let (coff, boff, len) = (
-                (lo - cstart) as u32,
-                (lo - offset) as usize,
-                (hi - lo) as usize,
-            );
+            let (coff, boff, len) = ((lo - cstart) as u32, (lo - offset) as usize, (hi - lo) as usize);
             let d = img.digests[c];
             let hit = {
                 let mut b = pending.buf.lock().expect("lock");
@@ -746,9 +664,7 @@ impl Agent {
                 if s.access(c, hit) {
                     let t = s.opened.elapsed();
                     self.metrics.ttfb.observe(t);
-                    self.metrics
-                        .ttfb_last_ns
-                        .store(t.as_nanos() as u64, Ordering::Relaxed);
+                    self.metrics.ttfb_last_ns.store(t.as_nanos() as u64, Ordering::Relaxed);
                 }
             }
             if hit {
@@ -762,8 +678,7 @@ impl Agent {
                 match r {
                     Ok(data) => {
                         let co = coff as usize;
-                        p.buf.lock().expect("lock")[boff..boff + len]
-                            .copy_from_slice(&data[co..co + len]);
+                        p.buf.lock().expect("lock")[boff..boff + len].copy_from_slice(&data[co..co + len]);
                     }
                     Err(e) => {
                         p.failed.lock().expect("lock").get_or_insert(e);
@@ -778,11 +693,7 @@ impl Agent {
                     self.cache.read(&d, coff, &mut b[boff..boff + len]) == Read::Hit
                 };
                 if !ok {
-                    pending
-                        .failed
-                        .lock()
-                        .expect("lock")
-                        .get_or_insert(format!("chunk {c} vanished from the cache"));
+                    pending.failed.lock().expect("lock").get_or_insert(format!("chunk {c} vanished from the cache"));
                 }
                 pending.finish_one();
             }

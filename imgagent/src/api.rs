@@ -27,11 +27,7 @@ use crate::agent::{Agent, ApiError};
 
 fn respond(agent: &Arc<Agent>, req: &http::Request) -> (u16, Vec<u8>, &'static str) {
     let path = req.path().to_string();
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let body: Value = if req.body.is_empty() {
         json!({})
     } else {
@@ -40,41 +36,27 @@ fn respond(agent: &Arc<Agent>, req: &http::Request) -> (u16, Vec<u8>, &'static s
             Err(e) => {
                 return (
                     400,
-                    json!({"error": 400, "message": format!("body: {e}")})
-                        .to_string()
-                        .into_bytes(),
+                    json!({"error": 400, "message": format!("body: {e}")}).to_string().into_bytes(),
                     "application/json",
                 )
             }
         }
     };
     let r: Result<Value, ApiError> = match (req.method.as_str(), segs.as_slice()) {
-        ("GET", ["metrics"]) => {
-            return (
-                200,
-                agent.metrics.render().into_bytes(),
-                "text/plain; version=0.0.4",
-            )
-        }
+        ("GET", ["metrics"]) => return (200, agent.metrics.render().into_bytes(), "text/plain; version=0.0.4"),
         ("GET", ["status"]) => Ok(agent.status()),
         ("POST", ["images", name, "mount"]) => agent.mount(&http::percent_decode(name), &body),
         ("POST", ["images", name, "ready"]) => agent.ready(&http::percent_decode(name)),
         ("POST", ["images", name, "unmount"]) => agent.unmount(&http::percent_decode(name)),
         ("POST", ["images", name, "pull"]) => agent.pull(&http::percent_decode(name)),
-        ("POST", ["gc"]) => agent.gc(Duration::from_secs(
-            body["max_idle_s"].as_u64().unwrap_or(0),
-        )),
+        ("POST", ["gc"]) => agent.gc(Duration::from_secs(body["max_idle_s"].as_u64().unwrap_or(0))),
         _ => Err(ApiError(404, format!("no route {} {path}", req.method))),
     };
     match r {
         Ok(v) => (200, v.to_string().into_bytes(), "application/json"),
-        Err(ApiError(st, msg)) => (
-            st,
-            json!({"error": st, "message": msg})
-                .to_string()
-                .into_bytes(),
-            "application/json",
-        ),
+        Err(ApiError(st, msg)) => {
+            (st, json!({"error": st, "message": msg}).to_string().into_bytes(), "application/json")
+        }
     }
 }
 
@@ -91,12 +73,7 @@ fn serve(agent: Arc<Agent>, stream: TcpStream) {
             body.len(),
             if keep { "keep-alive" } else { "close" }
         );
-        if w.write_all(head.as_bytes())
-            .and_then(|()| w.write_all(&body))
-            .and_then(|()| w.flush())
-            .is_err()
-            || !keep
-        {
+        if w.write_all(head.as_bytes()).and_then(|()| w.write_all(&body)).and_then(|()| w.flush()).is_err() || !keep {
             return;
         }
     }
@@ -104,15 +81,11 @@ fn serve(agent: Arc<Agent>, stream: TcpStream) {
 
 /// Serves `listener` on background threads.
 pub fn spawn(listener: TcpListener, agent: Arc<Agent>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("api".into())
-        .spawn(move || {
-            for s in listener.incoming().flatten() {
-                let a = agent.clone();
-                let _ = std::thread::Builder::new()
-                    .name("api-conn".into())
-                    .spawn(move || serve(a, s));
-            }
-        })?;
+    std::thread::Builder::new().name("api".into()).spawn(move || {
+        for s in listener.incoming().flatten() {
+            let a = agent.clone();
+            let _ = std::thread::Builder::new().name("api-conn".into()).spawn(move || serve(a, s));
+        }
+    })?;
     Ok(())
 }

@@ -124,26 +124,12 @@ impl ChunkCache {
         let mut idx = Index::default();
         for (_, d, len) in found {
             idx.tick += 1;
-            idx.entries.insert(
-                d,
-                Entry {
-                    len: len as u32,
-                    tick: idx.tick,
-                    verified: false,
-                },
-            );
+            idx.entries.insert(d, Entry { len: len as u32, tick: idx.tick, verified: false });
             idx.lru.insert(idx.tick, d);
             idx.bytes += len;
         }
-        let c = ChunkCache {
-            dir: dir.to_path_buf(),
-            max_bytes,
-            index: Mutex::new(idx),
-            metrics,
-        };
-        c.metrics
-            .cache_max_bytes
-            .store(max_bytes, Ordering::Relaxed);
+        let c = ChunkCache { dir: dir.to_path_buf(), max_bytes, index: Mutex::new(idx), metrics };
+        c.metrics.cache_max_bytes.store(max_bytes, Ordering::Relaxed);
         c.evict_to(max_bytes);
         c.publish();
         Ok(c)
@@ -156,9 +142,7 @@ impl ChunkCache {
     fn publish(&self) {
         let i = self.index.lock().expect("lock");
         self.metrics.cache_bytes.store(i.bytes, Ordering::Relaxed);
-        self.metrics
-            .cache_chunks
-            .store(i.entries.len() as u64, Ordering::Relaxed);
+        self.metrics.cache_chunks.store(i.entries.len() as u64, Ordering::Relaxed);
     }
 
     pub fn contains(&self, d: &Digest) -> bool {
@@ -195,10 +179,7 @@ impl ChunkCache {
             let mut all = Vec::new();
             if io::Read::read_to_end(&mut &f, &mut all).is_err() || sha256(&all) != *d {
                 Metrics::add(&self.metrics.verify_failures, 1);
-                self.metrics.set_error(format!(
-                    "cached chunk {} failed its digest check: removed",
-                    hex(d)
-                ));
+                self.metrics.set_error(format!("cached chunk {} failed its digest check: removed", hex(d)));
                 self.remove(d);
                 return Read::Miss;
             }
@@ -221,9 +202,7 @@ impl ChunkCache {
     /// Stores a chunk whose digest the caller has checked, then evicts down to the limit.
     pub fn insert(&self, d: &Digest, data: &[u8]) -> io::Result<()> {
         let final_path = self.path(d);
-        let tmp = self
-            .dir
-            .join(format!("{}.tmp.{:?}", hex(d), std::thread::current().id()));
+        let tmp = self.dir.join(format!("{}.tmp.{:?}", hex(d), std::thread::current().id()));
         {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
@@ -234,14 +213,7 @@ impl ChunkCache {
             i.remove(d);
             i.tick += 1;
             let t = i.tick;
-            i.entries.insert(
-                *d,
-                Entry {
-                    len: data.len() as u32,
-                    tick: t,
-                    verified: true,
-                },
-            );
+            i.entries.insert(*d, Entry { len: data.len() as u32, tick: t, verified: true });
             i.lru.insert(t, *d);
             i.bytes += data.len() as u64;
         }
@@ -288,11 +260,7 @@ impl ChunkCache {
     pub fn retain(&self, keep: &HashSet<Digest>) -> usize {
         let gone: Vec<Digest> = {
             let i = self.index.lock().expect("lock");
-            i.entries
-                .keys()
-                .filter(|d| !keep.contains(*d))
-                .copied()
-                .collect()
+            i.entries.keys().filter(|d| !keep.contains(*d)).copied().collect()
         };
         for d in &gone {
             self.remove(d);
@@ -353,11 +321,7 @@ mod tests {
         let mut b = [0u8; 8];
         assert_eq!(c.read(&dg, 8, &mut b), Read::Hit);
         assert_eq!(b, [7u8; 8]);
-        assert_eq!(
-            c.read(&db, 8, &mut b),
-            Read::Miss,
-            "the corrupted chunk is not served"
-        );
+        assert_eq!(c.read(&db, 8, &mut b), Read::Miss, "the corrupted chunk is not served");
         assert!(!c.contains(&db) && !p.exists());
         assert_eq!(m.verify_failures.load(Ordering::Relaxed), 1);
     }

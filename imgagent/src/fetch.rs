@@ -140,12 +140,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(
-        cfg: FetchConfig,
-        meta: MetaClient,
-        cache: Arc<ChunkCache>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Fetcher> {
+    pub fn new(cfg: FetchConfig, meta: MetaClient, cache: Arc<ChunkCache>, metrics: Arc<Metrics>) -> Arc<Fetcher> {
         Arc::new(Fetcher {
             cfg,
             meta,
@@ -178,15 +173,8 @@ impl Fetcher {
             let mut q = self.q.lock().expect("lock");
             q.demand.clear();
             q.prefetch.clear();
-            let keys: Vec<Digest> = q
-                .inflight
-                .iter()
-                .filter(|(_, f)| !f.started)
-                .map(|(d, _)| *d)
-                .collect();
-            keys.iter()
-                .flat_map(|d| q.inflight.remove(d).map(|f| f.waiters).unwrap_or_default())
-                .collect()
+            let keys: Vec<Digest> = q.inflight.iter().filter(|(_, f)| !f.started).map(|(d, _)| *d).collect();
+            keys.iter().flat_map(|d| q.inflight.remove(d).map(|f| f.waiters).unwrap_or_default()).collect()
         };
         for w in waiters {
             w(Err("the agent is stopping".into()));
@@ -196,21 +184,11 @@ impl Fetcher {
 
     /// Reads the metadata service's node list (addresses of every node).
     pub fn refresh_nodes(&self) -> Result<usize, String> {
-        let nodes = self
-            .meta
-            .nodes()
-            .map_err(|e| format!("metadata service: {e}"))?;
+        let nodes = self.meta.nodes().map_err(|e| format!("metadata service: {e}"))?;
         let mut t = self.nodes.lock().expect("lock");
         for n in nodes {
             let down_until = t.get(&n.id).and_then(|o| o.down_until);
-            t.insert(
-                n.id.clone(),
-                NodeInfo {
-                    prefix: n.object_prefix.addr(),
-                    sid: n.storage_sid,
-                    down_until,
-                },
-            );
+            t.insert(n.id.clone(), NodeInfo { prefix: n.object_prefix.addr(), sid: n.storage_sid, down_until });
         }
         Ok(t.len())
     }
@@ -237,12 +215,7 @@ impl Fetcher {
         }
         q.inflight.insert(
             spec.digest,
-            InFlight {
-                spec: spec.clone(),
-                waiters: waiter.into_iter().collect(),
-                started: false,
-                origin,
-            },
+            InFlight { spec: spec.clone(), waiters: waiter.into_iter().collect(), started: false, origin },
         );
         match origin {
             Origin::Demand => q.demand.push_back(spec.digest),
@@ -260,12 +233,7 @@ impl Fetcher {
         let queued: Vec<Digest> = q.prefetch.drain(..).collect();
         for d in queued {
             let cancel = match q.inflight.get(&d) {
-                Some(f) => {
-                    !f.started
-                        && f.origin == Origin::Prefetch
-                        && f.waiters.is_empty()
-                        && drop_it(&d)
-                }
+                Some(f) => !f.started && f.origin == Origin::Prefetch && f.waiters.is_empty() && drop_it(&d),
                 None => false,
             };
             if cancel {
@@ -313,11 +281,7 @@ impl Fetcher {
                     }
                 }
             }
-            q = self
-                .cv
-                .wait_timeout(q, Duration::from_millis(200))
-                .expect("lock")
-                .0;
+            q = self.cv.wait_timeout(q, Duration::from_millis(200)).expect("lock").0;
         }
     }
 
@@ -330,20 +294,15 @@ impl Fetcher {
             let r = match r {
                 Ok(data) => {
                     let (c, b) = match origin {
-                        Origin::Demand => (
-                            &self.metrics.chunks_fetched_demand,
-                            &self.metrics.bytes_fetched_demand,
-                        ),
-                        Origin::Prefetch => (
-                            &self.metrics.chunks_fetched_prefetch,
-                            &self.metrics.bytes_fetched_prefetch,
-                        ),
+                        Origin::Demand => (&self.metrics.chunks_fetched_demand, &self.metrics.bytes_fetched_demand),
+                        Origin::Prefetch => {
+                            (&self.metrics.chunks_fetched_prefetch, &self.metrics.bytes_fetched_prefetch)
+                        }
                     };
                     Metrics::add(c, 1);
                     Metrics::add(b, data.len() as u64);
                     if let Err(e) = self.cache.insert(&d, &data) {
-                        self.metrics
-                            .set_error(format!("cache write of chunk {}: {e}", hex(&d)));
+                        self.metrics.set_error(format!("cache write of chunk {}: {e}", hex(&d)));
                     }
                     Ok(Arc::new(data))
                 }
@@ -383,11 +342,8 @@ impl Fetcher {
     }
 
     fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig {
-            port: self.cfg.port,
-            node_addrs: self.cfg.node_addrs.clone(),
-            ..ClientConfig::default()
-        };
+        let mut c =
+            ClientConfig { port: self.cfg.port, node_addrs: self.cfg.node_addrs.clone(), ..ClientConfig::default() };
         c.transport.timeout = self.cfg.timeout;
         c.transport.tries = self.cfg.tries;
         c.transport.window = self.cfg.window;
@@ -410,11 +366,7 @@ impl Fetcher {
         }
         // Up (not recently failed) nodes first, each group in manifest order.
         nodes.sort_by_key(|(_, n)| n.down_until.is_some_and(|t| t > now));
-        let what = format!(
-            "chunk {} (object {:#x})",
-            &hex(&spec.digest)[..16],
-            spec.object
-        );
+        let what = format!("chunk {} (object {:#x})", &hex(&spec.digest)[..16], spec.object);
         let check = |data: Vec<u8>| -> Result<Vec<u8>, String> {
             if sha256(&data) == spec.digest {
                 Ok(data)
@@ -423,25 +375,14 @@ impl Fetcher {
                 Err("digest mismatch".into())
             }
         };
-        let up: Vec<&(String, NodeInfo)> = nodes
-            .iter()
-            .filter(|(_, n)| n.down_until.is_none_or(|t| t <= now))
-            .collect();
+        let up: Vec<&(String, NodeInfo)> =
+            nodes.iter().filter(|(_, n)| n.down_until.is_none_or(|t| t <= now)).collect();
         if self.cfg.steer && !up.is_empty() && self.cfg.node_addrs.is_empty() {
             let sids: Vec<Ipv6Addr> = up.iter().map(|(_, n)| n.sid).collect();
-            let label = format!(
-                "steered via {}",
-                up.iter()
-                    .map(|(id, _)| id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            let label = format!("steered via {}", up.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(","));
             match clients.steered(&sids, &self.client_config()) {
                 Ok((c, dst)) => {
-                    let t = Target {
-                        label: label.clone(),
-                        dst,
-                    };
+                    let t = Target { label: label.clone(), dst };
                     match c
                         .read_known(spec.object, u64::from(spec.len), 1, &[t])
                         .map_err(|e| e.to_string())
@@ -462,15 +403,9 @@ impl Fetcher {
         }
         for (id, n) in &nodes {
             let dst = self.cfg.node_addrs.get(id).copied().unwrap_or_else(|| {
-                SocketAddr::new(
-                    Ipv6Addr::from(u128::from(n.prefix) | u128::from(spec.object)).into(),
-                    self.cfg.port,
-                )
+                SocketAddr::new(Ipv6Addr::from(u128::from(n.prefix) | u128::from(spec.object)).into(), self.cfg.port)
             });
-            let t = Target {
-                label: id.clone(),
-                dst,
-            };
+            let t = Target { label: id.clone(), dst };
             let c = clients.direct(&self.client_config())?;
             match c
                 .read_known(spec.object, u64::from(spec.len), 1, &[t])
@@ -485,10 +420,7 @@ impl Fetcher {
                 }
             }
         }
-        Err(format!(
-            "{what}: no replica could serve it: {}",
-            failures.join("; ")
-        ))
+        Err(format!("{what}: no replica could serve it: {}", failures.join("; ")))
     }
 }
 
@@ -502,24 +434,15 @@ struct Clients {
 impl Clients {
     fn direct(&mut self, cfg: &ClientConfig) -> Result<&mut StorageClient, String> {
         if self.direct.is_none() {
-            self.direct =
-                Some(StorageClient::new(cfg.clone()).map_err(|e| format!("socket: {e}"))?);
+            self.direct = Some(StorageClient::new(cfg.clone()).map_err(|e| format!("socket: {e}"))?);
         }
         Ok(self.direct.as_mut().expect("set"))
     }
 
-    fn steered(
-        &mut self,
-        sids: &[Ipv6Addr],
-        cfg: &ClientConfig,
-    ) -> Result<(&mut StorageClient, SocketAddr), String> {
+    fn steered(&mut self, sids: &[Ipv6Addr], cfg: &ClientConfig) -> Result<(&mut StorageClient, SocketAddr), String> {
         if !self.steered.contains_key(sids) {
-            let (sock, dst) = steer::steered_socket(sids, cfg.port)
-                .map_err(|e| format!("steered socket: {e}"))?;
-            let c = StorageClient::with_transport(
-                cfg.clone(),
-                Transport::with_socket(sock, cfg.transport.clone()),
-            );
+            let (sock, dst) = steer::steered_socket(sids, cfg.port).map_err(|e| format!("steered socket: {e}"))?;
+            let c = StorageClient::with_transport(cfg.clone(), Transport::with_socket(sock, cfg.transport.clone()));
             self.steered.insert(sids.to_vec(), (c, dst));
         }
         let (c, dst) = self.steered.get_mut(sids).expect("inserted");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
 
 use crate::agent::Agent;
@@ -30,11 +30,7 @@ fn attr(ino: u64, size: u64, dir: bool) -> FileAttr {
         mtime: UNIX_EPOCH,
         ctime: UNIX_EPOCH,
         crtime: UNIX_EPOCH,
-        kind: if dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
+        kind: if dir { FileType::Directory } else { FileType::RegularFile },
         perm: if dir { 0o555 } else { 0o444 },
         nlink: if dir { 2 } else { 1 },
         uid: 0,
@@ -51,11 +47,7 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOENT);
         }
         match name.to_str().and_then(|n| self.agent.lookup(n)) {
-            Some(img) => reply.entry(
-                &TTL,
-                &attr(img.ino, img.manifest.size, false),
-                Generation(0),
-            ),
+            Some(img) => reply.entry(&TTL, &attr(img.ino, img.manifest.size, false), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -100,27 +92,13 @@ impl Filesystem for ImageFs {
         );
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         if u64::from(ino) != 1 {
             return reply.error(Errno::ENOTDIR);
         }
-        let mut entries = vec![
-            (1u64, FileType::Directory, ".".to_string()),
-            (1, FileType::Directory, "..".to_string()),
-        ];
-        entries.extend(
-            self.agent
-                .list()
-                .iter()
-                .map(|i| (i.ino, FileType::RegularFile, i.name.clone())),
-        );
+        let mut entries =
+            vec![(1u64, FileType::Directory, ".".to_string()), (1, FileType::Directory, "..".to_string())];
+        entries.extend(self.agent.list().iter().map(|i| (i.ino, FileType::RegularFile, i.name.clone())));
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                 break;

@@ -21,11 +21,7 @@ use imgagent::{api, mount};
 use objmeta::client::MetaClient;
 
 #[derive(Parser)]
-#[command(
-    name = "imgagent",
-    version,
-    about = "Host agent: container images fetched lazily from the object store"
-)]
+#[command(name = "imgagent", version, about = "Host agent: container images fetched lazily from the object store")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -118,20 +114,11 @@ fn main() -> ExitCode {
 fn serve(s: Serve) -> Result<(), String> {
     let mut node_addrs = HashMap::new();
     for na in &s.node_addr {
-        let (n, a) = na
-            .split_once('=')
-            .ok_or_else(|| format!("--node-addr {na:?}: expected NODE=[ADDR]:PORT"))?;
-        node_addrs.insert(
-            n.to_string(),
-            a.parse()
-                .map_err(|_| format!("--node-addr {na:?}: bad socket address"))?,
-        );
+        let (n, a) = na.split_once('=').ok_or_else(|| format!("--node-addr {na:?}: expected NODE=[ADDR]:PORT"))?;
+        node_addrs.insert(n.to_string(), a.parse().map_err(|_| format!("--node-addr {na:?}: bad socket address"))?);
     }
     if !(0.0..1.0).contains(&s.min_support) {
-        return Err(format!(
-            "--min-support {}: a fraction in [0, 1)",
-            s.min_support
-        ));
+        return Err(format!("--min-support {}: a fraction in [0, 1)", s.min_support));
     }
     if s.prefetch_parallel >= s.fetchers.max(1) {
         return Err(format!(
@@ -147,10 +134,7 @@ fn serve(s: Serve) -> Result<(), String> {
     std::fs::create_dir_all(&s.state).map_err(|e| format!("{}: {e}", s.state.display()))?;
     let stale = Agent::clear_stale_mounts(&s.state);
     if stale > 0 {
-        eprintln!(
-            "imgagent: cleared {stale} stale mount(s) under {}",
-            s.state.display()
-        );
+        eprintln!("imgagent: cleared {stale} stale mount(s) under {}", s.state.display());
     }
     let metrics = Arc::new(Metrics::default());
     let cache = Arc::new(
@@ -193,27 +177,17 @@ fn serve(s: Serve) -> Result<(), String> {
     let fuse_dir = agent.fuse_dir();
     std::fs::create_dir_all(&fuse_dir).map_err(|e| format!("{}: {e}", fuse_dir.display()))?;
     let mut fcfg = fuser::Config::default();
-    fcfg.mount_options = vec![
-        fuser::MountOption::FSName("imgagent".into()),
-        fuser::MountOption::RO,
-    ];
+    fcfg.mount_options = vec![fuser::MountOption::FSName("imgagent".into()), fuser::MountOption::RO];
     fcfg.acl = fuser::SessionACL::All;
     fcfg.n_threads = Some(2);
-    let session = fuser::spawn_mount(
-        ImageFs {
-            agent: agent.clone(),
-        },
-        &fuse_dir,
-        &fcfg,
-    )
-    .map_err(|e| format!("FUSE mount on {}: {e}", fuse_dir.display()))?;
+    let session = fuser::spawn_mount(ImageFs { agent: agent.clone() }, &fuse_dir, &fcfg)
+        .map_err(|e| format!("FUSE mount on {}: {e}", fuse_dir.display()))?;
     if let Some(bdi) = mount::bdi_of(&fuse_dir) {
         if let Err(e) = mount::set_readahead(&bdi, agent.cfg.fuse_readahead_kb) {
             eprintln!("imgagent: {e}");
         }
     }
-    let listener =
-        TcpListener::bind(s.listen).map_err(|e| format!("listen on {}: {e}", s.listen))?;
+    let listener = TcpListener::bind(s.listen).map_err(|e| format!("listen on {}: {e}", s.listen))?;
     api::spawn(listener, agent.clone()).map_err(|e| format!("API thread: {e}"))?;
     eprintln!(
         "imgagent: serving {} on http://{} (cache {} chunks, {} bytes, limit {} MiB)",
@@ -225,8 +199,7 @@ fn serve(s: Serve) -> Result<(), String> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));

@@ -10,9 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the fetch latency histogram.
-pub const FETCH_BUCKETS_S: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
-];
+pub const FETCH_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
 
 /// A histogram with fixed buckets.
 #[derive(Default)]
@@ -29,8 +27,7 @@ impl Histogram {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
@@ -122,7 +119,10 @@ impl Metrics {
             "imgagent_chunks_fetched_total",
             "counter",
             "Chunks fetched from the object store, by why (demand: a read waited for it; prefetch: the start trace).",
-            &[("{reason=\"demand\"}", f(&self.chunks_fetched_demand)), ("{reason=\"prefetch\"}", f(&self.chunks_fetched_prefetch))],
+            &[
+                ("{reason=\"demand\"}", f(&self.chunks_fetched_demand)),
+                ("{reason=\"prefetch\"}", f(&self.chunks_fetched_prefetch)),
+            ],
         );
         family(
             "imgagent_bytes_fetched_total",
@@ -182,12 +182,7 @@ impl Metrics {
             "FUSE reads answered with an error.",
             &[("", f(&self.read_errors))],
         );
-        family(
-            "imgagent_fuse_reads_total",
-            "counter",
-            "FUSE read requests.",
-            &[("", f(&self.fuse_reads))],
-        );
+        family("imgagent_fuse_reads_total", "counter", "FUSE read requests.", &[("", f(&self.fuse_reads))]);
         family(
             "imgagent_fuse_read_bytes_total",
             "counter",
@@ -290,30 +285,15 @@ impl Metrics {
             "Prefetch coverage of the last finished start.",
             &[("", get(&self.last_coverage_permille) as f64 / 1000.0)],
         );
-        family(
-            "imgagent_cache_bytes",
-            "gauge",
-            "Bytes of chunks in the local cache.",
-            &[("", f(&self.cache_bytes))],
-        );
-        family(
-            "imgagent_cache_chunks",
-            "gauge",
-            "Chunks in the local cache.",
-            &[("", f(&self.cache_chunks))],
-        );
+        family("imgagent_cache_bytes", "gauge", "Bytes of chunks in the local cache.", &[("", f(&self.cache_bytes))]);
+        family("imgagent_cache_chunks", "gauge", "Chunks in the local cache.", &[("", f(&self.cache_chunks))]);
         family(
             "imgagent_cache_max_bytes",
             "gauge",
             "Size limit of the local cache.",
             &[("", f(&self.cache_max_bytes))],
         );
-        family(
-            "imgagent_images_mounted",
-            "gauge",
-            "Images mounted now.",
-            &[("", f(&self.images_mounted))],
-        );
+        family("imgagent_images_mounted", "gauge", "Images mounted now.", &[("", f(&self.images_mounted))]);
         family(
             "imgagent_time_to_first_byte_last_seconds",
             "gauge",
@@ -365,10 +345,7 @@ mod tests {
         assert!(t.contains("imgagent_fetch_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
-            let base = name
-                .trim_end_matches("_bucket")
-                .trim_end_matches("_sum")
-                .trim_end_matches("_count");
+            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
             assert!(
                 t.contains(&format!("# TYPE {base} ")) || t.contains(&format!("# TYPE {name} ")),
                 "{name} has a TYPE"

@@ -16,11 +16,7 @@ static MOUNTING: Mutex<()> = Mutex::new(());
 
 fn bdis() -> HashSet<String> {
     std::fs::read_dir("/sys/class/bdi")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -34,10 +30,7 @@ pub fn mount_erofs(file: &Path, target: &Path) -> io::Result<Option<PathBuf>> {
         return Err(io::Error::new(e.kind(), format!("mount -t erofs {} {}: {e}", file.display(), target.display())));
     }
     let new: Vec<String> = bdis().difference(&before).cloned().collect();
-    Ok(new
-        .into_iter()
-        .find(|b| b.starts_with("erofs"))
-        .map(|b| Path::new("/sys/class/bdi").join(b)))
+    Ok(new.into_iter().find(|b| b.starts_with("erofs")).map(|b| Path::new("/sys/class/bdi").join(b)))
 }
 
 /// Unmounts `target`; with `detach`, lazily (MNT_DETACH: gone from the tree now, released

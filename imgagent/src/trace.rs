@@ -50,10 +50,7 @@ pub fn merge(traces: &[Trace], min_support: f64, chunks: usize) -> Plan {
         .map(|(c, (count, sum))| (c, sum / count as f64))
         .collect();
     kept.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    Plan {
-        order: kept.into_iter().map(|(c, _)| c).collect(),
-        traces: n,
-    }
+    Plan { order: kept.into_iter().map(|(c, _)| c).collect(), traces: n }
 }
 
 #[cfg(test)]
@@ -66,14 +63,7 @@ mod tests {
             image_digest: "d".into(),
             host: "h".into(),
             started_ms: 0,
-            entries: chunks
-                .iter()
-                .enumerate()
-                .map(|(i, &chunk)| TraceEntry {
-                    chunk,
-                    at_us: i as u64,
-                })
-                .collect(),
+            entries: chunks.iter().enumerate().map(|(i, &chunk)| TraceEntry { chunk, at_us: i as u64 }).collect(),
         }
     }
 

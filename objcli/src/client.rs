@@ -53,10 +53,7 @@ impl Endpoint {
             }
             Endpoint::Fixed(a) => a,
         };
-        Target {
-            label: dst.to_string(),
-            dst,
-        }
+        Target { label: dst.to_string(), dst }
     }
 }
 
@@ -137,11 +134,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            port: DEFAULT_PORT,
-            node_addrs: HashMap::new(),
-            transport: Options::default(),
-        }
+        Config { port: DEFAULT_PORT, node_addrs: HashMap::new(), transport: Options::default() }
     }
 }
 
@@ -196,10 +189,7 @@ impl StorageClient {
             .get(&r.node)
             .copied()
             .unwrap_or_else(|| SocketAddr::new(r.address.into(), self.cfg.port));
-        Target {
-            label: r.node.clone(),
-            dst,
-        }
+        Target { label: r.node.clone(), dst }
     }
 
     fn targets(&self, m: &ObjectMeta) -> Vec<Target> {
@@ -230,10 +220,7 @@ impl StorageClient {
         for &(off, len) in &frags {
             let part = &data[off as usize..off as usize + len as usize];
             for t in targets {
-                calls.push(Call {
-                    dst: t.dst,
-                    req: Request::put(object, size, version, off, part),
-                });
+                calls.push(Call { dst: t.dst, req: Request::put(object, size, version, off, part) });
             }
         }
         progress.start(size);
@@ -261,10 +248,7 @@ impl StorageClient {
         })?;
         progress.finish();
         if let Some((t, reason)) = failure {
-            return Err(Error::Replica {
-                target: targets[t].clone(),
-                reason,
-            });
+            return Err(Error::Replica { target: targets[t].clone(), reason });
         }
         debug_assert!(results.iter().all(|r| r.as_ref().is_some_and(Outcome::is_ok)));
         Ok(())
@@ -288,13 +272,8 @@ impl StorageClient {
         let mut started = false;
         let what = format!("object {object:#x}");
         for t in targets {
-            let mut fail = |reason: String, checksum: bool| {
-                bad.push(BadReplica {
-                    target: t.clone(),
-                    reason,
-                    checksum,
-                })
-            };
+            let mut fail =
+                |reason: String, checksum: bool| bad.push(BadReplica { target: t.clone(), reason, checksum });
             // The replica's view first: present, complete, the expected size and version.
             let st = match self.transport.call(t.dst, Request::stat(object))? {
                 Outcome::Reply { status: status::OK, data } => match wire::parse_stat(&data) {
@@ -316,10 +295,7 @@ impl StorageClient {
             let sv = (st.size, st.version);
             match expect {
                 Some(e) if e != sv => {
-                    fail(
-                        format!("has size {} version {}, expected size {} version {}", sv.0, sv.1, e.0, e.1),
-                        false,
-                    );
+                    fail(format!("has size {} version {}, expected size {} version {}", sv.0, sv.1, e.0, e.1), false);
                     continue;
                 }
                 _ => expect = Some(sv),
@@ -333,13 +309,8 @@ impl StorageClient {
                 progress.start(size);
             }
             let todo: Vec<usize> = (0..frags.len()).filter(|&f| !done[f]).collect();
-            let calls: Vec<Call> = todo
-                .iter()
-                .map(|&f| Call {
-                    dst: t.dst,
-                    req: Request::get(object, frags[f].0, frags[f].1),
-                })
-                .collect();
+            let calls: Vec<Call> =
+                todo.iter().map(|&f| Call { dst: t.dst, req: Request::get(object, frags[f].0, frags[f].1) }).collect();
             let mut failure: Option<(String, bool)> = None;
             self.transport.call_many(&calls, &mut |k, o| {
                 let f = todo[k];
@@ -370,12 +341,7 @@ impl StorageClient {
             match failure {
                 None => {
                     progress.finish();
-                    return Ok(ReadOutcome {
-                        data,
-                        size,
-                        version,
-                        bad_replicas: bad,
-                    });
+                    return Ok(ReadOutcome { data, size, version, bad_replicas: bad });
                 }
                 Some((reason, checksum)) => fail(reason, checksum),
             }
@@ -406,13 +372,8 @@ impl StorageClient {
         let mut bad: Vec<BadReplica> = Vec::new();
         for (ti, t) in targets.iter().enumerate() {
             let todo: Vec<usize> = (0..frags.len()).filter(|&f| !done[f]).collect();
-            let calls: Vec<Call> = todo
-                .iter()
-                .map(|&f| Call {
-                    dst: t.dst,
-                    req: Request::get(object, frags[f].0, frags[f].1),
-                })
-                .collect();
+            let calls: Vec<Call> =
+                todo.iter().map(|&f| Call { dst: t.dst, req: Request::get(object, frags[f].0, frags[f].1) }).collect();
             let mut failure: Option<(String, bool)> = None;
             self.transport.call_many(&calls, &mut |k, o| {
                 let f = todo[k];
@@ -441,29 +402,17 @@ impl StorageClient {
             })?;
             match failure {
                 None => return Ok((data, ti, bad)),
-                Some((reason, checksum)) => bad.push(BadReplica {
-                    target: t.clone(),
-                    reason,
-                    checksum,
-                }),
+                Some((reason, checksum)) => bad.push(BadReplica { target: t.clone(), reason, checksum }),
             }
         }
-        Err(Error::AllReplicasFailed {
-            what: format!("object {object:#x}"),
-            tried: bad,
-        })
+        Err(Error::AllReplicasFailed { what: format!("object {object:#x}"), tried: bad })
     }
 
     /// Deletes `object` (`version`, 0: any) on every target; all must answer OK (the delete of
     /// an absent object is OK: idempotent).
     pub fn delete_replicas(&mut self, object: u64, version: u64, targets: &[Target]) -> Result<(), Error> {
-        let calls: Vec<Call> = targets
-            .iter()
-            .map(|t| Call {
-                dst: t.dst,
-                req: Request::delete(object, version),
-            })
-            .collect();
+        let calls: Vec<Call> =
+            targets.iter().map(|t| Call { dst: t.dst, req: Request::delete(object, version) }).collect();
         let results = self.transport.call_many(&calls, &mut |_, _| Flow::Continue)?;
         for (t, r) in targets.iter().zip(results) {
             let o = r.expect("not stopped");
@@ -479,13 +428,7 @@ impl StorageClient {
 
     /// Each target's stat of `object`.
     pub fn stat_replicas(&mut self, object: u64, targets: &[Target]) -> Result<Vec<Result<Stat, String>>, Error> {
-        let calls: Vec<Call> = targets
-            .iter()
-            .map(|t| Call {
-                dst: t.dst,
-                req: Request::stat(object),
-            })
-            .collect();
+        let calls: Vec<Call> = targets.iter().map(|t| Call { dst: t.dst, req: Request::stat(object) }).collect();
         let results = self.transport.call_many(&calls, &mut |_, _| Flow::Continue)?;
         Ok(results
             .into_iter()
@@ -516,10 +459,7 @@ impl StorageClient {
             Ok(r) => Ok((r.data, r.version)),
             Err(Error::AllReplicasFailed { mut tried, .. }) if tried.len() == 1 => {
                 let b = tried.remove(0);
-                Err(Error::Replica {
-                    target: b.target,
-                    reason: b.reason,
-                })
+                Err(Error::Replica { target: b.target, reason: b.reason })
             }
             Err(e) => Err(e),
         }
@@ -528,15 +468,10 @@ impl StorageClient {
     pub fn stat_raw(&mut self, node: &Endpoint, object: u64) -> Result<Stat, Error> {
         let t = node.target(object);
         match self.transport.call(t.dst, Request::stat(object))? {
-            Outcome::Reply { status: status::OK, data } => wire::parse_stat(&data).ok_or_else(|| Error::Replica {
-                target: t,
-                reason: format!("stat reply of {} bytes", data.len()),
-            }),
+            Outcome::Reply { status: status::OK, data } => wire::parse_stat(&data)
+                .ok_or_else(|| Error::Replica { target: t, reason: format!("stat reply of {} bytes", data.len()) }),
             Outcome::Reply { status: status::NOT_FOUND, .. } => Err(Error::NotFound(format!("object {object:#x}"))),
-            o => Err(Error::Replica {
-                target: t,
-                reason: format!("stat: {}", outcome_reason(&o)),
-            }),
+            o => Err(Error::Replica { target: t, reason: format!("stat: {}", outcome_reason(&o)) }),
         }
     }
 
@@ -545,17 +480,17 @@ impl StorageClient {
     }
 
     /// One page of the node's objects after `after`, at most `max` (≤ [`wire::LIST_MAX`]).
-    pub fn list_page_raw(&mut self, node: &Endpoint, after: Option<u64>, max: u32) -> Result<Vec<wire::ListEntry>, Error> {
+    pub fn list_page_raw(
+        &mut self,
+        node: &Endpoint,
+        after: Option<u64>,
+        max: u32,
+    ) -> Result<Vec<wire::ListEntry>, Error> {
         let t = node.target(after.unwrap_or(0));
         match self.transport.call(t.dst, Request::list(after, max))? {
-            Outcome::Reply { status: status::OK, data } => wire::parse_list(&data).ok_or_else(|| Error::Replica {
-                target: t,
-                reason: format!("list reply of {} bytes", data.len()),
-            }),
-            o => Err(Error::Replica {
-                target: t,
-                reason: format!("list: {}", outcome_reason(&o)),
-            }),
+            Outcome::Reply { status: status::OK, data } => wire::parse_list(&data)
+                .ok_or_else(|| Error::Replica { target: t, reason: format!("list reply of {} bytes", data.len()) }),
+            o => Err(Error::Replica { target: t, reason: format!("list: {}", outcome_reason(&o)) }),
         }
     }
 
@@ -614,28 +549,18 @@ impl StorageClient {
     pub fn get(&mut self, meta: &MetaClient, obj: &ObjectRef, progress: &dyn Progress) -> Result<GetResult, Error> {
         let m = self.lookup(meta, obj)?;
         if m.state != ObjectState::Complete {
-            return Err(Error::Refused(format!(
-                "{obj} is not readable: its state is {:?}",
-                m.state
-            )));
+            return Err(Error::Refused(format!("{obj} is not readable: its state is {:?}", m.state)));
         }
         let targets = self.targets(&m);
         let r = self.read_replicas(m.id, Some((m.size, m.version)), &targets, progress)?;
-        Ok(GetResult {
-            meta: m,
-            data: r.data,
-            bad_replicas: r.bad_replicas,
-        })
+        Ok(GetResult { meta: m, data: r.data, bad_replicas: r.bad_replicas })
     }
 
     pub fn stat(&mut self, meta: &MetaClient, obj: &ObjectRef) -> Result<StatResult, Error> {
         let m = self.lookup(meta, obj)?;
         let targets = self.targets(&m);
         let st = self.stat_replicas(m.id, &targets)?;
-        Ok(StatResult {
-            meta: m,
-            replicas: targets.into_iter().zip(st).collect(),
-        })
+        Ok(StatResult { meta: m, replicas: targets.into_iter().zip(st).collect() })
     }
 
     /// Deletes the object on every replica, then at the metadata service. A replica that
@@ -663,12 +588,6 @@ impl StorageClient {
     }
 
     fn lookup(&self, meta: &MetaClient, obj: &ObjectRef) -> Result<ObjectMeta, Error> {
-        meta.lookup(obj).map_err(|e| {
-            if e.is_not_found() {
-                Error::NotFound(obj.to_string())
-            } else {
-                Error::Meta(e)
-            }
-        })
+        meta.lookup(obj).map_err(|e| if e.is_not_found() { Error::NotFound(obj.to_string()) } else { Error::Meta(e) })
     }
 }

@@ -191,10 +191,7 @@ impl Bar {
                 .expect("template")
                 .progress_chars("=> "),
         );
-        Bar {
-            pb,
-            enabled: enabled && std::io::stderr().is_terminal(),
-        }
+        Bar { pb, enabled: enabled && std::io::stderr().is_terminal() }
     }
 }
 
@@ -271,9 +268,7 @@ fn write_out(output: Option<&PathBuf>, data: &[u8]) -> Res {
         Some(p) => std::fs::write(p, data).map_err(|e| format!("writing {}: {e}", p.display())),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(data)
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("writing to stdout: {e}"))
+            out.write_all(data).and_then(|()| out.flush()).map_err(|e| format!("writing to stdout: {e}"))
         }
     }
 }
@@ -285,17 +280,11 @@ fn report_bad(bad: &[BadReplica]) {
 }
 
 fn run(cli: Cli) -> Res {
-    let mut cfg = Config {
-        port: cli.port,
-        ..Config::default()
-    };
+    let mut cfg = Config { port: cli.port, ..Config::default() };
     for na in &cli.node_addr {
-        let (node, addr) = na
-            .split_once('=')
-            .ok_or_else(|| format!("--node-addr {na:?}: expected NODE=[ADDR]:PORT"))?;
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| format!("--node-addr {na:?}: bad socket address"))?;
+        let (node, addr) =
+            na.split_once('=').ok_or_else(|| format!("--node-addr {na:?}: expected NODE=[ADDR]:PORT"))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("--node-addr {na:?}: bad socket address"))?;
         cfg.node_addrs.insert(node.to_string(), addr);
     }
     cfg.transport.window = cli.window;
@@ -312,12 +301,7 @@ fn run(cli: Cli) -> Res {
     let new_client = |cfg: &Config| StorageClient::new(cfg.clone()).map_err(|e| format!("socket: {e}"));
     let e = |e: objcli::Error| e.to_string();
     match &cli.cmd {
-        Cmd::Put {
-            file,
-            name,
-            id,
-            replicas,
-        } => {
+        Cmd::Put { file, name, id, replicas } => {
             let meta = meta()?;
             let data = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
             let id = id.as_deref().map(parse_id).transpose()?;
@@ -425,13 +409,7 @@ fn run(cli: Cli) -> Res {
         Cmd::StatRaw { objid } => {
             let ep = endpoint(cli.node.as_deref(), cli.port)?;
             let s = new_client(&cfg)?.stat_raw(&ep, parse_id(objid)?).map_err(e)?;
-            println!(
-                "size {} version {} chunks {} complete {}",
-                s.size,
-                s.version,
-                s.chunks,
-                u8::from(s.complete)
-            );
+            println!("size {} version {} chunks {} complete {}", s.size, s.version, s.chunks, u8::from(s.complete));
         }
         Cmd::RmRaw { objid, version } => {
             let ep = endpoint(cli.node.as_deref(), cli.port)?;
@@ -459,15 +437,7 @@ fn image_cmd(ic: &ImageCmd, cli: &Cli, cfg: &Config) -> Res {
             .ok_or_else(|| "this command needs --meta http://HOST:PORT (or OBJCLI_META)".to_string())
     };
     match ic {
-        ImageCmd::Push {
-            rootfs,
-            name,
-            chunk_kib,
-            replicas,
-            parallel,
-            keep_image,
-            from_image,
-        } => {
+        ImageCmd::Push { rootfs, name, chunk_kib, replicas, parallel, keep_image, from_image } => {
             let meta = meta()?;
             let opts = image::PushOptions {
                 chunk_size: chunk_kib.saturating_mul(1024),
@@ -495,17 +465,7 @@ fn image_cmd(ic: &ImageCmd, cli: &Cli, cfg: &Config) -> Res {
                 t0.elapsed().as_secs_f64()
             );
         }
-        ImageCmd::Run {
-            name,
-            agent,
-            id,
-            ready_port,
-            pull,
-            no_prefetch,
-            upper_mb,
-            bundle_root,
-            args,
-        } => {
+        ImageCmd::Run { name, agent, id, ready_port, pull, no_prefetch, upper_mb, bundle_root, args } => {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
@@ -531,7 +491,13 @@ fn image_cmd(ic: &ImageCmd, cli: &Cli, cfg: &Config) -> Res {
             let meta = meta()?;
             for n in meta.images().map_err(|e| format!("metadata service: {e}"))? {
                 match meta.image(&n) {
-                    Ok(m) => println!("{n} {} {} chunks of {} KiB digest {}", m.size, m.chunks.len(), m.chunk_size / 1024, m.digest),
+                    Ok(m) => println!(
+                        "{n} {} {} chunks of {} KiB digest {}",
+                        m.size,
+                        m.chunks.len(),
+                        m.chunk_size / 1024,
+                        m.digest
+                    ),
                     Err(e) => println!("{n} ({e})"),
                 }
             }
@@ -590,18 +556,12 @@ fn steered_get(
     if m.state != ObjectState::Complete {
         return Err(format!("{obj} is not readable: its state is {:?}", m.state));
     }
-    let intent = meta
-        .intent(IntentOp::Retrieve, ObjectRef::Id(m.id), None)
-        .map_err(|e| format!("metadata service: {e}"))?;
+    let intent =
+        meta.intent(IntentOp::Retrieve, ObjectRef::Id(m.id), None).map_err(|e| format!("metadata service: {e}"))?;
     let (sock, dst) = steer::steered_socket(&intent.segments, cfg.port).map_err(|e| format!("--steer: {e}"))?;
     let sids: Vec<String> = intent.segments.iter().map(|s| s.to_string()).collect();
-    let target = Target {
-        label: format!("steered via {}", sids.join(",")),
-        dst,
-    };
+    let target = Target { label: format!("steered via {}", sids.join(",")), dst };
     let mut c = StorageClient::with_transport(cfg.clone(), Transport::with_socket(sock, cfg.transport.clone()));
-    let r = c
-        .read_replicas(m.id, Some((m.size, m.version)), &[target], bar)
-        .map_err(|e| e.to_string())?;
+    let r = c.read_replicas(m.id, Some((m.size, m.version)), &[target], bar).map_err(|e| e.to_string())?;
     Ok((r.data, r.bad_replicas))
 }

@@ -108,15 +108,7 @@ impl Transport {
         h.write_u32(std::process::id());
         // Leave room above the base so that ids do not wrap within a session.
         let next_rid = h.finish() >> 4;
-        Transport {
-            sock,
-            next_rid,
-            opts: Options {
-                window: opts.window.max(4),
-                tries: opts.tries.max(1),
-                ..opts
-            },
-        }
+        Transport { sock, next_rid, opts: Options { window: opts.window.max(4), tries: opts.tries.max(1), ..opts } }
     }
 
     pub fn options(&self) -> &Options {
@@ -153,11 +145,8 @@ impl Transport {
             queues[q].1.push_back(i);
             dst_q.push(q);
         }
-        let packets: Vec<Vec<u8>> = calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.req.encode(base.wrapping_add(i as u64)))
-            .collect();
+        let packets: Vec<Vec<u8>> =
+            calls.iter().enumerate().map(|(i, c)| c.req.encode(base.wrapping_add(i as u64))).collect();
         let mut active: Vec<usize> = Vec::new();
         let mut left = n;
         let mut buf = vec![0u8; 65536];
@@ -193,27 +182,18 @@ impl Transport {
                     State::InFlight { deadline, tries, busy } if now >= deadline => {
                         if tries >= opts.tries {
                             let o = Outcome::NoReply { tries };
-                            if finish(i, o, &mut state, &mut active, &mut queues, &mut results, &mut left)
-                                == Flow::Stop
+                            if finish(i, o, &mut state, &mut active, &mut queues, &mut results, &mut left) == Flow::Stop
                             {
                                 return Ok(results);
                             }
                             continue; // `active[k]` is another request now
                         }
                         self.send(&packets[i], calls[i].dst)?;
-                        state[i] = State::InFlight {
-                            deadline: now + opts.timeout,
-                            tries: tries + 1,
-                            busy,
-                        };
+                        state[i] = State::InFlight { deadline: now + opts.timeout, tries: tries + 1, busy };
                     }
                     State::Backoff { until, tries, busy } if now >= until => {
                         self.send(&packets[i], calls[i].dst)?;
-                        state[i] = State::InFlight {
-                            deadline: now + opts.timeout,
-                            tries,
-                            busy,
-                        };
+                        state[i] = State::InFlight { deadline: now + opts.timeout, tries, busy };
                     }
                     _ => {}
                 }
@@ -224,11 +204,7 @@ impl Transport {
                 while *inflight < opts.window {
                     let Some(i) = q.pop_front() else { break };
                     self.send(&packets[i], *dst)?;
-                    state[i] = State::InFlight {
-                        deadline: now + opts.timeout,
-                        tries: 1,
-                        busy: 0,
-                    };
+                    state[i] = State::InFlight { deadline: now + opts.timeout, tries: 1, busy: 0 };
                     *inflight += 1;
                     active.push(i);
                 }
@@ -283,18 +259,11 @@ impl Transport {
             };
             if h.status == wire::status::BUSY && busy < opts.busy_tries {
                 let backoff = opts.busy_backoff * (1u32 << busy.min(6));
-                state[i] = State::Backoff {
-                    until: Instant::now() + backoff,
-                    tries,
-                    busy: busy + 1,
-                };
+                state[i] = State::Backoff { until: Instant::now() + backoff, tries, busy: busy + 1 };
                 continue;
             }
             let data_len = (h.length as usize).min(rest.len());
-            let o = Outcome::Reply {
-                status: h.status,
-                data: rest[..data_len].to_vec(),
-            };
+            let o = Outcome::Reply { status: h.status, data: rest[..data_len].to_vec() };
             if finish(i, o, &mut state, &mut active, &mut queues, &mut results, &mut left) == Flow::Stop {
                 return Ok(results);
             }

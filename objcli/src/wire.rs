@@ -4,8 +4,8 @@
 //! into owned values.
 
 pub use netwire::storage::{
-    fragments, status, ListEntry, Op, PutHead, Repr as Header, StatReply as Stat, CHUNK, FLAG_AFTER, FRAGMENT, HEADER_LEN,
-    LIST_MAX, OP_REPLY as REPLY,
+    fragments, status, ListEntry, Op, PutHead, Repr as Header, StatReply as Stat, CHUNK, FLAG_AFTER, FRAGMENT,
+    HEADER_LEN, LIST_MAX, OP_REPLY as REPLY,
 };
 
 /// The packet of header `h` followed by `data`.

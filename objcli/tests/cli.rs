@@ -8,11 +8,7 @@ use std::sync::atomic::Ordering;
 use common::{content, node_id, FakeNode, Meta};
 
 fn objcli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_objcli"))
-        .args(["--timeout-ms", "60", "--tries", "5"])
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_objcli")).args(["--timeout-ms", "60", "--tries", "5"]).args(args).output().unwrap()
 }
 
 fn ok(o: &Output) -> String {
@@ -97,10 +93,7 @@ fn get_reports_a_bad_replica_on_stderr() {
     ok(&o);
     assert_eq!(std::fs::read(&back).unwrap(), data);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&format!("warning: bad replica {}", m.replicas[0].node)) && err.contains("checksum"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("warning: bad replica {}", m.replicas[0].node)) && err.contains("checksum"), "{err}");
 }
 
 #[test]
@@ -116,10 +109,7 @@ fn raw_commands_on_one_node() {
     let back = dir.path().join("b");
     ok(&objcli(&["--node", &node, "get-raw", "42", "-o", back.to_str().unwrap()]));
     assert_eq!(std::fs::read(&back).unwrap(), data);
-    assert_eq!(
-        ok(&objcli(&["--node", &node, "stat-raw", "42"])),
-        "size 5000 version 1 chunks 2 complete 1\n"
-    );
+    assert_eq!(ok(&objcli(&["--node", &node, "stat-raw", "42"])), "size 5000 version 1 chunks 2 complete 1\n");
     assert_eq!(ok(&objcli(&["--node", &node, "ls-raw"])), "42 5000 1\n");
     assert_eq!(ok(&objcli(&["--node", &node, "rm-raw", "42"])), "ok\n");
     let err = fails(&objcli(&["--node", &node, "stat-raw", "42"]));

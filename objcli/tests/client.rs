@@ -65,10 +65,7 @@ fn round_trips_with_three_replicas_and_loss() {
     for n in nodes {
         assert!(!n.has(removed.id));
     }
-    assert!(matches!(
-        cl.get(&meta.client, &ObjectRef::Name("obj-4096".into()), &()),
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(cl.get(&meta.client, &ObjectRef::Name("obj-4096".into()), &()), Err(Error::NotFound(_))));
     assert_eq!(cl.ls(&meta.client).unwrap().len(), 3);
 }
 

@@ -11,8 +11,7 @@ use thiserror::Error;
 use crate::http;
 use crate::image::{ImageManifest, Trace};
 use crate::model::{
-    CreateRequest, Intent, IntentOp, IntentRequest, Node, NodeRegistration, ObjectMeta, ObjectPage,
-    ObjectRef,
+    CreateRequest, Intent, IntentOp, IntentRequest, Node, NodeRegistration, ObjectMeta, ObjectPage, ObjectRef,
 };
 use crate::server::{CommitBody, DeleteAnswer, HeartbeatBody};
 
@@ -29,10 +28,7 @@ pub enum ClientError {
     },
     /// The service could not be reached or the connection failed.
     #[error("objmeta at {addr}: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
+    Io { addr: String, source: std::io::Error },
     /// The answer was not what the API promises.
     #[error("objmeta at {addr}: bad answer: {msg}")]
     Decode { addr: String, msg: String },
@@ -63,15 +59,8 @@ impl MetaClient {
     /// `addr` is `host:port` (an `http://` prefix is accepted).
     pub fn new(addr: impl Into<String>) -> Self {
         let addr: String = addr.into();
-        let addr = addr
-            .strip_prefix("http://")
-            .unwrap_or(&addr)
-            .trim_end_matches('/')
-            .to_string();
-        Self {
-            addr,
-            timeout: Duration::from_secs(10),
-        }
+        let addr = addr.strip_prefix("http://").unwrap_or(&addr).trim_end_matches('/').to_string();
+        Self { addr, timeout: Duration::from_secs(10) }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -87,14 +76,8 @@ impl MetaClient {
     ) -> Result<T, ClientError> {
         let body = body.map(|b| serde_json::to_vec(b).expect("request types serialise"));
         let (status, resp) = http::call(&self.addr, method, target, body.as_deref(), self.timeout)
-            .map_err(|source| ClientError::Io {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        let decode = |msg: String| ClientError::Decode {
-            addr: self.addr.clone(),
-            msg,
-        };
+            .map_err(|source| ClientError::Io { addr: self.addr.clone(), source })?;
+        let decode = |msg: String| ClientError::Decode { addr: self.addr.clone(), msg };
         if status != 200 {
             let v: serde_json::Value = serde_json::from_slice(&resp)
                 .map_err(|e| decode(format!("{status} with a body that is not JSON: {e}")))?;
@@ -117,20 +100,13 @@ impl MetaClient {
     }
 
     pub fn node(&self, node: &str) -> Result<Node, ClientError> {
-        self.call(
-            "GET",
-            &format!("/nodes/{}", http::percent_encode(node)),
-            None::<&()>,
-        )
+        self.call("GET", &format!("/nodes/{}", http::percent_encode(node)), None::<&()>)
     }
 
     /// Removes a node from membership; `Ok(false)` when it was not known.
     pub fn deregister(&self, node: &str) -> Result<bool, ClientError> {
-        let v: serde_json::Value = self.call(
-            "DELETE",
-            &format!("/nodes/{}", http::percent_encode(node)),
-            None::<&()>,
-        )?;
+        let v: serde_json::Value =
+            self.call("DELETE", &format!("/nodes/{}", http::percent_encode(node)), None::<&()>)?;
         Ok(v["deleted"].as_bool().unwrap_or(false))
     }
 
@@ -149,11 +125,7 @@ impl MetaClient {
     }
 
     pub fn commit(&self, id: u64, version: u64) -> Result<ObjectMeta, ClientError> {
-        self.call(
-            "POST",
-            &format!("/objects/{id}/commit"),
-            Some(&CommitBody { version }),
-        )
+        self.call("POST", &format!("/objects/{id}/commit"), Some(&CommitBody { version }))
     }
 
     pub fn lookup(&self, obj: &ObjectRef) -> Result<ObjectMeta, ClientError> {
@@ -178,30 +150,17 @@ impl MetaClient {
         self.call("GET", &target, None::<&()>)
     }
 
-    pub fn intent(
-        &self,
-        op: IntentOp,
-        object: ObjectRef,
-        size: Option<u64>,
-    ) -> Result<Intent, ClientError> {
+    pub fn intent(&self, op: IntentOp, object: ObjectRef, size: Option<u64>) -> Result<Intent, ClientError> {
         self.call("POST", "/intent", Some(&IntentRequest { op, object, size }))
     }
 
     /// Stores (or replaces) an image manifest (`PUT /images/{name}`).
     pub fn put_image(&self, m: &ImageManifest) -> Result<ImageManifest, ClientError> {
-        self.call(
-            "PUT",
-            &format!("/images/{}", http::percent_encode(&m.name)),
-            Some(m),
-        )
+        self.call("PUT", &format!("/images/{}", http::percent_encode(&m.name)), Some(m))
     }
 
     pub fn image(&self, name: &str) -> Result<ImageManifest, ClientError> {
-        self.call(
-            "GET",
-            &format!("/images/{}", http::percent_encode(name)),
-            None::<&()>,
-        )
+        self.call("GET", &format!("/images/{}", http::percent_encode(name)), None::<&()>)
     }
 
     /// Every image name.
@@ -211,30 +170,20 @@ impl MetaClient {
 
     /// Removes an image's manifest and traces; `Ok(false)` when it was not known.
     pub fn delete_image(&self, name: &str) -> Result<bool, ClientError> {
-        let v: serde_json::Value = self.call(
-            "DELETE",
-            &format!("/images/{}", http::percent_encode(name)),
-            None::<&()>,
-        )?;
+        let v: serde_json::Value =
+            self.call("DELETE", &format!("/images/{}", http::percent_encode(name)), None::<&()>)?;
         Ok(v["deleted"].as_bool().unwrap_or(false))
     }
 
     /// Adds a start trace; returns how many traces the image now keeps.
     pub fn add_trace(&self, name: &str, t: &Trace) -> Result<usize, ClientError> {
-        let v: serde_json::Value = self.call(
-            "POST",
-            &format!("/images/{}/traces", http::percent_encode(name)),
-            Some(t),
-        )?;
+        let v: serde_json::Value =
+            self.call("POST", &format!("/images/{}/traces", http::percent_encode(name)), Some(t))?;
         Ok(v["kept"].as_u64().unwrap_or(0) as usize)
     }
 
     /// The kept traces of the image's current digest, oldest first.
     pub fn traces(&self, name: &str) -> Result<Vec<Trace>, ClientError> {
-        self.call(
-            "GET",
-            &format!("/images/{}/traces", http::percent_encode(name)),
-            None::<&()>,
-        )
+        self.call("GET", &format!("/images/{}/traces", http::percent_encode(name)), None::<&()>)
     }
 }

@@ -51,17 +51,12 @@ impl Request {
 
     /// Whether the client wants the connection kept open after the response.
     pub fn keep_alive(&self) -> bool {
-        !self
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        !self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -93,15 +88,10 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Option<(String, Headers)>> {
         if line.is_empty() {
             break;
         }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        let (k, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    Ok(Some((
-        first.trim_end_matches(['\r', '\n']).to_string(),
-        headers,
-    )))
+    Ok(Some((first.trim_end_matches(['\r', '\n']).to_string(), headers)))
 }
 
 fn content_length(headers: &[(String, String)], max: usize) -> io::Result<Option<usize>> {
@@ -129,8 +119,7 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         return Ok(None);
     };
     let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad(format!("bad request line {line:?}")));
     };
     if !version.starts_with("HTTP/1.") {
@@ -143,12 +132,7 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         Some(n) => read_exact_body(r, n)?,
         None => Vec::new(),
     };
-    Ok(Some(Request {
-        method: method.to_string(),
-        target: target.to_string(),
-        headers,
-        body,
-    }))
+    Ok(Some(Request { method: method.to_string(), target: target.to_string(), headers, body }))
 }
 
 /// The reason phrase of the statuses this crate uses.
@@ -169,12 +153,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a JSON response.
-pub fn write_response(
-    w: &mut impl Write,
-    status: u16,
-    body: &[u8],
-    keep_alive: bool,
-) -> io::Result<()> {
+pub fn write_response(w: &mut impl Write, status: u16, body: &[u8], keep_alive: bool) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         reason(status),
@@ -221,10 +200,7 @@ pub fn call(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> io::Result<(u16, Vec<u8>)> {
-    let sa = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| bad(format!("{addr}: no address")))?;
+    let sa = addr.to_socket_addrs()?.next().ok_or_else(|| bad(format!("{addr}: no address")))?;
     let stream = TcpStream::connect_timeout(&sa, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -249,9 +225,7 @@ pub fn call(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
-    let body = if header(&headers, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    let body = if header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         read_chunked(&mut r)?
     } else if let Some(n) = content_length(&headers, MAX_BODY)? {
         read_exact_body(&mut r, n)?
@@ -326,15 +300,11 @@ mod tests {
 
     #[test]
     fn requests_parse() {
-        let raw =
-            b"POST /objects?name=a%20b&limit=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+        let raw = b"POST /objects?name=a%20b&limit=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
         let r = read_request(&mut &raw[..]).unwrap().unwrap();
         assert_eq!(r.method, "POST");
         assert_eq!(r.path(), "/objects");
-        assert_eq!(
-            r.query(),
-            vec![("name".into(), "a b".into()), ("limit".into(), "3".into())]
-        );
+        assert_eq!(r.query(), vec![("name".into(), "a b".into()), ("limit".into(), "3".into())]);
         assert_eq!(r.body, b"{}");
         assert!(r.keep_alive());
     }

@@ -87,24 +87,12 @@ impl ImageManifest {
     /// least one replica per chunk.
     pub fn validate(&self) -> Result<(), MetaError> {
         validate_image_name(&self.name)?;
-        let bad = |m: String| {
-            Err(MetaError::Invalid(format!(
-                "manifest of {}: {m}",
-                self.name
-            )))
-        };
+        let bad = |m: String| Err(MetaError::Invalid(format!("manifest of {}: {m}", self.name)));
         if !FORMATS.contains(&self.format.as_str()) {
-            return bad(format!(
-                "format {:?}: expected one of {FORMATS:?}",
-                self.format
-            ));
+            return bad(format!("format {:?}: expected one of {FORMATS:?}", self.format));
         }
-        if !self.chunk_size.is_power_of_two() || !(CHUNK_MIN..=CHUNK_MAX).contains(&self.chunk_size)
-        {
-            return bad(format!(
-                "chunk_size {}: a power of two from {CHUNK_MIN} to {CHUNK_MAX}",
-                self.chunk_size
-            ));
+        if !self.chunk_size.is_power_of_two() || !(CHUNK_MIN..=CHUNK_MAX).contains(&self.chunk_size) {
+            return bad(format!("chunk_size {}: a power of two from {CHUNK_MIN} to {CHUNK_MAX}", self.chunk_size));
         }
         if self.size == 0 {
             return bad("size 0".into());
@@ -119,17 +107,11 @@ impl ImageManifest {
             ));
         }
         if !is_digest(&self.digest) {
-            return bad(format!(
-                "digest {:?}: 64 lower-case hex digits",
-                self.digest
-            ));
+            return bad(format!("digest {:?}: 64 lower-case hex digits", self.digest));
         }
         for (i, c) in self.chunks.iter().enumerate() {
             if !is_digest(&c.digest) {
-                return bad(format!(
-                    "chunk {i}: digest {:?}: 64 lower-case hex digits",
-                    c.digest
-                ));
+                return bad(format!("chunk {i}: digest {:?}: 64 lower-case hex digits", c.digest));
             }
             if c.object == 0 {
                 return bad(format!("chunk {i}: object id 0"));
@@ -173,38 +155,24 @@ impl Trace {
                 m.name, self.image_digest, m.digest
             )));
         }
-        if self.host.is_empty() || self.host.len() > 256 || self.host.chars().any(char::is_control)
-        {
-            return bad(format!(
-                "host {:?}: 1 to 256 bytes, no control characters",
-                self.host
-            ));
+        if self.host.is_empty() || self.host.len() > 256 || self.host.chars().any(char::is_control) {
+            return bad(format!("host {:?}: 1 to 256 bytes, no control characters", self.host));
         }
         if self.entries.len() > TRACE_ENTRIES_MAX {
-            return bad(format!(
-                "{} entries, at most {TRACE_ENTRIES_MAX}",
-                self.entries.len()
-            ));
+            return bad(format!("{} entries, at most {TRACE_ENTRIES_MAX}", self.entries.len()));
         }
         let mut seen = vec![false; m.chunks.len()];
         let mut last = 0;
         for e in &self.entries {
             let Some(s) = seen.get_mut(e.chunk as usize) else {
-                return bad(format!(
-                    "chunk {} outside the image's {} chunks",
-                    e.chunk,
-                    m.chunks.len()
-                ));
+                return bad(format!("chunk {} outside the image's {} chunks", e.chunk, m.chunks.len()));
             };
             if *s {
                 return bad(format!("chunk {} listed twice", e.chunk));
             }
             *s = true;
             if e.at_us < last {
-                return bad(format!(
-                    "chunk {}: time {} µs before the previous entry's {last}",
-                    e.chunk, e.at_us
-                ));
+                return bad(format!("chunk {}: time {} µs before the previous entry's {last}", e.chunk, e.at_us));
             }
             last = e.at_us;
         }
@@ -218,9 +186,7 @@ pub fn validate_image_name(name: &str) -> Result<(), MetaError> {
     if name.is_empty()
         || name.len() > 128
         || name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     {
         return Err(MetaError::Invalid(format!(
             "image name {name:?}: 1 to 128 characters of [A-Za-z0-9._-], not starting with '.'"
@@ -231,9 +197,7 @@ pub fn validate_image_name(name: &str) -> Result<(), MetaError> {
 
 /// Whether `s` is 64 lower-case hex digits.
 pub fn is_digest(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -253,11 +217,7 @@ mod tests {
             size,
             digest: d(0),
             chunks: (0..n)
-                .map(|i| ChunkRef {
-                    digest: d(i as u8 + 1),
-                    object: i as u64 + 1,
-                    replicas: vec!["n1".into()],
-                })
+                .map(|i| ChunkRef { digest: d(i as u8 + 1), object: i as u64 + 1, replicas: vec!["n1".into()] })
                 .collect(),
             created: 0,
         }
@@ -297,10 +257,7 @@ mod tests {
             image_digest: m.digest.clone(),
             host: "h1".into(),
             started_ms: 1,
-            entries: entries
-                .iter()
-                .map(|&(chunk, at_us)| TraceEntry { chunk, at_us })
-                .collect(),
+            entries: entries.iter().map(|&(chunk, at_us)| TraceEntry { chunk, at_us }).collect(),
         };
         t(&[(0, 0), (3, 5), (1, 5)]).validate(&m).unwrap();
         assert!(t(&[(0, 0), (0, 5)]).validate(&m).is_err(), "twice");

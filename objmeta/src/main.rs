@@ -12,10 +12,7 @@ use objmeta::model::{CreateRequest, IntentOp, NodeRegistration, ObjectRef, Prefi
 use objmeta::{MetadataService, ServiceConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "objmeta",
-    about = "Metadata service of the IPv6-centric object store"
-)]
+#[command(name = "objmeta", about = "Metadata service of the IPv6-centric object store")]
 struct Cli {
     /// The service to talk to (client subcommands).
     #[arg(long, global = true, default_value = "127.0.0.1:7070")]
@@ -110,10 +107,7 @@ fn object_ref(s: &str) -> ObjectRef {
 }
 
 fn print<T: serde::Serialize>(v: T) -> Result<(), String> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -121,35 +115,18 @@ fn run(cli: Cli) -> Result<(), String> {
     let c = MetaClient::new(cli.server.clone());
     let e = |e: objmeta::client::ClientError| e.to_string();
     match cli.cmd {
-        Cmd::Serve {
-            listen,
-            store,
-            down_after,
-        } => {
+        Cmd::Serve { listen, store, down_after } => {
             let st = objmeta::store::open(&store).map_err(|e| e.to_string())?;
             let svc = MetadataService::new(
                 st,
-                ServiceConfig {
-                    down_after_ms: down_after.saturating_mul(1000),
-                    ..ServiceConfig::default()
-                },
+                ServiceConfig { down_after_ms: down_after.saturating_mul(1000), ..ServiceConfig::default() },
             );
             let l = TcpListener::bind(&listen).map_err(|e| format!("listen {listen}: {e}"))?;
-            eprintln!(
-                "objmeta: serving on {} with store {store}",
-                l.local_addr().map_err(|e| e.to_string())?
-            );
+            eprintln!("objmeta: serving on {} with store {store}", l.local_addr().map_err(|e| e.to_string())?);
             objmeta::server::run(l, Arc::new(svc));
             Ok(())
         }
-        Cmd::NodeAdd {
-            id,
-            prefix,
-            sid,
-            capacity,
-            used,
-            domain,
-        } => print(
+        Cmd::NodeAdd { id, prefix, sid, capacity, used, domain } => print(
             c.register(&NodeRegistration {
                 id,
                 object_prefix: prefix,
@@ -162,20 +139,9 @@ fn run(cli: Cli) -> Result<(), String> {
         ),
         Cmd::Heartbeat { id, used } => print(c.heartbeat(&id, used).map_err(e)?),
         Cmd::Nodes => print(c.nodes().map_err(e)?),
-        Cmd::Create {
-            name,
-            id,
-            size,
-            replicas,
-        } => print(
-            c.create(&CreateRequest {
-                id,
-                name,
-                size,
-                replicas,
-            })
-            .map_err(e)?,
-        ),
+        Cmd::Create { name, id, size, replicas } => {
+            print(c.create(&CreateRequest { id, name, size, replicas }).map_err(e)?)
+        }
         Cmd::Commit { id, version } => print(c.commit(id, version).map_err(e)?),
         Cmd::Lookup { object } => print(c.lookup(&object_ref(&object)).map_err(e)?),
         Cmd::Rm { id } => print(c.delete(id).map_err(e)?),

@@ -30,9 +30,7 @@ impl Prefix64 {
     /// The prefix, or an error when the low 64 bits of `addr` are not zero.
     pub fn new(addr: Ipv6Addr) -> Result<Self, MetaError> {
         if u128::from(addr) & u128::from(u64::MAX) != 0 {
-            return Err(MetaError::Invalid(format!(
-                "object prefix {addr}/64 has host bits set"
-            )));
+            return Err(MetaError::Invalid(format!("object prefix {addr}/64 has host bits set")));
         }
         Ok(Self(addr))
     }
@@ -62,17 +60,13 @@ impl fmt::Display for Prefix64 {
 impl FromStr for Prefix64 {
     type Err = MetaError;
     fn from_str(s: &str) -> Result<Self, MetaError> {
-        let (a, len) = s
-            .split_once('/')
-            .ok_or_else(|| MetaError::Invalid(format!("object prefix {s:?}: expected ADDR/64")))?;
+        let (a, len) =
+            s.split_once('/').ok_or_else(|| MetaError::Invalid(format!("object prefix {s:?}: expected ADDR/64")))?;
         if len != "64" {
-            return Err(MetaError::Invalid(format!(
-                "object prefix {s:?}: must be a /64"
-            )));
+            return Err(MetaError::Invalid(format!("object prefix {s:?}: must be a /64")));
         }
-        let a: Ipv6Addr = a
-            .parse()
-            .map_err(|_| MetaError::Invalid(format!("object prefix {s:?}: bad IPv6 address")))?;
+        let a: Ipv6Addr =
+            a.parse().map_err(|_| MetaError::Invalid(format!("object prefix {s:?}: bad IPv6 address")))?;
         Self::new(a)
     }
 }
@@ -251,15 +245,8 @@ pub struct ObjectPage {
 
 /// Validates a node id: 1..=128 characters of `[A-Za-z0-9._-]`.
 pub fn validate_node_id(id: &str) -> Result<(), MetaError> {
-    if id.is_empty()
-        || id.len() > 128
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        return Err(MetaError::Invalid(format!(
-            "node id {id:?}: 1 to 128 characters of [A-Za-z0-9._-]"
-        )));
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(MetaError::Invalid(format!("node id {id:?}: 1 to 128 characters of [A-Za-z0-9._-]")));
     }
     Ok(())
 }
@@ -267,9 +254,7 @@ pub fn validate_node_id(id: &str) -> Result<(), MetaError> {
 /// Validates an object name: 1..=1024 bytes, no control characters.
 pub fn validate_name(name: &str) -> Result<(), MetaError> {
     if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
-        return Err(MetaError::Invalid(format!(
-            "object name {name:?}: 1 to 1024 bytes, no control characters"
-        )));
+        return Err(MetaError::Invalid(format!("object name {name:?}: 1 to 1024 bytes, no control characters")));
     }
     Ok(())
 }
@@ -282,12 +267,7 @@ mod tests {
     fn prefix_parses_and_builds_addresses() {
         let p: Prefix64 = "2001:db8:1:2::/64".parse().unwrap();
         let a = p.object_address(0x1234_5678_9abc_def0);
-        assert_eq!(
-            a,
-            "2001:db8:1:2:1234:5678:9abc:def0"
-                .parse::<Ipv6Addr>()
-                .unwrap()
-        );
+        assert_eq!(a, "2001:db8:1:2:1234:5678:9abc:def0".parse::<Ipv6Addr>().unwrap());
         assert!(p.contains(a));
         assert!("2001:db8:1:2::1/64".parse::<Prefix64>().is_err());
         assert!("2001:db8:1:2::/48".parse::<Prefix64>().is_err());

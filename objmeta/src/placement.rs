@@ -53,11 +53,8 @@ pub fn eligible(node: &Node, size: u64) -> bool {
 
 /// The eligible nodes for `object_id` in preference order (see the module doc).
 pub fn rank(nodes: &[Node], object_id: u64, size: u64) -> Vec<&Node> {
-    let mut scored: Vec<(f64, &Node)> = nodes
-        .iter()
-        .filter(|n| eligible(n, size))
-        .map(|n| (score(&n.id, object_id, n.free_bytes()), n))
-        .collect();
+    let mut scored: Vec<(f64, &Node)> =
+        nodes.iter().filter(|n| eligible(n, size)).map(|n| (score(&n.id, object_id, n.free_bytes()), n)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
     let mut seen = HashSet::new();
     let (mut first, mut rest) = (Vec::new(), Vec::new());
@@ -73,12 +70,7 @@ pub fn rank(nodes: &[Node], object_id: u64, size: u64) -> Vec<&Node> {
 }
 
 /// The `replicas` nodes that hold `object_id`, in preference order.
-pub fn place(
-    nodes: &[Node],
-    object_id: u64,
-    size: u64,
-    replicas: usize,
-) -> Result<Vec<&Node>, MetaError> {
+pub fn place(nodes: &[Node], object_id: u64, size: u64, replicas: usize) -> Result<Vec<&Node>, MetaError> {
     let mut r = rank(nodes, object_id, size);
     if r.len() < replicas {
         let up = nodes.iter().filter(|n| n.state == NodeState::Up).count();

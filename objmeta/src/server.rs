@@ -63,10 +63,7 @@ pub fn error_kind(e: &MetaError) -> (u16, &'static str) {
 }
 
 fn error_body(status: u16, kind: &str, message: &str) -> (u16, Vec<u8>) {
-    (
-        status,
-        serde_json::to_vec(&json!({ "error": kind, "message": message })).expect("JSON"),
-    )
+    (status, serde_json::to_vec(&json!({ "error": kind, "message": message })).expect("JSON"))
 }
 
 fn reply<T: Serialize>(r: Result<T, MetaError>) -> (u16, Vec<u8>) {
@@ -117,56 +114,33 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
                 Some(Ok(a)) => Some(a),
                 None => None,
             };
-            let limit = match param("limit")
-                .filter(|s| !s.is_empty())
-                .map(str::parse::<usize>)
-            {
-                Some(Err(_)) => {
-                    return reply::<()>(Err(MetaError::Invalid("limit: expected a number".into())))
-                }
+            let limit = match param("limit").filter(|s| !s.is_empty()).map(str::parse::<usize>) {
+                Some(Err(_)) => return reply::<()>(Err(MetaError::Invalid("limit: expected a number".into()))),
                 Some(Ok(l)) => l,
                 None => 0,
             };
             reply(svc.list(after, limit))
         }
-        ("GET", ["objects", id]) => {
-            reply(parse_id(id).and_then(|id| svc.lookup(&ObjectRef::Id(id))))
-        }
+        ("GET", ["objects", id]) => reply(parse_id(id).and_then(|id| svc.lookup(&ObjectRef::Id(id)))),
         ("DELETE", ["objects", id]) => {
-            reply(
-                parse_id(id)
-                    .and_then(|id| svc.delete(id))
-                    .map(|m| DeleteAnswer {
-                        deleted: m.is_some(),
-                        object: m,
-                    }),
-            )
+            reply(parse_id(id).and_then(|id| svc.delete(id)).map(|m| DeleteAnswer { deleted: m.is_some(), object: m }))
         }
-        ("POST", ["objects", id, "commit"]) => reply(
-            parse_id(id)
-                .and_then(|id| body::<CommitBody>(req).and_then(|b| svc.commit(id, b.version))),
-        ),
+        ("POST", ["objects", id, "commit"]) => {
+            reply(parse_id(id).and_then(|id| body::<CommitBody>(req).and_then(|b| svc.commit(id, b.version))))
+        }
         ("POST", ["intent"]) => reply(body::<IntentRequest>(req).and_then(|r| svc.intent(&r))),
         ("GET", ["images"]) => reply(svc.images()),
         ("PUT", ["images", name]) => reply(body::<ImageManifest>(req).and_then(|m| {
             if m.name != *name {
-                return Err(MetaError::Invalid(format!(
-                    "manifest names {:?}, the path {name:?}",
-                    m.name
-                )));
+                return Err(MetaError::Invalid(format!("manifest names {:?}, the path {name:?}", m.name)));
             }
             svc.put_image(m)
         })),
         ("GET", ["images", name]) => reply(svc.image(name)),
-        ("DELETE", ["images", name]) => reply(
-            svc.delete_image(name)
-                .map(|m| json!({ "deleted": m.is_some() })),
-        ),
-        ("POST", ["images", name, "traces"]) => reply(
-            body::<Trace>(req)
-                .and_then(|t| svc.add_trace(name, t))
-                .map(|kept| json!({ "kept": kept })),
-        ),
+        ("DELETE", ["images", name]) => reply(svc.delete_image(name).map(|m| json!({ "deleted": m.is_some() }))),
+        ("POST", ["images", name, "traces"]) => {
+            reply(body::<Trace>(req).and_then(|t| svc.add_trace(name, t)).map(|kept| json!({ "kept": kept })))
+        }
         ("GET", ["images", name, "traces"]) => reply(svc.traces(name)),
         (
             _,
@@ -180,11 +154,7 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
             | ["images"]
             | ["images", _]
             | ["images", _, "traces"],
-        ) => error_body(
-            405,
-            "method_not_allowed",
-            &format!("{} is not allowed on {path}", req.method),
-        ),
+        ) => error_body(405, "method_not_allowed", &format!("{} is not allowed on {path}", req.method)),
         _ => error_body(404, "not_found", &format!("no route {} {path}", req.method)),
     }
 }
@@ -264,14 +234,8 @@ pub fn spawn(listener: TcpListener, svc: Arc<MetadataService>) -> std::io::Resul
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let thread = thread::Builder::new()
-        .name("objmeta-accept".into())
-        .spawn(move || accept_loop(listener, svc, s))?;
-    Ok(ServerHandle {
-        addr,
-        stop,
-        thread: Some(thread),
-    })
+    let thread = thread::Builder::new().name("objmeta-accept".into()).spawn(move || accept_loop(listener, svc, s))?;
+    Ok(ServerHandle { addr, stop, thread: Some(thread) })
 }
 
 fn accept_loop(listener: TcpListener, svc: Arc<MetadataService>, stop: Arc<AtomicBool>) {
@@ -293,12 +257,10 @@ fn accept_loop(listener: TcpListener, svc: Arc<MetadataService>, stop: Arc<Atomi
         }
         let svc = svc.clone();
         let active2 = active.clone();
-        let spawned = thread::Builder::new()
-            .name("objmeta-conn".into())
-            .spawn(move || {
-                serve_connection(&svc, stream);
-                active2.fetch_sub(1, Ordering::SeqCst);
-            });
+        let spawned = thread::Builder::new().name("objmeta-conn".into()).spawn(move || {
+            serve_connection(&svc, stream);
+            active2.fetch_sub(1, Ordering::SeqCst);
+        });
         if spawned.is_err() {
             active.fetch_sub(1, Ordering::SeqCst);
         }

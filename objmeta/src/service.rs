@@ -33,9 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SystemClock};
 use crate::error::MetaError;
 use crate::model::{
-    validate_name, validate_node_id, Candidate, CreateRequest, Intent, IntentOp, IntentRequest,
-    Node, NodeRegistration, NodeState, ObjectMeta, ObjectPage, ObjectRef, ObjectState, Replica,
-    CHUNK_SIZE, DEFAULT_REPLICAS,
+    validate_name, validate_node_id, Candidate, CreateRequest, Intent, IntentOp, IntentRequest, Node, NodeRegistration,
+    NodeState, ObjectMeta, ObjectPage, ObjectRef, ObjectState, Replica, CHUNK_SIZE, DEFAULT_REPLICAS,
 };
 use crate::placement;
 use crate::store::MetaStore;
@@ -64,10 +63,7 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self {
-            down_after_ms: 15_000,
-            store_candidates: DEFAULT_REPLICAS,
-        }
+        Self { down_after_ms: 15_000, store_candidates: DEFAULT_REPLICAS }
     }
 }
 
@@ -100,16 +96,11 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn from_json<T: DeserializeOwned>(key: &str, b: &[u8]) -> Result<T, MetaError> {
-    serde_json::from_slice(b).map_err(|e| MetaError::Decode {
-        key: key.to_string(),
-        msg: e.to_string(),
-    })
+    serde_json::from_slice(b).map_err(|e| MetaError::Decode { key: key.to_string(), msg: e.to_string() })
 }
 
 fn contended(what: &str) -> MetaError {
-    MetaError::Conflict(format!(
-        "{what}: gave up after {CAS_ATTEMPTS} concurrent updates"
-    ))
+    MetaError::Conflict(format!("{what}: gave up after {CAS_ATTEMPTS} concurrent updates"))
 }
 
 impl MetadataService {
@@ -119,16 +110,8 @@ impl MetadataService {
     }
 
     /// A service over `store` with the given clock (tests use a manual one).
-    pub fn with_clock(
-        store: Box<dyn MetaStore>,
-        config: ServiceConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            store,
-            clock,
-            config,
-        }
+    pub fn with_clock(store: Box<dyn MetaStore>, config: ServiceConfig, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock, config }
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -160,10 +143,7 @@ impl MetadataService {
     pub fn register(&self, reg: NodeRegistration) -> Result<Node, MetaError> {
         validate_node_id(&reg.id)?;
         if reg.failure_domain.is_empty() {
-            return Err(MetaError::Invalid(format!(
-                "node {}: failure_domain must not be empty",
-                reg.id
-            )));
+            return Err(MetaError::Invalid(format!("node {}: failure_domain must not be empty", reg.id)));
         }
         if reg.storage_sid.is_unspecified() || reg.storage_sid.is_multicast() {
             return Err(MetaError::Invalid(format!(
@@ -212,10 +192,7 @@ impl MetadataService {
                 last_heartbeat: now,
                 state: NodeState::Up,
             };
-            if self
-                .store
-                .compare_and_swap(key.as_bytes(), old.as_deref(), Some(&to_json(&node)))?
-            {
+            if self.store.compare_and_swap(key.as_bytes(), old.as_deref(), Some(&to_json(&node)))? {
                 return Ok(self.with_health(node, now));
             }
         }
@@ -234,10 +211,7 @@ impl MetadataService {
             node.used_bytes = used_bytes;
             node.last_heartbeat = node.last_heartbeat.max(now);
             node.state = NodeState::Up;
-            if self
-                .store
-                .compare_and_swap(key.as_bytes(), Some(&raw), Some(&to_json(&node)))?
-            {
+            if self.store.compare_and_swap(key.as_bytes(), Some(&raw), Some(&to_json(&node)))? {
                 return Ok(self.with_health(node, now));
             }
         }
@@ -262,9 +236,7 @@ impl MetadataService {
     pub fn node(&self, id: &str) -> Result<Node, MetaError> {
         validate_node_id(id)?;
         let key = node_key(id);
-        let (n, _) = self
-            .get::<Node>(&key)?
-            .ok_or_else(|| MetaError::NotFound(format!("node {id}")))?;
+        let (n, _) = self.get::<Node>(&key)?.ok_or_else(|| MetaError::NotFound(format!("node {id}")))?;
         Ok(self.with_health(n, self.clock.now_ms()))
     }
 
@@ -274,9 +246,7 @@ impl MetadataService {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self
-                .store
-                .list_prefix(NODES.as_bytes(), after.as_deref(), MAX_PAGE)?;
+            let page = self.store.list_prefix(NODES.as_bytes(), after.as_deref(), MAX_PAGE)?;
             let full = page.len() == MAX_PAGE;
             for (k, v) in page {
                 let key = String::from_utf8_lossy(&k).into_owned();
@@ -295,9 +265,7 @@ impl MetadataService {
         for _ in 0..CAS_ATTEMPTS {
             let cur = self.get::<u64>(NEXT_ID)?;
             let id = cur.as_ref().map_or(1, |(n, _)| *n).max(1);
-            let next = id
-                .checked_add(1)
-                .ok_or_else(|| MetaError::Conflict("object ids exhausted".into()))?;
+            let next = id.checked_add(1).ok_or_else(|| MetaError::Conflict("object ids exhausted".into()))?;
             if self.store.compare_and_swap(
                 NEXT_ID.as_bytes(),
                 cur.as_ref().map(|(_, raw)| raw.as_slice()),
@@ -316,9 +284,7 @@ impl MetadataService {
     pub fn create(&self, req: CreateRequest) -> Result<ObjectMeta, MetaError> {
         let replicas = req.replicas.unwrap_or(DEFAULT_REPLICAS);
         if replicas == 0 || replicas > MAX_REPLICAS {
-            return Err(MetaError::Invalid(format!(
-                "replicas = {replicas}: must be 1 to {MAX_REPLICAS}"
-            )));
+            return Err(MetaError::Invalid(format!("replicas = {replicas}: must be 1 to {MAX_REPLICAS}")));
         }
         if req.id == Some(0) {
             return Err(MetaError::Invalid("object id 0 is reserved".into()));
@@ -329,9 +295,7 @@ impl MetadataService {
         if req.id.is_none() && req.name.is_none() {
             return Err(MetaError::Invalid("create needs an id or a name".into()));
         }
-        let same = |m: &ObjectMeta| {
-            m.size == req.size && m.name == req.name && m.replicas.len() == replicas
-        };
+        let same = |m: &ObjectMeta| m.size == req.size && m.name == req.name && m.replicas.len() == replicas;
         for _ in 0..CAS_ATTEMPTS {
             // 1. The id: given, bound to the name already, or freshly allocated and bound.
             // `bound`: this round bound the name (so a failed placement must unbind it).
@@ -355,10 +319,7 @@ impl MetadataService {
                                 None => self.allocate_id()?,
                             };
                             let b = to_json(&NameBinding { id });
-                            if !self
-                                .store
-                                .compare_and_swap(nkey.as_bytes(), None, Some(&b))?
-                            {
+                            if !self.store.compare_and_swap(nkey.as_bytes(), None, Some(&b))? {
                                 continue; // someone bound the name meanwhile: look again
                             }
                             (id, true)
@@ -376,20 +337,14 @@ impl MetadataService {
                     // unchanged) and look again, unless the taken id is the one we asked for.
                     let b = to_json(&NameBinding { id });
                     let nkey = name_key(req.name.as_deref().expect("checked"));
-                    self.store
-                        .compare_and_swap(nkey.as_bytes(), Some(&b), None)?;
+                    self.store.compare_and_swap(nkey.as_bytes(), Some(&b), None)?;
                     if req.id == Some(id) {
-                        return Err(MetaError::AlreadyExists(format!(
-                            "object {id:#x} exists with name {:?}",
-                            m.name
-                        )));
+                        return Err(MetaError::AlreadyExists(format!("object {id:#x} exists with name {:?}", m.name)));
                     }
                     continue;
                 }
                 if m.state == ObjectState::Deleting {
-                    return Err(MetaError::Conflict(format!(
-                        "object {id:#x} is being deleted"
-                    )));
+                    return Err(MetaError::Conflict(format!("object {id:#x} is being deleted")));
                 }
                 if same(&m) {
                     return Ok(m);
@@ -408,8 +363,7 @@ impl MetadataService {
                     if bound {
                         let b = to_json(&NameBinding { id });
                         let nkey = name_key(req.name.as_deref().expect("bound implies a name"));
-                        self.store
-                            .compare_and_swap(nkey.as_bytes(), Some(&b), None)?;
+                        self.store.compare_and_swap(nkey.as_bytes(), Some(&b), None)?;
                     }
                     return Err(e);
                 }
@@ -422,18 +376,12 @@ impl MetadataService {
                 chunk_size: CHUNK_SIZE,
                 replicas: chosen
                     .iter()
-                    .map(|n| Replica {
-                        node: n.id.clone(),
-                        address: n.object_prefix.object_address(id),
-                    })
+                    .map(|n| Replica { node: n.id.clone(), address: n.object_prefix.object_address(id) })
                     .collect(),
                 state: ObjectState::Creating,
                 created: self.clock.now_ms(),
             };
-            if self
-                .store
-                .compare_and_swap(okey.as_bytes(), None, Some(&to_json(&meta)))?
-            {
+            if self.store.compare_and_swap(okey.as_bytes(), None, Some(&to_json(&meta)))? {
                 return Ok(meta);
             }
             // A concurrent create wrote it first: the next round compares with it.
@@ -450,25 +398,15 @@ impl MetadataService {
                 return Err(MetaError::NotFound(format!("object {id:#x}")));
             };
             if m.version != version {
-                return Err(MetaError::Conflict(format!(
-                    "object {id:#x} is at version {}, not {version}",
-                    m.version
-                )));
+                return Err(MetaError::Conflict(format!("object {id:#x} is at version {}, not {version}", m.version)));
             }
             match m.state {
                 ObjectState::Complete => return Ok(m),
-                ObjectState::Deleting => {
-                    return Err(MetaError::Conflict(format!(
-                        "object {id:#x} is being deleted"
-                    )))
-                }
+                ObjectState::Deleting => return Err(MetaError::Conflict(format!("object {id:#x} is being deleted"))),
                 ObjectState::Creating => {}
             }
             m.state = ObjectState::Complete;
-            if self
-                .store
-                .compare_and_swap(key.as_bytes(), Some(&raw), Some(&to_json(&m)))?
-            {
+            if self.store.compare_and_swap(key.as_bytes(), Some(&raw), Some(&to_json(&m)))? {
                 return Ok(m);
             }
         }
@@ -481,15 +419,10 @@ impl MetadataService {
             ObjectRef::Id(id) => *id,
             ObjectRef::Name(name) => {
                 validate_name(name)?;
-                self.get::<NameBinding>(&name_key(name))?
-                    .ok_or_else(|| MetaError::NotFound(obj.to_string()))?
-                    .0
-                    .id
+                self.get::<NameBinding>(&name_key(name))?.ok_or_else(|| MetaError::NotFound(obj.to_string()))?.0.id
             }
         };
-        self.get::<ObjectMeta>(&object_key(id))?
-            .map(|(m, _)| m)
-            .ok_or_else(|| MetaError::NotFound(obj.to_string()))
+        self.get::<ObjectMeta>(&object_key(id))?.map(|(m, _)| m).ok_or_else(|| MetaError::NotFound(obj.to_string()))
     }
 
     /// Deletes the object's metadata: marks it Deleting, unbinds its name, removes it. Returns
@@ -506,10 +439,7 @@ impl MetadataService {
             } else {
                 m.state = ObjectState::Deleting;
                 let b = to_json(&m);
-                if !self
-                    .store
-                    .compare_and_swap(key.as_bytes(), Some(&raw), Some(&b))?
-                {
+                if !self.store.compare_and_swap(key.as_bytes(), Some(&raw), Some(&b))? {
                     continue;
                 }
                 b
@@ -517,11 +447,9 @@ impl MetadataService {
             if let Some(name) = &m.name {
                 let binding = to_json(&NameBinding { id });
                 // Only if it still names this object.
-                self.store
-                    .compare_and_swap(name_key(name).as_bytes(), Some(&binding), None)?;
+                self.store.compare_and_swap(name_key(name).as_bytes(), Some(&binding), None)?;
             }
-            self.store
-                .compare_and_swap(key.as_bytes(), Some(&marked), None)?;
+            self.store.compare_and_swap(key.as_bytes(), Some(&marked), None)?;
             return Ok(Some(m));
         }
         Err(contended(&key))
@@ -535,20 +463,12 @@ impl MetadataService {
             n => n.min(MAX_PAGE),
         };
         let start = after.map(object_key);
-        let page = self.store.list_prefix(
-            OBJECTS.as_bytes(),
-            start.as_ref().map(String::as_bytes),
-            limit,
-        )?;
+        let page = self.store.list_prefix(OBJECTS.as_bytes(), start.as_ref().map(String::as_bytes), limit)?;
         let objects = page
             .iter()
             .map(|(k, v)| from_json::<ObjectMeta>(&String::from_utf8_lossy(k), v))
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if objects.len() == limit {
-            objects.last().map(|m| m.id)
-        } else {
-            None
-        };
+        let next = if objects.len() == limit { objects.last().map(|m| m.id) } else { None };
         Ok(ObjectPage { objects, next })
     }
 
@@ -579,10 +499,7 @@ impl MetadataService {
         let (id, candidates): (u64, Vec<Candidate>) = match (existing, req.op, &req.object) {
             (Some(m), _, _) => {
                 if m.state == ObjectState::Deleting {
-                    return Err(MetaError::Conflict(format!(
-                        "object {:#x} is being deleted",
-                        m.id
-                    )));
+                    return Err(MetaError::Conflict(format!("object {:#x} is being deleted", m.id)));
                 }
                 let mut c: Vec<Candidate> = m
                     .replicas
@@ -620,18 +537,12 @@ impl MetadataService {
             (None, _, obj) => return Err(MetaError::NotFound(obj.to_string())),
         };
         if candidates.is_empty() {
-            return Err(MetaError::NotEnoughNodes(format!(
-                "no candidate node for {}",
-                req.object
-            )));
+            return Err(MetaError::NotEnoughNodes(format!("no candidate node for {}", req.object)));
         }
         Ok(Intent {
             op: req.op,
             object: id,
-            segments: candidates
-                .iter()
-                .map(|c| c.storage_sid)
-                .collect::<Vec<Ipv6Addr>>(),
+            segments: candidates.iter().map(|c| c.storage_sid).collect::<Vec<Ipv6Addr>>(),
             candidates,
         })
     }

@@ -38,13 +38,7 @@ fn reopen_keeps_everything() {
     let s = EmbeddedStore::open(&path).unwrap();
     assert_eq!(s.truncated_at_open(), 0);
     let all = s.list_prefix(b"", None, 10).unwrap();
-    assert_eq!(
-        all,
-        vec![
-            (b"k1".to_vec(), b"v1'".to_vec()),
-            (b"k3".to_vec(), b"v3".to_vec())
-        ]
-    );
+    assert_eq!(all, vec![(b"k1".to_vec(), b"v1'".to_vec()), (b"k3".to_vec(), b"v3".to_vec())]);
 }
 
 #[test]
@@ -136,27 +130,16 @@ fn a_crash_at_any_point_keeps_every_completed_write() {
         // The writes that had completed when the file was this long.
         let done = ends.iter().filter(|&&e| e <= cut).count().saturating_sub(1);
         let want: Vec<(Vec<u8>, Vec<u8>)> = expected_after(done).into_iter().collect();
-        assert_eq!(
-            s.list_prefix(b"", None, 1000).unwrap(),
-            want,
-            "cut at {cut}"
-        );
+        assert_eq!(s.list_prefix(b"", None, 1000).unwrap(), want, "cut at {cut}");
         let good = if cut < 8 { 8 } else { ends[done] };
-        assert_eq!(
-            s.truncated_at_open(),
-            if cut < 8 { cut } else { cut - good },
-            "cut at {cut}"
-        );
+        assert_eq!(s.truncated_at_open(), if cut < 8 { cut } else { cut - good }, "cut at {cut}");
         // The store goes on working after the repair, and that survives a reopen too.
         s.put(b"after-crash", b"yes").unwrap();
         drop(s);
         let s = EmbeddedStore::open(&cut_path).unwrap();
         assert_eq!(s.truncated_at_open(), 0);
         assert_eq!(s.get(b"after-crash").unwrap().as_deref(), Some(&b"yes"[..]));
-        assert_eq!(
-            s.list_prefix(b"", None, 1000).unwrap().len(),
-            want.len() + 1
-        );
+        assert_eq!(s.list_prefix(b"", None, 1000).unwrap().len(), want.len() + 1);
     }
 }
 

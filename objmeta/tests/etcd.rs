@@ -30,11 +30,7 @@ impl Drop for Etcd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_etcd() -> Etcd {
@@ -52,35 +48,22 @@ fn start_etcd() -> Etcd {
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
         .arg(format!("--initial-cluster=objmeta-test={peer_url}"))
         .arg("--initial-cluster-state=new")
-        .env(
-            "ETCD_UNSUPPORTED_ARCH",
-            std::env::consts::ARCH
-                .replace("x86_64", "amd64")
-                .replace("aarch64", "arm64"),
-        )
+        .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("etcd (Debian package etcd-server, see scripts/setup.sh) must be on PATH");
-    let mut etcd = Etcd {
-        child,
-        url,
-        _dir: dir,
-    };
+    let mut etcd = Etcd { child, url, _dir: dir };
     let t0 = Instant::now();
     loop {
         if EtcdStore::connect(&etcd.url).is_ok() {
             return etcd;
         }
         if let Ok(Some(st)) = etcd.child.try_wait() {
-            let log =
-                std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
             panic!("etcd exited with {st}:\n{log}");
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "etcd not healthy after 30 s"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "etcd not healthy after 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -110,11 +93,7 @@ fn etcd_backend_against_a_real_etcd() {
     let (b, _) = common::service(Box::new(store.clone()));
     common::six_nodes(&a);
     assert_eq!(b.nodes().unwrap().len(), 6);
-    let req = CreateRequest {
-        name: Some("shared".into()),
-        size: 10,
-        ..CreateRequest::default()
-    };
+    let req = CreateRequest { name: Some("shared".into()), size: 10, ..CreateRequest::default() };
     let ma = a.create(req.clone()).unwrap();
     assert_eq!(b.create(req).unwrap(), ma);
     assert_eq!(b.lookup(&ObjectRef::Name("shared".into())).unwrap(), ma);

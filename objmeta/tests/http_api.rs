@@ -17,9 +17,7 @@ use objmeta::store::EmbeddedStore;
 const T: Duration = Duration::from_secs(5);
 
 fn start(dir: &tempfile::TempDir) -> (server::ServerHandle, Arc<objmeta::clock::ManualClock>) {
-    let (svc, clock) = common::service(Box::new(
-        EmbeddedStore::open(dir.path().join("api.db")).unwrap(),
-    ));
+    let (svc, clock) = common::service(Box::new(EmbeddedStore::open(dir.path().join("api.db")).unwrap()));
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     (server::spawn(l, Arc::new(svc)).unwrap(), clock)
 }
@@ -31,9 +29,7 @@ fn the_api_through_meta_client() {
     let c = MetaClient::new(format!("http://{}", srv.addr()));
 
     for i in 0..6 {
-        let n = c
-            .register(&common::reg(i, ["a", "b", "c"][i % 3], 1 << 40))
-            .unwrap();
+        let n = c.register(&common::reg(i, ["a", "b", "c"][i % 3], 1 << 40)).unwrap();
         assert_eq!(n.state, NodeState::Up);
     }
     assert_eq!(c.nodes().unwrap().len(), 6);
@@ -45,34 +41,21 @@ fn the_api_through_meta_client() {
     assert!(!c.deregister("node-9").unwrap());
 
     let name = "dir/a file?&=#.bin";
-    let req = CreateRequest {
-        name: Some(name.into()),
-        size: 1 << 20,
-        ..CreateRequest::default()
-    };
+    let req = CreateRequest { name: Some(name.into()), size: 1 << 20, ..CreateRequest::default() };
     let m = c.create(&req).unwrap();
     assert_eq!(m.replicas.len(), 3);
     assert_eq!(c.create(&req).unwrap(), m, "idempotent over HTTP too");
     assert_eq!(c.lookup(&ObjectRef::Id(m.id)).unwrap(), m);
     assert_eq!(c.lookup(&ObjectRef::Name(name.into())).unwrap(), m);
-    let i = c
-        .intent(IntentOp::Retrieve, ObjectRef::Name(name.into()), None)
-        .unwrap();
+    let i = c.intent(IntentOp::Retrieve, ObjectRef::Name(name.into()), None).unwrap();
     assert_eq!(i.object, m.id);
     assert_eq!(i.segments.len(), 3);
-    let st = c
-        .intent(IntentOp::Store, ObjectRef::Id(999), Some(10))
-        .unwrap();
+    let st = c.intent(IntentOp::Store, ObjectRef::Id(999), Some(10)).unwrap();
     assert_eq!(st.segments.len(), 3);
     assert_eq!(c.commit(m.id, 1).unwrap().state, ObjectState::Complete);
 
     for k in 0..4 {
-        c.create(&CreateRequest {
-            name: Some(format!("o{k}")),
-            size: 1,
-            ..CreateRequest::default()
-        })
-        .unwrap();
+        c.create(&CreateRequest { name: Some(format!("o{k}")), size: 1, ..CreateRequest::default() }).unwrap();
     }
     let p1 = c.list(None, 3).unwrap();
     assert_eq!(p1.objects.len(), 3);
@@ -82,42 +65,19 @@ fn the_api_through_meta_client() {
     // Errors: kinds and statuses.
     let e = c.lookup(&ObjectRef::Id(424242)).unwrap_err();
     assert!(e.is_not_found(), "{e}");
-    let e = c
-        .create(&CreateRequest {
-            size: 5,
-            ..req.clone()
-        })
-        .unwrap_err();
+    let e = c.create(&CreateRequest { size: 5, ..req.clone() }).unwrap_err();
     assert_eq!(e.kind(), Some("already_exists"), "{e}");
     let e = c.commit(m.id, 9).unwrap_err();
     assert_eq!(e.kind(), Some("conflict"));
     let e = c
-        .create(&CreateRequest {
-            id: Some(0x5000),
-            size: 1,
-            replicas: Some(9),
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest { id: Some(0x5000), size: 1, replicas: Some(9), ..CreateRequest::default() })
         .unwrap_err();
-    assert!(
-        matches!(&e, objmeta::client::ClientError::Api { status: 507, .. }),
-        "{e}"
-    );
+    assert!(matches!(&e, objmeta::client::ClientError::Api { status: 507, .. }), "{e}");
     let e = c.heartbeat("ghost", 1).unwrap_err();
     assert!(e.is_not_found());
     clock.advance_ms(common::DOWN_AFTER_MS + 1);
-    assert!(c
-        .nodes()
-        .unwrap()
-        .iter()
-        .all(|n| n.state == NodeState::Down));
-    let e = c
-        .create(&CreateRequest {
-            name: Some("late".into()),
-            size: 1,
-            ..CreateRequest::default()
-        })
-        .unwrap_err();
+    assert!(c.nodes().unwrap().iter().all(|n| n.state == NodeState::Down));
+    let e = c.create(&CreateRequest { name: Some("late".into()), size: 1, ..CreateRequest::default() }).unwrap_err();
     assert_eq!(e.kind(), Some("not_enough_nodes"));
 
     let addr = srv.addr().to_string();
@@ -131,11 +91,7 @@ fn the_api_through_meta_client() {
     assert!(v["message"].as_str().unwrap().contains("request body"));
     let huge = vec![b' '; http::MAX_REQUEST_BODY + 1];
     let (s, v) = raw("POST", "/objects", Some(&huge));
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (400, Some("invalid")),
-        "oversized body refused unread"
-    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid")), "oversized body refused unread");
     let (s, v) = raw("PUT", "/objects", None);
     assert_eq!((s, v["error"].as_str()), (405, Some("method_not_allowed")));
     let (s, _) = raw("GET", "/nope", None);
@@ -144,21 +100,14 @@ fn the_api_through_meta_client() {
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid")));
     let (s, v) = raw("GET", &format!("/objects/{:#x}", m.id), None);
     assert_eq!((s, v["id"].as_u64()), (200, Some(m.id)), "hex ids accepted");
-    let (s, v) = raw(
-        "POST",
-        "/intent",
-        Some(br#"{"op":"retrieve","object":{"id":1234567}}"#),
-    );
+    let (s, v) = raw("POST", "/intent", Some(br#"{"op":"retrieve","object":{"id":1234567}}"#));
     assert_eq!((s, v["error"].as_str()), (404, Some("not_found")));
 
     // Delete over HTTP.
     let d = c.delete(m.id).unwrap().unwrap();
     assert_eq!(d.state, ObjectState::Deleting);
     assert_eq!(c.delete(m.id).unwrap(), None);
-    assert!(c
-        .lookup(&ObjectRef::Name(name.into()))
-        .unwrap_err()
-        .is_not_found());
+    assert!(c.lookup(&ObjectRef::Name(name.into())).unwrap_err().is_not_found());
     srv.shutdown();
 }
 
@@ -171,8 +120,7 @@ fn keep_alive_connections_serve_several_requests() {
     s.set_read_timeout(Some(T)).unwrap();
     let mut r = BufReader::new(&s);
     for _ in 0..3 {
-        (&s).write_all(b"GET /nodes HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        (&s).write_all(b"GET /nodes HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with("HTTP/1.1 200"), "{line}");
@@ -203,11 +151,7 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -228,24 +172,12 @@ fn the_binary_serves_and_its_subcommands_talk_to_it() {
     let c = MetaClient::new(listen.clone());
     let t0 = Instant::now();
     while c.nodes().is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "objmeta serve did not come up"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "objmeta serve did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
     let run = |args: &[&str]| {
-        let out = Command::new(bin)
-            .arg("--server")
-            .arg(&listen)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(bin).arg("--server").arg(&listen).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     for i in 1..=3 {
@@ -268,19 +200,10 @@ fn the_binary_serves_and_its_subcommands_talk_to_it() {
     assert_eq!(v["replicas"].as_array().unwrap().len(), 3);
     assert_eq!(run(&["lookup", "hello"])["id"].as_u64(), Some(id));
     assert_eq!(run(&["commit", &id.to_string()])["state"], "complete");
-    assert_eq!(
-        run(&["intent", "retrieve", "hello"])["segments"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(run(&["intent", "retrieve", "hello"])["segments"].as_array().unwrap().len(), 3);
     assert_eq!(run(&["ls"])["objects"].as_array().unwrap().len(), 1);
     assert_eq!(run(&["rm", &id.to_string()])["id"].as_u64(), Some(id));
-    let out = Command::new(bin)
-        .args(["--server", &listen, "lookup", "hello"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin).args(["--server", &listen, "lookup", "hello"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
 }
@@ -297,10 +220,7 @@ fn serve(bin: &str, listen: &str, store: &str) -> Kill {
     let c = MetaClient::new(listen);
     let t0 = Instant::now();
     while c.health().is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "objmeta serve did not come up"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "objmeta serve did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
     k
@@ -315,8 +235,7 @@ fn kill_9_during_a_stream_of_creates_loses_no_acknowledged_one() {
     let mut srv = serve(bin, &listen, &store);
     let c = MetaClient::new(listen.clone()).with_timeout(Duration::from_secs(2));
     for i in 0..4 {
-        c.register(&common::reg(i, &format!("d{i}"), 1 << 40))
-            .unwrap();
+        c.register(&common::reg(i, &format!("d{i}"), 1 << 40)).unwrap();
     }
     // Four writers create and commit objects until the server dies under them.
     let writers: Vec<_> = (0..4)
@@ -325,11 +244,7 @@ fn kill_9_during_a_stream_of_creates_loses_no_acknowledged_one() {
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 for i in 0.. {
-                    let req = CreateRequest {
-                        name: Some(format!("w{w}-{i}")),
-                        size: i,
-                        ..CreateRequest::default()
-                    };
+                    let req = CreateRequest { name: Some(format!("w{w}-{i}")), size: i, ..CreateRequest::default() };
                     let Ok(m) = c.create(&req) else { break };
                     acked.push(m.clone());
                     match c.commit(m.id, 1) {
@@ -345,15 +260,8 @@ fn kill_9_during_a_stream_of_creates_loses_no_acknowledged_one() {
     // SIGKILL (Child::kill) to the server's PID: no chance to flush anything.
     srv.0.kill().unwrap();
     let _ = srv.0.wait();
-    let acked: Vec<_> = writers
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    assert!(
-        acked.len() > 10,
-        "only {} creates before the kill",
-        acked.len()
-    );
+    let acked: Vec<_> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(acked.len() > 10, "only {} creates before the kill", acked.len());
     let _srv = serve(bin, &listen, &store);
     for m in &acked {
         let got = c.lookup(&ObjectRef::Name(m.name.clone().unwrap())).unwrap();
@@ -361,10 +269,7 @@ fn kill_9_during_a_stream_of_creates_loses_no_acknowledged_one() {
         if m.state == ObjectState::Complete {
             assert_eq!(&got, m);
         } else {
-            assert_eq!(
-                (got.id, got.size, &got.replicas),
-                (m.id, m.size, &m.replicas)
-            );
+            assert_eq!((got.id, got.size, &got.replicas), (m.id, m.size, &m.replicas));
         }
     }
 }

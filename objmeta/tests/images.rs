@@ -12,10 +12,7 @@ use objmeta::store::EmbeddedStore;
 use objmeta::{MetadataService, ServiceConfig};
 
 fn start(db: &std::path::Path) -> server::ServerHandle {
-    let svc = MetadataService::new(
-        Box::new(EmbeddedStore::open(db).unwrap()),
-        ServiceConfig::default(),
-    );
+    let svc = MetadataService::new(Box::new(EmbeddedStore::open(db).unwrap()), ServiceConfig::default());
     server::spawn(TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(svc)).unwrap()
 }
 
@@ -42,14 +39,7 @@ fn trace(m: &ImageManifest, host: &str, started_ms: u64, chunks: &[u32]) -> Trac
         image_digest: m.digest.clone(),
         host: host.into(),
         started_ms,
-        entries: chunks
-            .iter()
-            .enumerate()
-            .map(|(i, &chunk)| TraceEntry {
-                chunk,
-                at_us: i as u64 * 10,
-            })
-            .collect(),
+        entries: chunks.iter().enumerate().map(|(i, &chunk)| TraceEntry { chunk, at_us: i as u64 * 10 }).collect(),
     }
 }
 
@@ -64,10 +54,7 @@ fn manifests_and_traces() {
     c.put_image(&m1).unwrap();
     assert_eq!(c.image("debian").unwrap(), m1);
     c.put_image(&manifest("alpha", 2, 3)).unwrap();
-    assert_eq!(
-        c.images().unwrap(),
-        vec!["alpha".to_string(), "debian".to_string()]
-    );
+    assert_eq!(c.images().unwrap(), vec!["alpha".to_string(), "debian".to_string()]);
     assert!(c.image("nope").unwrap_err().is_not_found());
 
     // Bad manifests are refused with a reason.
@@ -76,39 +63,20 @@ fn manifests_and_traces() {
     let e = c.put_image(&bad).unwrap_err();
     assert_eq!(e.kind(), Some("invalid"), "{e}");
     assert!(e.to_string().contains("chunks listed"), "{e}");
-    assert_eq!(
-        c.image("a.b/c").unwrap_err().kind(),
-        Some("invalid"),
-        "a name with a slash is refused"
-    );
+    assert_eq!(c.image("a.b/c").unwrap_err().kind(), Some("invalid"), "a name with a slash is refused");
 
     // Traces: kept per digest, oldest dropped beyond the cap.
     for i in 0..(TRACES_KEPT as u64 + 5) {
-        let kept = c
-            .add_trace(
-                "debian",
-                &trace(&m1, &format!("h{i}"), 1000 + i, &[0, 5, 2]),
-            )
-            .unwrap();
+        let kept = c.add_trace("debian", &trace(&m1, &format!("h{i}"), 1000 + i, &[0, 5, 2])).unwrap();
         assert_eq!(kept, (i as usize + 1).min(TRACES_KEPT));
     }
     let ts = c.traces("debian").unwrap();
     assert_eq!(ts.len(), TRACES_KEPT);
     assert_eq!(ts[0].started_ms, 1005, "the five oldest were dropped");
-    assert_eq!(
-        ts[0].entries[1],
-        TraceEntry {
-            chunk: 5,
-            at_us: 10
-        }
-    );
-    let e = c
-        .add_trace("debian", &trace(&m1, "h", 1, &[0, 0]))
-        .unwrap_err();
+    assert_eq!(ts[0].entries[1], TraceEntry { chunk: 5, at_us: 10 });
+    let e = c.add_trace("debian", &trace(&m1, "h", 1, &[0, 0])).unwrap_err();
     assert_eq!(e.kind(), Some("invalid"), "{e}");
-    let e = c
-        .add_trace("debian", &trace(&m1, "h", 1, &[40]))
-        .unwrap_err();
+    let e = c.add_trace("debian", &trace(&m1, "h", 1, &[40])).unwrap_err();
     assert!(e.to_string().contains("outside"), "{e}");
     let e = c.add_trace("nope", &trace(&m1, "h", 1, &[1])).unwrap_err();
     assert!(e.is_not_found());
@@ -117,9 +85,7 @@ fn manifests_and_traces() {
     let m2 = manifest("debian", 7, 40);
     c.put_image(&m2).unwrap();
     assert!(c.traces("debian").unwrap().is_empty());
-    let e = c
-        .add_trace("debian", &trace(&m1, "h", 1, &[1]))
-        .unwrap_err();
+    let e = c.add_trace("debian", &trace(&m1, "h", 1, &[1])).unwrap_err();
     assert_eq!(e.kind(), Some("conflict"), "{e}");
     c.add_trace("debian", &trace(&m2, "h", 1, &[1])).unwrap();
 

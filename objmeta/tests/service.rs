@@ -10,9 +10,7 @@ use objmeta::MetaError;
 fn fresh(dir: &tempfile::TempDir) -> Box<dyn MetaStore> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let path = dir
-        .path()
-        .join(format!("meta-{}.db", N.fetch_add(1, Ordering::SeqCst)));
+    let path = dir.path().join(format!("meta-{}.db", N.fetch_add(1, Ordering::SeqCst)));
     Box::new(EmbeddedStore::open(path).unwrap())
 }
 
@@ -29,25 +27,13 @@ fn metadata_survives_a_restart_of_the_service() {
     let (m, nodes) = {
         let (svc, _) = common::service(Box::new(EmbeddedStore::open(&path).unwrap()));
         common::six_nodes(&svc);
-        let m = svc
-            .create(CreateRequest {
-                name: Some("kept".into()),
-                size: 123,
-                ..CreateRequest::default()
-            })
-            .unwrap();
+        let m = svc.create(CreateRequest { name: Some("kept".into()), size: 123, ..CreateRequest::default() }).unwrap();
         (svc.commit(m.id, 1).unwrap(), svc.nodes().unwrap())
     };
     let (svc, _) = common::service(Box::new(EmbeddedStore::open(&path).unwrap()));
     assert_eq!(svc.lookup(&ObjectRef::Name("kept".into())).unwrap(), m);
     assert_eq!(svc.nodes().unwrap(), nodes);
-    let next = svc
-        .create(CreateRequest {
-            name: Some("next".into()),
-            size: 1,
-            ..CreateRequest::default()
-        })
-        .unwrap();
+    let next = svc.create(CreateRequest { name: Some("next".into()), size: 1, ..CreateRequest::default() }).unwrap();
     assert!(next.id > m.id, "the id counter survives too");
 }
 
@@ -56,20 +42,9 @@ fn a_failed_create_leaves_no_name_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, _) = common::service(fresh(&dir));
     svc.register(common::reg(0, "a", 100)).unwrap();
-    let req = CreateRequest {
-        name: Some("n".into()),
-        size: 1000,
-        replicas: Some(1),
-        ..CreateRequest::default()
-    };
-    assert!(matches!(
-        svc.create(req.clone()),
-        Err(MetaError::NotEnoughNodes(_))
-    ));
-    assert!(matches!(
-        svc.lookup(&ObjectRef::Name("n".into())),
-        Err(MetaError::NotFound(_))
-    ));
+    let req = CreateRequest { name: Some("n".into()), size: 1000, replicas: Some(1), ..CreateRequest::default() };
+    assert!(matches!(svc.create(req.clone()), Err(MetaError::NotEnoughNodes(_))));
+    assert!(matches!(svc.lookup(&ObjectRef::Name("n".into())), Err(MetaError::NotFound(_))));
     svc.register(common::reg(0, "a", 10_000)).unwrap();
     assert_eq!(svc.create(req).unwrap().size, 1000);
 }

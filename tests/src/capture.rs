@@ -38,8 +38,25 @@ impl Capture {
         // -U: every packet is in the file as soon as it is seen (not when a buffer block
         // fills, which could be after the capture is stopped). -B: a 32 MiB buffer, so that
         // a burst on a busy machine is not lost before tcpdump writes it.
-        cmd.args(["netns", "exec", ns, "tcpdump", "-n", "-Z", "root", "--immediate-mode", "-U", "-s", "0", "-B", "32768", "-i", iface, "-w"])
-            .arg(&path);
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "tcpdump",
+            "-n",
+            "-Z",
+            "root",
+            "--immediate-mode",
+            "-U",
+            "-s",
+            "0",
+            "-B",
+            "32768",
+            "-i",
+            iface,
+            "-w",
+        ])
+        .arg(&path);
         if !filter.is_empty() {
             cmd.arg(filter);
         }
@@ -126,8 +143,17 @@ impl Drop for Capture {
 
 /// `tshark -r pcap args...`; panics (with its output) unless it succeeds. Returns stdout.
 pub fn tshark(pcap: &Path, args: &[&str]) -> String {
-    let out = run_timeout(Command::new("tshark").arg("-r").arg(pcap).args(args).stdin(Stdio::null()), Duration::from_secs(120));
-    assert!(out.status.success(), "tshark -r {} {args:?} failed ({}): {}", pcap.display(), out.status, output_text(&out));
+    let out = run_timeout(
+        Command::new("tshark").arg("-r").arg(pcap).args(args).stdin(Stdio::null()),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "tshark -r {} {args:?} failed ({}): {}",
+        pcap.display(),
+        out.status,
+        output_text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

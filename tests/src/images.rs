@@ -43,25 +43,14 @@ pub fn debian_rootfs() -> PathBuf {
     let script = workspace_root().join("tests/helpers/debian-rootfs.sh");
     let out = run_timeout(Command::new("bash").arg(&script), Duration::from_secs(900));
     let text = output_text(&out);
-    assert!(
-        out.status.success(),
-        "building the Debian rootfs failed:\n{text}"
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .expect("a path"),
-    )
+    assert!(out.status.success(), "building the Debian rootfs failed:\n{text}");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().lines().last().expect("a path"))
 }
 
 /// `nsenter --net=/run/netns/NS ARGS` (network namespace only) as a Command.
 pub fn in_net(ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{ns}"))
-        .args(args)
-        .stdin(Stdio::null());
+    c.arg(format!("--net=/run/netns/{ns}")).args(args).stdin(Stdio::null());
     c
 }
 
@@ -79,10 +68,8 @@ impl Hosts {
             let peer = format!("p-h{n}");
             let sw = st.ns("sw");
             let sh = |args: &[&str]| {
-                let out = run_timeout(
-                    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()),
-                    Duration::from_secs(30),
-                );
+                let out =
+                    run_timeout(Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()), Duration::from_secs(30));
                 assert!(out.status.success(), "{args:?}: {}", output_text(&out));
             };
             sh(&["ip", "netns", "add", &ns]);
@@ -98,43 +85,20 @@ impl Hosts {
                 "net.ipv6.conf.all.accept_ra=0",
                 "net.ipv6.conf.default.accept_ra=0",
             ]);
+            sh(&["ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &sw]);
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", &format!("02:00:00:00:05:{:02x}", 0x70 + n)]);
             sh(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer,
-                "netns", &sw,
+                "ip", "netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off", "rx", "off", "tso", "off", "gso",
+                "off", "gro", "off",
             ]);
             sh(&[
-                "ip",
-                "-n",
-                &ns,
-                "link",
-                "set",
-                "eth0",
-                "address",
-                &format!("02:00:00:00:05:{:02x}", 0x70 + n),
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off", "rx", "off",
-                "tso", "off", "gso", "off", "gro", "off",
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &sw, "ethtool", "-K", &peer, "tx", "off", "rx", "off",
-                "tso", "off", "gso", "off", "gro", "off",
+                "ip", "netns", "exec", &sw, "ethtool", "-K", &peer, "tx", "off", "rx", "off", "tso", "off", "gso",
+                "off", "gro", "off",
             ]);
             sh(&["ip", "-n", &sw, "link", "set", &peer, "master", "br0"]);
             sh(&["ip", "-n", &sw, "link", "set", &peer, "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &ns,
-                "-6",
-                "addr",
-                "add",
-                &format!("2001:db8:5::{}/64", 100 + n),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
+            sh(&["ip", "-n", &ns, "-6", "addr", "add", &format!("2001:db8:5::{}/64", 100 + n), "dev", "eth0", "nodad"]);
             for k in 1..=3 {
                 sh(&[
                     "ip",
@@ -163,47 +127,26 @@ impl Hosts {
                     "eth0",
                 ]);
             }
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.seg6_enabled=1",
-            ]);
+            sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.all.seg6_enabled=1"]);
         }
         h
     }
 
     /// Namespace of host `n`.
     pub fn ns(&self, n: usize) -> String {
-        self.names
-            .iter()
-            .find(|s| s.ends_with(&format!("-h{n}")))
-            .cloned()
-            .expect("host added")
+        self.names.iter().find(|s| s.ends_with(&format!("-h{n}"))).cloned().expect("host added")
     }
 }
 
 impl Drop for Hosts {
     fn drop(&mut self) {
         for ns in &self.names {
-            let out = run_timeout(
-                Command::new("ip").args(["netns", "pids", ns]),
-                Duration::from_secs(10),
-            );
-            for pid in String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
+            let out = run_timeout(Command::new("ip").args(["netns", "pids", ns]), Duration::from_secs(10));
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                 // A process inside a namespace this test created.
                 crate::proc::send_signal(pid, rustix::process::Signal::KILL);
             }
-            let _ = run_timeout(
-                Command::new("ip").args(["netns", "del", ns]),
-                Duration::from_secs(10),
-            );
+            let _ = run_timeout(Command::new("ip").args(["netns", "del", ns]), Duration::from_secs(10));
         }
     }
 }
@@ -218,13 +161,9 @@ impl Proc {
     /// Starts `cmd` with stdout and stderr to `log`.
     pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
         let f = File::create(log).expect("log file");
-        cmd.stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f));
+        cmd.stdout(Stdio::from(f.try_clone().expect("dup"))).stderr(Stdio::from(f));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc {
-            child: Some(child),
-            log: log.to_path_buf(),
-        }
+        Proc { child: Some(child), log: log.to_path_buf() }
     }
 
     pub fn pid(&self) -> i32 {
@@ -232,9 +171,7 @@ impl Proc {
     }
 
     pub fn text(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits until the log contains `needle` (or the process exits, or the deadline passes).
@@ -305,29 +242,16 @@ pub fn umount_under(root: &Path) {
         }
         m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for p in m {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&p)
-                .stdin(Stdio::null())
-                .output();
+            let _ = Command::new("umount").arg("-l").arg(&p).stdin(Stdio::null()).output();
         }
     }
 }
 
 /// Deletes runc containers whose id starts with `prefix` (those a test started).
 pub fn runc_cleanup(prefix: &str) {
-    let out = run_timeout(
-        Command::new("runc").args(["list", "-q"]),
-        Duration::from_secs(10),
-    );
-    for id in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-    {
-        let _ = run_timeout(
-            Command::new("runc").args(["delete", "-f", id]),
-            Duration::from_secs(10),
-        );
+    let out = run_timeout(Command::new("runc").args(["list", "-q"]), Duration::from_secs(10));
+    for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(prefix)) {
+        let _ = run_timeout(Command::new("runc").args(["delete", "-f", id]), Duration::from_secs(10));
     }
 }
 
@@ -341,16 +265,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let dir = workspace_root()
-            .join("target/images-test")
-            .join(format!("{tag}-{}", std::process::id()));
+        let dir = workspace_root().join("target/images-test").join(format!("{tag}-{}", std::process::id()));
         umount_under(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch {
-            dir,
-            runc_prefix: format!("imgt{}-", std::process::id()),
-        }
+        Scratch { dir, runc_prefix: format!("imgt{}-", std::process::id()) }
     }
 }
 
@@ -364,29 +283,14 @@ impl Drop for Scratch {
 
 /// GET `url` with curl from namespace `ns`; (success, body).
 pub fn curl(ns: &str, url: &str) -> (bool, String) {
-    let out = run_timeout(
-        &mut in_net(ns, &["curl", "-sS", "--max-time", "20", url]),
-        Duration::from_secs(30),
-    );
+    let out = run_timeout(&mut in_net(ns, &["curl", "-sS", "--max-time", "20", url]), Duration::from_secs(30));
     (out.status.success(), output_text(&out))
 }
 
 /// POST `body` to `url` with curl from namespace `ns`; (success, answer).
 pub fn curl_post(ns: &str, url: &str, body: &str) -> (bool, String) {
     let out = run_timeout(
-        &mut in_net(
-            ns,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "300",
-                "-XPOST",
-                url,
-                "-d",
-                body,
-            ],
-        ),
+        &mut in_net(ns, &["curl", "-sS", "--max-time", "300", "-XPOST", url, "-d", body]),
         Duration::from_secs(320),
     );
     (out.status.success(), output_text(&out))
@@ -397,15 +301,7 @@ pub fn curl_post(ns: &str, url: &str, body: &str) -> (bool, String) {
 pub fn tree_listing(root: &Path) -> String {
     let script = "cd \"$1\" && find . -type f -print0 | sort -z | xargs -0 sha256sum && \
                   find . -type l -printf '%p -> %l\\n' | sort && find . -printf '%p %m %U %G\\n' | sort";
-    let out = run_timeout(
-        Command::new("sh").args(["-c", script, "sh"]).arg(root),
-        Duration::from_secs(600),
-    );
-    assert!(
-        out.status.success(),
-        "listing {}: {}",
-        root.display(),
-        output_text(&out)
-    );
+    let out = run_timeout(Command::new("sh").args(["-c", script, "sh"]).arg(root), Duration::from_secs(600));
+    assert!(out.status.success(), "listing {}: {}", root.display(), output_text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

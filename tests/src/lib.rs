@@ -13,10 +13,10 @@
 
 pub mod appliance;
 pub mod capture;
+pub mod images;
 pub mod metrics;
 pub mod proc;
 pub mod steering;
-pub mod images;
 pub mod storage;
 pub mod testbed;
 pub mod tools;

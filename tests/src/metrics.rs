@@ -141,10 +141,7 @@ weird{path="a\"b\\c,d}"} +Inf
     fn sums_with_label_filter() {
         assert_eq!(metric_sum(TEXT, "appliance_port_rx_packets_total", &[("port", "inside")]), 15.0);
         assert_eq!(metric_sum(TEXT, "appliance_port_rx_packets_total", &[]), 22.0);
-        assert_eq!(
-            metric_sum(TEXT, "appliance_port_rx_packets_total", &[("port", "inside"), ("queue", "1")]),
-            5.0
-        );
+        assert_eq!(metric_sum(TEXT, "appliance_port_rx_packets_total", &[("port", "inside"), ("queue", "1")]), 5.0);
         assert_eq!(metric_sum(TEXT, "appliance_port_rx_packets_total", &[("port", "nope")]), 0.0);
         assert_eq!(metric_sum(TEXT, "appliance_neighbors", &[]), 3.0);
         assert_eq!(metric_sum(TEXT, "appliance_neighbors", &[("state", "stale")]), 1.0);

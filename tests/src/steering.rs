@@ -23,7 +23,6 @@ use std::net::Ipv6Addr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-
 /// The storage service's UDP port in [`candidate_config`].
 pub const STORAGE_PORT: u16 = 7878;
 /// The client's address.
@@ -114,7 +113,12 @@ impl StorageFabric {
         let text = output_text(&out);
         assert!(out.status.success(), "storage client in {} failed ({}):\n{text}", self.ns("cl"), out.status);
         let probes: Vec<Probe> = text.lines().filter_map(Probe::parse).collect();
-        assert_eq!(probes.len(), count as usize, "storage client printed {} results for {count} requests:\n{text}", probes.len());
+        assert_eq!(
+            probes.len(),
+            count as usize,
+            "storage client printed {} results for {count} requests:\n{text}",
+            probes.len()
+        );
         probes
     }
 

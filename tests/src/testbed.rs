@@ -18,10 +18,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The Cargo workspace (the repository root).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate lives in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests crate lives in the workspace").to_path_buf()
 }
 
 /// Panics unless running as root: these tests create namespaces and start DPDK. They are

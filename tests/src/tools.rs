@@ -66,12 +66,7 @@ print("sent")
     let count_s = count.to_string();
     let out = tb.exec_timeout(ns, &[&py, "-c", SCRIPT, iface, &hex, &count_s], Duration::from_secs(60));
     let text = output_text(&out);
-    assert!(
-        out.status.success(),
-        "raw send in {} failed ({}): {text}",
-        tb.ns(ns),
-        out.status
-    );
+    assert!(out.status.success(), "raw send in {} failed ({}): {text}", tb.ns(ns), out.status);
     let line = text.lines().last().unwrap_or_default().trim();
     if line == "sent" {
         RawSend::Sent
@@ -91,10 +86,8 @@ pub fn parse_hex_frames(text: &str) -> Vec<(String, Vec<u8>)> {
             if hex.len() % 2 != 0 {
                 return None;
             }
-            let bytes: Option<Vec<u8>> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-                .collect();
+            let bytes: Option<Vec<u8>> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
             Some((name.to_string(), bytes?))
         })
         .collect()
@@ -121,22 +114,14 @@ pub fn iface_counter(tb: &Testbed, ns: &str, iface: &str, counter: &str) -> u64 
     let out = tb.exec(ns, &["cat", &path]);
     let text = output_text(&out);
     assert!(out.status.success(), "cat {path} in {}: {text}", tb.ns(ns));
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{path} in {}: {text:?} is not a number", tb.ns(ns)))
+    text.trim().parse().unwrap_or_else(|_| panic!("{path} in {}: {text:?} is not a number", tb.ns(ns)))
 }
 
 /// A seed for randomized traffic: `$name` when set (to replay a failure), else the time.
 pub fn seed_from_env(name: &str) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1)
-        })
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
+    })
 }
 
 /// Calls `f` every `every` until it returns `Some`, or returns `None` after `timeout`.
@@ -175,10 +160,7 @@ mod tests {
     #[test]
     fn labels() {
         let t = "x{lcore=\"1\"} 0.5\nx{lcore=\"2\"} 1\ny 3\n";
-        assert_eq!(
-            samples_by_label(t, "x", "lcore"),
-            vec![("1".into(), 0.5), ("2".into(), 1.0)]
-        );
+        assert_eq!(samples_by_label(t, "x", "lcore"), vec![("1".into(), 0.5), ("2".into(), 1.0)]);
     }
 
     #[test]
@@ -191,9 +173,6 @@ mod tests {
             }),
             Some(3)
         );
-        assert_eq!(
-            poll_until(Duration::from_millis(10), Duration::from_millis(1), || None::<()>),
-            None
-        );
+        assert_eq!(poll_until(Duration::from_millis(10), Duration::from_millis(1), || None::<()>), None);
     }
 }

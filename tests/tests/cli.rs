@@ -8,10 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn appliance(args: &[&str]) -> Output {
-    run_timeout(
-        Command::new(appliance_bin()).args(args).stdin(Stdio::null()),
-        Duration::from_secs(30),
-    )
+    run_timeout(Command::new(appliance_bin()).args(args).stdin(Stdio::null()), Duration::from_secs(30))
 }
 
 /// The demo config with `f` applied and a file prefix of its own (in case `run` got past

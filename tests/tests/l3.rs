@@ -165,10 +165,7 @@ fn metrics_match_traffic() {
         // 50 pings, plus a little slack for ARP/ND the hosts may send meanwhile.
         assert!((50.0..=60.0).contains(&delta), "{what}: counter grew by {delta}, expected 50..=60\n{m}{}", rig.ctx());
     }
-    assert!(
-        appliance_tests::family_present(&m, "appliance_drops_total"),
-        "no appliance_drops_total metric:\n{m}"
-    );
+    assert!(appliance_tests::family_present(&m, "appliance_drops_total"), "no appliance_drops_total metric:\n{m}");
 }
 
 #[test]

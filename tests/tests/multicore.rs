@@ -32,16 +32,8 @@ fn assert_ping(rig: &Rig, ns: &str, addr: &str) {
 fn inside_rx_by_queue(rig: &Rig) -> (f64, f64) {
     let m = rig.app.metrics();
     (
-        metric_sum(
-            &m,
-            "appliance_port_rx_packets_total",
-            &[("port", "inside"), ("queue", "0")],
-        ),
-        metric_sum(
-            &m,
-            "appliance_port_rx_packets_total",
-            &[("port", "inside"), ("queue", "1")],
-        ),
+        metric_sum(&m, "appliance_port_rx_packets_total", &[("port", "inside"), ("queue", "0")]),
+        metric_sum(&m, "appliance_port_rx_packets_total", &[("port", "inside"), ("queue", "1")]),
     )
 }
 
@@ -56,19 +48,7 @@ fn iperf_run(rig: &Rig, port: u16, streams: u32) -> f64 {
             .unwrap_or_else(|e| panic!("iperf3 server: {e:#}{}", rig.ctx()));
         let out = rig.tb.exec_timeout(
             "h1",
-            &[
-                "iperf3",
-                "-c",
-                H2_V4,
-                "-p",
-                &port_s,
-                "-P",
-                &streams.to_string(),
-                "-t",
-                "3",
-                "--connect-timeout",
-                "5000",
-            ],
+            &["iperf3", "-c", H2_V4, "-p", &port_s, "-P", &streams.to_string(), "-t", "3", "--connect-timeout", "5000"],
             Duration::from_secs(60),
         );
         let text = output_text(&out);
@@ -84,10 +64,7 @@ fn iperf_run(rig: &Rig, port: u16, streams: u32) -> f64 {
             .find(|l| l.starts_with("[SUM]") && l.trim_end().ends_with("receiver"))
             .unwrap_or_else(|| panic!("no [SUM] receiver line in iperf3's output:\n{text}"));
         let f: Vec<&str> = line.split_whitespace().collect();
-        let i = f
-            .iter()
-            .position(|w| w.ends_with("Bytes"))
-            .unwrap_or_else(|| panic!("no byte count in {line:?}"));
+        let i = f.iter().position(|w| w.ends_with("Bytes")).unwrap_or_else(|| panic!("no byte count in {line:?}"));
         let n: f64 = f[i - 1].parse().unwrap_or_else(|_| panic!("bad number in {line:?}"));
         let mult = match f[i] {
             "Bytes" => 1.0,
@@ -112,14 +89,7 @@ fn two_workers_share_the_traffic() {
     let cfg = two_worker_config();
     let mut rig = Rig::with_config("multicore", &cfg);
 
-    for (ns, addr) in [
-        ("h1", H2_V4),
-        ("h1", H2_V6),
-        ("h2", H1_V4),
-        ("h2", H1_V6),
-        ("h1", IN_V4),
-        ("h1", IN_V6),
-    ] {
+    for (ns, addr) in [("h1", H2_V4), ("h1", H2_V6), ("h2", H1_V4), ("h2", H1_V6), ("h1", IN_V4), ("h1", IN_V6)] {
         assert_ping(&rig, ns, addr);
     }
 
@@ -128,11 +98,7 @@ fn two_workers_share_the_traffic() {
     let mut ratios = samples_by_label(&m, "appliance_lcore_idle_ratio", "lcore");
     ratios.sort_by(|a, b| a.0.cmp(&b.0));
     let lcores: Vec<&str> = ratios.iter().map(|(l, _)| l.as_str()).collect();
-    assert_eq!(
-        lcores,
-        ["1", "2"],
-        "appliance_lcore_idle_ratio should have one sample per worker lcore:\n{m}"
-    );
+    assert_eq!(lcores, ["1", "2"], "appliance_lcore_idle_ratio should have one sample per worker lcore:\n{m}");
     for (l, r) in &ratios {
         assert!((0.0..=1.0).contains(r), "idle ratio of lcore {l} is {r}");
     }
@@ -147,11 +113,7 @@ fn two_workers_share_the_traffic() {
         let t0 = Instant::now();
         let bytes = iperf_run(&rig, port, streams);
         let took = t0.elapsed();
-        assert!(
-            bytes > 1e6,
-            "iperf3 -P {streams}: the receiver got {bytes} bytes in 3 s{}",
-            rig.ctx()
-        );
+        assert!(bytes > 1e6, "iperf3 -P {streams}: the receiver got {bytes} bytes in 3 s{}", rig.ctx());
         assert!(took < Duration::from_secs(30), "iperf3 -P {streams} took {took:?}");
         let (q0b, q1b) = inside_rx_by_queue(&rig);
         runs.push(format!(
@@ -179,24 +141,13 @@ fn two_workers_share_the_traffic() {
     // Both workers forwarded: each transmits on its own tx queue of the outside port.
     let m = rig.app.metrics();
     for q in ["0", "1"] {
-        let tx = metric_sum(
-            &m,
-            "appliance_port_tx_packets_total",
-            &[("port", "outside"), ("queue", q)],
-        );
-        assert!(
-            tx > 0.0,
-            "outside tx queue {q} (worker {q}) sent nothing:\n{m}{}",
-            rig.ctx()
-        );
+        let tx = metric_sum(&m, "appliance_port_tx_packets_total", &[("port", "outside"), ("queue", q)]);
+        assert!(tx > 0.0, "outside tx queue {q} (worker {q}) sent nothing:\n{m}{}", rig.ctx());
     }
     // And both spent time busy (idle ratio below 1 after the load).
     let ratios = samples_by_label(&m, "appliance_lcore_idle_ratio", "lcore");
     for (l, r) in &ratios {
-        assert!(
-            *r < 1.0,
-            "lcore {l} idle ratio {r} after the iperf3 runs: never busy?\n{m}"
-        );
+        assert!(*r < 1.0, "lcore {l} idle ratio {r} after the iperf3 runs: never busy?\n{m}");
     }
 
     // Content check through the two workers.
@@ -221,23 +172,12 @@ fn two_workers_share_the_traffic() {
     let t0 = Instant::now();
     let (status, log) = rig.app.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}\n{log}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(15),
-        "took {:?} to stop",
-        t0.elapsed()
-    );
-    assert!(
-        log.contains("final counters"),
-        "no \"final counters\" in its output:\n{log}"
-    );
+    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?} to stop", t0.elapsed());
+    assert!(log.contains("final counters"), "no \"final counters\" in its output:\n{log}");
     let gone = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
         (!appliance_tests::proc::pid_exists(pid)).then_some(())
     });
     assert!(gone.is_some(), "pid {pid} still exists after the appliance exited");
     let files = rig.app.hugepage_files();
-    assert!(
-        files.is_empty(),
-        "hugepage files of prefix {} left: {files:?}",
-        rig.app.file_prefix()
-    );
+    assert!(files.is_empty(), "hugepage files of prefix {} left: {files:?}", rig.app.file_prefix());
 }

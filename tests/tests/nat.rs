@@ -127,7 +127,10 @@ fn public(endpoint: &str, ctx: &str) -> (Ipv4Addr, u16) {
 /// `udp-probe` and the endpoint the server reported.
 fn udp_public(tb: &Testbed, ns: &str, sport: u16, dst: &str, dport: u16) -> (Ipv4Addr, u16) {
     let out = probe(tb, ns, &["udp-probe", &sport.to_string(), dst, &dport.to_string()]);
-    let reply = out.lines().find_map(|l| l.strip_prefix("reply ")).unwrap_or_else(|| panic!("no reply from {dst}:{dport} to {ns}: {out}"));
+    let reply = out
+        .lines()
+        .find_map(|l| l.strip_prefix("reply "))
+        .unwrap_or_else(|| panic!("no reply from {dst}:{dport} to {ns}: {out}"));
     public(reply, &format!("{ns}:{sport} -> {dst}:{dport}"))
 }
 
@@ -227,7 +230,10 @@ fn subscribers_reach_the_server_through_the_pool() {
     assert!(apl.metric_sum("appliance_nat_cache_hits_total", &[]) > 0.0);
     let (status, log) = apl.stop();
     assert!(status.success(), "{log}");
-    assert!(log.contains("nat_block event=allocated") && log.contains(&format!("subscriber={S1}")), "block log:\n{log}");
+    assert!(
+        log.contains("nat_block event=allocated") && log.contains(&format!("subscriber={S1}")),
+        "block log:\n{log}"
+    );
 }
 
 #[test]

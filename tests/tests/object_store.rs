@@ -83,7 +83,9 @@ fn three_replicas_failover_and_steering() {
             .expect("start objmeta"),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !output_text(&st.exec_timeout("cl", &["curl", "-sf", &format!("{META}/health")], Duration::from_secs(5))).contains("ok") {
+    while !output_text(&st.exec_timeout("cl", &["curl", "-sf", &format!("{META}/health")], Duration::from_secs(5)))
+        .contains("ok")
+    {
         assert!(Instant::now() < deadline, "objmeta did not answer /health");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -114,7 +116,10 @@ fn three_replicas_failover_and_steering() {
         let replicas: Vec<&str> = out.split_whitespace().skip(2).collect();
         assert_eq!(replicas.len(), 3, "three replicas: {out}");
         for k in 1..=3 {
-            assert!(replicas.iter().any(|r| r.starts_with(&format!("2001:db8:5b:{k}:"))), "one replica per node: {out}");
+            assert!(
+                replicas.iter().any(|r| r.starts_with(&format!("2001:db8:5b:{k}:"))),
+                "one replica per node: {out}"
+            );
         }
         let back = dir.path().join(format!("out{i}"));
         let out = client(&st, &["mget", META, &name, &back.display().to_string()]);
@@ -130,10 +135,18 @@ fn three_replicas_failover_and_steering() {
     }
     let objcli = bin("objcli");
     let objcli = objcli.display().to_string();
-    let out = st.exec_timeout("cl", &[&objcli, "--meta", META, "put", &big.display().to_string(), "--name", "big"], Duration::from_secs(600));
+    let out = st.exec_timeout(
+        "cl",
+        &[&objcli, "--meta", META, "put", &big.display().to_string(), "--name", "big"],
+        Duration::from_secs(600),
+    );
     assert!(out.status.success(), "objcli put of 100 MiB: {}", output_text(&out));
     let big_out = dir.path().join("big.out");
-    let out = st.exec_timeout("cl", &[&objcli, "--meta", META, "get", "big", "-o", &big_out.display().to_string()], Duration::from_secs(600));
+    let out = st.exec_timeout(
+        "cl",
+        &[&objcli, "--meta", META, "get", "big", "-o", &big_out.display().to_string()],
+        Duration::from_secs(600),
+    );
     assert!(out.status.success(), "objcli get of 100 MiB: {}", output_text(&out));
     assert!(std::fs::read(&big).unwrap() == std::fs::read(&big_out).unwrap(), "the 100 MiB object differs");
 
@@ -168,7 +181,12 @@ fn three_replicas_failover_and_steering() {
     // Corruption: flip a bit of obj-2 (4 KiB) on the node its reads go to first; the read
     // is answered with status checksum there, reported, and served by another replica.
     let first = client(&st, &["mget", META, "obj-2", &dir.path().join("y").display().to_string()]);
-    let from = first.lines().find_map(|l| l.strip_prefix("ok ")).and_then(|l| l.split(" from ").nth(1)).unwrap_or_else(|| panic!("{first}")).to_string();
+    let from = first
+        .lines()
+        .find_map(|l| l.strip_prefix("ok "))
+        .and_then(|l| l.split(" from ").nth(1))
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
     let k = (1..=3).find(|k| from.starts_with(&format!("2001:db8:5b:{k}:"))).expect("a node's replica");
     let (status, log) = nodes[k - 1].stop();
     assert!(status.success(), "{log}");
@@ -184,7 +202,12 @@ fn three_replicas_failover_and_steering() {
 
     // Kill the node holding the first replica of obj-3: the read fails over.
     let first = client(&st, &["mget", META, "obj-3", &dir.path().join("x").display().to_string()]);
-    let from = first.lines().find_map(|l| l.strip_prefix("ok ")).and_then(|l| l.split(" from ").nth(1)).unwrap_or_else(|| panic!("{first}")).to_string();
+    let from = first
+        .lines()
+        .find_map(|l| l.strip_prefix("ok "))
+        .and_then(|l| l.split(" from ").nth(1))
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
     let k = (1..=3).find(|k| from.starts_with(&format!("2001:db8:5b:{k}:"))).expect("a node's replica");
     nodes[k - 1].kill();
     let back = dir.path().join("failover");

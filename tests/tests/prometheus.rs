@@ -25,10 +25,7 @@ fn prometheus_bin() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    let out = run_timeout(
-        Command::new("sh").args(["-c", "command -v prometheus"]),
-        Duration::from_secs(10),
-    );
+    let out = run_timeout(Command::new("sh").args(["-c", "command -v prometheus"]), Duration::from_secs(10));
     let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         out.status.success() && !p.is_empty(),
@@ -49,10 +46,7 @@ struct PromServer {
 
 impl PromServer {
     fn start(tb: &Testbed, ns: &str, scrape_target: &str) -> PromServer {
-        let dir = tempfile::Builder::new()
-            .prefix("appliance-prometheus.")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("appliance-prometheus.").tempdir().expect("temp dir");
         let port = free_tcp_port(tb, ns, 19090);
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
@@ -74,35 +68,18 @@ impl PromServer {
             .spawn()
             .expect("spawn prometheus");
         let pid = child.id() as i32;
-        let mut p = PromServer {
-            child: Some(child),
-            pid,
-            ns: tb.ns(ns),
-            addr,
-            dir: Some(dir),
-        };
+        let mut p = PromServer { child: Some(child), pid, ns: tb.ns(ns), addr, dir: Some(dir) };
         // Ready when /-/ready answers 200.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = p.try_status() {
                 panic!("prometheus exited during start-up ({st}):\n{}", p.log());
             }
-            let out = p.curl(&[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("http://{}/-/ready", p.addr),
-            ]);
+            let out = p.curl(&["-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/-/ready", p.addr)]);
             if String::from_utf8_lossy(&out.stdout).trim() == "200" {
                 return p;
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready on {} after 60 s:\n{}",
-                p.addr,
-                p.log()
-            );
+            assert!(Instant::now() < deadline, "prometheus not ready on {} after 60 s:\n{}", p.addr, p.log());
             sleep(Duration::from_millis(200));
         }
     }
@@ -131,9 +108,7 @@ impl PromServer {
     /// curl inside the namespace.
     fn curl(&self, args: &[&str]) -> std::process::Output {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, "curl", "-sS", "--max-time", "5"])
-            .args(args)
-            .stdin(Stdio::null());
+        c.args(["netns", "exec", &self.ns, "curl", "-sS", "--max-time", "5"]).args(args).stdin(Stdio::null());
         run_timeout(&mut c, Duration::from_secs(15))
     }
 
@@ -148,18 +123,10 @@ impl PromServer {
         args.push(url.clone());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.curl(&arg_refs);
-        assert!(
-            out.status.success(),
-            "GET {url} {params:?}: {}\n{}",
-            output_text(&out),
-            self.log()
-        );
+        assert!(out.status.success(), "GET {url} {params:?}: {}\n{}", output_text(&out), self.log());
         let json = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(json.path(), &out.stdout).expect("write json");
-        let jq = run_timeout(
-            Command::new("jq").args(["-r", filter]).arg(json.path()),
-            Duration::from_secs(10),
-        );
+        let jq = run_timeout(Command::new("jq").args(["-r", filter]).arg(json.path()), Duration::from_secs(10));
         assert!(
             jq.status.success(),
             "jq {filter:?} on the answer of {url}: {}\nanswer: {}",
@@ -176,12 +143,7 @@ impl PromServer {
             &[("query", q)],
             r#"if .status == "success" then (.data.result[] | .value[1]) else error(.error) end"#,
         );
-        v.lines()
-            .map(|l| {
-                l.parse()
-                    .unwrap_or_else(|_| panic!("query {q}: value {l:?} is not a number"))
-            })
-            .collect()
+        v.lines().map(|l| l.parse().unwrap_or_else(|_| panic!("query {q}: value {l:?} is not a number"))).collect()
     }
 
     /// Sends SIGTERM by PID, waits up to 10 s, then SIGKILL. Returns the exit status.
@@ -227,11 +189,8 @@ fn prometheus_scrapes_the_appliance() {
 
     // The target is scraped and healthy.
     let target_ok = poll_until(Duration::from_secs(20), Duration::from_millis(250), || {
-        let h = prom.api(
-            "/api/v1/targets",
-            &[],
-            r#".data.activeTargets[] | select(.labels.job == "appliance") | .health"#,
-        );
+        let h =
+            prom.api("/api/v1/targets", &[], r#".data.activeTargets[] | select(.labels.job == "appliance") | .health"#);
         (h == "up").then_some(())
     });
     assert!(
@@ -242,26 +201,15 @@ fn prometheus_scrapes_the_appliance() {
         rig.ctx()
     );
 
-    let (ok, out) = rig
-        .tb
-        .ping_output("h1", H2_V4, &["-c", &PINGS.to_string(), "-i", "0.05", "-W", "2"]);
-    assert!(
-        ok && out.contains(" 0% packet loss"),
-        "{PINGS} pings h1 -> h2 with no loss expected:\n{out}{}",
-        rig.ctx()
-    );
+    let (ok, out) = rig.tb.ping_output("h1", H2_V4, &["-c", &PINGS.to_string(), "-i", "0.05", "-W", "2"]);
+    assert!(ok && out.contains(" 0% packet loss"), "{PINGS} pings h1 -> h2 with no loss expected:\n{out}{}", rig.ctx());
 
     // Two scrapes that started after the last echo went out of the outside port.
-    let scrapes = |p: &PromServer| {
-        p.query(r#"count_over_time(up{job="appliance"}[1h])"#)
-            .first()
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let scrapes =
+        |p: &PromServer| p.query(r#"count_over_time(up{job="appliance"}[1h])"#).first().copied().unwrap_or(0.0);
     let n0 = scrapes(&prom);
-    let two_more = poll_until(Duration::from_secs(20), Duration::from_millis(250), || {
-        (scrapes(&prom) >= n0 + 2.0).then_some(())
-    });
+    let two_more =
+        poll_until(Duration::from_secs(20), Duration::from_millis(250), || (scrapes(&prom) >= n0 + 2.0).then_some(()));
     assert!(
         two_more.is_some(),
         "prometheus did not scrape twice within 20 s (count {n0} -> {})\n{}",
@@ -272,37 +220,16 @@ fn prometheus_scrapes_the_appliance() {
     let up = prom.query(r#"up{job="appliance"}"#);
     assert_eq!(up, vec![1.0], "up{{job=\"appliance\"}}");
     let tx = prom.query(r#"sum(appliance_port_tx_packets_total{port="outside"})"#);
-    assert_eq!(
-        tx.len(),
-        1,
-        "no appliance_port_tx_packets_total{{port=\"outside\"}} in prometheus"
-    );
-    assert!(
-        tx[0] >= f64::from(PINGS),
-        "prometheus has outside tx = {}, expected >= {PINGS}",
-        tx[0]
-    );
+    assert_eq!(tx.len(), 1, "no appliance_port_tx_packets_total{{port=\"outside\"}} in prometheus");
+    assert!(tx[0] >= f64::from(PINGS), "prometheus has outside tx = {}, expected >= {PINGS}", tx[0]);
     // What prometheus stored is what the endpoint says (the counter only grows since).
-    let direct = rig
-        .app
-        .metric_sum("appliance_port_tx_packets_total", &[("port", "outside")]);
-    assert!(
-        tx[0] <= direct,
-        "prometheus has outside tx = {}, the endpoint now {direct}",
-        tx[0]
-    );
+    let direct = rig.app.metric_sum("appliance_port_tx_packets_total", &[("port", "outside")]);
+    assert!(tx[0] <= direct, "prometheus has outside tx = {}, the endpoint now {direct}", tx[0]);
     // Labels survived: one series per (port, queue), one idle ratio per worker lcore.
     let series = prom.query(r#"count(appliance_port_rx_packets_total{job="appliance"})"#);
-    assert_eq!(
-        series,
-        vec![2.0],
-        "series of appliance_port_rx_packets_total (2 ports x 1 queue)"
-    );
+    assert_eq!(series, vec![2.0], "series of appliance_port_rx_packets_total (2 ports x 1 queue)");
     let idle = prom.query(r#"appliance_lcore_idle_ratio{lcore="1"}"#);
-    assert!(
-        idle.len() == 1 && (0.0..=1.0).contains(&idle[0]),
-        "appliance_lcore_idle_ratio{{lcore=\"1\"}}: {idle:?}"
-    );
+    assert!(idle.len() == 1 && (0.0..=1.0).contains(&idle[0]), "appliance_lcore_idle_ratio{{lcore=\"1\"}}: {idle:?}");
     // The whole exposition was ingested: as many samples as the endpoint serves.
     let scraped = prom.query(r#"scrape_samples_scraped{job="appliance"}"#);
     let served = appliance_tests::parse_samples(&rig.app.metrics()).len() as f64;
@@ -316,25 +243,13 @@ fn prometheus_scrapes_the_appliance() {
         &[],
         r#".data.activeTargets[] | select(.labels.job == "appliance") | "health=\(.health) lastError=\(.lastError)""#,
     );
-    assert_eq!(
-        health, "health=up lastError=",
-        "the appliance target in /api/v1/targets"
-    );
+    assert_eq!(health, "health=up lastError=", "the appliance target in /api/v1/targets");
 
     // Stop it by PID; its files go with it.
     let st = prom.stop().expect("prometheus was running");
-    assert!(
-        st.success(),
-        "prometheus exit status after SIGTERM: {st}\n{}",
-        prom.log()
-    );
+    assert!(st.success(), "prometheus exit status after SIGTERM: {st}\n{}", prom.log());
     drop(prom);
     assert!(!dir.exists(), "{} was not removed", dir.display());
     let left = rig.tb.pids("rtr");
-    assert_eq!(
-        left,
-        vec![rig.app.pid()],
-        "processes in {} besides the appliance",
-        rig.tb.rtr()
-    );
+    assert_eq!(left, vec![rig.app.pid()], "processes in {} besides the appliance", rig.tb.rtr());
 }

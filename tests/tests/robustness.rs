@@ -103,12 +103,7 @@ fn assert_ping(rig: &Rig, ns: &str, addr: &str) {
 }
 
 fn assert_alive(rig: &mut Rig, after: &str) {
-    assert!(
-        rig.app.is_running(),
-        "the appliance exited after {after}: {:?}{}",
-        rig.app.try_status(),
-        rig.ctx()
-    );
+    assert!(rig.app.is_running(), "the appliance exited after {after}: {:?}{}", rig.app.try_status(), rig.ctx());
 }
 
 /// Drop counters of the watched reasons, plus the inside port's rx and the outside port's tx.
@@ -123,10 +118,7 @@ struct Snap {
 
 fn snap(text: &str) -> Snap {
     Snap {
-        drops: WATCHED
-            .iter()
-            .map(|&r| (r, metric_sum(text, "appliance_drops_total", &[("reason", r)])))
-            .collect(),
+        drops: WATCHED.iter().map(|&r| (r, metric_sum(text, "appliance_drops_total", &[("reason", r)]))).collect(),
         rx_in: metric_sum(text, "appliance_port_rx_packets_total", &[("port", "inside")]),
         tx_out: metric_sum(text, "appliance_port_tx_packets_total", &[("port", "outside")]),
         punts_arp: metric_sum(text, "appliance_punts_total", &[("reason", "arp")]),
@@ -136,20 +128,11 @@ fn snap(text: &str) -> Snap {
 
 fn build_frames(rig: &Rig) -> BTreeMap<String, Vec<u8>> {
     let py = scapy_python();
-    let out = rig.tb.exec_timeout(
-        "h1",
-        &[&py.to_string_lossy(), "-c", BUILD_FRAMES],
-        Duration::from_secs(120),
-    );
+    let out = rig.tb.exec_timeout("h1", &[&py.to_string_lossy(), "-c", BUILD_FRAMES], Duration::from_secs(120));
     let text = output_text(&out);
-    assert!(
-        out.status.success(),
-        "building frames with scapy failed ({}):\n{text}",
-        out.status
-    );
-    let frames: BTreeMap<String, Vec<u8>> = parse_hex_frames(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .collect();
+    assert!(out.status.success(), "building frames with scapy failed ({}):\n{text}", out.status);
+    let frames: BTreeMap<String, Vec<u8>> =
+        parse_hex_frames(&String::from_utf8_lossy(&out.stdout)).into_iter().collect();
     for (case, _) in CASES {
         assert!(frames.contains_key(*case), "scapy built no frame {case}:\n{text}");
     }
@@ -232,20 +215,10 @@ fn malformed_frames_are_counted_and_dropped() {
         );
         // ARP and ND are judged by the control core: they must have been punted there.
         if reason == "arp_invalid" {
-            assert_eq!(
-                after.punts_arp - before.punts_arp,
-                want,
-                "case {case}: punts{{reason=arp}}{}",
-                rig.ctx()
-            );
+            assert_eq!(after.punts_arp - before.punts_arp, want, "case {case}: punts{{reason=arp}}{}", rig.ctx());
         }
         if reason == "nd_invalid" {
-            assert_eq!(
-                after.punts_nd - before.punts_nd,
-                want,
-                "case {case}: punts{{reason=nd}}{}",
-                rig.ctx()
-            );
+            assert_eq!(after.punts_nd - before.punts_nd, want, "case {case}: punts{{reason=nd}}{}", rig.ctx());
         }
         assert_alive(&mut rig, case);
     }
@@ -303,11 +276,8 @@ fn assert_all_received(rig: &Rig, from: RxMark, sent: u64, what: &str) -> (f64, 
         let counted = (last.app_rx - from.app_rx) + (last.app_missed - from.app_missed);
         (delivered >= sent as f64 && counted == delivered).then_some(())
     });
-    let (delivered, rx, missed) = (
-        last.kernel - from.kernel,
-        last.app_rx - from.app_rx,
-        last.app_missed - from.app_missed,
-    );
+    let (delivered, rx, missed) =
+        (last.kernel - from.kernel, last.app_rx - from.app_rx, last.app_missed - from.app_missed);
     assert!(
         ok.is_some(),
         "{what}: {sent} frames sent, apl-in's kernel counted {delivered}, the appliance received {rx} and missed {missed}\n{}{}",
@@ -348,14 +318,9 @@ print("sent", len(frames))
     let mark = rx_mark(&rig);
     let drops0 = metric_sum(&rig.app.metrics(), "appliance_drops_total", &[]);
     let py = scapy_python();
-    let out = rig
-        .tb
-        .exec_timeout("h1", &[&py.to_string_lossy(), "-c", &script], Duration::from_secs(300));
+    let out = rig.tb.exec_timeout("h1", &[&py.to_string_lossy(), "-c", &script], Duration::from_secs(300));
     let text = output_text(&out);
-    assert!(
-        out.status.success() && text.contains(&format!("sent {N}")),
-        "flood (seed {seed}) failed:\n{text}"
-    );
+    assert!(out.status.success() && text.contains(&format!("sent {N}")), "flood (seed {seed}) failed:\n{text}");
     assert_alive(&mut rig, &format!("the flood (seed {seed})"));
 
     // Every frame was received (or counted as missed by the driver) ...
@@ -377,10 +342,7 @@ print("sent", len(frames))
     assert_ping(&rig, "h1", IN_V4);
     assert_alive(&mut rig, &format!("the flood (seed {seed}) and pings"));
     let (st, log) = rig.app.stop();
-    assert!(
-        st.success(),
-        "exit status after SIGTERM following the flood (seed {seed}): {st}\n{log}"
-    );
+    assert!(st.success(), "exit status after SIGTERM following the flood (seed {seed}): {st}\n{log}");
 }
 
 /// Mbufs in use once nothing is held for resolution any more and the rings are empty (the
@@ -500,14 +462,9 @@ print("sent", sent)
     );
     let mark = rx_mark(&rig);
     let py = scapy_python();
-    let out = rig
-        .tb
-        .exec_timeout("h1", &[&py.to_string_lossy(), "-c", &script], Duration::from_secs(300));
+    let out = rig.tb.exec_timeout("h1", &[&py.to_string_lossy(), "-c", &script], Duration::from_secs(300));
     let text = output_text(&out);
-    assert!(
-        out.status.success() && text.contains(&format!("sent {N}")),
-        "fuzz (seed {seed}) failed:\n{text}"
-    );
+    assert!(out.status.success() && text.contains(&format!("sent {N}")), "fuzz (seed {seed}) failed:\n{text}");
     assert_alive(&mut rig, &format!("the structured fuzz (seed {seed})"));
     let (rx, missed) = assert_all_received(&rig, mark, N, &format!("fuzz seed {seed}"));
     eprintln!("fuzz seed {seed}: inside rx +{rx}, missed +{missed}");
@@ -543,14 +500,8 @@ print("announced")
     assert_ping(&rig, "h1", IN_V6);
     assert_alive(&mut rig, &format!("the structured fuzz (seed {seed}) and pings"));
     let (st, log) = rig.app.stop();
-    assert!(
-        st.success(),
-        "exit status after SIGTERM following the fuzz (seed {seed}): {st}\n{log}"
-    );
-    assert!(
-        !log.contains("panicked"),
-        "a thread panicked during the fuzz (seed {seed}):\n{log}"
-    );
+    assert!(st.success(), "exit status after SIGTERM following the fuzz (seed {seed}): {st}\n{log}");
+    assert!(!log.contains("panicked"), "a thread panicked during the fuzz (seed {seed}):\n{log}");
     if let Some(i) = log.find("final counters") {
         eprintln!("fuzz seed {seed}: {}", &log[i..]);
     }

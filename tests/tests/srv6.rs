@@ -44,7 +44,9 @@ fn config(srv6: &str, routes: &[(&str, &str, &str)]) -> String {
 /// End and End.DT6 SIDs, every port trusted.
 fn end_and_dt6() -> String {
     config(
-        &format!("local_sids:\n  - {{sid: \"{SID_END}\", behavior: end}}\n  - {{sid: \"{SID_DT6}\", behavior: end.dt6}}\n"),
+        &format!(
+            "local_sids:\n  - {{sid: \"{SID_END}\", behavior: end}}\n  - {{sid: \"{SID_DT6}\", behavior: end.dt6}}\n"
+        ),
         &[],
     )
 }
@@ -102,8 +104,21 @@ fn kernel_encap_through_end_and_end_dt6() {
     // through h1's default route (the appliance).
     tb.exec_ok(
         "h1",
-        &["ip", "-6", "route", "add", &format!("{H2_V6}/128"), "encap", "seg6", "mode", "encap", "segs",
-          &format!("{SID_END},{SID_DT6}"), "dev", "eth0"],
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{H2_V6}/128"),
+            "encap",
+            "seg6",
+            "mode",
+            "encap",
+            "segs",
+            &format!("{SID_END},{SID_DT6}"),
+            "dev",
+            "eth0",
+        ],
     );
     let m0 = rig.app.metrics();
     let sent0 = h1_sent_to_h2(&rig);
@@ -141,7 +156,10 @@ fn kernel_encap_through_end_and_end_dt6() {
     assert!(sent >= 3.0 + 700.0, "h1's counters say it sent only {sent} echo requests and TCP segments");
     let m1 = poll_until(Duration::from_secs(5), Duration::from_millis(200), || {
         let m = rig.app.metrics();
-        let d = |s| sid_metric(&m, "appliance_srv6_sid_packets_total", s) - sid_metric(&m0, "appliance_srv6_sid_packets_total", s);
+        let d = |s| {
+            sid_metric(&m, "appliance_srv6_sid_packets_total", s)
+                - sid_metric(&m0, "appliance_srv6_sid_packets_total", s)
+        };
         (d(SID_END) >= sent && d(SID_DT6) >= sent).then_some(m)
     })
     .unwrap_or_else(|| {
@@ -201,7 +219,11 @@ fn check_h_encaps(rig: &Rig, mode: &str) {
     let tb = &rig.tb;
     let mut cap = Capture::start(&tb.h2(), "eth0", "ip6");
     let (ok, out) = tb.ping_output("h1", STEERED, &["-6", "-c", "3", "-i", "0.2", "-W", "2"]);
-    assert!(ok && out.contains(" 0% packet loss"), "[{mode}] ping {STEERED} through the SR policy failed:\n{out}{}", rig.ctx());
+    assert!(
+        ok && out.contains(" 0% packet loss"),
+        "[{mode}] ping {STEERED} through the SR policy failed:\n{out}{}",
+        rig.ctx()
+    );
 
     let from_appliance = format!("eth.src == {OUT_MAC} && ipv6.dst == {H2_DT6}");
     let fields = [
@@ -250,17 +272,25 @@ fn check_h_encaps(rig: &Rig, mode: &str) {
     }
     let verbose = cap.tshark(&["-V", "-Y", &from_appliance]);
     if mode == "encaps" {
-        for needle in ["Routing Header for IPv6 (Segment Routing)", "Type: Segment Routing (4)", "Segments Left: 0",
-                       "Echo (ping) request"] {
+        for needle in [
+            "Routing Header for IPv6 (Segment Routing)",
+            "Type: Segment Routing (4)",
+            "Segments Left: 0",
+            "Echo (ping) request",
+        ] {
             assert!(verbose.contains(needle), "[{mode}] tshark -V lacks {needle:?}:\n{verbose}");
         }
     }
     assert!(!verbose.contains("Malformed"), "[{mode}] tshark finds malformed packets from the appliance:\n{verbose}");
     let warnings = tshark_expert_warnings(cap.path(), &format!("eth.src == {OUT_MAC}"));
-    assert!(warnings.is_empty(), "[{mode}] tshark expert warnings/errors for what the appliance sent:\n{warnings}\n{verbose}");
+    assert!(
+        warnings.is_empty(),
+        "[{mode}] tshark expert warnings/errors for what the appliance sent:\n{warnings}\n{verbose}"
+    );
 
     // The replies travel back plain (h2 is no SR source): routed by the appliance.
-    let replies = cap.fields(&format!("eth.dst == {OUT_MAC} && icmpv6.type == 129"), &["ipv6.src", "ipv6.dst", "ipv6.nxt"]);
+    let replies =
+        cap.fields(&format!("eth.dst == {OUT_MAC} && icmpv6.type == 129"), &["ipv6.src", "ipv6.dst", "ipv6.nxt"]);
     assert!(
         replies.len() >= 3,
         "[{mode}] h2 sent {} echo replies, expected 3; {}:\n{}",
@@ -370,9 +400,10 @@ fn send_malformed(rig: &Rig, py: &str, case: &str) -> Option<IcmpAnswer> {
     let out = rig.tb.exec_timeout("h1", &[py, "-c", MALFORMED, case], Duration::from_secs(60));
     let text = output_text(&out);
     assert!(out.status.success(), "scapy case {case} failed ({}):\n{text}", out.status);
-    let line = text.lines().find(|l| l.starts_with("answer ") || l.trim() == "nothing").unwrap_or_else(|| {
-        panic!("scapy case {case}: unexpected output:\n{text}")
-    });
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("answer ") || l.trim() == "nothing")
+        .unwrap_or_else(|| panic!("scapy case {case}: unexpected output:\n{text}"));
     let w: Vec<&str> = line.split_whitespace().collect();
     (w[0] == "answer").then(|| IcmpAnswer {
         ty: w[1].parse().unwrap(),
@@ -393,8 +424,8 @@ fn malformed_srh_gets_the_rfc_answer() {
     let py = py.to_string_lossy();
     const PP: u8 = 4; // ICMPv6 Parameter Problem
     const TE: u8 = 3; // ICMPv6 Time Exceeded
-    // (case, SID it is sent to, expected (type, code, pointer), the SID drop reason it counts
-    // under). Pointers count from the start of the invoking IPv6 header; the SRH starts at 40.
+                      // (case, SID it is sent to, expected (type, code, pointer), the SID drop reason it counts
+                      // under). Pointers count from the start of the invoking IPv6 header; the SRH starts at 40.
     type Case<'a> = (&'a str, &'a str, (u8, u8, Option<u32>), &'a str);
     let cases: &[Case] = &[
         // RFC 8986 §4.1 S08-S10 / RFC 8754 §4.3.1.1: pointer at Segments Left (40 + 3).
@@ -430,7 +461,11 @@ fn malformed_srh_gets_the_rfc_answer() {
         );
         assert_eq!(a.dst, H1_V6, "{case}: error sent to {a:?}");
         assert!(a.src == IN_V6, "{case}: error should come from the inside port's address {IN_V6}: {a:?}");
-        assert_eq!((a.quoted_src.as_str(), a.quoted_dst.as_str()), (H1_V6, sid), "{case}: the error must quote the invoking packet: {a:?}");
+        assert_eq!(
+            (a.quoted_src.as_str(), a.quoted_dst.as_str()),
+            (H1_V6, sid),
+            "{case}: the error must quote the invoking packet: {a:?}"
+        );
 
         let icmp_type = if ty == PP { "v6_param_problem" } else { "v6_time_exceeded" };
         let m1 = poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
@@ -444,7 +479,12 @@ fn malformed_srh_gets_the_rfc_answer() {
             m1.is_some(),
             "{case}: appliance_icmp_errors_sent_total{{type={icmp_type}}} and \
              appliance_srv6_sid_drops_total{{sid={sid},reason={reason}}} should have grown:\n{}{}",
-            rig.app.metrics().lines().filter(|l| l.contains("icmp_errors_sent") || l.contains("srv6_sid_drops")).collect::<Vec<_>>().join("\n"),
+            rig.app
+                .metrics()
+                .lines()
+                .filter(|l| l.contains("icmp_errors_sent") || l.contains("srv6_sid_drops"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             rig.ctx()
         );
         // And it keeps forwarding.
@@ -481,7 +521,8 @@ print("sent")
 
 #[test]
 fn untrusted_port_is_dropped() {
-    let cfg = config(&format!("trusted_ports: [outside]\nlocal_sids:\n  - {{sid: \"{SID_END}\", behavior: end}}\n"), &[]);
+    let cfg =
+        config(&format!("trusted_ports: [outside]\nlocal_sids:\n  - {{sid: \"{SID_END}\", behavior: end}}\n"), &[]);
     let rig = Rig::with_config("srv6trust", &cfg);
     warm_up(&rig);
     assert_ping(&rig, "h2", H1_V6);
@@ -500,7 +541,11 @@ fn untrusted_port_is_dropped() {
     send("h1", H2_V6);
     std::thread::sleep(Duration::from_millis(500));
     let at_h2 = cap.fields("udp.dstport == 9999", &["ipv6.src", "ipv6.dst"]);
-    assert!(at_h2.is_empty(), "h2 received packets sent from the untrusted port to the End SID: {at_h2:?}{}", rig.ctx());
+    assert!(
+        at_h2.is_empty(),
+        "h2 received packets sent from the untrusted port to the End SID: {at_h2:?}{}",
+        rig.ctx()
+    );
     let m1 = poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
         let m = rig.app.metrics();
         (metric_sum(&m, "appliance_drops_total", &[("reason", "srv6_untrusted")])
@@ -508,7 +553,13 @@ fn untrusted_port_is_dropped() {
             >= 3.0)
             .then_some(m)
     })
-    .unwrap_or_else(|| panic!("appliance_drops_total{{reason=\"srv6_untrusted\"}} did not grow by 3:\n{}{}", rig.app.metrics(), rig.ctx()));
+    .unwrap_or_else(|| {
+        panic!(
+            "appliance_drops_total{{reason=\"srv6_untrusted\"}} did not grow by 3:\n{}{}",
+            rig.app.metrics(),
+            rig.ctx()
+        )
+    });
     assert_eq!(
         sid_drops(&m1, SID_END, "srv6_untrusted") - sid_drops(&m0, SID_END, "srv6_untrusted"),
         3.0,
@@ -520,7 +571,12 @@ fn untrusted_port_is_dropped() {
     send("h2", H1_V6);
     std::thread::sleep(Duration::from_millis(500));
     let at_h1 = cap.fields("udp.dstport == 9999", &["ipv6.src", "ipv6.dst", "ipv6.routing.segleft"]);
-    assert_eq!(at_h1.len(), 3, "h1 should receive the 3 packets sent from the trusted port through End: {at_h1:?}{}", rig.ctx());
+    assert_eq!(
+        at_h1.len(),
+        3,
+        "h1 should receive the 3 packets sent from the trusted port through End: {at_h1:?}{}",
+        rig.ctx()
+    );
     for r in &at_h1 {
         assert_eq!(r, &vec![H2_V6.to_string(), H1_V6.to_string(), "0".to_string()], "packet at h1 after End");
     }

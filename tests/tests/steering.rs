@@ -39,7 +39,12 @@ impl Steering {
     fn start(tag: &str, loads: [u32; 3], static_neighbors: bool) -> Steering {
         let fab = StorageFabric::up(tag);
         let apps = (1..=3)
-            .map(|k| Appliance::start_in(&fab.appliance_ns(k), &candidate_config(k, THRESHOLD, loads[k - 1], static_neighbors)))
+            .map(|k| {
+                Appliance::start_in(
+                    &fab.appliance_ns(k),
+                    &candidate_config(k, THRESHOLD, loads[k - 1], static_neighbors),
+                )
+            })
             .collect();
         Steering { apps, fab, loads }
     }
@@ -120,7 +125,11 @@ impl Steering {
 fn assert_answered_by(st: &Steering, p: &Probe, k: usize) {
     let want: Ipv6Addr = sid(k).parse().unwrap();
     let Some(a) = &p.answer else {
-        panic!("request {} got no reply within {REPLY_TIMEOUT:?} (expected candidate {k}, {want}){}", p.request_id, st.ctx());
+        panic!(
+            "request {} got no reply within {REPLY_TIMEOUT:?} (expected candidate {k}, {want}){}",
+            p.request_id,
+            st.ctx()
+        );
     };
     let what = format!("reply to request {}: {a:?}", p.request_id);
     assert_eq!((a.from, a.from_port), (want, STORAGE_PORT), "{what}: should come from candidate {k}'s SID{}", st.ctx());
@@ -151,11 +160,22 @@ fn busy_first_candidate_passes_to_the_second() {
     let rows = tshark_fields(
         cap.path(),
         &format!("udp.dstport == {STORAGE_PORT}"),
-        &["ipv6.dst", "ipv6.routing.type", "ipv6.routing.segleft", "ipv6.routing.srh.last_entry", "ipv6.routing.srh.addr", "udp.checksum.status"],
+        &[
+            "ipv6.dst",
+            "ipv6.routing.type",
+            "ipv6.routing.segleft",
+            "ipv6.routing.srh.last_entry",
+            "ipv6.routing.srh.addr",
+            "udp.checksum.status",
+        ],
     );
     let segments = format!("{},{},{}", sid(3), sid(2), sid(1));
     let want = vec![sid(1), "4".into(), "2".into(), "2".into(), segments, "1".into()];
-    assert_eq!(rows, vec![want], "the request on the client's wire (dst, routing type, SL, last entry, segments, checksum status 1 = good)");
+    assert_eq!(
+        rows,
+        vec![want],
+        "the request on the client's wire (dst, routing type, SL, last entry, segments, checksum status 1 = good)"
+    );
 }
 
 /// (b) The first candidate is idle: it accepts, nobody else sees the request.

@@ -50,10 +50,10 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
     .context("creating the mbuf pool (mempool.mbufs too large for eal.memory_mb?)")?;
     let (ports, infos) = ports::start(cfg, &eal, &pool)?;
     let (neigh, neigh_writer) = NeighborTable::new(cfg.neighbor.entries_max as usize);
-    let storage_plan = cfg.storage.as_ref().map(|st| StoragePlan {
-        object_prefix: st.object_prefix.addr,
-        udp_port: cfg.storage_service.udp_port,
-    });
+    let storage_plan = cfg
+        .storage
+        .as_ref()
+        .map(|st| StoragePlan { object_prefix: st.object_prefix.addr, udp_port: cfg.storage_service.udp_port });
     let pipeline = Arc::new(
         Pipeline::build(infos, &cfg.routes, &cfg.srv6, nat::plan(cfg), storage_plan, neigh.clone())
             .context("building the route tables")?,

@@ -12,7 +12,11 @@ use dataplane::fib::{link_local_from_mac, PortInfo};
 use crate::config::{format_mac, Config};
 
 /// Starts the ports; returns them (by config index) and their descriptions.
-pub(super) fn start(cfg: &Config, eal: &Arc<rte::Eal>, pool: &rte::Mempool) -> Result<(Vec<Arc<rte::Port>>, Vec<PortInfo>)> {
+pub(super) fn start(
+    cfg: &Config,
+    eal: &Arc<rte::Eal>,
+    pool: &rte::Mempool,
+) -> Result<(Vec<Arc<rte::Port>>, Vec<PortInfo>)> {
     let workers = cfg.lcores.workers.len();
     let mut ports = Vec::new();
     let mut infos = Vec::new();

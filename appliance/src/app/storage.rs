@@ -83,7 +83,8 @@ fn open_store(st: &Storage, device: &str, udp_port: u16) -> Result<(Box<dyn Bloc
     } else {
         let path = std::path::Path::new(&device);
         if !path.exists() {
-            UringDevice::create_file(path, blocks * 4096).with_context(|| format!("storage.device: creating {device}"))?;
+            UringDevice::create_file(path, blocks * 4096)
+                .with_context(|| format!("storage.device: creating {device}"))?;
         }
         // Blank (never formatted): the first block is all zeros.
         let mut first = [0u8; 4096];
@@ -100,8 +101,9 @@ fn open_store(st: &Storage, device: &str, udp_port: u16) -> Result<(Box<dyn Bloc
             .with_context(|| format!("formatting {device}"))?;
         tracing::info!(device = %device, size_mb = st.size_mb, "storage device formatted");
     }
-    let store = Store::open(&*dev, StoreConfig { max_requests: st.requests_max.min(1024) as usize, checkpoint_depth: 8 })
-        .with_context(|| format!("opening the object store on {device}"))?;
+    let store =
+        Store::open(&*dev, StoreConfig { max_requests: st.requests_max.min(1024) as usize, checkpoint_depth: 8 })
+            .with_context(|| format!("opening the object store on {device}"))?;
     tracing::info!(device = %dev.describe(), objects = store.index().len(), object_prefix = %st.object_prefix, "object store opened");
     let svc = ObjectService::new(store, udp_port, st.requests_max as usize, st.assemblies_max as usize);
     Ok((dev, svc))

@@ -93,7 +93,11 @@ pub(super) fn build(
 
 /// Worker `w`'s rx queues (queue `q` of every port with `q % workers == w`),
 /// tx queues (queue `w` of every port) and counter block.
-fn queues(cfg: &Config, ports: &[Arc<rte::Port>], w: usize) -> Result<(Vec<RxBinding>, Vec<rte::TxQueue>, Arc<WorkerCounters>)> {
+fn queues(
+    cfg: &Config,
+    ports: &[Arc<rte::Port>],
+    w: usize,
+) -> Result<(Vec<RxBinding>, Vec<rte::TxQueue>, Arc<WorkerCounters>)> {
     let workers = cfg.lcores.workers.len();
     let (mut rx, mut rxc, mut tx, mut txc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (pi, p) in cfg.ports.iter().enumerate() {
@@ -106,6 +110,7 @@ fn queues(cfg: &Config, ports: &[Arc<rte::Port>], w: usize) -> Result<(Vec<RxBin
         tx.push(port.tx_queue(w as u16)?);
         txc.push(QueueCounters { port: pi as u16, queue: w as u16, ..Default::default() });
     }
-    let counters = Arc::new(WorkerCounters { lcore: cfg.lcores.workers[w].lcore, rx: rxc, tx: txc, ..Default::default() });
+    let counters =
+        Arc::new(WorkerCounters { lcore: cfg.lcores.workers[w].lcore, rx: rxc, tx: txc, ..Default::default() });
     Ok((rx, tx, counters))
 }

@@ -28,7 +28,11 @@ fn read_pcap(path: &str) -> Result<Vec<Vec<u8>>> {
     };
     let u32_at = |o: usize| {
         let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
     };
     let mut frames = Vec::new();
     let mut off = 24;

@@ -31,16 +31,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// shows the syntax in the error.
 pub(super) fn parse_unicast_mac(path: &str, text: &str, example: &str) -> Res<[u8; 6]> {
     let mac = parse_mac(text).ok_or_else(|| {
-        ConfigError::invalid(
-            path,
-            format!("{text:?} is not a MAC address (expected e.g. \"{example}\")"),
-        )
+        ConfigError::invalid(path, format!("{text:?} is not a MAC address (expected e.g. \"{example}\")"))
     })?;
     if mac[0] & 1 != 0 || mac == [0; 6] {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{text} is not a unicast MAC address"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{text} is not a unicast MAC address")));
     }
     Ok(mac)
 }
@@ -98,10 +92,7 @@ pub(super) fn parse_network(path: &str, text: &str) -> Res<IpCidr> {
             IpCidr::V4(c) => c.trunc().to_string(),
             IpCidr::V6(c) => c.trunc().to_string(),
         };
-        return Err(ConfigError::invalid(
-            path,
-            format!("{prefix} has host bits set (the network is {net})"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{prefix} has host bits set (the network is {net})")));
     }
     Ok(prefix)
 }

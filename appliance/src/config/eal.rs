@@ -88,9 +88,7 @@ impl EalLogLevel {
 
 pub(super) fn validate(r: &EalYaml) -> Res<Eal> {
     let ok = (1..=32).contains(&r.file_prefix.len())
-        && r.file_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && r.file_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
         return Err(ConfigError::invalid(
             "eal.file_prefix",
@@ -122,45 +120,24 @@ mod tests {
 
     #[test]
     fn eal_file_prefix() {
-        assert_err_starts(
-            &format!("{BASE}eal:\n  file_prefix: \"a b\"\n"),
-            "eal.file_prefix: \"a b\" must match",
-        );
-        assert_err_starts(
-            &format!("{BASE}eal:\n  file_prefix: \"\"\n"),
-            "eal.file_prefix: ",
-        );
-        assert_err_starts(
-            &format!("{BASE}eal:\n  file_prefix: {}\n", "x".repeat(33)),
-            "eal.file_prefix: ",
-        );
+        assert_err_starts(&format!("{BASE}eal:\n  file_prefix: \"a b\"\n"), "eal.file_prefix: \"a b\" must match");
+        assert_err_starts(&format!("{BASE}eal:\n  file_prefix: \"\"\n"), "eal.file_prefix: ");
+        assert_err_starts(&format!("{BASE}eal:\n  file_prefix: {}\n", "x".repeat(33)), "eal.file_prefix: ");
     }
 
     #[test]
     fn eal_memory() {
-        assert_err(
-            &format!("{BASE}eal:\n  memory_mb: 32\n"),
-            "eal.memory_mb: must be 64..=65536",
-        );
-        assert_err(
-            &format!("{BASE}eal:\n  memory_mb: -1\n"),
-            "eal.memory_mb: must be 64..=65536",
-        );
+        assert_err(&format!("{BASE}eal:\n  memory_mb: 32\n"), "eal.memory_mb: must be 64..=65536");
+        assert_err(&format!("{BASE}eal:\n  memory_mb: -1\n"), "eal.memory_mb: must be 64..=65536");
     }
 
     #[test]
     fn eal_extra_args_non_empty() {
-        assert_err_starts(
-            &format!("{BASE}eal:\n  extra_args: [\"--x\", \"\"]\n"),
-            "eal.extra_args[1]: ",
-        );
+        assert_err_starts(&format!("{BASE}eal:\n  extra_args: [\"--x\", \"\"]\n"), "eal.extra_args[1]: ");
     }
 
     #[test]
     fn eal_pci_needs_pci_port() {
-        assert_err_starts(
-            &format!("{BASE}eal:\n  pci: true\n"),
-            "eal.pci: true, but no port is a PCI device",
-        );
+        assert_err_starts(&format!("{BASE}eal:\n  pci: true\n"), "eal.pci: true, but no port is a PCI device");
     }
 }

@@ -22,39 +22,27 @@ impl Host {
     /// This machine, read from `/sys` and `/proc`. What cannot be read is
     /// not checked.
     pub fn current() -> Host {
-        let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
-            .ok()
-            .and_then(|t| CpuList::parse(t.trim()));
-        let allowed = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                    .and_then(|v| CpuList::parse(v.trim()))
-            });
+        let online =
+            std::fs::read_to_string("/sys/devices/system/cpu/online").ok().and_then(|t| CpuList::parse(t.trim()));
+        let allowed = std::fs::read_to_string("/proc/self/status").ok().and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).and_then(|v| CpuList::parse(v.trim()))
+        });
         Host { online, allowed }
     }
 
     /// A machine with the `online` CPUs, of which this process may use
     /// `allowed`; both in the kernel's list format (`0-3,6`).
     pub fn with_cpus(online: &str, allowed: &str) -> Option<Host> {
-        Some(Host {
-            online: Some(CpuList::parse(online)?),
-            allowed: Some(CpuList::parse(allowed)?),
-        })
+        Some(Host { online: Some(CpuList::parse(online)?), allowed: Some(CpuList::parse(allowed)?) })
     }
 
     /// Why `cpu` cannot run an lcore here, if it cannot.
     fn refuses(&self, cpu: u32) -> Option<String> {
         if let Some(online) = self.online.as_ref().filter(|l| !l.contains(cpu)) {
-            return Some(format!(
-                "CPU {cpu} does not exist (this machine has CPUs {online})"
-            ));
+            return Some(format!("CPU {cpu} does not exist (this machine has CPUs {online})"));
         }
         if let Some(allowed) = self.allowed.as_ref().filter(|l| !l.contains(cpu)) {
-            return Some(format!(
-                "CPU {cpu} is not available to this process (it may run on CPUs {allowed})"
-            ));
+            return Some(format!("CPU {cpu} is not available to this process (it may run on CPUs {allowed})"));
         }
         None
     }
@@ -125,10 +113,8 @@ mod tests {
     use super::*;
 
     fn two_workers(cpus: &str) -> Config {
-        ok(
-            &format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{cpus}]\n")
-                .replace("qpairs=1", "qpairs=2"),
-        )
+        ok(&format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{cpus}]\n")
+            .replace("qpairs=1", "qpairs=2"))
     }
 
     #[test]
@@ -185,30 +171,17 @@ mod tests {
     #[test]
     fn this_machine() {
         let host = Host::current();
-        let online = host
-            .online
-            .as_ref()
-            .expect("cannot read /sys/devices/system/cpu/online");
+        let online = host.online.as_ref().expect("cannot read /sys/devices/system/cpu/online");
         if online.contains(1023) {
             return; // a machine with 1024 CPUs: nothing to refuse
         }
-        let c = ok(&format!(
-            "{BASE}lcores:\n  main: {{lcore: 0, cpu: 1023}}\n  workers: [{{lcore: 1, cpu: 0}}]\n"
-        ));
+        let c = ok(&format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 1023}}\n  workers: [{{lcore: 1, cpu: 0}}]\n"));
         let e = c.check_host(&host).unwrap_err().to_string();
-        assert!(
-            e.starts_with("lcores.main.cpu: CPU 1023 does not exist (this machine has CPUs "),
-            "{e}"
-        );
-        let c = ok(&format!(
-            "{BASE}lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{{lcore: 1, cpu: 0}}]\n"
-        ));
+        assert!(e.starts_with("lcores.main.cpu: CPU 1023 does not exist (this machine has CPUs "), "{e}");
+        let c = ok(&format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{{lcore: 1, cpu: 0}}]\n"));
         // CPU 0 may be outside a restricted affinity, but it exists
         if let Err(e) = c.check_host(&host) {
-            assert!(
-                e.to_string().contains("is not available to this process"),
-                "{e}"
-            );
+            assert!(e.to_string().contains("is not available to this process"), "{e}");
         }
     }
 }

@@ -35,14 +35,8 @@ pub(super) struct LcoresYaml {
 impl Default for LcoresYaml {
     fn default() -> Self {
         LcoresYaml {
-            main: LcoreYaml {
-                lcore: 0,
-                cpu: Some(0),
-            },
-            workers: vec![LcoreYaml {
-                lcore: 1,
-                cpu: Some(1),
-            }],
+            main: LcoreYaml { lcore: 0, cpu: Some(0) },
+            workers: vec![LcoreYaml { lcore: 1, cpu: Some(1) }],
             mapper: None,
         }
     }
@@ -68,11 +62,7 @@ pub(super) struct MempoolYaml {
 
 impl Default for MempoolYaml {
     fn default() -> Self {
-        MempoolYaml {
-            mbufs: 8191,
-            cache_size: 256,
-            data_room_bytes: 2176,
-        }
+        MempoolYaml { mbufs: 8191, cache_size: 256, data_room_bytes: 2176 }
     }
 }
 
@@ -168,26 +158,12 @@ pub(super) fn validate_lcores(r: &mut LcoresYaml) -> Res<Lcores> {
             Some(l)
         }
     };
-    Ok(Lcores {
-        main,
-        workers,
-        mapper,
-    })
+    Ok(Lcores { main, workers, mapper })
 }
 
 fn validate_lcore(path: &str, l: &mut LcoreYaml) -> Res<Lcore> {
-    let lcore = range(
-        &format!("{path}.lcore"),
-        l.lcore,
-        0,
-        i64::from(MAX_LCORE) - 1,
-    )?;
-    let cpu = range(
-        &format!("{path}.cpu"),
-        l.cpu.unwrap_or(l.lcore),
-        0,
-        i64::from(MAX_CPU) - 1,
-    )?;
+    let lcore = range(&format!("{path}.lcore"), l.lcore, 0, i64::from(MAX_LCORE) - 1)?;
+    let cpu = range(&format!("{path}.cpu"), l.cpu.unwrap_or(l.lcore), 0, i64::from(MAX_CPU) - 1)?;
     l.cpu = Some(i64::from(cpu));
     Ok(Lcore { lcore, cpu })
 }
@@ -203,18 +179,11 @@ pub(super) fn validate_mempool(r: &MempoolYaml) -> Res<Mempool> {
     if cache_size > max_cache_size(mbufs) {
         return Err(ConfigError::invalid(
             "mempool.cache_size",
-            format!(
-                "must be <= mbufs / 1.5 ({} for {mbufs} mbufs)",
-                max_cache_size(mbufs)
-            ),
+            format!("must be <= mbufs / 1.5 ({} for {mbufs} mbufs)", max_cache_size(mbufs)),
         ));
     }
     let data_room_bytes = range("mempool.data_room_bytes", r.data_room_bytes, 1152, 65535)?;
-    Ok(Mempool {
-        mbufs,
-        cache_size,
-        data_room_bytes,
-    })
+    Ok(Mempool { mbufs, cache_size, data_room_bytes })
 }
 
 #[cfg(test)]
@@ -224,13 +193,8 @@ mod tests {
 
     #[test]
     fn lcores_rules() {
-        assert_err(
-            &format!("{BASE}lcores:\n  workers: []\n"),
-            "lcores.workers: must have 1..=64 entries, has 0",
-        );
-        let many: Vec<String> = (1..=65)
-            .map(|i| format!("{{lcore: {i}, cpu: 1}}"))
-            .collect();
+        assert_err(&format!("{BASE}lcores:\n  workers: []\n"), "lcores.workers: must have 1..=64 entries, has 0");
+        let many: Vec<String> = (1..=65).map(|i| format!("{{lcore: {i}, cpu: 1}}")).collect();
         assert_err(
             &format!("{BASE}lcores:\n  workers: [{}]\n", many.join(", ")),
             "lcores.workers: must have 1..=64 entries, has 65",
@@ -243,10 +207,7 @@ mod tests {
             &format!("{BASE}lcores:\n  workers: [{{lcore: 1, cpu: 1024}}]\n"),
             "lcores.workers[0].cpu: must be 0..=1023",
         );
-        assert_err(
-            &format!("{BASE}lcores:\n  main: {{lcore: -1, cpu: 0}}\n"),
-            "lcores.main.lcore: must be 0..=127",
-        );
+        assert_err(&format!("{BASE}lcores:\n  main: {{lcore: -1, cpu: 0}}\n"), "lcores.main.lcore: must be 0..=127");
         assert_err(
             &format!("{BASE}lcores:\n  workers: [{{lcore: 1, cpu: 1}}, {{lcore: 1, cpu: 0}}]\n"),
             "lcores.workers[1].lcore: lcore 1 is already used by lcores.workers[0]",
@@ -256,9 +217,7 @@ mod tests {
             "lcores.workers[0].lcore: lcore 0 is already used by lcores.main",
         );
         // several lcores on one cpu is fine
-        ok(&format!(
-            "{BASE}lcores:\n  main: {{lcore: 0, cpu: 1}}\n  workers: [{{lcore: 1, cpu: 1}}]\n"
-        ));
+        ok(&format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 1}}\n  workers: [{{lcore: 1, cpu: 1}}]\n"));
     }
 
     #[test]
@@ -269,14 +228,8 @@ mod tests {
 
     #[test]
     fn mempool_ranges() {
-        assert_err(
-            &format!("{BASE}mempool:\n  mbufs: 1000\n"),
-            "mempool.mbufs: must be 1023..=1048575",
-        );
-        assert_err(
-            &format!("{BASE}mempool:\n  cache_size: 513\n"),
-            "mempool.cache_size: must be 0..=512",
-        );
+        assert_err(&format!("{BASE}mempool:\n  mbufs: 1000\n"), "mempool.mbufs: must be 1023..=1048575");
+        assert_err(&format!("{BASE}mempool:\n  cache_size: 513\n"), "mempool.cache_size: must be 0..=512");
         assert_err(
             &format!("{BASE}mempool:\n  data_room_bytes: 1000\n"),
             "mempool.data_room_bytes: must be 1152..=65535",
@@ -303,10 +256,7 @@ mod tests {
     fn mbuf_sizes() {
         let m = ok(BASE).mempool;
         assert_eq!((m.mbuf_bytes(), m.object_bytes()), (2304, 2368));
-        let odd = Mempool {
-            data_room_bytes: 9146,
-            ..m
-        };
+        let odd = Mempool { data_room_bytes: 9146, ..m };
         assert_eq!((odd.mbuf_bytes(), odd.object_bytes()), (9274, 9344));
     }
 }

@@ -17,10 +17,7 @@ pub(super) struct LogYaml {
 
 impl Default for LogYaml {
     fn default() -> Self {
-        LogYaml {
-            level: "info".to_string(),
-            format: LogFormat::Text,
-        }
+        LogYaml { level: "info".to_string(), format: LogFormat::Text }
     }
 }
 
@@ -61,10 +58,7 @@ pub(super) fn validate(r: &LogYaml) -> Res<Log> {
             ),
         ));
     }
-    Ok(Log {
-        level: r.level.clone(),
-        format: r.format,
-    })
+    Ok(Log { level: r.level.clone(), format: r.format })
 }
 
 #[cfg(test)]
@@ -79,9 +73,7 @@ mod tests {
             "log.level: \"warning\" must be one of trace debug info warn error off",
         );
         assert_err_starts(&format!("{BASE}log:\n  level: \"\"\n"), "log.level: ");
-        let c = ok(&format!(
-            "{BASE}log:\n  level: \"info,appliance::neigh=debug\"\n  format: json\n"
-        ));
+        let c = ok(&format!("{BASE}log:\n  level: \"info,appliance::neigh=debug\"\n  format: json\n"));
         assert_eq!(c.log.level, "info,appliance::neigh=debug");
         assert_eq!(c.log.format, LogFormat::Json);
     }

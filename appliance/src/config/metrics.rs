@@ -15,9 +15,7 @@ pub(super) struct MetricsYaml {
 
 impl Default for MetricsYaml {
     fn default() -> Self {
-        MetricsYaml {
-            listen: Some("127.0.0.1:9100".to_string()),
-        }
+        MetricsYaml { listen: Some("127.0.0.1:9100".to_string()) }
     }
 }
 
@@ -40,10 +38,7 @@ pub(super) fn validate(r: &mut MetricsYaml) -> Res<Metrics> {
                 )
             })?;
             if a.port() == 0 {
-                return Err(ConfigError::invalid(
-                    "metrics.listen",
-                    format!("{s}: port 0 is not allowed"),
-                ));
+                return Err(ConfigError::invalid("metrics.listen", format!("{s}: port 0 is not allowed")));
             }
             Some(a)
         }
@@ -67,9 +62,7 @@ mod tests {
             "metrics.listen: 127.0.0.1:0: port 0 is not allowed",
         );
         assert_eq!(
-            ok(&format!("{BASE}metrics:\n  listen: \"[::1]:9100\"\n"))
-                .metrics
-                .listen,
+            ok(&format!("{BASE}metrics:\n  listen: \"[::1]:9100\"\n")).metrics.listen,
             Some("[::1]:9100".parse().unwrap())
         );
     }

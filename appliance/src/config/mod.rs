@@ -109,10 +109,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { path: path.into(), message: message.into() }
     }
 
     /// The field path the error is about (the file name for [`ConfigError::Io`]).
@@ -127,31 +124,21 @@ impl ConfigError {
     pub fn message(&self) -> String {
         match self {
             ConfigError::Io { source, .. } => source.to_string(),
-            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => {
-                message.clone()
-            }
+            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => message.clone(),
         }
     }
 
     /// 1-based (line, column) in the YAML text, when known.
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
-            ConfigError::Parse {
-                line: Some(l),
-                column: Some(c),
-                ..
-            } => Some((*l, *c)),
+            ConfigError::Parse { line: Some(l), column: Some(c), .. } => Some((*l, *c)),
             _ => None,
         }
     }
 
     fn from_yaml(err: serde_path_to_error::Error<serde_yaml_ng::Error>) -> Self {
         let path = err.path().to_string();
-        let path = if path == "." || path.is_empty() {
-            "(top level)".to_string()
-        } else {
-            path
-        };
+        let path = if path == "." || path.is_empty() { "(top level)".to_string() } else { path };
         let inner = err.into_inner();
         let location = inner.location();
         let mut message = humanize(&inner.to_string());
@@ -169,12 +156,7 @@ impl ConfigError {
         } else {
             message = strip_yaml_path(&message, &path).to_string();
         }
-        ConfigError::Parse {
-            path,
-            message,
-            line,
-            column,
-        }
+        ConfigError::Parse { path, message, line, column }
     }
 }
 
@@ -184,9 +166,7 @@ fn humanize(message: &str) -> String {
     let mut out = message.replace("expected i64", "expected an integer");
     while let Some(start) = out.find("struct ") {
         let name = start + "struct ".len();
-        let end = out[name..]
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .map_or(out.len(), |e| name + e);
+        let end = out[name..].find(|c: char| !c.is_ascii_alphanumeric()).map_or(out.len(), |e| name + e);
         out.replace_range(start..end, "a mapping");
     }
     out
@@ -196,10 +176,7 @@ fn humanize(message: &str) -> String {
 /// we print ours, so drop a leading word that is a prefix of our path.
 fn strip_yaml_path<'a>(message: &'a str, path: &str) -> &'a str {
     if let Some((head, rest)) = message.split_once(": ") {
-        if !head.is_empty()
-            && !head.contains(char::is_whitespace)
-            && (head == "." || path.starts_with(head))
-        {
+        if !head.is_empty() && !head.contains(char::is_whitespace) && (head == "." || path.starts_with(head)) {
             return rest;
         }
     }
@@ -257,10 +234,7 @@ fn pow2_range<T: TryFrom<i64>>(path: &str, v: i64, lo: i64, hi: i64) -> Res<T> {
 /// A list of `lo..=hi` entries.
 fn count(path: &str, n: usize, lo: usize, hi: usize) -> Res<()> {
     if n < lo || n > hi {
-        return Err(ConfigError::invalid(
-            path,
-            format!("must have {lo}..={hi} entries, has {n}"),
-        ));
+        return Err(ConfigError::invalid(path, format!("must have {lo}..={hi} entries, has {n}")));
     }
     Ok(())
 }
@@ -298,9 +272,7 @@ impl<'de, T: FileName> Deserialize<'de> for ByName<T> {
                     .iter()
                     .find(|t| t.file_name() == v)
                     .map(|t| ByName(*t))
-                    .ok_or_else(|| {
-                        E::custom(format!("unknown variant `{v}`, expected {}", one_of::<T>()))
-                    })
+                    .ok_or_else(|| E::custom(format!("unknown variant `{v}`, expected {}", one_of::<T>())))
             }
         }
         d.deserialize_str(Visitor(std::marker::PhantomData))
@@ -310,10 +282,7 @@ impl<'de, T: FileName> Deserialize<'de> for ByName<T> {
 /// The names of `T` as serde lists variants: `` `a` ``, `` `a` or `b` ``,
 /// `` one of `a`, `b`, `c` ``.
 fn one_of<T: FileName>() -> String {
-    let names: Vec<String> = T::VALUES
-        .iter()
-        .map(|v| format!("`{}`", v.file_name()))
-        .collect();
+    let names: Vec<String> = T::VALUES.iter().map(|v| format!("`{}`", v.file_name())).collect();
     match names.as_slice() {
         [one] => one.clone(),
         [a, b] => format!("{a} or {b}"),
@@ -395,17 +364,14 @@ impl Config {
     /// Parses and validates a YAML configuration.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let file: ConfigYaml =
-            serde_path_to_error::deserialize(de).map_err(ConfigError::from_yaml)?;
+        let file: ConfigYaml = serde_path_to_error::deserialize(de).map_err(ConfigError::from_yaml)?;
         validate(file)
     }
 
     /// Reads, parses and validates a YAML configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_path_buf(), source })?;
         let config = Config::from_yaml_str(&text)?;
         tracing::debug!(file = %path.display(), ports = config.ports.len(), "configuration loaded");
         Ok(config)
@@ -565,10 +531,7 @@ fn check_mapper(nat: bool, lcores: &Lcores) -> Res<()> {
             "lcores.mapper",
             "required with nat: the mapping server's lcore, e.g. { lcore: 2, cpu: 0 }",
         )),
-        (false, Some(_)) => Err(ConfigError::invalid(
-            "lcores.mapper",
-            "only used with nat:, which is not configured",
-        )),
+        (false, Some(_)) => Err(ConfigError::invalid("lcores.mapper", "only used with nat:, which is not configured")),
         _ => Ok(()),
     }
 }
@@ -599,10 +562,7 @@ fn ring_descriptors(c: &Config) -> u64 {
     let workers = c.worker_count() as u64;
     c.ports
         .iter()
-        .map(|p| {
-            u64::from(p.queues) * u64::from(p.rx_descriptors)
-                + workers * u64::from(p.tx_descriptors)
-        })
+        .map(|p| u64::from(p.queues) * u64::from(p.rx_descriptors) + workers * u64::from(p.tx_descriptors))
         .sum()
 }
 
@@ -651,8 +611,7 @@ const MIB: u64 = 1 << 20;
 /// limit DPDK would enforce.
 fn check_hugepages(c: &Config) -> Res<()> {
     let m = &c.mempool;
-    let pool = u64::from(m.mbufs) * m.object_bytes()
-        + u64::from(m.mbufs + 1).next_power_of_two() * RING_SLOT_BYTES;
+    let pool = u64::from(m.mbufs) * m.object_bytes() + u64::from(m.mbufs + 1).next_power_of_two() * RING_SLOT_BYTES;
     let workers = c.worker_count() as u64;
     let descriptors = ring_descriptors(c) * DESCRIPTOR_BYTES;
     let mut slots = workers * u64::from(c.pipeline.punt_ring_size + c.pipeline.inject_ring_size);
@@ -731,14 +690,8 @@ mod tests {
         assert!(has("--main-lcore=0"), "{args:?}");
         assert!(has("--huge-unlink"), "{args:?}");
         assert!(has("--log-level=notice"), "{args:?}");
-        assert!(
-            has("--vdev=net_af_packet0,iface=apl-in,qpairs=1"),
-            "{args:?}"
-        );
-        assert!(
-            has("--vdev=net_af_packet1,iface=apl-out,qpairs=1"),
-            "{args:?}"
-        );
+        assert!(has("--vdev=net_af_packet0,iface=apl-in,qpairs=1"), "{args:?}");
+        assert!(has("--vdev=net_af_packet1,iface=apl-out,qpairs=1"), "{args:?}");
         let m = args.iter().position(|a| a == "-m").unwrap();
         assert_eq!(args[m + 1], "256");
         assert!(!has("-a"));
@@ -758,33 +711,19 @@ mod tests {
         assert_eq!(
             c.neighbors,
             vec![
-                StaticNeighbor {
-                    ip: "198.51.100.2".parse().unwrap(),
-                    mac: [2, 0, 0, 0, 0x10, 2],
-                    port: 1
-                },
-                StaticNeighbor {
-                    ip: "2001:db8:2::2".parse().unwrap(),
-                    mac: [2, 0, 0, 0, 0x10, 2],
-                    port: 1
-                },
+                StaticNeighbor { ip: "198.51.100.2".parse().unwrap(), mac: [2, 0, 0, 0, 0x10, 2], port: 1 },
+                StaticNeighbor { ip: "2001:db8:2::2".parse().unwrap(), mac: [2, 0, 0, 0, 0x10, 2], port: 1 },
             ]
         );
         // The SRv6 bench modes: an End SID and a storage SID that passes.
         assert_eq!(c.srv6.sids.len(), 2);
         let Some(dataplane::srv6::StoragePolicy::SrC { threshold }) = c.srv6.sids[1].policy else {
-            panic!(
-                "the second SID of bench-memif is sr-c: {:?}",
-                c.srv6.sids[1]
-            );
+            panic!("the second SID of bench-memif is sr-c: {:?}", c.srv6.sids[1]);
         };
         assert!(c.storage_service.queue_depth >= threshold);
         assert_eq!(c.lcores.workers, vec![Lcore { lcore: 1, cpu: 1 }]);
         let args = c.eal_args("appliance");
-        assert!(
-            args.iter().any(|a| a == "--vdev=net_null0,no-rx=1"),
-            "{args:?}"
-        );
+        assert!(args.iter().any(|a| a == "--vdev=net_null0,no-rx=1"), "{args:?}");
         assert!(args.iter().any(|a| a == "--no-pci"));
     }
 
@@ -799,21 +738,11 @@ mod tests {
         assert!(c.eal.extra_args.is_empty());
         assert_eq!(c.lcores.main, Lcore { lcore: 0, cpu: 0 });
         assert_eq!(c.lcores.workers, vec![Lcore { lcore: 1, cpu: 1 }]);
-        assert_eq!(
-            c.mempool,
-            Mempool {
-                mbufs: 8191,
-                cache_size: 256,
-                data_room_bytes: 2176
-            }
-        );
+        assert_eq!(c.mempool, Mempool { mbufs: 8191, cache_size: 256, data_room_bytes: 2176 });
         let p = &c.ports[0];
         assert_eq!(p.args, "");
         assert!(!p.is_pci);
-        assert_eq!(
-            (p.queues, p.rx_descriptors, p.tx_descriptors, p.mtu),
-            (1, 1024, 1024, 1500)
-        );
+        assert_eq!((p.queues, p.rx_descriptors, p.tx_descriptors, p.mtu), (1, 1024, 1024, 1500));
         assert_eq!(p.mac, None);
         assert!(!p.promiscuous);
         assert!(p.ipv4.is_empty() && p.ipv6.is_empty());
@@ -829,22 +758,12 @@ mod tests {
                 reachable_ms: 30000
             }
         );
-        assert_eq!(
-            c.icmp,
-            Icmp {
-                errors_per_s: 100,
-                errors_burst: 50
-            }
-        );
+        assert_eq!(c.icmp, Icmp { errors_per_s: 100, errors_burst: 50 });
         assert_eq!(
             c.pipeline,
             Pipeline {
                 burst_size: 32,
-                idle_backoff: IdleBackoff {
-                    enabled: true,
-                    empty_polls: 256,
-                    sleep_us: 50
-                },
+                idle_backoff: IdleBackoff { enabled: true, empty_polls: 256, sleep_us: 50 },
                 punt_ring_size: 1024,
                 inject_ring_size: 1024
             }
@@ -855,21 +774,12 @@ mod tests {
         assert_eq!(c.srv6, Srv6Config::default());
         assert_eq!((c.srv6.encap_source, &c.srv6.trusted_ports), (None, &None));
         assert!(c.srv6.sids.is_empty() && c.srv6.policies.is_empty());
-        assert_eq!(
-            c.storage_service,
-            StorageService {
-                udp_port: 7878,
-                queue_depth: 0,
-                objects: vec![]
-            }
-        );
+        assert_eq!(c.storage_service, StorageService { udp_port: 7878, queue_depth: 0, objects: vec![] });
     }
 
     #[test]
     fn partial_sections_keep_other_defaults() {
-        let c = ok(&format!(
-            "{BASE}pipeline:\n  idle_backoff:\n    enabled: false\neal:\n  memory_mb: 512\n"
-        ));
+        let c = ok(&format!("{BASE}pipeline:\n  idle_backoff:\n    enabled: false\neal:\n  memory_mb: 512\n"));
         assert!(!c.pipeline.idle_backoff.enabled);
         assert_eq!(c.pipeline.idle_backoff.empty_polls, 256);
         assert_eq!(c.pipeline.burst_size, 32);
@@ -890,10 +800,7 @@ mod tests {
         }
         let y = ok(BASE).to_yaml();
         assert!(y.contains("port: outside"), "{y}");
-        assert!(
-            y.contains("mac: 02:00:00:00:00:02") || y.contains("mac: '02:00:00:00:00:02'"),
-            "{y}"
-        );
+        assert!(y.contains("mac: 02:00:00:00:00:02") || y.contains("mac: '02:00:00:00:00:02'"), "{y}");
         assert!(!y.contains("is_pci"), "{y}");
     }
 
@@ -905,13 +812,9 @@ mod tests {
                     ports:\n  - {name: nic, device: \"0000:0A:00.1\", mac: \"02:AB:00:00:00:01\", \
                     ipv6: [\"2001:0db8:1:0::1/64\"]}\n  - {name: v, device: net_null0, args: null}\n");
         let y = c.to_yaml();
-        for printed in [
-            "device: 0000:0a:00.1",
-            "mac: 02:ab:00:00:00:01",
-            "- 2001:db8:1::1/64",
-            "args: ''",
-            "lcore: 3\n    cpu: 3",
-        ] {
+        for printed in
+            ["device: 0000:0a:00.1", "mac: 02:ab:00:00:00:01", "- 2001:db8:1::1/64", "args: ''", "lcore: 3\n    cpu: 3"]
+        {
             assert!(y.contains(printed), "{printed:?} not in\n{y}");
         }
         assert_eq!(ok(&y), c);
@@ -924,13 +827,7 @@ mod tests {
         assert_eq!(c.metrics.listen, None);
         let c = ok("ports:\n  - name: p0\n    device: net_null0\n    args:\n");
         assert_eq!(c.ports[0].args, "");
-        assert_eq!(
-            c.eal_args("x")
-                .iter()
-                .filter(|a| a.starts_with("--vdev"))
-                .count(),
-            1
-        );
+        assert_eq!(c.eal_args("x").iter().filter(|a| a.starts_with("--vdev")).count(), 1);
     }
 
     #[test]
@@ -945,7 +842,8 @@ mod tests {
 
     #[test]
     fn pci_ports() {
-        let y = "eal: {pci: true}\nports:\n  - {name: nic, device: \"0000:03:00.0\"}\n  - {name: v, device: net_null0}\n";
+        let y =
+            "eal: {pci: true}\nports:\n  - {name: nic, device: \"0000:03:00.0\"}\n  - {name: v, device: net_null0}\n";
         let c = ok(y);
         assert!(c.ports[0].is_pci);
         let args = c.eal_args("x");
@@ -957,9 +855,7 @@ mod tests {
 
     #[test]
     fn extra_args_appended_verbatim() {
-        let c = ok(&format!(
-            "{BASE}eal:\n  extra_args: [\"--no-telemetry\", \"--in-memory\"]\n"
-        ));
+        let c = ok(&format!("{BASE}eal:\n  extra_args: [\"--no-telemetry\", \"--in-memory\"]\n"));
         let args = c.eal_args("x");
         assert_eq!(&args[args.len() - 2..], ["--no-telemetry", "--in-memory"]);
     }
@@ -975,10 +871,7 @@ mod tests {
         let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(203, 0, 113, 1)) && all.is_network());
         let c6: Ipv6Cidr = "2001:db8:1::1/64".parse().unwrap();
-        assert_eq!(
-            c6.network(),
-            "2001:db8:1::".parse::<std::net::Ipv6Addr>().unwrap()
-        );
+        assert_eq!(c6.network(), "2001:db8:1::".parse::<std::net::Ipv6Addr>().unwrap());
         assert!(c6.contains("2001:db8:1::ffff".parse().unwrap()));
         assert!(!c6.contains("2001:db8:2::1".parse().unwrap()));
         let host: Ipv6Cidr = "2001:db8::1/128".parse().unwrap();
@@ -986,10 +879,7 @@ mod tests {
         let r: IpCidr = "2001:db8::/32".parse().unwrap();
         assert!(!r.is_ipv4() && r.prefix_len() == 32 && r.to_string() == "2001:db8::/32");
         assert!(!r.contains("192.0.2.1".parse().unwrap()));
-        assert_eq!(
-            parse_mac("02:00:00:00:10:0a"),
-            Some([2, 0, 0, 0, 0x10, 0x0a])
-        );
+        assert_eq!(parse_mac("02:00:00:00:10:0a"), Some([2, 0, 0, 0, 0x10, 0x0a]));
         assert_eq!(parse_mac("02:00:00:00:10"), None);
         assert_eq!(parse_mac("02:00:00:00:10:0a:00"), None);
         assert_eq!(parse_mac("+2:00:00:00:10:0a"), None);
@@ -1000,51 +890,30 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let e = err(&edit(
-            "    device: net_af_packet0\n",
-            "    device: net_af_packet0\n    quux: 1\n",
-        ));
+        let e = err(&edit("    device: net_af_packet0\n", "    device: net_af_packet0\n    quux: 1\n"));
         assert!(e.starts_with("ports[0].quux: unknown field `quux`"), "{e}");
         assert!(e.contains("line "), "{e}");
         let e = err(&format!("{BASE}pipeline:\n  idle_backoff:\n    sleep: 5\n"));
-        assert!(
-            e.starts_with("pipeline.idle_backoff.sleep: unknown field `sleep`"),
-            "{e}"
-        );
+        assert!(e.starts_with("pipeline.idle_backoff.sleep: unknown field `sleep`"), "{e}");
         let e = err(&format!("{BASE}bogus: 1\n"));
         assert!(e.starts_with("bogus: unknown field `bogus`"), "{e}");
     }
 
     #[test]
     fn bad_type_is_named_with_location() {
-        let y = edit(
-            "    args: \"iface=veth1,qpairs=1\"\n",
-            "    args: \"iface=veth1,qpairs=1\"\n    queues: many\n",
-        );
+        let y = edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1,qpairs=1\"\n    queues: many\n");
         let e = Config::from_yaml_str(&y).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("ports[1].queues: invalid type: string \"many\", expected an integer at line 11 column"), "{s}");
         assert!(
-            s.ends_with(&format!(
-                "at line {} column {}",
-                e.location().unwrap().0,
-                e.location().unwrap().1
-            )),
+            s.starts_with("ports[1].queues: invalid type: string \"many\", expected an integer at line 11 column"),
             "{s}"
         );
+        assert!(s.ends_with(&format!("at line {} column {}", e.location().unwrap().0, e.location().unwrap().1)), "{s}");
         assert_eq!(e.location().unwrap().0, 11);
-        let s = err(&format!(
-            "{BASE}pipeline:\n  idle_backoff:\n    enabled: maybe\n"
-        ));
-        assert!(
-            s.starts_with("pipeline.idle_backoff.enabled: invalid type"),
-            "{s}"
-        );
+        let s = err(&format!("{BASE}pipeline:\n  idle_backoff:\n    enabled: maybe\n"));
+        assert!(s.starts_with("pipeline.idle_backoff.enabled: invalid type"), "{s}");
         let s = err(&format!("{BASE}eal:\n  log_level: loud\n"));
-        assert!(
-            s.starts_with("eal.log_level: unknown variant `loud`"),
-            "{s}"
-        );
+        assert!(s.starts_with("eal.log_level: unknown variant `loud`"), "{s}");
         let s = err(&format!("{BASE}log:\n  format: xml\n"));
         assert!(s.starts_with("log.format: unknown variant `xml`"), "{s}");
         let s = err(&edit("ipv4: [\"192.0.2.1/24\"]", "ipv4: \"192.0.2.1/24\""));
@@ -1064,16 +933,9 @@ mod tests {
         let e = Config::from_yaml_str("ports:\n\t- x\n").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
         assert_eq!(e.location(), Some((2, 1)), "{e}");
-        assert!(
-            e.to_string()
-                .contains("cannot start any token at line 2 column 1"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("cannot start any token at line 2 column 1"), "{e}");
         let e = Config::from_yaml_str("- 1\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "(top level): invalid type: sequence, expected a mapping at line 1 column 1"
-        );
+        assert_eq!(e.to_string(), "(top level): invalid type: sequence, expected a mapping at line 1 column 1");
     }
 
     #[test]
@@ -1106,15 +968,11 @@ mod tests {
              leaves after the descriptor rings (~1 MiB), the rings between lcores (~1 MiB) and DPDK's \
              own 16 MiB: ~239 MiB; lower mempool.mbufs or raise eal.memory_mb",
         );
-        ok(&format!(
-            "{BASE}mempool:\n  mbufs: 262144\neal:\n  memory_mb: 640\n"
-        ));
+        ok(&format!("{BASE}mempool:\n  mbufs: 262144\neal:\n  memory_mb: 640\n"));
         // the smallest memory with the default pool (8191 mbufs, 19 MiB)
         ok(&format!("{BASE}eal:\n  memory_mb: 64\n"));
         // the storage hand-over rings count: 64 workers, 64 x 63 rings of 1024 slots (31.5 MiB)
-        let workers: Vec<String> = (1..=64)
-            .map(|w| format!("{{lcore: {w}, cpu: 0}}"))
-            .collect();
+        let workers: Vec<String> = (1..=64).map(|w| format!("{{lcore: {w}, cpu: 0}}")).collect();
         let many = format!(
             "eal: {{memory_mb: 80}}\nmempool: {{mbufs: 20000, cache_size: 0}}\n\
              lcores:\n  workers: [{}]\n\

@@ -72,11 +72,8 @@ impl Default for NatYaml {
 }
 
 impl FileName for Filtering {
-    const VALUES: &'static [Self] = &[
-        Filtering::EndpointIndependent,
-        Filtering::AddressDependent,
-        Filtering::AddressAndPortDependent,
-    ];
+    const VALUES: &'static [Self] =
+        &[Filtering::EndpointIndependent, Filtering::AddressDependent, Filtering::AddressAndPortDependent];
     fn file_name(self) -> &'static str {
         match self {
             Filtering::EndpointIndependent => "endpoint-independent",
@@ -119,12 +116,7 @@ pub(super) fn validate(r: &mut NatYaml, ports: &[Port], pipeline_backoff: bool) 
         inside,
         outside,
         table,
-        worker_cache_entries: pow2_range(
-            "nat.worker_cache_entries",
-            r.worker_cache_entries,
-            1024,
-            1 << 24,
-        )?,
+        worker_cache_entries: pow2_range("nat.worker_cache_entries", r.worker_cache_entries, 1024, 1 << 24)?,
         ring_size: pow2_range("nat.ring_size", r.ring_size, 64, 65536)?,
         seeded: r.random_seed.is_some(),
         mapper_idle_backoff: r.mapper_idle_backoff.unwrap_or(pipeline_backoff),
@@ -154,10 +146,7 @@ fn nat_ports(path: &str, names: &[String], ports: &[Port]) -> Res<Vec<usize>> {
         if ports[p].ipv4.is_empty() {
             return Err(ConfigError::invalid(
                 entry,
-                format!(
-                    "port {} has no IPv4 address (NAT44 routes IPv4 through it)",
-                    ports[p].name
-                ),
+                format!("port {} has no IPv4 address (NAT44 routes IPv4 through it)", ports[p].name),
             ));
         }
         Ok(())
@@ -175,30 +164,18 @@ fn validate_pool(entries: &[String], ports: &[Port]) -> Res<Vec<Ipv4Addr>> {
         let (base, len) = pool_entry(&path, text)?;
         let n = 1u64 << (32 - u32::from(len));
         if pool.len() as u64 + n > MAX_NAT_POOL as u64 {
-            return Err(ConfigError::invalid(
-                &path,
-                format!("the pool would exceed {MAX_NAT_POOL} addresses"),
-            ));
+            return Err(ConfigError::invalid(&path, format!("the pool would exceed {MAX_NAT_POOL} addresses")));
         }
         for k in 0..n as u32 {
             let a = Ipv4Addr::from(base + k);
             if a.is_multicast() || a.is_broadcast() || a.is_loopback() || a.is_unspecified() {
-                return Err(ConfigError::invalid(
-                    &path,
-                    format!("{a} cannot be a public address"),
-                ));
+                return Err(ConfigError::invalid(&path, format!("{a} cannot be a public address")));
             }
             if let Some(j) = seen.get(&a) {
-                return Err(ConfigError::invalid(
-                    &path,
-                    format!("{a} is already in nat.pool[{j}]"),
-                ));
+                return Err(ConfigError::invalid(&path, format!("{a} is already in nat.pool[{j}]")));
             }
             if let Some(owner) = own_address(IpAddr::V4(a), ports) {
-                return Err(ConfigError::invalid(
-                    &path,
-                    format!("{a} is a port address ({owner})"),
-                ));
+                return Err(ConfigError::invalid(&path, format!("{a} is a port address ({owner})")));
             }
             seen.insert(a, i);
             pool.push(a);
@@ -210,25 +187,17 @@ fn validate_pool(entries: &[String], ports: &[Port]) -> Res<Vec<Ipv4Addr>> {
 /// One pool entry: `(first address, prefix length)`.
 fn pool_entry(path: &str, text: &str) -> Res<(u32, u8)> {
     if !text.contains('/') {
-        let a: Ipv4Addr = text.parse().map_err(|_| {
-            ConfigError::invalid(path, format!("{text:?} is not an IPv4 address or prefix"))
-        })?;
+        let a: Ipv4Addr = text
+            .parse()
+            .map_err(|_| ConfigError::invalid(path, format!("{text:?} is not an IPv4 address or prefix")))?;
         return Ok((u32::from(a), 32));
     }
-    let c: Ipv4Cidr = text
-        .parse()
-        .map_err(|e: String| ConfigError::invalid(path, e))?;
+    let c: Ipv4Cidr = text.parse().map_err(|e: String| ConfigError::invalid(path, e))?;
     if c.len < 16 {
-        return Err(ConfigError::invalid(
-            path,
-            format!("/{} is too large: at most a /16 per entry", c.len),
-        ));
+        return Err(ConfigError::invalid(path, format!("/{} is too large: at most a /16 per entry", c.len)));
     }
     if !c.is_network() {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{text} has host bits set (write the network)"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{text} has host bits set (write the network)")));
     }
     Ok((u32::from(c.addr), c.len))
 }
@@ -242,20 +211,10 @@ fn table_config(r: &NatYaml, pool: Vec<Ipv4Addr>) -> Res<NatConfig> {
     let table = NatConfig {
         pool,
         ports_per_block: range(&path("ports_per_block"), r.ports_per_block, 1, 65535)?,
-        blocks_per_subscriber_max: range(
-            &path("blocks_per_subscriber_max"),
-            r.blocks_per_subscriber_max,
-            0,
-            65535,
-        )?,
+        blocks_per_subscriber_max: range(&path("blocks_per_subscriber_max"), r.blocks_per_subscriber_max, 0, 65535)?,
         subscribers_max: range(&path("subscribers_max"), r.subscribers_max, 0, u32_max)?,
         blocks_max: range(&path("blocks_max"), r.blocks_max, 0, u32_max)?,
-        port_quarantine_max: range(
-            &path("port_quarantine_max"),
-            r.port_quarantine_max,
-            0,
-            u32_max,
-        )?,
+        port_quarantine_max: range(&path("port_quarantine_max"), r.port_quarantine_max, 0, u32_max)?,
         reuse_delay_ms: range(&path("reuse_delay_ms"), r.reuse_delay_ms, 0, i64::MAX)?,
         mappings_max: range(&path("mappings_max"), r.mappings_max, 0, u32_max)?,
         sessions_max: range(&path("sessions_max"), r.sessions_max, 0, u32_max)?,
@@ -267,21 +226,12 @@ fn table_config(r: &NatYaml, pool: Vec<Ipv4Addr>) -> Res<NatConfig> {
             0,
             i64::MAX,
         )?,
-        tcp_transitory_timeout_ms: range(
-            &path("tcp_transitory_timeout_ms"),
-            r.tcp_transitory_timeout_ms,
-            0,
-            i64::MAX,
-        )?,
+        tcp_transitory_timeout_ms: range(&path("tcp_transitory_timeout_ms"), r.tcp_transitory_timeout_ms, 0, i64::MAX)?,
         icmp_timeout_ms: range(&path("icmp_timeout_ms"), r.icmp_timeout_ms, 0, i64::MAX)?,
         random_seed: r.random_seed.unwrap_or(d.random_seed),
-        hash_seed: r
-            .random_seed
-            .map_or(d.hash_seed, |s| dataplane::nat::mix64(s ^ d.hash_seed)),
+        hash_seed: r.random_seed.map_or(d.hash_seed, |s| dataplane::nat::mix64(s ^ d.hash_seed)),
     };
-    table
-        .validate()
-        .map_err(|e| ConfigError::invalid(path(e.field), e.reason))?;
+    table.validate().map_err(|e| ConfigError::invalid(path(e.field), e.reason))?;
     Ok(table)
 }
 
@@ -340,103 +290,42 @@ nat:
     #[test]
     fn nat_errors_name_the_field() {
         let cases: &[(&str, &str, &str)] = &[
-            (
-                "  mapper: { lcore: 2, cpu: 0 }\n",
-                "",
-                "lcores.mapper: required with nat",
-            ),
+            ("  mapper: { lcore: 2, cpu: 0 }\n", "", "lcores.mapper: required with nat"),
             (
                 "mapper: { lcore: 2, cpu: 0 }",
                 "mapper: { lcore: 1, cpu: 0 }",
                 "lcores.mapper.lcore: lcore 1 is already used",
             ),
-            (
-                "inside: [inside]",
-                "inside: []",
-                "nat.inside: must name at least one port",
-            ),
-            (
-                "inside: [inside]",
-                "inside: [nope]",
-                "nat.inside[0]: no port named \"nope\"",
-            ),
-            (
-                "outside: [outside]",
-                "outside: [inside]",
-                "nat.outside[0]: port inside is also in nat.inside",
-            ),
-            (
-                "outside: [outside]",
-                "outside: [outside, outside]",
-                "nat.outside[1]: duplicate port outside",
-            ),
-            (
-                "pool: [\"100.64.100.0/30\", \"100.64.100.9\"]",
-                "pool: []",
-                "nat.pool: at least one",
-            ),
-            (
-                "\"100.64.100.9\"",
-                "\"100.64.100.2\"",
-                "nat.pool[1]: 100.64.100.2 is already in nat.pool[0]",
-            ),
-            (
-                "\"100.64.100.9\"",
-                "\"198.51.100.1\"",
-                "nat.pool[1]: 198.51.100.1 is a port address (ports[1].ipv4[0])",
-            ),
-            (
-                "\"100.64.100.9\"",
-                "\"bogus\"",
-                "nat.pool[1]: \"bogus\" is not an IPv4 address or prefix",
-            ),
-            (
-                "\"100.64.100.0/30\"",
-                "\"100.64.100.1/30\"",
-                "nat.pool[0]: 100.64.100.1/30 has host bits set",
-            ),
-            (
-                "\"100.64.100.0/30\"",
-                "\"100.64.0.0/15\"",
-                "nat.pool[0]: /15 is too large",
-            ),
-            (
-                "ports_per_block: 256",
-                "ports_per_block: 100",
-                "nat.ports_per_block: 100: must be a power of two",
-            ),
-            (
-                "sessions_max: 8192",
-                "sessions_max: 100",
-                "nat.sessions_max: 100 is below mappings_max",
-            ),
-            (
-                "udp_timeout_ms: 120000",
-                "udp_timeout_ms: 10",
-                "nat.udp_timeout_ms: 10: must be in 1000..=86400000",
-            ),
-            (
-                "filtering: address-dependent",
-                "filtering: strict",
-                "nat.filtering: unknown variant",
-            ),
+            ("inside: [inside]", "inside: []", "nat.inside: must name at least one port"),
+            ("inside: [inside]", "inside: [nope]", "nat.inside[0]: no port named \"nope\""),
+            ("outside: [outside]", "outside: [inside]", "nat.outside[0]: port inside is also in nat.inside"),
+            ("outside: [outside]", "outside: [outside, outside]", "nat.outside[1]: duplicate port outside"),
+            ("pool: [\"100.64.100.0/30\", \"100.64.100.9\"]", "pool: []", "nat.pool: at least one"),
+            ("\"100.64.100.9\"", "\"100.64.100.2\"", "nat.pool[1]: 100.64.100.2 is already in nat.pool[0]"),
+            ("\"100.64.100.9\"", "\"198.51.100.1\"", "nat.pool[1]: 198.51.100.1 is a port address (ports[1].ipv4[0])"),
+            ("\"100.64.100.9\"", "\"bogus\"", "nat.pool[1]: \"bogus\" is not an IPv4 address or prefix"),
+            ("\"100.64.100.0/30\"", "\"100.64.100.1/30\"", "nat.pool[0]: 100.64.100.1/30 has host bits set"),
+            ("\"100.64.100.0/30\"", "\"100.64.0.0/15\"", "nat.pool[0]: /15 is too large"),
+            ("ports_per_block: 256", "ports_per_block: 100", "nat.ports_per_block: 100: must be a power of two"),
+            ("sessions_max: 8192", "sessions_max: 100", "nat.sessions_max: 100 is below mappings_max"),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 10", "nat.udp_timeout_ms: 10: must be in 1000..=86400000"),
+            ("filtering: address-dependent", "filtering: strict", "nat.filtering: unknown variant"),
             (
                 "udp_timeout_ms: 120000",
                 "udp_timeout_ms: 120000\n  worker_cache_entries: 3000",
                 "nat.worker_cache_entries: 3000 is not a power of two",
             ),
-            (
-                "udp_timeout_ms: 120000",
-                "udp_timeout_ms: 120000\n  colour: blue",
-                "nat.colour: unknown field `colour`",
-            ),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  colour: blue", "nat.colour: unknown field `colour`"),
         ];
         for (from, to, want) in cases {
             let e = err(&with_nat(from, to));
             assert!(e.starts_with(want), "{from} -> {to}: got {e}");
         }
         // A mapper lcore without NAT is refused too.
-        let e = err(&BASE.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }]\n  mapper: { lcore: 2 }\nports:"));
+        let e = err(&BASE.replace(
+            "ports:",
+            "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }]\n  mapper: { lcore: 2 }\nports:",
+        ));
         assert!(e.starts_with("lcores.mapper: only used with nat"), "{e}");
     }
 
@@ -447,14 +336,8 @@ nat:
         for (from, to) in [
             ("sessions_max: 8192", "sessions_max: 0"),
             ("ports_per_block: 256", "ports_per_block: 8192"),
-            (
-                "udp_timeout_ms: 120000",
-                "udp_timeout_ms: 120000\n  reuse_delay_ms: 3600001",
-            ),
-            (
-                "udp_timeout_ms: 120000",
-                "udp_timeout_ms: 120000\n  blocks_per_subscriber_max: 300",
-            ),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  reuse_delay_ms: 3600001"),
+            ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  blocks_per_subscriber_max: 300"),
         ] {
             let c = with_nat(from, to);
             let e = Config::from_yaml_str(&c).unwrap_err();
@@ -465,20 +348,14 @@ nat:
             let table = NatConfig {
                 pool: vec![Ipv4Addr::new(100, 64, 100, 9)],
                 ports_per_block: n["ports_per_block"].as_u64().unwrap() as u16,
-                blocks_per_subscriber_max: n["blocks_per_subscriber_max"]
-                    .as_u64()
-                    .map_or(4, |v| v as u16),
+                blocks_per_subscriber_max: n["blocks_per_subscriber_max"].as_u64().map_or(4, |v| v as u16),
                 mappings_max: n["mappings_max"].as_u64().unwrap() as u32,
                 sessions_max: n["sessions_max"].as_u64().unwrap() as u32,
                 reuse_delay_ms: n["reuse_delay_ms"].as_u64().unwrap_or(120_000),
                 ..NatConfig::default()
             };
             let direct = table.validate().unwrap_err();
-            assert_eq!(
-                (direct.field, direct.reason),
-                (field.as_str(), e.message()),
-                "{from} -> {to}"
-            );
+            assert_eq!((direct.field, direct.reason), (field.as_str(), e.message()), "{from} -> {to}");
         }
         assert_err(
             &with_nat("ports_per_block: 256", "ports_per_block: 70000"),

@@ -37,11 +37,7 @@ struct IdleBackoffYaml {
 
 impl Default for IdleBackoffYaml {
     fn default() -> Self {
-        IdleBackoffYaml {
-            enabled: true,
-            empty_polls: 256,
-            sleep_us: 50,
-        }
+        IdleBackoffYaml { enabled: true, empty_polls: 256, sleep_us: 50 }
     }
 }
 
@@ -74,18 +70,8 @@ pub(super) fn validate(r: &PipelineYaml) -> Res<Pipeline> {
         burst_size: range("pipeline.burst_size", r.burst_size, 1, 64)?,
         idle_backoff: IdleBackoff {
             enabled: r.idle_backoff.enabled,
-            empty_polls: range(
-                "pipeline.idle_backoff.empty_polls",
-                r.idle_backoff.empty_polls,
-                1,
-                1_000_000,
-            )?,
-            sleep_us: range(
-                "pipeline.idle_backoff.sleep_us",
-                r.idle_backoff.sleep_us,
-                1,
-                100_000,
-            )?,
+            empty_polls: range("pipeline.idle_backoff.empty_polls", r.idle_backoff.empty_polls, 1, 1_000_000)?,
+            sleep_us: range("pipeline.idle_backoff.sleep_us", r.idle_backoff.sleep_us, 1, 100_000)?,
         },
         punt_ring_size: pow2_range("pipeline.punt_ring_size", r.punt_ring_size, 64, 65536)?,
         inject_ring_size: pow2_range("pipeline.inject_ring_size", r.inject_ring_size, 64, 65536)?,
@@ -98,10 +84,7 @@ mod tests {
 
     #[test]
     fn pipeline_ranges() {
-        assert_err(
-            &format!("{BASE}pipeline:\n  burst_size: 65\n"),
-            "pipeline.burst_size: must be 1..=64",
-        );
+        assert_err(&format!("{BASE}pipeline:\n  burst_size: 65\n"), "pipeline.burst_size: must be 1..=64");
         assert_err(
             &format!("{BASE}pipeline:\n  idle_backoff: {{empty_polls: 0}}\n"),
             "pipeline.idle_backoff.empty_polls: must be 1..=1000000",
@@ -110,10 +93,7 @@ mod tests {
             &format!("{BASE}pipeline:\n  idle_backoff: {{sleep_us: 100001}}\n"),
             "pipeline.idle_backoff.sleep_us: must be 1..=100000",
         );
-        assert_err(
-            &format!("{BASE}pipeline:\n  punt_ring_size: 32\n"),
-            "pipeline.punt_ring_size: must be 64..=65536",
-        );
+        assert_err(&format!("{BASE}pipeline:\n  punt_ring_size: 32\n"), "pipeline.punt_ring_size: must be 64..=65536");
         assert_err(
             &format!("{BASE}pipeline:\n  inject_ring_size: 1000\n"),
             "pipeline.inject_ring_size: 1000 is not a power of two (must be a power of two in 64..=65536)",

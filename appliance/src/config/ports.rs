@@ -120,12 +120,7 @@ impl Port {
 
 /// Validates the ports in order (each against the ones before it), and
 /// prints each value in its canonical form.
-pub(super) fn validate(
-    raw: &mut [PortYaml],
-    eal: &Eal,
-    mempool: &Mempool,
-    workers: usize,
-) -> Res<Vec<Port>> {
+pub(super) fn validate(raw: &mut [PortYaml], eal: &Eal, mempool: &Mempool, workers: usize) -> Res<Vec<Port>> {
     count("ports", raw.len(), 1, MAX_PORTS)?;
     let mut ports: Vec<Port> = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter_mut().enumerate() {
@@ -148,14 +143,7 @@ pub(super) fn validate(
 }
 
 /// `ports[i]`, checked against the ports before it (`earlier`).
-fn validate_port(
-    i: usize,
-    r: &PortYaml,
-    earlier: &[Port],
-    eal: &Eal,
-    mempool: &Mempool,
-    workers: usize,
-) -> Res<Port> {
+fn validate_port(i: usize, r: &PortYaml, earlier: &[Port], eal: &Eal, mempool: &Mempool, workers: usize) -> Res<Port> {
     let p = |field: &str| format!("ports[{i}].{field}");
     check_name(&p("name"), &r.name, earlier)?;
     let (device, is_pci) = check_device(&p("device"), &r.device, eal.pci, earlier)?;
@@ -197,20 +185,12 @@ fn validate_port(
 
 fn check_name(path: &str, name: &str, earlier: &[Port]) -> Res<()> {
     let valid = (1..=15).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !valid {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{name:?} must match [a-z0-9_-]{{1,15}}"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{name:?} must match [a-z0-9_-]{{1,15}}")));
     }
     if let Some(j) = earlier.iter().position(|q| q.name == name) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("duplicate port name {name} (also ports[{j}])"),
-        ));
+        return Err(ConfigError::invalid(path, format!("duplicate port name {name} (also ports[{j}])")));
     }
     Ok(())
 }
@@ -218,16 +198,9 @@ fn check_name(path: &str, name: &str, earlier: &[Port]) -> Res<()> {
 /// The device as stored (a PCI address in lower case) and whether it is PCI.
 fn check_device(path: &str, text: &str, pci: bool, earlier: &[Port]) -> Res<(String, bool)> {
     let is_pci = is_pci_address(text);
-    let device = if is_pci {
-        text.to_ascii_lowercase()
-    } else {
-        text.to_string()
-    };
+    let device = if is_pci { text.to_ascii_lowercase() } else { text.to_string() };
     if is_pci && !pci {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{text} is a PCI address; PCI devices need eal.pci: true"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{text} is a PCI address; PCI devices need eal.pci: true")));
     }
     if !is_pci && !valid_vdev_name(text) {
         return Err(ConfigError::invalid(
@@ -239,10 +212,7 @@ fn check_device(path: &str, text: &str, pci: bool, earlier: &[Port]) -> Res<(Str
         ));
     }
     if let Some(j) = earlier.iter().position(|q| q.device == device) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("device {device} is already used by ports[{j}]"),
-        ));
+        return Err(ConfigError::invalid(path, format!("device {device} is already used by ports[{j}]")));
     }
     Ok((device, is_pci))
 }
@@ -270,19 +240,14 @@ fn check_device_queues(i: usize, device: &str, args: &str, queues: u16, workers:
         }
         let n: usize = match devarg(args, key) {
             None => 1,
-            Some(v) => v.parse().map_err(|_| {
-                ConfigError::invalid(
-                    format!("ports[{i}].args"),
-                    format!("{key}={v} is not a number"),
-                )
-            })?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError::invalid(format!("ports[{i}].args"), format!("{key}={v} is not a number")))?,
         };
         if usize::from(queues) > n {
             return Err(ConfigError::invalid(
                 format!("ports[{i}].queues"),
-                format!(
-                    "{queues} rx queues, but the device has {key}={n} (add {key}={queues} to args)"
-                ),
+                format!("{queues} rx queues, but the device has {key}={n} (add {key}={queues} to args)"),
             ));
         }
         if workers > n {
@@ -312,9 +277,8 @@ fn check_mtu(path: &str, v: i64, mempool: &Mempool) -> Res<u16> {
 
 fn valid_vdev_name(s: &str) -> bool {
     s.len() <= 63
-        && s.strip_prefix("net_").is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
+        && s.strip_prefix("net_")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// `DDDD:BB:DD.F` with hex digits (DPDK's full PCI address form).
@@ -324,18 +288,13 @@ fn is_pci_address(s: &str) -> bool {
         && b[4] == b':'
         && b[7] == b':'
         && b[10] == b'.'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
         && (b'0'..=b'7').contains(&b[11])
 }
 
 /// The value of `key=value` in a devargs string.
 fn devarg<'a>(args: &'a str, key: &str) -> Option<&'a str> {
-    args.split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+    args.split(',').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 /// An interface address of one family (`ports[].ipv4[]`, `ports[].ipv6[]`).
@@ -384,41 +343,22 @@ impl InterfaceAddress for Ipv6Cidr {
 
 /// `ports[i].ipv4` or `.ipv6`: 0..=8 unicast addresses, none twice on the
 /// port, no subnet overlapping one of another port.
-fn validate_addresses<C: InterfaceAddress>(
-    i: usize,
-    texts: &[String],
-    earlier: &[Port],
-) -> Res<Vec<C>> {
+fn validate_addresses<C: InterfaceAddress>(i: usize, texts: &[String], earlier: &[Port]) -> Res<Vec<C>> {
     let field = C::FIELD;
-    count(
-        &format!("ports[{i}].{field}"),
-        texts.len(),
-        0,
-        MAX_ADDRESSES_PER_FAMILY,
-    )?;
+    count(&format!("ports[{i}].{field}"), texts.len(), 0, MAX_ADDRESSES_PER_FAMILY)?;
     let mut out: Vec<C> = Vec::with_capacity(texts.len());
     for (k, s) in texts.iter().enumerate() {
         let path = format!("ports[{i}].{field}[{k}]");
         let c: C = s.parse().map_err(|m| ConfigError::invalid(&path, m))?;
         c.check().map_err(|m| ConfigError::invalid(&path, m))?;
         if let Some(j) = out.iter().position(|o| o.ip() == c.ip()) {
-            return Err(ConfigError::invalid(
-                path,
-                format!("{} is already ports[{i}].{field}[{j}]", c.ip()),
-            ));
+            return Err(ConfigError::invalid(path, format!("{} is already ports[{i}].{field}[{j}]", c.ip())));
         }
         for (pj, q) in earlier.iter().enumerate() {
-            if let Some((kj, o)) = C::of(q)
-                .iter()
-                .enumerate()
-                .find(|(_, o)| o.overlaps_with(&c))
-            {
+            if let Some((kj, o)) = C::of(q).iter().enumerate().find(|(_, o)| o.overlaps_with(&c)) {
                 return Err(ConfigError::invalid(
                     path,
-                    format!(
-                        "{c} overlaps {o} of port {} (ports[{pj}].{field}[{kj}])",
-                        q.name
-                    ),
+                    format!("{c} overlaps {o} of port {} (ports[{pj}].{field}[{kj}])", q.name),
                 ));
             }
         }
@@ -432,24 +372,13 @@ fn check_interface_v4(c: &Ipv4Cidr) -> Result<(), String> {
         return Err("prefix length 0 is not allowed for an interface address (1..=32)".into());
     }
     if let Some(what) = non_unicast(IpAddr::V4(c.addr)) {
-        return Err(format!(
-            "{} is {what}; interface addresses must be unicast",
-            c.addr
-        ));
+        return Err(format!("{} is {what}; interface addresses must be unicast", c.addr));
     }
     if c.len <= 30 && c.addr == c.network() {
-        return Err(format!(
-            "{} is the network address of {}, not a host address",
-            c.addr,
-            c.trunc()
-        ));
+        return Err(format!("{} is the network address of {}, not a host address", c.addr, c.trunc()));
     }
     if c.len <= 30 && c.addr == c.broadcast() {
-        return Err(format!(
-            "{} is the broadcast address of {}, not a host address",
-            c.addr,
-            c.trunc()
-        ));
+        return Err(format!("{} is the broadcast address of {}, not a host address", c.addr, c.trunc()));
     }
     Ok(())
 }
@@ -459,16 +388,10 @@ fn check_interface_v6(c: &Ipv6Cidr) -> Result<(), String> {
         return Err("prefix length 0 is not allowed for an interface address (1..=128)".into());
     }
     if let Some(what) = non_unicast(IpAddr::V6(c.addr)) {
-        return Err(format!(
-            "{} is {what}; interface addresses must be unicast",
-            c.addr
-        ));
+        return Err(format!("{} is {what}; interface addresses must be unicast", c.addr));
     }
     if is_link_local6(c.addr) {
-        return Err(format!(
-            "{} is link-local; the fe80::/64 address is derived from the MAC at run time",
-            c.addr
-        ));
+        return Err(format!("{} is link-local; the fe80::/64 address is derived from the MAC at run time", c.addr));
     }
     Ok(())
 }
@@ -477,10 +400,7 @@ fn check_interface_v6(c: &Ipv6Cidr) -> Result<(), String> {
 pub(super) fn resolve_port(path: String, name: &str, ports: &[Port]) -> Res<usize> {
     ports.iter().position(|p| p.name == name).ok_or_else(|| {
         let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-        ConfigError::invalid(
-            path,
-            format!("no port named {name:?} (ports: {})", names.join(", ")),
-        )
+        ConfigError::invalid(path, format!("no port named {name:?} (ports: {})", names.join(", ")))
     })
 }
 
@@ -498,10 +418,7 @@ pub(super) fn resolve_port_list(
         let entry = format!("{path}[{i}]");
         let p = resolve_port(entry.clone(), name, ports)?;
         if let Some(j) = out.iter().position(|&q| q == p) {
-            return Err(ConfigError::invalid(
-                entry,
-                format!("duplicate port {name} (also {path}[{j}])"),
-            ));
+            return Err(ConfigError::invalid(entry, format!("duplicate port {name} (also {path}[{j}])")));
         }
         check(&entry, p)?;
         out.push(p);
@@ -512,16 +429,8 @@ pub(super) fn resolve_port_list(
 /// The field path of `ip` if it is one of the node's own addresses.
 pub(super) fn own_address(ip: IpAddr, ports: &[Port]) -> Option<String> {
     ports.iter().enumerate().find_map(|(i, p)| match ip {
-        IpAddr::V4(a) => p
-            .ipv4
-            .iter()
-            .position(|c| c.addr == a)
-            .map(|k| format!("ports[{i}].ipv4[{k}]")),
-        IpAddr::V6(a) => p
-            .ipv6
-            .iter()
-            .position(|c| c.addr == a)
-            .map(|k| format!("ports[{i}].ipv6[{k}]")),
+        IpAddr::V4(a) => p.ipv4.iter().position(|c| c.addr == a).map(|k| format!("ports[{i}].ipv4[{k}]")),
+        IpAddr::V6(a) => p.ipv6.iter().position(|c| c.addr == a).map(|k| format!("ports[{i}].ipv6[{k}]")),
     })
 }
 
@@ -544,14 +453,9 @@ pub(super) fn connected(prefix: &IpCidr, ports: &[Port]) -> Option<(String, Stri
 /// Parses one of the node's own IPv6 addresses (`srv6.encap_source`,
 /// `srv6.steering[].source`).
 pub(super) fn own_ipv6(path: &str, s: &str, ports: &[Port]) -> Res<Ipv6Addr> {
-    let a: Ipv6Addr = s
-        .parse()
-        .map_err(|_| ConfigError::invalid(path, format!("{s} is not an IPv6 address")))?;
+    let a: Ipv6Addr = s.parse().map_err(|_| ConfigError::invalid(path, format!("{s} is not an IPv6 address")))?;
     if own_address(IpAddr::V6(a), ports).is_none() {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{a} is not an address of this node (one of ports[].ipv6)"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{a} is not an address of this node (one of ports[].ipv6)")));
     }
     Ok(a)
 }
@@ -564,9 +468,7 @@ mod tests {
     fn ports_count() {
         assert_err("ports: []\n", "ports: must have 1..=16 entries, has 0");
         assert_err("{}\n", "ports: must have 1..=16 entries, has 0");
-        let many: Vec<String> = (0..17)
-            .map(|i| format!("  - {{name: p{i}, device: net_null{i}}}\n"))
-            .collect();
+        let many: Vec<String> = (0..17).map(|i| format!("  - {{name: p{i}, device: net_null{i}}}\n")).collect();
         assert_err(
             &format!("mempool: {{mbufs: 65535}}\nports:\n{}", many.concat()),
             "ports: must have 1..=16 entries, has 17",
@@ -579,10 +481,7 @@ mod tests {
             &edit("name: inside", "name: Inside"),
             "ports[0].name: \"Inside\" must match [a-z0-9_-]{1,15}",
         );
-        assert_err_starts(
-            &edit("name: inside", "name: a-very-long-name-x"),
-            "ports[0].name: ",
-        );
+        assert_err_starts(&edit("name: inside", "name: a-very-long-name-x"), "ports[0].name: ");
         assert_err_starts(
             &edit("name: outside", "name: inside"),
             "ports[1].name: duplicate port name inside (also ports[0])",
@@ -595,13 +494,7 @@ mod tests {
             &edit("device: net_af_packet0", "device: af_packet0"),
             "ports[0].device: \"af_packet0\" is neither a vdev name",
         );
-        assert_err_starts(
-            &edit(
-                "device: net_af_packet0",
-                "device: \"net_af_packet0,iface=x\"",
-            ),
-            "ports[0].device: ",
-        );
+        assert_err_starts(&edit("device: net_af_packet0", "device: \"net_af_packet0,iface=x\""), "ports[0].device: ");
         assert_err(
             &edit("device: net_af_packet1", "device: net_af_packet0"),
             "ports[1].device: device net_af_packet0 is already used by ports[0]",
@@ -622,26 +515,17 @@ mod tests {
             "eal: {pci: true}\nports:\n  - {name: nic, device: \"0000:03:00.0\", args: \"x=1\"}\n",
             "ports[0].args: must be empty for a PCI device",
         );
-        assert_err_starts(
-            &edit("iface=veth0,qpairs=1", "iface=veth0, qpairs=1"),
-            "ports[0].args: ",
-        );
+        assert_err_starts(&edit("iface=veth0,qpairs=1", "iface=veth0, qpairs=1"), "ports[0].args: ");
     }
 
     #[test]
     fn port_queues() {
         assert_err(
-            &edit(
-                "    args: \"iface=veth1,qpairs=1\"\n",
-                "    args: \"iface=veth1,qpairs=1\"\n    queues: 65\n",
-            ),
+            &edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1,qpairs=1\"\n    queues: 65\n"),
             "ports[1].queues: must be 1..=64",
         );
         assert_err(
-            &edit(
-                "    args: \"iface=veth1,qpairs=1\"\n",
-                "    args: \"iface=veth1,qpairs=1\"\n    queues: 0\n",
-            ),
+            &edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1,qpairs=1\"\n    queues: 0\n"),
             "ports[1].queues: must be 1..=64",
         );
     }
@@ -649,125 +533,68 @@ mod tests {
     #[test]
     fn af_packet_qpairs() {
         assert_err_starts(
-            &edit(
-                "    args: \"iface=veth1,qpairs=1\"\n",
-                "    args: \"iface=veth1,qpairs=1\"\n    queues: 2\n",
-            ),
+            &edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1,qpairs=1\"\n    queues: 2\n"),
             "ports[1].queues: 2 rx queues, but the device has qpairs=1",
         );
         assert_err_starts(
-            &edit(
-                "    args: \"iface=veth1,qpairs=1\"\n",
-                "    args: \"iface=veth1\"\n    queues: 2\n",
-            ),
+            &edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1\"\n    queues: 2\n"),
             "ports[1].queues: 2 rx queues, but the device has qpairs=1",
         );
         assert_err_starts(
             &format!("{BASE}lcores:\n  workers: [{{lcore: 1}}, {{lcore: 2}}]\n"),
             "ports[0].args: qpairs=1, but each of the 2 workers needs its own tx queue",
         );
-        assert_err(
-            &edit("qpairs=1\"\n    ipv4", "qpairs=x\"\n    ipv4"),
-            "ports[0].args: qpairs=x is not a number",
-        );
-        ok(&edit(
-            "    args: \"iface=veth1,qpairs=1\"\n",
-            "    args: \"iface=veth1,qpairs=4\"\n    queues: 4\n",
-        ));
+        assert_err(&edit("qpairs=1\"\n    ipv4", "qpairs=x\"\n    ipv4"), "ports[0].args: qpairs=x is not a number");
+        ok(&edit("    args: \"iface=veth1,qpairs=1\"\n", "    args: \"iface=veth1,qpairs=4\"\n    queues: 4\n"));
     }
 
     #[test]
     fn port_descriptors() {
         let add = |f: &str| {
-            edit(
-                "    args: \"iface=veth0,qpairs=1\"\n",
-                &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"),
-            )
+            edit("    args: \"iface=veth0,qpairs=1\"\n", &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"))
         };
+        assert_err(&add("rx_descriptors: 32"), "ports[0].rx_descriptors: must be 64..=16384");
         assert_err(
-            &add("rx_descriptors: 32"),
-            "ports[0].rx_descriptors: must be 64..=16384",
+            &add("rx_descriptors: 1000"),
+            "ports[0].rx_descriptors: 1000 is not a power of two (must be a power of two in 64..=16384)",
         );
-        assert_err(&add("rx_descriptors: 1000"), "ports[0].rx_descriptors: 1000 is not a power of two (must be a power of two in 64..=16384)");
-        assert_err(
-            &add("tx_descriptors: 32768"),
-            "ports[0].tx_descriptors: must be 64..=16384",
-        );
-        assert_err_starts(
-            &add("tx_descriptors: 1536"),
-            "ports[0].tx_descriptors: 1536 is not a power of two",
-        );
+        assert_err(&add("tx_descriptors: 32768"), "ports[0].tx_descriptors: must be 64..=16384");
+        assert_err_starts(&add("tx_descriptors: 1536"), "ports[0].tx_descriptors: 1536 is not a power of two");
     }
 
     #[test]
     fn port_mtu() {
         let add = |f: &str| {
-            edit(
-                "    args: \"iface=veth0,qpairs=1\"\n",
-                &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"),
-            )
+            edit("    args: \"iface=veth0,qpairs=1\"\n", &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"))
         };
         assert_err(&add("mtu: 67"), "ports[0].mtu: must be 68..=9000");
         assert_err(&add("mtu: 9001"), "ports[0].mtu: must be 68..=9000");
-        assert_err_starts(&add("mtu: 9000"), "ports[0].mtu: a frame of mtu 9000 does not fit in one mbuf: mempool.data_room_bytes must be >= 9146");
-        ok(&format!(
-            "{}mempool: {{data_room_bytes: 9146, mbufs: 16383}}\n",
-            add("mtu: 9000")
-        ));
-        assert_err(
-            &add("mtu: 1279"),
-            "ports[0].ipv6: IPv6 needs an mtu of at least 1280, but ports[0].mtu is 1279",
+        assert_err_starts(
+            &add("mtu: 9000"),
+            "ports[0].mtu: a frame of mtu 9000 does not fit in one mbuf: mempool.data_room_bytes must be >= 9146",
         );
+        ok(&format!("{}mempool: {{data_room_bytes: 9146, mbufs: 16383}}\n", add("mtu: 9000")));
+        assert_err(&add("mtu: 1279"), "ports[0].ipv6: IPv6 needs an mtu of at least 1280, but ports[0].mtu is 1279");
     }
 
     #[test]
     fn port_mac() {
         let add = |f: &str| {
-            edit(
-                "    args: \"iface=veth0,qpairs=1\"\n",
-                &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"),
-            )
+            edit("    args: \"iface=veth0,qpairs=1\"\n", &format!("    args: \"iface=veth0,qpairs=1\"\n    {f}\n"))
         };
-        assert_eq!(
-            ok(&add("mac: \"02:00:00:00:00:01\"")).ports[0].mac,
-            Some([2, 0, 0, 0, 0, 1])
-        );
-        assert_err_starts(
-            &add("mac: \"02:00:00:00:00\""),
-            "ports[0].mac: \"02:00:00:00:00\" is not a MAC address",
-        );
-        assert_err(
-            &add("mac: \"03:00:00:00:00:01\""),
-            "ports[0].mac: 03:00:00:00:00:01 is not a unicast MAC address",
-        );
-        assert_err(
-            &add("mac: \"00:00:00:00:00:00\""),
-            "ports[0].mac: 00:00:00:00:00:00 is not a unicast MAC address",
-        );
+        assert_eq!(ok(&add("mac: \"02:00:00:00:00:01\"")).ports[0].mac, Some([2, 0, 0, 0, 0, 1]));
+        assert_err_starts(&add("mac: \"02:00:00:00:00\""), "ports[0].mac: \"02:00:00:00:00\" is not a MAC address");
+        assert_err(&add("mac: \"03:00:00:00:00:01\""), "ports[0].mac: 03:00:00:00:00:01 is not a unicast MAC address");
+        assert_err(&add("mac: \"00:00:00:00:00:00\""), "ports[0].mac: 00:00:00:00:00:00 is not a unicast MAC address");
     }
 
     #[test]
     fn port_ipv4_syntax() {
-        assert_err(
-            &edit("192.0.2.1/24", "192.0.2.1/33"),
-            "ports[0].ipv4[0]: prefix length 33 is out of range 0..=32",
-        );
-        assert_err(
-            &edit("192.0.2.1/24", "192.0.2.300/24"),
-            "ports[0].ipv4[0]: 192.0.2.300 is not an IPv4 address",
-        );
-        assert_err_starts(
-            &edit("192.0.2.1/24", "192.0.2.1"),
-            "ports[0].ipv4[0]: 192.0.2.1 has no prefix length",
-        );
-        assert_err(
-            &edit("192.0.2.1/24", "2001:db8::1/64"),
-            "ports[0].ipv4[0]: 2001:db8::1 is not an IPv4 address",
-        );
-        assert_err(
-            &edit("192.0.2.1/24", "192.0.2.1/x"),
-            "ports[0].ipv4[0]: prefix length \"x\" is not a number",
-        );
+        assert_err(&edit("192.0.2.1/24", "192.0.2.1/33"), "ports[0].ipv4[0]: prefix length 33 is out of range 0..=32");
+        assert_err(&edit("192.0.2.1/24", "192.0.2.300/24"), "ports[0].ipv4[0]: 192.0.2.300 is not an IPv4 address");
+        assert_err_starts(&edit("192.0.2.1/24", "192.0.2.1"), "ports[0].ipv4[0]: 192.0.2.1 has no prefix length");
+        assert_err(&edit("192.0.2.1/24", "2001:db8::1/64"), "ports[0].ipv4[0]: 2001:db8::1 is not an IPv4 address");
+        assert_err(&edit("192.0.2.1/24", "192.0.2.1/x"), "ports[0].ipv4[0]: prefix length \"x\" is not a number");
         assert_err(
             &edit("192.0.2.1/24", "192.0.2.1/0"),
             "ports[0].ipv4[0]: prefix length 0 is not allowed for an interface address (1..=32)",
@@ -780,10 +607,7 @@ mod tests {
             ("224.0.0.1/24", "224.0.0.1 is a multicast address"),
             ("0.0.0.0/8", "0.0.0.0 is the unspecified address"),
             ("127.0.0.1/8", "127.0.0.1 is a loopback address"),
-            (
-                "255.255.255.255/32",
-                "255.255.255.255 is the broadcast address",
-            ),
+            ("255.255.255.255/32", "255.255.255.255 is the broadcast address"),
         ] {
             assert_err(
                 &edit("192.0.2.1/24", addr),
@@ -824,10 +648,7 @@ mod tests {
             &edit("2001:db8:1::1/64", "::1/128"),
             "ports[0].ipv6[0]: ::1 is the loopback address; interface addresses must be unicast",
         );
-        assert_err_starts(
-            &edit("2001:db8:1::1/64", "fe80::1/64"),
-            "ports[0].ipv6[0]: fe80::1 is link-local",
-        );
+        assert_err_starts(&edit("2001:db8:1::1/64", "fe80::1/64"), "ports[0].ipv6[0]: fe80::1 is link-local");
         assert_err_starts(
             &edit("2001:db8:1::1/64", "2001:db8:1::1/0"),
             "ports[0].ipv6[0]: prefix length 0 is not allowed",
@@ -838,18 +659,12 @@ mod tests {
     fn port_address_count() {
         let nine: Vec<String> = (1..=9).map(|i| format!("\"192.0.2.{i}/24\"")).collect();
         assert_err(
-            &edit(
-                "ipv4: [\"192.0.2.1/24\"]",
-                &format!("ipv4: [{}]", nine.join(", ")),
-            ),
+            &edit("ipv4: [\"192.0.2.1/24\"]", &format!("ipv4: [{}]", nine.join(", "))),
             "ports[0].ipv4: must have 0..=8 entries, has 9",
         );
         let nine: Vec<String> = (1..=9).map(|i| format!("\"2001:db8:1::{i}/64\"")).collect();
         assert_err(
-            &edit(
-                "ipv6: [\"2001:db8:1::1/64\"]",
-                &format!("ipv6: [{}]", nine.join(", ")),
-            ),
+            &edit("ipv6: [\"2001:db8:1::1/64\"]", &format!("ipv6: [{}]", nine.join(", "))),
             "ports[0].ipv6: must have 0..=8 entries, has 9",
         );
     }
@@ -873,9 +688,6 @@ mod tests {
             "ports[0].ipv4[1]: 192.0.2.1 is already ports[0].ipv4[0]",
         );
         // a secondary address in the same subnet of the same port is fine
-        ok(&edit(
-            "\"192.0.2.1/24\"]",
-            "\"192.0.2.1/24\", \"192.0.2.3/24\"]",
-        ));
+        ok(&edit("\"192.0.2.1/24\"]", "\"192.0.2.1/24\", \"192.0.2.3/24\"]"));
     }
 }

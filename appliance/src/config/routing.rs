@@ -70,10 +70,7 @@ pub(super) struct IcmpYaml {
 
 impl Default for IcmpYaml {
     fn default() -> Self {
-        IcmpYaml {
-            errors_per_s: 100,
-            errors_burst: 50,
-        }
+        IcmpYaml { errors_per_s: 100, errors_burst: 50 }
     }
 }
 
@@ -130,19 +127,11 @@ pub(super) fn validate_routes(raw: &mut [RouteYaml], ports: &[Port]) -> Res<Vec<
 }
 
 /// `routes[i]`; `seen` holds the prefixes of the routes before it.
-fn validate_route(
-    i: usize,
-    r: &RouteYaml,
-    ports: &[Port],
-    seen: &HashMap<IpCidr, usize>,
-) -> Res<(IpCidr, RouteSpec)> {
+fn validate_route(i: usize, r: &RouteYaml, ports: &[Port], seen: &HashMap<IpCidr, usize>) -> Res<(IpCidr, RouteSpec)> {
     let p = |field: &str| format!("routes[{i}].{field}");
     let prefix = parse_network(&p("prefix"), &r.prefix)?;
     if let Some(j) = seen.get(&prefix) {
-        return Err(ConfigError::invalid(
-            p("prefix"),
-            format!("{prefix} is already routed by routes[{j}]"),
-        ));
+        return Err(ConfigError::invalid(p("prefix"), format!("{prefix} is already routed by routes[{j}]")));
     }
     if let Some((name, path)) = connected(&prefix, ports) {
         return Err(ConfigError::invalid(
@@ -156,76 +145,48 @@ fn validate_route(
     if !v4 && !pt.ipv6_capable() {
         return Err(ConfigError::invalid(
             p("port"),
-            format!(
-                "port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})",
-                pt.name, pt.mtu
-            ),
+            format!("port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})", pt.name, pt.mtu),
         ));
     }
     let via = match &r.via {
         None if v4 && pt.ipv4.is_empty() => {
             return Err(ConfigError::invalid(
                 p("port"),
-                format!(
-                    "port {} has no IPv4 address, so it cannot resolve on-link IPv4 destinations",
-                    pt.name
-                ),
+                format!("port {} has no IPv4 address, so it cannot resolve on-link IPv4 destinations", pt.name),
             ))
         }
         None => None,
         Some(s) => Some(route_via(&p("via"), s, &prefix, pt, ports)?),
     };
-    let spec = RouteSpec {
-        prefix: prefix.addr(),
-        len: prefix.prefix_len(),
-        port: port as u16,
-        via,
-    };
+    let spec = RouteSpec { prefix: prefix.addr(), len: prefix.prefix_len(), port: port as u16, via };
     Ok((prefix, spec))
 }
 
 /// A route's next hop: the prefix's family, unicast, not ours, on the port.
 fn route_via(path: &str, s: &str, prefix: &IpCidr, pt: &Port, ports: &[Port]) -> Res<IpAddr> {
     let v4 = prefix.is_ipv4();
-    let via: IpAddr = s
-        .parse()
-        .map_err(|_| ConfigError::invalid(path, format!("{s} is not an {} address", family(v4))))?;
+    let via: IpAddr =
+        s.parse().map_err(|_| ConfigError::invalid(path, format!("{s} is not an {} address", family(v4))))?;
     if via.is_ipv4() != v4 {
         return Err(ConfigError::invalid(
             path,
-            format!(
-                "next hop {via} is {} but the prefix {prefix} is {}",
-                family(via.is_ipv4()),
-                family(v4)
-            ),
+            format!("next hop {via} is {} but the prefix {prefix} is {}", family(via.is_ipv4()), family(v4)),
         ));
     }
     if let Some(what) = non_unicast(via) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("next hop {via} is {what}"),
-        ));
+        return Err(ConfigError::invalid(path, format!("next hop {via} is {what}")));
     }
     if let Some(own) = own_address(via, ports) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("next hop {via} is an address of this node ({own})"),
-        ));
+        return Err(ConfigError::invalid(path, format!("next hop {via} is an address of this node ({own})")));
     }
     if !pt.on_link(via) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("next hop {via} is not on a subnet of port {}", pt.name),
-        ));
+        return Err(ConfigError::invalid(path, format!("next hop {via} is not on a subnet of port {}", pt.name)));
     }
     Ok(via)
 }
 
 /// Validates the static neighbors; prints addresses canonically.
-pub(super) fn validate_neighbors(
-    raw: &mut [NeighborYaml],
-    ports: &[Port],
-) -> Res<Vec<StaticNeighbor>> {
+pub(super) fn validate_neighbors(raw: &mut [NeighborYaml], ports: &[Port]) -> Res<Vec<StaticNeighbor>> {
     count("neighbors", raw.len(), 0, MAX_STATIC_NEIGHBORS)?;
     let mut seen: HashMap<(usize, IpAddr), usize> = HashMap::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
@@ -234,10 +195,7 @@ pub(super) fn validate_neighbors(
         if let Some(j) = seen.insert((n.port, n.ip), i) {
             return Err(ConfigError::invalid(
                 format!("neighbors[{i}].ip"),
-                format!(
-                    "{} on port {} is already neighbors[{j}]",
-                    n.ip, ports[n.port].name
-                ),
+                format!("{} on port {} is already neighbors[{j}]", n.ip, ports[n.port].name),
             ));
         }
         r.ip = n.ip.to_string();
@@ -250,16 +208,12 @@ pub(super) fn validate_neighbors(
 fn validate_neighbor(i: usize, r: &NeighborYaml, ports: &[Port]) -> Res<StaticNeighbor> {
     let p = |field: &str| format!("neighbors[{i}].{field}");
     let ip: IpAddr =
-        r.ip.parse()
-            .map_err(|_| ConfigError::invalid(p("ip"), format!("{} is not an IP address", r.ip)))?;
+        r.ip.parse().map_err(|_| ConfigError::invalid(p("ip"), format!("{} is not an IP address", r.ip)))?;
     if let Some(what) = non_unicast(ip) {
         return Err(ConfigError::invalid(p("ip"), format!("{ip} is {what}")));
     }
     if let Some(own) = own_address(ip, ports) {
-        return Err(ConfigError::invalid(
-            p("ip"),
-            format!("{ip} is an address of this node ({own})"),
-        ));
+        return Err(ConfigError::invalid(p("ip"), format!("{ip} is an address of this node ({own})")));
     }
     let mac = parse_unicast_mac(&p("mac"), &r.mac, "02:00:00:00:00:02")?;
     let port = resolve_port(p("port"), &r.port, ports)?;
@@ -267,56 +221,29 @@ fn validate_neighbor(i: usize, r: &NeighborYaml, ports: &[Port]) -> Res<StaticNe
     if ip.is_ipv6() && !pt.ipv6_capable() {
         return Err(ConfigError::invalid(
             p("port"),
-            format!(
-                "port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})",
-                pt.name, pt.mtu
-            ),
+            format!("port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})", pt.name, pt.mtu),
         ));
     }
     if !pt.on_link(ip) {
-        return Err(ConfigError::invalid(
-            p("ip"),
-            format!("{ip} is not on a subnet of port {}", pt.name),
-        ));
+        return Err(ConfigError::invalid(p("ip"), format!("{ip} is not on a subnet of port {}", pt.name)));
     }
     Ok(StaticNeighbor { ip, mac, port })
 }
 
 /// `neighbor:`; the table must hold the `statics` static entries.
-pub(super) fn validate_neighbor_settings(
-    r: &NeighborSettingsYaml,
-    statics: usize,
-) -> Res<NeighborCfg> {
+pub(super) fn validate_neighbor_settings(r: &NeighborSettingsYaml, statics: usize) -> Res<NeighborCfg> {
     let n = NeighborCfg {
         entries_max: range("neighbor.entries_max", r.entries_max, 16, 1_048_576)?,
-        pending_packets_max: range(
-            "neighbor.pending_packets_max",
-            r.pending_packets_max,
-            0,
-            65536,
-        )?,
-        pending_per_neighbor_max: range(
-            "neighbor.pending_per_neighbor_max",
-            r.pending_per_neighbor_max,
-            1,
-            64,
-        )?,
+        pending_packets_max: range("neighbor.pending_packets_max", r.pending_packets_max, 0, 65536)?,
+        pending_per_neighbor_max: range("neighbor.pending_per_neighbor_max", r.pending_per_neighbor_max, 1, 64)?,
         resolve_retries: range("neighbor.resolve_retries", r.resolve_retries, 1, 10)?,
-        resolve_interval_ms: range(
-            "neighbor.resolve_interval_ms",
-            r.resolve_interval_ms,
-            10,
-            60_000,
-        )?,
+        resolve_interval_ms: range("neighbor.resolve_interval_ms", r.resolve_interval_ms, 10, 60_000)?,
         reachable_ms: range("neighbor.reachable_ms", r.reachable_ms, 1000, 3_600_000)?,
     };
     if statics > n.entries_max as usize {
         return Err(ConfigError::invalid(
             "neighbor.entries_max",
-            format!(
-                "{} is less than the number of static neighbors ({statics})",
-                n.entries_max
-            ),
+            format!("{} is less than the number of static neighbors ({statics})", n.entries_max),
         ));
     }
     Ok(n)
@@ -338,10 +265,7 @@ mod tests {
     fn base_resolves_ports() {
         let c = ok(BASE);
         assert_eq!(c.routes[0].port, 1);
-        assert_eq!(
-            (c.routes[0].prefix, c.routes[0].len),
-            (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), 24)
-        );
+        assert_eq!((c.routes[0].prefix, c.routes[0].len), (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 0)), 24));
         assert_eq!(c.routes[0].via, Some("198.51.100.254".parse().unwrap()));
         assert_eq!(c.neighbors[0].port, 0);
         assert_eq!(c.port_index("outside"), Some(1));
@@ -393,10 +317,7 @@ mod tests {
     #[test]
     fn route_port() {
         assert_err(
-            &edit(
-                "    via: 198.51.100.254\n    port: outside",
-                "    via: 198.51.100.254\n    port: outsid",
-            ),
+            &edit("    via: 198.51.100.254\n    port: outside", "    via: 198.51.100.254\n    port: outsid"),
             "routes[0].port: no port named \"outsid\" (ports: inside, outside)",
         );
     }
@@ -420,10 +341,7 @@ mod tests {
             "routes[0].via: next hop 203.0.113.9 is not on a subnet of port outside",
         );
         assert_err(
-            &edit(
-                "via: 198.51.100.254\n    port: outside",
-                "via: 198.51.100.254\n    port: inside",
-            ),
+            &edit("via: 198.51.100.254\n    port: outside", "via: 198.51.100.254\n    port: inside"),
             "routes[0].via: next hop 198.51.100.254 is not on a subnet of port inside",
         );
         assert_err(
@@ -454,20 +372,14 @@ mod tests {
 
     #[test]
     fn route_ipv6_on_small_mtu_port() {
-        let y =
-            "ports:\n  - {name: small, device: net_null0, mtu: 1000, ipv4: [\"192.0.2.1/24\"]}\n\
+        let y = "ports:\n  - {name: small, device: net_null0, mtu: 1000, ipv4: [\"192.0.2.1/24\"]}\n\
                  routes:\n  - {prefix: \"2001:db8:5::/48\", via: \"fe80::1\", port: small}\n";
-        assert_err(
-            y,
-            "routes[0].port: port small has mtu 1000, too small for IPv6 (>= 1280)",
-        );
+        assert_err(y, "routes[0].port: port small has mtu 1000, too small for IPv6 (>= 1280)");
     }
 
     #[test]
     fn route_count_limit() {
-        let mut y = String::from(
-            "ports:\n  - {name: p, device: net_null0, ipv4: [\"10.0.0.1/8\"]}\nroutes:\n",
-        );
+        let mut y = String::from("ports:\n  - {name: p, device: net_null0, ipv4: [\"10.0.0.1/8\"]}\nroutes:\n");
         for _ in 0..=65536u32 {
             y.push_str("  - {prefix: 100.64.0.0/24, via: 10.0.0.2, port: p}\n");
         }
@@ -477,10 +389,7 @@ mod tests {
 
     #[test]
     fn neighbor_rules() {
-        assert_err(
-            &edit("ip: 192.0.2.2", "ip: 192.0.2.256"),
-            "neighbors[0].ip: 192.0.2.256 is not an IP address",
-        );
+        assert_err(&edit("ip: 192.0.2.2", "ip: 192.0.2.256"), "neighbors[0].ip: 192.0.2.256 is not an IP address");
         assert_err(
             &edit("ip: 192.0.2.2", "ip: 198.51.100.2"),
             "neighbors[0].ip: 198.51.100.2 is not on a subnet of port inside",
@@ -494,10 +403,7 @@ mod tests {
             &edit("ip: 192.0.2.2", "ip: 192.0.2.1"),
             "neighbors[0].ip: 192.0.2.1 is an address of this node (ports[0].ipv4[0])",
         );
-        assert_err(
-            &edit("ip: 192.0.2.2", "ip: 224.0.0.1"),
-            "neighbors[0].ip: 224.0.0.1 is a multicast address",
-        );
+        assert_err(&edit("ip: 192.0.2.2", "ip: 224.0.0.1"), "neighbors[0].ip: 224.0.0.1 is a multicast address");
         assert_err(
             &edit(
                 "    mac: \"02:00:00:00:00:02\"\n    port: inside",
@@ -524,28 +430,17 @@ mod tests {
         // BASE ends with its `neighbors:` list: append 16 more entries (17 in all)
         let mut y = BASE.to_string();
         for i in 3..=18 {
-            y.push_str(&format!(
-                "  - ip: 192.0.2.{i}\n    mac: \"02:00:00:00:01:{i:02x}\"\n    port: inside\n"
-            ));
+            y.push_str(&format!("  - ip: 192.0.2.{i}\n    mac: \"02:00:00:00:01:{i:02x}\"\n    port: inside\n"));
         }
         y.push_str("neighbor:\n  entries_max: 16\n");
-        assert_err(
-            &y,
-            "neighbor.entries_max: 16 is less than the number of static neighbors (17)",
-        );
+        assert_err(&y, "neighbor.entries_max: 16 is less than the number of static neighbors (17)");
     }
 
     #[test]
     fn neighbor_count_limit() {
-        let mut y = String::from(
-            "ports:\n  - {name: p, device: net_null0, ipv4: [\"10.0.0.1/8\"]}\nneighbors:\n",
-        );
+        let mut y = String::from("ports:\n  - {name: p, device: net_null0, ipv4: [\"10.0.0.1/8\"]}\nneighbors:\n");
         for i in 0..4097u32 {
-            y.push_str(&format!(
-                "  - {{ip: 10.1.{}.{}, mac: \"02:00:00:00:00:01\", port: p}}\n",
-                i >> 8,
-                i & 255
-            ));
+            y.push_str(&format!("  - {{ip: 10.1.{}.{}, mac: \"02:00:00:00:00:01\", port: p}}\n", i >> 8, i & 255));
         }
         assert_err(&y, "neighbors: must have 0..=4096 entries, has 4097");
     }
@@ -560,28 +455,14 @@ mod tests {
             ("resolve_interval_ms", "9", "must be 10..=60000"),
             ("reachable_ms", "999", "must be 1000..=3600000"),
         ] {
-            assert_err(
-                &format!("{BASE}neighbor:\n  {field}: {bad}\n"),
-                &format!("neighbor.{field}: {msg}"),
-            );
+            assert_err(&format!("{BASE}neighbor:\n  {field}: {bad}\n"), &format!("neighbor.{field}: {msg}"));
         }
     }
 
     #[test]
     fn icmp_ranges() {
-        assert_err(
-            &format!("{BASE}icmp:\n  errors_per_s: 1000001\n"),
-            "icmp.errors_per_s: must be 0..=1000000",
-        );
-        assert_err(
-            &format!("{BASE}icmp:\n  errors_burst: 0\n"),
-            "icmp.errors_burst: must be 1..=100000",
-        );
-        assert_eq!(
-            ok(&format!("{BASE}icmp:\n  errors_per_s: 0\n"))
-                .icmp
-                .errors_per_s,
-            0
-        );
+        assert_err(&format!("{BASE}icmp:\n  errors_per_s: 1000001\n"), "icmp.errors_per_s: must be 0..=1000000");
+        assert_err(&format!("{BASE}icmp:\n  errors_burst: 0\n"), "icmp.errors_burst: must be 1..=100000");
+        assert_eq!(ok(&format!("{BASE}icmp:\n  errors_per_s: 0\n")).icmp.errors_per_s, 0);
     }
 }

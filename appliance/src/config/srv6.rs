@@ -11,13 +11,9 @@ use dataplane::srv6::{Behavior, PolicySpec, SidSpec, StoragePolicy};
 use serde::{Deserialize, Serialize};
 
 use super::addr::{is_link_local6, non_unicast, parse_network};
-use super::ports::{
-    connected, own_address, own_ipv6, resolve_port, resolve_port_list, IPV6_MIN_MTU,
-};
+use super::ports::{connected, own_address, own_ipv6, resolve_port, resolve_port_list, IPV6_MIN_MTU};
 use super::storage::MAX_STORAGE_QUEUE_DEPTH;
-use super::{
-    count, range, ByName, ConfigError, FileName, IpCidr, Port, Res, RouteSpec, Srv6Config,
-};
+use super::{count, range, ByName, ConfigError, FileName, IpCidr, Port, Res, RouteSpec, Srv6Config};
 
 /// Most local SIDs (`srv6.local_sids`).
 const MAX_LOCAL_SIDS: usize = 1024;
@@ -86,13 +82,8 @@ impl Flavor {
 }
 
 impl FileName for Behavior {
-    const VALUES: &'static [Self] = &[
-        Behavior::End,
-        Behavior::EndX,
-        Behavior::EndDt6,
-        Behavior::EndDx6,
-        Behavior::Storage,
-    ];
+    const VALUES: &'static [Self] =
+        &[Behavior::End, Behavior::EndX, Behavior::EndDt6, Behavior::EndDx6, Behavior::Storage];
     fn file_name(self) -> &'static str {
         match self {
             Behavior::End => "end",
@@ -158,21 +149,13 @@ pub(super) fn validate(r: &mut Srv6Yaml, ports: &[Port], routes: &[RouteSpec]) -
     let sids = validate_local_sids(&mut r.local_sids, ports)?;
     let policies = validate_steering(&mut r.steering, ports, routes)?;
     r.encap_source = encap_source.map(|a| a.to_string());
-    Ok(Srv6Config {
-        sids,
-        policies,
-        trusted_ports,
-        encap_source,
-    })
+    Ok(Srv6Config { sids, policies, trusted_ports, encap_source })
 }
 
 fn validate_trusted_ports(names: &[String], ports: &[Port]) -> Res<Vec<u16>> {
     let path = "srv6.trusted_ports";
     if names.is_empty() {
-        return Err(ConfigError::invalid(
-            path,
-            "must name at least one port (null: every port is trusted)",
-        ));
+        return Err(ConfigError::invalid(path, "must name at least one port (null: every port is trusted)"));
     }
     let list = resolve_port_list(path, names, ports, |_, _| Ok(()))?;
     Ok(list.into_iter().map(|p| p as u16).collect())
@@ -198,49 +181,25 @@ fn validate_local_sids(raw: &mut [LocalSidYaml], ports: &[Port]) -> Res<Vec<SidS
 }
 
 /// `srv6.local_sids[i]`; `seen` holds the SIDs before it.
-fn validate_local_sid(
-    i: usize,
-    r: &LocalSidYaml,
-    ports: &[Port],
-    seen: &HashMap<Ipv6Addr, usize>,
-) -> Res<SidSpec> {
+fn validate_local_sid(i: usize, r: &LocalSidYaml, ports: &[Port], seen: &HashMap<Ipv6Addr, usize>) -> Res<SidSpec> {
     let b = r.behavior.0;
     let sid = validate_sid(i, &r.sid, ports, seen)?;
     let (psp, usd) = validate_flavors(i, b, &r.flavors)?;
     let adjacency = validate_adjacency(i, b, r, ports)?;
     let policy = validate_policy(i, b, r)?;
-    Ok(SidSpec {
-        sid,
-        behavior: b,
-        psp,
-        usd,
-        adjacency,
-        policy,
-    })
+    Ok(SidSpec { sid, behavior: b, psp, usd, adjacency, policy })
 }
 
 /// The SID: a global unicast IPv6 address of its own, not twice.
-fn validate_sid(
-    i: usize,
-    text: &str,
-    ports: &[Port],
-    seen: &HashMap<Ipv6Addr, usize>,
-) -> Res<Ipv6Addr> {
+fn validate_sid(i: usize, text: &str, ports: &[Port], seen: &HashMap<Ipv6Addr, usize>) -> Res<Ipv6Addr> {
     let path = format!("srv6.local_sids[{i}].sid");
-    let sid: Ipv6Addr = text
-        .parse()
-        .map_err(|_| ConfigError::invalid(&path, format!("{text} is not an IPv6 address")))?;
+    let sid: Ipv6Addr =
+        text.parse().map_err(|_| ConfigError::invalid(&path, format!("{text} is not an IPv6 address")))?;
     if let Some(what) = non_unicast(IpAddr::V6(sid)) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{sid} is {what}; a SID must be a unicast address"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{sid} is {what}; a SID must be a unicast address")));
     }
     if is_link_local6(sid) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("{sid} is link-local; a SID must be a global address"),
-        ));
+        return Err(ConfigError::invalid(path, format!("{sid} is link-local; a SID must be a global address")));
     }
     for (pi, pt) in ports.iter().enumerate() {
         if let Some(k) = pt.ipv6.iter().position(|c| c.addr == sid) {
@@ -254,10 +213,7 @@ fn validate_sid(
         }
     }
     if let Some(j) = seen.get(&sid) {
-        return Err(ConfigError::invalid(
-            path,
-            format!("duplicate SID {sid} (also srv6.local_sids[{j}])"),
-        ));
+        return Err(ConfigError::invalid(path, format!("duplicate SID {sid} (also srv6.local_sids[{j}])")));
     }
     Ok(sid)
 }
@@ -282,10 +238,7 @@ fn validate_flavors(i: usize, b: Behavior, flavors: &[Flavor]) -> Res<(bool, boo
             Flavor::Usd => &mut usd,
         };
         if *slot {
-            return Err(ConfigError::invalid(
-                path,
-                format!("duplicate flavor {}", f.as_str()),
-            ));
+            return Err(ConfigError::invalid(path, format!("duplicate flavor {}", f.as_str())));
         }
         *slot = true;
     }
@@ -293,58 +246,38 @@ fn validate_flavors(i: usize, b: Behavior, flavors: &[Flavor]) -> Res<(bool, boo
 }
 
 /// `(port, next_hop)` of End.X and End.DX6 (required); absent for the others.
-fn validate_adjacency(
-    i: usize,
-    b: Behavior,
-    r: &LocalSidYaml,
-    ports: &[Port],
-) -> Res<Option<(u16, Ipv6Addr)>> {
+fn validate_adjacency(i: usize, b: Behavior, r: &LocalSidYaml, ports: &[Port]) -> Res<Option<(u16, Ipv6Addr)>> {
     let p = |field: &str| format!("srv6.local_sids[{i}].{field}");
     let name = b.file_name();
     if !has_adjacency(b) {
-        for (field, given) in [
-            ("next_hop", r.next_hop.is_some()),
-            ("port", r.port.is_some()),
-        ] {
+        for (field, given) in [("next_hop", r.next_hop.is_some()), ("port", r.port.is_some())] {
             if given {
                 return Err(ConfigError::invalid(
                     p(field),
-                    format!(
-                        "not allowed for behavior {name} (only end.x and end.dx6 have a {field})"
-                    ),
+                    format!("not allowed for behavior {name} (only end.x and end.dx6 have a {field})"),
                 ));
             }
         }
         return Ok(None);
     }
-    let required =
-        |field: &str| ConfigError::invalid(p(field), format!("required for behavior {name}"));
+    let required = |field: &str| ConfigError::invalid(p(field), format!("required for behavior {name}"));
     let nh_text = r.next_hop.as_deref().ok_or_else(|| required("next_hop"))?;
     let port_name = r.port.as_deref().ok_or_else(|| required("port"))?;
-    let nh: Ipv6Addr = nh_text.parse().map_err(|_| {
-        ConfigError::invalid(p("next_hop"), format!("{nh_text} is not an IPv6 address"))
-    })?;
+    let nh: Ipv6Addr = nh_text
+        .parse()
+        .map_err(|_| ConfigError::invalid(p("next_hop"), format!("{nh_text} is not an IPv6 address")))?;
     if let Some(what) = non_unicast(IpAddr::V6(nh)) {
-        return Err(ConfigError::invalid(
-            p("next_hop"),
-            format!("next hop {nh} is {what}"),
-        ));
+        return Err(ConfigError::invalid(p("next_hop"), format!("next hop {nh} is {what}")));
     }
     if let Some(own) = own_address(IpAddr::V6(nh), ports) {
-        return Err(ConfigError::invalid(
-            p("next_hop"),
-            format!("next hop {nh} is an address of this node ({own})"),
-        ));
+        return Err(ConfigError::invalid(p("next_hop"), format!("next hop {nh} is an address of this node ({own})")));
     }
     let port = resolve_port(p("port"), port_name, ports)?;
     let pt = &ports[port];
     if !pt.ipv6_capable() {
         return Err(ConfigError::invalid(
             p("port"),
-            format!(
-                "port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})",
-                pt.name, pt.mtu
-            ),
+            format!("port {} has mtu {}, too small for IPv6 (>= {IPV6_MIN_MTU})", pt.name, pt.mtu),
         ));
     }
     if !pt.on_link(IpAddr::V6(nh)) {
@@ -376,39 +309,26 @@ fn validate_policy(i: usize, b: Behavior, r: &LocalSidYaml) -> Res<Option<Storag
         }
         return Ok(None);
     }
-    let policy = r
-        .policy
-        .ok_or_else(|| ConfigError::invalid(p("policy"), format!("required for behavior {name}")))?
-        .0;
+    let policy = r.policy.ok_or_else(|| ConfigError::invalid(p("policy"), format!("required for behavior {name}")))?.0;
     let policy = match (policy, r.threshold) {
         (StoragePolicy::SrC { .. }, None) => {
-            return Err(ConfigError::invalid(
-                p("threshold"),
-                "required for policy sr-c",
-            ))
+            return Err(ConfigError::invalid(p("threshold"), "required for policy sr-c"))
         }
-        (StoragePolicy::SrC { .. }, Some(t)) => StoragePolicy::SrC {
-            threshold: range(&p("threshold"), t, 1, i64::from(MAX_STORAGE_QUEUE_DEPTH))?,
-        },
+        (StoragePolicy::SrC { .. }, Some(t)) => {
+            StoragePolicy::SrC { threshold: range(&p("threshold"), t, 1, i64::from(MAX_STORAGE_QUEUE_DEPTH))? }
+        }
         (policy, None) => policy,
         (policy, Some(_)) => {
             return Err(ConfigError::invalid(
                 p("threshold"),
-                format!(
-                    "not allowed for policy {} (only sr-c has a threshold)",
-                    policy.name()
-                ),
+                format!("not allowed for policy {} (only sr-c has a threshold)", policy.name()),
             ))
         }
     };
     Ok(Some(policy))
 }
 
-fn validate_steering(
-    raw: &mut [SteeringYaml],
-    ports: &[Port],
-    routes: &[RouteSpec],
-) -> Res<Vec<PolicySpec>> {
+fn validate_steering(raw: &mut [SteeringYaml], ports: &[Port], routes: &[RouteSpec]) -> Res<Vec<PolicySpec>> {
     count("srv6.steering", raw.len(), 0, MAX_STEERING_POLICIES)?;
     let mut seen: HashMap<IpCidr, usize> = HashMap::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
@@ -434,26 +354,19 @@ fn validate_policy_spec(
     let p = |field: &str| format!("srv6.steering[{i}].{field}");
     let prefix = parse_network(&p("prefix"), &r.prefix)?;
     if let Some(j) = seen.get(&prefix) {
-        return Err(ConfigError::invalid(
-            p("prefix"),
-            format!("duplicate prefix {prefix} (also srv6.steering[{j}])"),
-        ));
+        return Err(ConfigError::invalid(p("prefix"), format!("duplicate prefix {prefix} (also srv6.steering[{j}])")));
     }
     let routed = |rt: &RouteSpec| rt.prefix == prefix.addr() && rt.len == prefix.prefix_len();
     if let Some(j) = routes.iter().position(routed) {
         return Err(ConfigError::invalid(
             p("prefix"),
-            format!(
-                "same prefix as routes[{j}] ({prefix}); a destination is either steered or routed"
-            ),
+            format!("same prefix as routes[{j}] ({prefix}); a destination is either steered or routed"),
         ));
     }
     if let Some((name, path)) = connected(&prefix, ports) {
         return Err(ConfigError::invalid(
             p("prefix"),
-            format!(
-                "{prefix} is the connected subnet of port {name} ({path}); it cannot be steered"
-            ),
+            format!("{prefix} is the connected subnet of port {name} ({path}); it cannot be steered"),
         ));
     }
     let segments = validate_segments(i, &r.segments)?;
@@ -462,13 +375,7 @@ fn validate_policy_spec(
         Some(s) => Some(own_ipv6(&p("source"), s, ports)?),
     };
     let ByName(Reduced(reduced)) = r.mode;
-    let spec = PolicySpec {
-        prefix: prefix.addr(),
-        len: prefix.prefix_len(),
-        reduced,
-        segments,
-        source,
-    };
+    let spec = PolicySpec { prefix: prefix.addr(), len: prefix.prefix_len(), reduced, segments, source };
     Ok((prefix, spec))
 }
 
@@ -484,20 +391,12 @@ fn validate_segments(i: usize, texts: &[String]) -> Res<Vec<Ipv6Addr>> {
     let mut segments = Vec::with_capacity(n);
     for (k, s) in texts.iter().enumerate() {
         let path = format!("srv6.steering[{i}].segments[{k}]");
-        let a: Ipv6Addr = s
-            .parse()
-            .map_err(|_| ConfigError::invalid(&path, format!("{s} is not an IPv6 address")))?;
+        let a: Ipv6Addr = s.parse().map_err(|_| ConfigError::invalid(&path, format!("{s} is not an IPv6 address")))?;
         if let Some(what) = non_unicast(IpAddr::V6(a)) {
-            return Err(ConfigError::invalid(
-                path,
-                format!("{a} is not a unicast address (it is {what})"),
-            ));
+            return Err(ConfigError::invalid(path, format!("{a} is not a unicast address (it is {what})")));
         }
         if is_link_local6(a) {
-            return Err(ConfigError::invalid(
-                path,
-                format!("{a} is link-local; segments must be global addresses"),
-            ));
+            return Err(ConfigError::invalid(path, format!("{a} is link-local; segments must be global addresses")));
         }
         segments.push(a);
     }
@@ -535,9 +434,7 @@ mod tests {
     /// Whether a packet for a local SID is accepted on `port` (as the
     /// pipeline's SRv6 tables decide from `trusted_ports`).
     fn trusts(s: &Srv6Config, port: u16) -> bool {
-        s.trusted_ports
-            .as_ref()
-            .is_none_or(|ports| ports.contains(&port))
+        s.trusted_ports.as_ref().is_none_or(|ports| ports.contains(&port))
     }
 
     /// The local SID equal to `addr`, if any.
@@ -549,24 +446,9 @@ mod tests {
     fn srv6_and_storage_defaults() {
         for c in [ok(BASE), Config::demo()] {
             assert_eq!(c.srv6, Srv6Config::default());
-            assert_eq!(
-                c.srv6,
-                Srv6Config {
-                    sids: vec![],
-                    policies: vec![],
-                    trusted_ports: None,
-                    encap_source: None,
-                }
-            );
+            assert_eq!(c.srv6, Srv6Config { sids: vec![], policies: vec![], trusted_ports: None, encap_source: None });
             assert!(trusts(&c.srv6, 0) && trusts(&c.srv6, 1));
-            assert_eq!(
-                c.storage_service,
-                StorageService {
-                    udp_port: 7878,
-                    queue_depth: 0,
-                    objects: vec![]
-                }
-            );
+            assert_eq!(c.storage_service, StorageService { udp_port: 7878, queue_depth: 0, objects: vec![] });
             assert_eq!(c.storage_service, StorageService::default());
         }
         // empty sections are the defaults too
@@ -616,19 +498,13 @@ mod tests {
             }
         );
         assert_eq!(s.sids[2].behavior, Behavior::EndDt6);
-        assert_eq!(
-            (s.sids[3].behavior, s.sids[3].adjacency),
-            (Behavior::EndDx6, Some((0, v6("fe80::2"))))
-        );
+        assert_eq!((s.sids[3].behavior, s.sids[3].adjacency), (Behavior::EndDx6, Some((0, v6("fe80::2")))));
         assert_eq!(
             (s.sids[4].behavior, s.sids[4].policy),
             (Behavior::Storage, Some(StoragePolicy::SrC { threshold: 8 }))
         );
         assert_eq!(s.sids[5].policy, Some(StoragePolicy::HoldsObject));
-        assert_eq!(
-            sid_of(s, v6("2001:db8:a::3")).map(|l| l.behavior),
-            Some(Behavior::EndDt6)
-        );
+        assert_eq!(sid_of(s, v6("2001:db8:a::3")).map(|l| l.behavior), Some(Behavior::EndDt6));
         assert!(sid_of(s, v6("2001:db8:a::9")).is_none());
         assert_eq!(
             s.policies,
@@ -651,26 +527,16 @@ mod tests {
         );
         assert_eq!(
             c.storage_service,
-            StorageService {
-                udp_port: 9999,
-                queue_depth: 3,
-                objects: vec![7, 42, u64::MAX, 0]
-            }
+            StorageService { udp_port: 9999, queue_depth: 3, objects: vec![7, 42, u64::MAX, 0] }
         );
         assert!(c.storage_service.holds(42) && !c.storage_service.holds(8));
         // the names used in the file
         assert_eq!(
-            Behavior::VALUES
-                .iter()
-                .map(|b| b.file_name())
-                .collect::<Vec<_>>(),
+            Behavior::VALUES.iter().map(|b| b.file_name()).collect::<Vec<_>>(),
             ["end", "end.x", "end.dt6", "end.dx6", "storage"]
         );
         assert_eq!(
-            StoragePolicy::VALUES
-                .iter()
-                .map(|p| p.file_name())
-                .collect::<Vec<_>>(),
+            StoragePolicy::VALUES.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
             ["always", "never-but-last", "sr-c", "holds-object"]
         );
         assert_eq!(Reduced(true).file_name(), "encaps.red");
@@ -685,10 +551,7 @@ mod tests {
         // ports by name, flavors as a list, every field printed
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&y).unwrap();
         let s = &v["srv6"];
-        assert_eq!(
-            s["trusted_ports"],
-            serde_yaml_ng::from_str::<serde_yaml_ng::Value>("[outside, inside]").unwrap()
-        );
+        assert_eq!(s["trusted_ports"], serde_yaml_ng::from_str::<serde_yaml_ng::Value>("[outside, inside]").unwrap());
         assert_eq!(s["local_sids"][1]["port"].as_str(), Some("outside"));
         assert_eq!(s["local_sids"][1]["behavior"].as_str(), Some("end.x"));
         assert_eq!(
@@ -698,10 +561,7 @@ mod tests {
         assert!(s["local_sids"][2]["next_hop"].is_null());
         assert_eq!(s["local_sids"][4]["policy"].as_str(), Some("sr-c"));
         assert_eq!(s["steering"][1]["mode"].as_str(), Some("encaps.red"));
-        assert_eq!(
-            s["steering"][0]["prefix"].as_str(),
-            Some("2001:db8:77::/64")
-        );
+        assert_eq!(s["steering"][0]["prefix"].as_str(), Some("2001:db8:77::/64"));
         assert_eq!(v["storage_service"]["objects"][2].as_u64(), Some(u64::MAX));
         // the defaults print and parse back too
         let d = ok(BASE).to_yaml();
@@ -718,8 +578,7 @@ mod tests {
         let mut uncommented = 0;
         for line in EMBEDDED_DEMO.lines() {
             let body = line.strip_prefix('#');
-            let starts =
-                body.is_some_and(|b| b.starts_with("srv6:") || b.starts_with("storage_service:"));
+            let starts = body.is_some_and(|b| b.starts_with("srv6:") || b.starts_with("storage_service:"));
             in_block = starts || (in_block && body.is_some_and(|b| b.starts_with("  ")));
             if in_block {
                 out.push_str(body.unwrap());
@@ -729,10 +588,7 @@ mod tests {
             }
             out.push('\n');
         }
-        assert!(
-            uncommented > 10,
-            "no srv6 example found in configs/demo.yaml"
-        );
+        assert!(uncommented > 10, "no srv6 example found in configs/demo.yaml");
         let mut c = ok(&out);
         assert!(!c.srv6.sids.is_empty() && !c.srv6.policies.is_empty());
         c.srv6 = Srv6Config::default();
@@ -750,102 +606,50 @@ mod tests {
             "{e}"
         );
         let e = err(&sr("flavors: [usd]", "flavors: [usp]"));
-        assert!(
-            e.starts_with(
-                "srv6.local_sids[1].flavors[0]: unknown variant `usp`, expected `psp` or `usd`"
-            ),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.local_sids[1].flavors[0]: unknown variant `usp`, expected `psp` or `usd`"), "{e}");
         let e = err(&sr("policy: sr-c", "policy: src"));
-        assert!(
-            e.starts_with("srv6.local_sids[4].policy: unknown variant `src`"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.local_sids[4].policy: unknown variant `src`"), "{e}");
         let e = err(&sr("mode: encaps.red", "mode: encap"));
-        assert!(
-            e.starts_with("srv6.steering[1].mode: unknown variant `encap`"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.steering[1].mode: unknown variant `encap`"), "{e}");
         let e = err(&one_sid("sid: \"2001:db8:a::1\""));
-        assert!(
-            e.starts_with("srv6.local_sids[0]: missing field `behavior`"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.local_sids[0]: missing field `behavior`"), "{e}");
         let e = err(&one_sid("behavior: end"));
-        assert!(
-            e.starts_with("srv6.local_sids[0]: missing field `sid`"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.local_sids[0]: missing field `sid`"), "{e}");
         let e = err(&one_policy("prefix: \"2001:db8:77::/64\""));
-        assert!(
-            e.starts_with("srv6.steering[0]: missing field `segments`"),
-            "{e}"
-        );
-        let e = err(&sr(
-            "    behavior: end.dt6\n",
-            "    behavior: end.dt6\n      vrf: 1\n",
-        ));
-        assert!(
-            e.starts_with("srv6.local_sids[2].vrf: unknown field `vrf`"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.steering[0]: missing field `segments`"), "{e}");
+        let e = err(&sr("    behavior: end.dt6\n", "    behavior: end.dt6\n      vrf: 1\n"));
+        assert!(e.starts_with("srv6.local_sids[2].vrf: unknown field `vrf`"), "{e}");
         let e = err(&format!("{BASE}srv6:\n  sids: []\n"));
         assert!(e.starts_with("srv6.sids: unknown field `sids`"), "{e}");
         let e = err(&format!("{BASE}storage_service:\n  port: 1\n"));
-        assert!(
-            e.starts_with("storage_service.port: unknown field `port`"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage_service.port: unknown field `port`"), "{e}");
         let e = err(&sr("threshold: 8", "threshold: many"));
-        assert!(
-            e.starts_with("srv6.local_sids[4].threshold: invalid type"),
-            "{e}"
-        );
+        assert!(e.starts_with("srv6.local_sids[4].threshold: invalid type"), "{e}");
         let e = err(&sr("objects: [7,", "objects: [1.5,"));
-        assert!(
-            e.starts_with("storage_service.objects[0]: invalid type: floating point"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage_service.objects[0]: invalid type: floating point"), "{e}");
     }
 
     #[test]
     fn srv6_encap_source() {
         assert_err(
-            &sr(
-                "encap_source: \"2001:db8:2::1\"",
-                "encap_source: \"2001:db8:2::zz\"",
-            ),
+            &sr("encap_source: \"2001:db8:2::1\"", "encap_source: \"2001:db8:2::zz\""),
             "srv6.encap_source: 2001:db8:2::zz is not an IPv6 address",
         );
         assert_err(
-            &sr(
-                "encap_source: \"2001:db8:2::1\"",
-                "encap_source: 198.51.100.1",
-            ),
+            &sr("encap_source: \"2001:db8:2::1\"", "encap_source: 198.51.100.1"),
             "srv6.encap_source: 198.51.100.1 is not an IPv6 address",
         );
         assert_err(
-            &sr(
-                "encap_source: \"2001:db8:2::1\"",
-                "encap_source: \"2001:db8:2::7\"",
-            ),
+            &sr("encap_source: \"2001:db8:2::1\"", "encap_source: \"2001:db8:2::7\""),
             "srv6.encap_source: 2001:db8:2::7 is not an address of this node (one of ports[].ipv6)",
         );
         // a local SID is not a port address
         assert_err(
-            &sr(
-                "encap_source: \"2001:db8:2::1\"",
-                "encap_source: \"2001:db8:a::1\"",
-            ),
+            &sr("encap_source: \"2001:db8:2::1\"", "encap_source: \"2001:db8:a::1\""),
             "srv6.encap_source: 2001:db8:a::1 is not an address of this node (one of ports[].ipv6)",
         );
         assert_eq!(
-            ok(&sr(
-                "encap_source: \"2001:db8:2::1\"",
-                "encap_source: \"2001:db8:1::1\""
-            ))
-            .srv6
-            .encap_source,
+            ok(&sr("encap_source: \"2001:db8:2::1\"", "encap_source: \"2001:db8:1::1\"")).srv6.encap_source,
             Some(v6("2001:db8:1::1"))
         );
     }
@@ -853,10 +657,7 @@ mod tests {
     #[test]
     fn srv6_trusted_ports() {
         assert_err(
-            &sr(
-                "trusted_ports: [outside, inside]",
-                "trusted_ports: [outside, quux]",
-            ),
+            &sr("trusted_ports: [outside, inside]", "trusted_ports: [outside, quux]"),
             "srv6.trusted_ports[1]: no port named \"quux\" (ports: inside, outside)",
         );
         assert_err(
@@ -864,26 +665,17 @@ mod tests {
             "srv6.trusted_ports[0]: no port named \"quux\" (ports: inside, outside)",
         );
         assert_err(
-            &sr(
-                "trusted_ports: [outside, inside]",
-                "trusted_ports: [inside, outside, inside]",
-            ),
+            &sr("trusted_ports: [outside, inside]", "trusted_ports: [inside, outside, inside]"),
             "srv6.trusted_ports[2]: duplicate port inside (also srv6.trusted_ports[0])",
         );
         assert_err(
             &sr("trusted_ports: [outside, inside]", "trusted_ports: []"),
             "srv6.trusted_ports: must name at least one port (null: every port is trusted)",
         );
-        let c = ok(&sr(
-            "trusted_ports: [outside, inside]",
-            "trusted_ports: [inside]",
-        ));
+        let c = ok(&sr("trusted_ports: [outside, inside]", "trusted_ports: [inside]"));
         assert_eq!(c.srv6.trusted_ports, Some(vec![0]));
         assert!(trusts(&c.srv6, 0) && !trusts(&c.srv6, 1));
-        let c = ok(&sr(
-            "trusted_ports: [outside, inside]",
-            "trusted_ports: null",
-        ));
+        let c = ok(&sr("trusted_ports: [outside, inside]", "trusted_ports: null"));
         assert_eq!(c.srv6.trusted_ports, None);
     }
 
@@ -923,10 +715,7 @@ mod tests {
         );
         // the same address in another notation is the same SID
         assert_err(
-            &sr(
-                "sid: \"2001:db8:a::2\"",
-                "sid: \"2001:0db8:000a:0:0:0:0:1\"",
-            ),
+            &sr("sid: \"2001:db8:a::2\"", "sid: \"2001:0db8:000a:0:0:0:0:1\""),
             "srv6.local_sids[1].sid: duplicate SID 2001:db8:a::1 (also srv6.local_sids[0])",
         );
         // on a connected subnet is fine (a SID is a /128 of its own)
@@ -951,10 +740,7 @@ mod tests {
             &sr("flavors: [psp, usd]", "flavors: [psp, usd, psp]"),
             "srv6.local_sids[0].flavors[2]: duplicate flavor psp",
         );
-        assert_err(
-            &sr("flavors: [usd]", "flavors: [usd, usd]"),
-            "srv6.local_sids[1].flavors[1]: duplicate flavor usd",
-        );
+        assert_err(&sr("flavors: [usd]", "flavors: [usd, usd]"), "srv6.local_sids[1].flavors[1]: duplicate flavor usd");
         let c = ok(&sr("flavors: [psp, usd]", "flavors: [usd]"));
         assert_eq!((c.srv6.sids[0].psp, c.srv6.sids[0].usd), (false, true));
         let c = ok(&sr("flavors: [psp, usd]", "flavors: []"));
@@ -1001,16 +787,15 @@ mod tests {
             "srv6.local_sids[0].port: not allowed for behavior storage (only end.x and end.dx6 have a port)",
         );
         // explicit nulls are the same as absent
-        ok(&one_sid("sid: \"2001:db8:a::1\", behavior: end, next_hop: null, port: null, policy: null, threshold: null"));
+        ok(&one_sid(
+            "sid: \"2001:db8:a::1\", behavior: end, next_hop: null, port: null, policy: null, threshold: null",
+        ));
     }
 
     #[test]
     fn local_sid_adjacency_values() {
         assert_err(
-            &sr(
-                "next_hop: \"2001:db8:2::2\"",
-                "next_hop: \"2001:db8:2::zz\"",
-            ),
+            &sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"2001:db8:2::zz\""),
             "srv6.local_sids[1].next_hop: 2001:db8:2::zz is not an IPv6 address",
         );
         assert_err(
@@ -1030,31 +815,19 @@ mod tests {
             "srv6.local_sids[1].next_hop: next hop 2001:db8:1::2 is not on a subnet of port outside",
         );
         assert_err(
-            &sr(
-                "next_hop: \"2001:db8:2::2\"\n      port: outside",
-                "next_hop: \"2001:db8:2::2\"\n      port: inside",
-            ),
+            &sr("next_hop: \"2001:db8:2::2\"\n      port: outside", "next_hop: \"2001:db8:2::2\"\n      port: inside"),
             "srv6.local_sids[1].next_hop: next hop 2001:db8:2::2 is not on a subnet of port inside",
         );
         assert_err(
-            &sr(
-                "next_hop: \"2001:db8:2::2\"\n      port: outside",
-                "next_hop: \"2001:db8:2::2\"\n      port: outsid",
-            ),
+            &sr("next_hop: \"2001:db8:2::2\"\n      port: outside", "next_hop: \"2001:db8:2::2\"\n      port: outsid"),
             "srv6.local_sids[1].port: no port named \"outsid\" (ports: inside, outside)",
         );
         // link-local next hops are on every port
         let c = ok(&sr("next_hop: \"2001:db8:2::2\"", "next_hop: \"fe80::9\""));
-        assert_eq!(
-            c.srv6.sids[1].adjacency.map(|(_, nh)| nh),
-            Some(v6("fe80::9"))
-        );
+        assert_eq!(c.srv6.sids[1].adjacency.map(|(_, nh)| nh), Some(v6("fe80::9")));
         let y = "ports:\n  - {name: small, device: net_null0, mtu: 1000, ipv4: [\"192.0.2.1/24\"]}\n\
                  srv6:\n  local_sids:\n    - {sid: \"2001:db8:a::1\", behavior: end.x, next_hop: \"fe80::1\", port: small}\n";
-        assert_err(
-            y,
-            "srv6.local_sids[0].port: port small has mtu 1000, too small for IPv6 (>= 1280)",
-        );
+        assert_err(y, "srv6.local_sids[0].port: port small has mtu 1000, too small for IPv6 (>= 1280)");
     }
 
     #[test]
@@ -1084,24 +857,15 @@ mod tests {
                 &one_sid(&format!("sid: \"2001:db8:a::1\", behavior: storage, policy: {p}, threshold: 5")),
                 &format!("srv6.local_sids[0].threshold: not allowed for policy {p} (only sr-c has a threshold)"),
             );
-            let c = ok(&one_sid(&format!(
-                "sid: \"2001:db8:a::1\", behavior: storage, policy: {p}"
-            )));
+            let c = ok(&one_sid(&format!("sid: \"2001:db8:a::1\", behavior: storage, policy: {p}")));
             assert_eq!(c.srv6.sids[0].policy.map(|p| p.name()), Some(p));
         }
         assert_err(
             &one_sid("sid: \"2001:db8:a::1\", behavior: end, threshold: 5"),
             "srv6.local_sids[0].threshold: not allowed for behavior end (only storage with policy sr-c has a threshold)",
         );
-        let c = ok(&one_sid(
-            "sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c, threshold: 1000000",
-        ));
-        assert_eq!(
-            c.srv6.sids[0].policy,
-            Some(StoragePolicy::SrC {
-                threshold: 1_000_000
-            })
-        );
+        let c = ok(&one_sid("sid: \"2001:db8:a::1\", behavior: storage, policy: sr-c, threshold: 1000000"));
+        assert_eq!(c.srv6.sids[0].policy, Some(StoragePolicy::SrC { threshold: 1_000_000 }));
     }
 
     #[test]
@@ -1146,10 +910,7 @@ mod tests {
         );
         // more or less specific than a route is fine, and so is a default
         ok(&sr("prefix: 100.64.0.0/10", "prefix: 203.0.113.0/25"));
-        ok(&sr(
-            "prefix: \"2001:db8:77::/64\"",
-            "prefix: \"2001:db8:99::/64\"",
-        ));
+        ok(&sr("prefix: \"2001:db8:77::/64\"", "prefix: \"2001:db8:99::/64\""));
         ok(&sr("prefix: 100.64.0.0/10", "prefix: 0.0.0.0/0"));
         ok(&sr("prefix: \"2001:db8:77::/64\"", "prefix: \"::/0\""));
     }
@@ -1162,17 +923,11 @@ mod tests {
         );
         let seventeen: Vec<String> = (1..=17).map(|i| format!("\"2001:db8:b::{i:x}\"")).collect();
         assert_err(
-            &sr(
-                "segments: [\"2001:db8:b::1\"]",
-                &format!("segments: [{}]", seventeen.join(", ")),
-            ),
+            &sr("segments: [\"2001:db8:b::1\"]", &format!("segments: [{}]", seventeen.join(", "))),
             "srv6.steering[1].segments: must have 1..=16 segments, has 17",
         );
         let sixteen = &seventeen[..16];
-        let c = ok(&sr(
-            "segments: [\"2001:db8:b::1\"]",
-            &format!("segments: [{}]", sixteen.join(", ")),
-        ));
+        let c = ok(&sr("segments: [\"2001:db8:b::1\"]", &format!("segments: [{}]", sixteen.join(", "))));
         assert_eq!(c.srv6.policies[1].segments.len(), 16);
         assert_eq!(c.srv6.policies[1].segments[15], v6("2001:db8:b::10"));
         assert_err(

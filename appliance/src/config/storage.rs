@@ -145,11 +145,7 @@ pub struct StorageService {
 
 impl Default for StorageService {
     fn default() -> Self {
-        StorageService {
-            udp_port: DEFAULT_UDP_PORT,
-            queue_depth: DEFAULT_QUEUE_DEPTH,
-            objects: Vec::new(),
-        }
+        StorageService { udp_port: DEFAULT_UDP_PORT, queue_depth: DEFAULT_QUEUE_DEPTH, objects: Vec::new() }
     }
 }
 
@@ -184,18 +180,8 @@ pub struct Storage {
 /// Validates `storage_service:`; prints the object ids as integers.
 pub(super) fn validate_service(r: &mut StorageServiceYaml) -> Res<StorageService> {
     let udp_port = range("storage_service.udp_port", r.udp_port, 1, 65535)?;
-    let queue_depth = range(
-        "storage_service.queue_depth",
-        r.queue_depth,
-        0,
-        i64::from(MAX_STORAGE_QUEUE_DEPTH),
-    )?;
-    count(
-        "storage_service.objects",
-        r.objects.len(),
-        0,
-        MAX_STORAGE_OBJECTS,
-    )?;
+    let queue_depth = range("storage_service.queue_depth", r.queue_depth, 0, i64::from(MAX_STORAGE_QUEUE_DEPTH))?;
+    count("storage_service.objects", r.objects.len(), 0, MAX_STORAGE_OBJECTS)?;
     let mut seen: HashMap<u64, usize> = HashMap::with_capacity(r.objects.len());
     let mut objects = Vec::with_capacity(r.objects.len());
     for (i, o) in r.objects.iter_mut().enumerate() {
@@ -211,28 +197,18 @@ pub(super) fn validate_service(r: &mut StorageServiceYaml) -> Res<StorageService
         objects.push(id);
         *o = ObjectIdYaml::Int(id.into());
     }
-    Ok(StorageService {
-        udp_port,
-        queue_depth,
-        objects,
-    })
+    Ok(StorageService { udp_port, queue_depth, objects })
 }
 
 fn object_id(path: &str, o: &ObjectIdYaml) -> Res<u64> {
     match o {
         ObjectIdYaml::Int(v) => u64::try_from(*v).map_err(|_| {
-            ConfigError::invalid(
-                path,
-                format!("{v} is out of range 0..={} (object ids are u64)", u64::MAX),
-            )
+            ConfigError::invalid(path, format!("{v} is out of range 0..={} (object ids are u64)", u64::MAX))
         }),
         ObjectIdYaml::Text(s) => parse_object_id(s).ok_or_else(|| {
             ConfigError::invalid(
                 path,
-                format!(
-                    "{s:?} is not an object id (a decimal or 0x-hex number in 0..={})",
-                    u64::MAX
-                ),
+                format!("{s:?} is not an object id (a decimal or 0x-hex number in 0..={})", u64::MAX),
             )
         }),
     }
@@ -274,9 +250,7 @@ pub(super) fn validate(r: &mut StorageYaml, ports: &[Port], workers: usize) -> R
 /// A global unicast /64, host bits zero, overlapping no port's subnet.
 fn validate_object_prefix(text: &str, ports: &[Port]) -> Res<Ipv6Cidr> {
     let path = "storage.object_prefix";
-    let prefix: Ipv6Cidr = text
-        .parse()
-        .map_err(|e: String| ConfigError::invalid(path, e))?;
+    let prefix: Ipv6Cidr = text.parse().map_err(|e: String| ConfigError::invalid(path, e))?;
     if prefix.len != 64 {
         return Err(ConfigError::invalid(
             path,
@@ -286,17 +260,11 @@ fn validate_object_prefix(text: &str, ports: &[Port]) -> Res<Ipv6Cidr> {
     if prefix.addr != prefix.network() {
         return Err(ConfigError::invalid(
             path,
-            format!(
-                "{text} has host bits set (the network is {}/64)",
-                prefix.network()
-            ),
+            format!("{text} has host bits set (the network is {}/64)", prefix.network()),
         ));
     }
     if prefix.addr.is_multicast() || (prefix.addr.segments()[0] & 0xffc0) == 0xfe80 {
-        return Err(ConfigError::invalid(
-            path,
-            "must be a global unicast prefix",
-        ));
+        return Err(ConfigError::invalid(path, "must be a global unicast prefix"));
     }
     for (i, p) in ports.iter().enumerate() {
         for (k, c) in p.ipv6.iter().enumerate() {
@@ -327,11 +295,7 @@ fn validate_devices(device: &DevicesYaml, workers: usize) -> Res<Vec<String>> {
         ));
     }
     for (i, d) in devices.iter().enumerate() {
-        let path = if listed {
-            format!("storage.device[{i}]")
-        } else {
-            "storage.device".to_string()
-        };
+        let path = if listed { format!("storage.device[{i}]") } else { "storage.device".to_string() };
         if d.is_empty() || (d != "ram" && !d.starts_with('/')) {
             return Err(ConfigError::invalid(
                 path,
@@ -340,10 +304,7 @@ fn validate_devices(device: &DevicesYaml, workers: usize) -> Res<Vec<String>> {
         }
         if d != "ram" {
             if let Some(j) = devices[..i].iter().position(|e| e == d) {
-                return Err(ConfigError::invalid(
-                    path,
-                    format!("{d} is also storage.device[{j}]"),
-                ));
+                return Err(ConfigError::invalid(path, format!("{d} is also storage.device[{j}]")));
             }
         }
     }
@@ -356,10 +317,7 @@ mod tests {
 
     #[test]
     fn storage_service_ranges() {
-        assert_err(
-            &format!("{BASE}storage_service:\n  udp_port: 0\n"),
-            "storage_service.udp_port: must be 1..=65535",
-        );
+        assert_err(&format!("{BASE}storage_service:\n  udp_port: 0\n"), "storage_service.udp_port: must be 1..=65535");
         assert_err(
             &format!("{BASE}storage_service:\n  udp_port: 65536\n"),
             "storage_service.udp_port: must be 1..=65535",
@@ -372,25 +330,15 @@ mod tests {
             &format!("{BASE}storage_service:\n  queue_depth: -1\n"),
             "storage_service.queue_depth: must be 0..=1000000",
         );
-        let c = ok(&format!(
-            "{BASE}storage_service:\n  udp_port: 65535\n  queue_depth: 1000000\n"
-        ));
-        assert_eq!(
-            (c.storage_service.udp_port, c.storage_service.queue_depth),
-            (65535, 1_000_000)
-        );
+        let c = ok(&format!("{BASE}storage_service:\n  udp_port: 65535\n  queue_depth: 1000000\n"));
+        assert_eq!((c.storage_service.udp_port, c.storage_service.queue_depth), (65535, 1_000_000));
     }
 
     #[test]
     fn storage_service_objects() {
         let objs = |list: &str| format!("{BASE}storage_service:\n  objects: {list}\n");
-        let c = ok(&objs(
-            "[0, \"1\", \"0x10\", \"0XfF\", 0x11, \"99\", 18446744073709551615]",
-        ));
-        assert_eq!(
-            c.storage_service.objects,
-            vec![0, 1, 16, 255, 17, 99, u64::MAX]
-        );
+        let c = ok(&objs("[0, \"1\", \"0x10\", \"0XfF\", 0x11, \"99\", 18446744073709551615]"));
+        assert_eq!(c.storage_service.objects, vec![0, 1, 16, 255, 17, 99, u64::MAX]);
         assert_err(
             &objs("[1, 5, 9, 7, \"0x7\"]"),
             "storage_service.objects[4]: duplicate object id 7 (also storage_service.objects[3])",
@@ -407,17 +355,7 @@ mod tests {
             &objs("[18446744073709551616]"),
             "storage_service.objects[0]: 18446744073709551616 is out of range 0..=18446744073709551615 (object ids are u64)",
         );
-        for bad in [
-            "abc",
-            "0x",
-            "0x1g",
-            "+5",
-            " 5",
-            "-5",
-            "18446744073709551616",
-            "0x10000000000000000",
-            "",
-        ] {
+        for bad in ["abc", "0x", "0x1g", "+5", " 5", "-5", "18446744073709551616", "0x10000000000000000", ""] {
             assert_err(
                 &objs(&format!("[{bad:?}]")),
                 &format!("storage_service.objects[0]: {bad:?} is not an object id (a decimal or 0x-hex number in 0..=18446744073709551615)"),
@@ -428,70 +366,40 @@ mod tests {
             &objs(&format!("[{}]", many.join(", "))),
             "storage_service.objects: must have 0..=4096 entries, has 4097",
         );
-        assert_eq!(
-            ok(&objs(&format!("[{}]", many[..4096].join(", "))))
-                .storage_service
-                .objects
-                .len(),
-            4096
-        );
+        assert_eq!(ok(&objs(&format!("[{}]", many[..4096].join(", ")))).storage_service.objects.len(), 4096);
     }
 
     #[test]
     fn storage_section() {
-        let yaml =
-            format!("{BASE}storage:\n  object_prefix: \"2001:db8:f0:1::/64\"\n  device: ram\n");
+        let yaml = format!("{BASE}storage:\n  object_prefix: \"2001:db8:f0:1::/64\"\n  device: ram\n");
         let c = ok(&yaml);
         let st = c.storage.as_ref().unwrap();
         assert_eq!(st.object_prefix.len, 64);
         assert_eq!(st.size_mb, 256);
         assert_eq!(ok(&c.to_yaml()), c);
         let cases: &[(&str, &str)] = &[
-            (
-                "object_prefix: \"2001:db8:f0:1::/64\"",
-                "storage.object_prefix: ... must be a /64",
-            ),
-            (
-                "device: ram",
-                "storage.device: \"disk.img\": an absolute path",
-            ),
+            ("object_prefix: \"2001:db8:f0:1::/64\"", "storage.object_prefix: ... must be a /64"),
+            ("device: ram", "storage.device: \"disk.img\": an absolute path"),
         ];
         let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:f0:1::/48"));
-        assert!(
-            e.starts_with("storage.object_prefix: 2001:db8:f0:1::/48 must be a /64"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage.object_prefix: 2001:db8:f0:1::/48 must be a /64"), "{e}");
         let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:f0:1::5/64"));
         assert!(e.contains("host bits"), "{e}");
         let e = err(&yaml.replace("2001:db8:f0:1::/64", "2001:db8:1::/64"));
-        assert!(
-            e.starts_with("storage.object_prefix: overlaps ports[0].ipv6[0]"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage.object_prefix: overlaps ports[0].ipv6[0]"), "{e}");
         let e = err(&yaml.replace("device: ram", "device: disk.img"));
         assert!(e.starts_with(cases[1].1), "{e}");
         let e = err(&format!("{yaml}  size_mb: 1\n"));
         assert!(e.starts_with("storage.size_mb: must be 16..="), "{e}");
-        let two = yaml.replace(
-            "ports:",
-            "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }, { lcore: 2 }]\nports:",
-        );
+        let two =
+            yaml.replace("ports:", "lcores:\n  main: { lcore: 0 }\n  workers: [{ lcore: 1 }, { lcore: 2 }]\nports:");
         let two = two.replace("qpairs=1", "qpairs=2");
         let e = err(&two);
-        assert!(
-            e.starts_with("storage.device: 1 device(s) for 2 workers"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage.device: 1 device(s) for 2 workers"), "{e}");
         let c2 = ok(&two.replace("device: ram", "device: [ram, /var/tmp/apl-dev1.img]"));
-        assert_eq!(
-            c2.storage.as_ref().unwrap().devices,
-            ["ram", "/var/tmp/apl-dev1.img"]
-        );
+        assert_eq!(c2.storage.as_ref().unwrap().devices, ["ram", "/var/tmp/apl-dev1.img"]);
         assert_eq!(ok(&c2.to_yaml()), c2);
         let e = err(&two.replace("device: ram", "device: [/a.img, /a.img]"));
-        assert!(
-            e.starts_with("storage.device[1]: /a.img is also storage.device[0]"),
-            "{e}"
-        );
+        assert!(e.starts_with("storage.device[1]: /a.img is also storage.device[0]"), "{e}");
     }
 }

@@ -99,8 +99,5 @@ pub(super) fn assert_err(yaml: &str, expected: &str) {
 
 pub(super) fn assert_err_starts(yaml: &str, expected: &str) {
     let e = err(yaml);
-    assert!(
-        e.starts_with(expected),
-        "got {e:?}, expected prefix {expected:?}"
-    );
+    assert!(e.starts_with(expected), "got {e:?}, expected prefix {expected:?}");
 }

@@ -153,7 +153,7 @@ impl<const N: usize> Lpm<N> {
     }
 
     /// The value of the longest prefix containing `key`, if any.
-#[inline]
+    #[inline]
     pub fn lookup(&self, key: &[u8; N]) -> Option<u32> {
         self.lookup_with_len(key).map(|(value, _)| value)
     }
@@ -194,7 +194,7 @@ impl Lpm<4> {
     }
 
     /// The value of the longest IPv4 prefix containing `addr`.
-#[inline]
+    #[inline]
     pub fn lookup_v4(&self, addr: Ipv4Addr) -> Option<u32> {
         self.lookup(&addr.octets())
     }
@@ -212,7 +212,7 @@ impl Lpm<16> {
     }
 
     /// The value of the longest IPv6 prefix containing `addr`.
-#[inline]
+    #[inline]
     pub fn lookup_v6(&self, addr: Ipv6Addr) -> Option<u32> {
         self.lookup(&addr.octets())
     }

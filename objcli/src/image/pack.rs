@@ -33,10 +33,7 @@ const SB_COMPAT_CHKSUM: u32 = 0x1;
 /// module doc).
 pub fn build_erofs(rootfs: &Path, out: &Path) -> io::Result<()> {
     if !rootfs.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{}: not a directory", rootfs.display()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: not a directory", rootfs.display())));
     }
     let st = Command::new("mkfs.erofs")
         .arg("--quiet")
@@ -46,28 +43,19 @@ pub fn build_erofs(rootfs: &Path, out: &Path) -> io::Result<()> {
         .status()
         .map_err(|e| io::Error::new(e.kind(), format!("mkfs.erofs (erofs-utils): {e}")))?;
     if !st.success() {
-        return Err(io::Error::other(format!(
-            "mkfs.erofs {} failed: {st}",
-            rootfs.display()
-        )));
+        return Err(io::Error::other(format!("mkfs.erofs {} failed: {st}", rootfs.display())));
     }
     fix_build_time(out)
 }
 
 /// Sets the erofs superblock's build time to 0 and recomputes its checksum.
 pub fn fix_build_time(image: &Path) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)?;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
     let mut block = vec![0u8; 4096 - SB_OFFSET as usize];
     f.read_exact_at(&mut block, SB_OFFSET)?;
     let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
     if le32(&block, 0) != SB_MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: no erofs superblock", image.display()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: no erofs superblock", image.display())));
     }
     block[24..32].fill(0); // build_time
     block[32..36].fill(0); // build_time_nsec
@@ -164,9 +152,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -16,9 +16,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use objmeta::client::MetaClient;
-use objmeta::image::{
-    chunk_object_name, validate_image_name, ChunkRef, ImageManifest, CHUNK_MAX, CHUNK_MIN,
-};
+use objmeta::image::{chunk_object_name, validate_image_name, ChunkRef, ImageManifest, CHUNK_MAX, CHUNK_MIN};
 use objmeta::model::{CreateRequest, ObjectState};
 
 use super::pack;
@@ -39,12 +37,7 @@ pub struct PushOptions {
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions {
-            chunk_size: 64 << 10,
-            replicas: 3,
-            parallel: 4,
-            keep_image: None,
-        }
+        PushOptions { chunk_size: 64 << 10, replicas: 3, parallel: 4, keep_image: None }
     }
 }
 
@@ -87,10 +80,7 @@ pub fn push(
     }
     let image = match &opts.keep_image {
         Some(p) => TempFile(p.clone(), false),
-        None => TempFile(
-            std::env::temp_dir().join(format!("objcli-image-{}-{name}.erofs", std::process::id())),
-            true,
-        ),
+        None => TempFile(std::env::temp_dir().join(format!("objcli-image-{}-{name}.erofs", std::process::id())), true),
     };
     pack::build_erofs(rootfs, &image.0)?;
     push_image_file(meta, cfg, &image.0, name, opts)
@@ -149,9 +139,7 @@ pub fn push_image_file(
                     let r = file
                         .read_exact_at(&mut buf[..len], off)
                         .map_err(Error::from)
-                        .and_then(|()| {
-                            store_chunk(meta, &mut client, &digests[i], &buf[..len], opts.replicas)
-                        });
+                        .and_then(|()| store_chunk(meta, &mut client, &digests[i], &buf[..len], opts.replicas));
                     match r {
                         Ok((cref, new)) => {
                             if new {
@@ -174,13 +162,8 @@ pub fn push_image_file(
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }
-    let by_digest: std::collections::HashMap<String, ChunkRef> = refs
-        .into_inner()
-        .expect("lock")
-        .into_iter()
-        .flatten()
-        .map(|c| (c.digest.clone(), c))
-        .collect();
+    let by_digest: std::collections::HashMap<String, ChunkRef> =
+        refs.into_inner().expect("lock").into_iter().flatten().map(|c| (c.digest.clone(), c)).collect();
     let chunks: Vec<ChunkRef> = digests.iter().map(|d| by_digest[d].clone()).collect();
     let manifest = ImageManifest {
         name: name.to_string(),
@@ -189,10 +172,7 @@ pub fn push_image_file(
         size,
         digest: pack::image_digest(digests.iter().map(String::as_str)),
         chunks,
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
     };
     let manifest = meta.put_image(&manifest)?;
     Ok(PushReport {
@@ -221,11 +201,7 @@ fn store_chunk(
     let new = match m.state {
         ObjectState::Complete => false,
         ObjectState::Creating => {
-            let targets: Vec<_> = m
-                .replicas
-                .iter()
-                .map(|r| client.replica_target(r))
-                .collect();
+            let targets: Vec<_> = m.replicas.iter().map(|r| client.replica_target(r)).collect();
             client.write_replicas(m.id, m.version, data, &targets, &())?;
             meta.commit(m.id, m.version)?;
             true

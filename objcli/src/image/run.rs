@@ -54,16 +54,12 @@ pub struct RunOptions {
 
 /// A call to the agent's HTTP API; an error answer becomes `Err` with the agent's message.
 pub fn agent_call(agent: &str, method: &str, target: &str, body: &Value) -> Result<Value, String> {
-    let addr = agent
-        .strip_prefix("http://")
-        .unwrap_or(agent)
-        .trim_end_matches('/');
+    let addr = agent.strip_prefix("http://").unwrap_or(agent).trim_end_matches('/');
     let b = serde_json::to_vec(body).expect("json");
-    let (status, resp) =
-        objmeta::http::call(addr, method, target, Some(&b), Duration::from_secs(600))
-            .map_err(|e| format!("image agent at {addr}: {e} (is imgagent running?)"))?;
-    let v: Value = serde_json::from_slice(&resp)
-        .unwrap_or_else(|_| json!({ "message": String::from_utf8_lossy(&resp) }));
+    let (status, resp) = objmeta::http::call(addr, method, target, Some(&b), Duration::from_secs(600))
+        .map_err(|e| format!("image agent at {addr}: {e} (is imgagent running?)"))?;
+    let v: Value =
+        serde_json::from_slice(&resp).unwrap_or_else(|_| json!({ "message": String::from_utf8_lossy(&resp) }));
     if status != 200 {
         return Err(format!(
             "image agent: {} {target}: {status} {}",
@@ -115,16 +111,9 @@ pub fn oci_spec(args: &[String], hostname: &str) -> Value {
 }
 
 fn sh(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }
@@ -144,10 +133,7 @@ struct Bundle {
 impl Drop for Bundle {
     fn drop(&mut self) {
         if self.container {
-            let _ = Command::new("runc")
-                .args(["delete", "-f", &self.id])
-                .stdin(Stdio::null())
-                .output();
+            let _ = Command::new("runc").args(["delete", "-f", &self.id]).stdin(Stdio::null()).output();
         }
         if self.rootfs {
             let _ = Command::new("umount").arg(self.dir.join("rootfs")).output();
@@ -184,22 +170,13 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
         return Err("no command to run (objcli image run NAME -- CMD ARGS...)".into());
     }
     objmeta::image::validate_image_name(&opts.image).map_err(|e| e.to_string())?;
-    if opts.id.is_empty()
-        || !opts
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if opts.id.is_empty() || !opts.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         return Err(format!("container id {:?}: [A-Za-z0-9._-]+", opts.id));
     }
     let t0 = Instant::now();
     let dir = opts.bundle_root.join(&opts.id);
     if dir.exists() {
-        return Err(format!(
-            "{} exists: a container {} is running or was not cleaned up",
-            dir.display(),
-            opts.id
-        ));
+        return Err(format!("{} exists: a container {} is running or was not cleaned up", dir.display(), opts.id));
     }
     std::fs::create_dir_all(dir.join("up")).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::create_dir_all(dir.join("rootfs")).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -220,10 +197,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
         &json!({ "pull": opts.pull, "prefetch": opts.prefetch }),
     )?;
     b.mounted_image = true;
-    let lower = m["lower"]
-        .as_str()
-        .ok_or("image agent: mount answer without \"lower\"")?
-        .to_string();
+    let lower = m["lower"].as_str().ok_or("image agent: mount answer without \"lower\"")?.to_string();
     eprintln!(
         "objcli: image {} mounted at {lower} after {:.3} s ({} chunks, {} predicted)",
         opts.image,
@@ -232,13 +206,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
         m["predicted"]
     );
     sh(Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={}m,mode=755", opts.upper_mb),
-            "tmpfs",
-        ])
+        .args(["-t", "tmpfs", "-o", &format!("size={}m,mode=755", opts.upper_mb), "tmpfs"])
         .arg(dir.join("up")))?;
     b.upper = true;
     for d in ["up/upper", "up/work"] {
@@ -249,16 +217,11 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
         dir.join("up/upper").display(),
         dir.join("up/work").display()
     );
-    sh(Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &ovl])
-        .arg(dir.join("rootfs")))?;
+    sh(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &ovl]).arg(dir.join("rootfs")))?;
     b.rootfs = true;
     let spec = oci_spec(&opts.args, &opts.id);
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&spec).expect("json"),
-    )
-    .map_err(|e| format!("config.json: {e}"))?;
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).expect("json"))
+        .map_err(|e| format!("config.json: {e}"))?;
     let mut child: Child = Command::new("runc")
         .args(["run", "--bundle"])
         .arg(&dir)
@@ -275,12 +238,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
             if wait_ready(port, &stop) {
                 let s = t0.elapsed().as_secs_f64();
                 eprintln!("objcli: ready after {s:.3} s (127.0.0.1:{port} answers)");
-                if let Err(e) = agent_call(
-                    &agent,
-                    "POST",
-                    &format!("/images/{image}/ready"),
-                    &json!({}),
-                ) {
+                if let Err(e) = agent_call(&agent, "POST", &format!("/images/{image}/ready"), &json!({})) {
                     eprintln!("objcli: {e}");
                 }
             }
@@ -293,10 +251,7 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<ExitStatus, Strin
             Err(e) => return Err(format!("waiting for runc: {e}")),
         }
         if stop.load(Ordering::SeqCst) {
-            let _ = Command::new("runc")
-                .args(["kill", &opts.id, "KILL"])
-                .stdin(Stdio::null())
-                .output();
+            let _ = Command::new("runc").args(["kill", &opts.id, "KILL"]).stdin(Stdio::null()).output();
             break child.wait().map_err(|e| format!("waiting for runc: {e}"))?;
         }
         std::thread::sleep(Duration::from_millis(20));

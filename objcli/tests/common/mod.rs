@@ -163,7 +163,10 @@ fn serve(
                 if faults.never_ack_puts.load(Ordering::SeqCst) {
                     continue;
                 }
-                if rest.len() < 16 + h.length as usize || h.offset % FRAGMENT as u64 != 0 || h.length as usize > FRAGMENT {
+                if rest.len() < 16 + h.length as usize
+                    || h.offset % FRAGMENT as u64 != 0
+                    || h.length as usize > FRAGMENT
+                {
                     send(&h, status::BAD_REQUEST, &[]);
                     continue;
                 }

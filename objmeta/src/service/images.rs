@@ -26,17 +26,14 @@ fn traces_prefix(name: &str, digest: &str) -> String {
 }
 
 fn fnv32(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 impl MetadataService {
     /// Stores (or replaces) an image's manifest after validating it.
     pub fn put_image(&self, m: ImageManifest) -> Result<ImageManifest, MetaError> {
         m.validate()?;
-        self.store
-            .put(image_key(&m.name).as_bytes(), &to_json(&m))?;
+        self.store.put(image_key(&m.name).as_bytes(), &to_json(&m))?;
         Ok(m)
     }
 
@@ -53,15 +50,10 @@ impl MetadataService {
         let mut names = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self
-                .store
-                .list_prefix(IMAGES.as_bytes(), after.as_deref(), 1000)?;
+            let page = self.store.list_prefix(IMAGES.as_bytes(), after.as_deref(), 1000)?;
             let full = page.len() == 1000;
             after = page.last().map(|(k, _)| k.clone());
-            names.extend(
-                page.into_iter()
-                    .map(|(k, _)| String::from_utf8_lossy(&k[IMAGES.len()..]).into_owned()),
-            );
+            names.extend(page.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[IMAGES.len()..]).into_owned()));
             if !full {
                 return Ok(names);
             }
@@ -98,12 +90,8 @@ impl MetadataService {
         let prefix = traces_prefix(name, &m.digest);
         let key = format!("{prefix}{:016x}-{:08x}", t.started_ms, fnv32(&t.host));
         self.store.put(key.as_bytes(), &to_json(&t))?;
-        let keys: Vec<Vec<u8>> = self
-            .store
-            .list_prefix(prefix.as_bytes(), None, 10 * TRACES_KEPT)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys: Vec<Vec<u8>> =
+            self.store.list_prefix(prefix.as_bytes(), None, 10 * TRACES_KEPT)?.into_iter().map(|(k, _)| k).collect();
         let excess = keys.len().saturating_sub(TRACES_KEPT);
         for k in &keys[..excess] {
             self.store.delete(k)?;

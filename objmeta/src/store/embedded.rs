@@ -106,10 +106,7 @@ fn replay(buf: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> usize {
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -121,12 +118,7 @@ impl EmbeddedStore {
         if compact.exists() {
             fs::remove_file(&compact)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         let mut map = BTreeMap::new();
@@ -157,13 +149,7 @@ impl EmbeddedStore {
         let live = 8 + map.iter().map(|(k, v)| record_size(k, v)).sum::<u64>();
         Ok(Self {
             path,
-            inner: Mutex::new(Inner {
-                file,
-                len,
-                map,
-                live,
-                poisoned: None,
-            }),
+            inner: Mutex::new(Inner { file, len, map, live, poisoned: None }),
             truncated_at_open: truncated,
         })
     }
@@ -190,16 +176,9 @@ impl EmbeddedStore {
             return Err(StoreError::Poisoned(why.clone()));
         }
         let rec = record(op, key, value);
-        let res = inner
-            .file
-            .write_all_at(&rec, inner.len)
-            .and_then(|()| inner.file.sync_data());
+        let res = inner.file.write_all_at(&rec, inner.len).and_then(|()| inner.file.sync_data());
         if let Err(e) = res {
-            if let Err(e2) = inner
-                .file
-                .set_len(inner.len)
-                .and_then(|()| inner.file.sync_data())
-            {
+            if let Err(e2) = inner.file.set_len(inner.len).and_then(|()| inner.file.sync_data()) {
                 inner.poisoned = Some(format!("append failed ({e}), truncate failed ({e2})"));
             }
             return Err(e.into());
@@ -243,9 +222,7 @@ impl EmbeddedStore {
             return;
         }
         // The new log is in place: from here on `inner.file` (the old inode) must not be used.
-        match sync_dir(&self.path)
-            .and_then(|()| OpenOptions::new().read(true).write(true).open(&self.path))
-        {
+        match sync_dir(&self.path).and_then(|()| OpenOptions::new().read(true).write(true).open(&self.path)) {
             Ok(f) => {
                 inner.file = f;
                 inner.len = out.len() as u64;
@@ -272,10 +249,7 @@ fn compact_path(path: &Path) -> PathBuf {
 }
 
 fn corrupt(path: &Path, msg: &str) -> StoreError {
-    StoreError::Corrupt {
-        path: path.display().to_string(),
-        msg: msg.to_string(),
-    }
+    StoreError::Corrupt { path: path.display().to_string(), msg: msg.to_string() }
 }
 
 impl MetaStore for EmbeddedStore {
@@ -297,12 +271,7 @@ impl MetaStore for EmbeddedStore {
         Ok(true)
     }
 
-    fn list_prefix(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Kv>, StoreError> {
+    fn list_prefix(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<Kv>, StoreError> {
         let g = self.lock();
         let lower = match start_after {
             Some(s) if s >= prefix => Bound::Excluded(s.to_vec()),
@@ -316,12 +285,7 @@ impl MetaStore for EmbeddedStore {
             .collect())
     }
 
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
+    fn compare_and_swap(&self, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
         let mut g = self.lock();
         if g.map.get(key).map(Vec::as_slice) != expected {
             return Ok(false);

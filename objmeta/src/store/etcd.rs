@@ -49,8 +49,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn unb64(s: &str) -> Result<Vec<u8>, StoreError> {
-    B64.decode(s)
-        .map_err(|e| StoreError::Etcd(format!("bad base64 from etcd: {e}")))
+    B64.decode(s).map_err(|e| StoreError::Etcd(format!("bad base64 from etcd: {e}")))
 }
 
 fn err(msg: impl Into<String>) -> StoreError {
@@ -65,10 +64,7 @@ impl EtcdStore {
             .ok_or_else(|| err(format!("{url}: only http:// endpoints are supported")))?
             .trim_end_matches('/')
             .to_string();
-        let s = Self {
-            addr,
-            timeout: Duration::from_secs(10),
-        };
+        let s = Self { addr, timeout: Duration::from_secs(10) };
         s.health()?;
         Ok(s)
     }
@@ -81,11 +77,7 @@ impl EtcdStore {
         if status == 200 && v["health"] == "true" {
             Ok(())
         } else {
-            Err(err(format!(
-                "{} unhealthy: {status} {}",
-                self.addr,
-                String::from_utf8_lossy(&body)
-            )))
+            Err(err(format!("{} unhealthy: {status} {}", self.addr, String::from_utf8_lossy(&body))))
         }
     }
 
@@ -93,12 +85,8 @@ impl EtcdStore {
         let body = serde_json::to_vec(body).expect("JSON of a Value");
         let (status, resp) = http::call(&self.addr, "POST", path, Some(&body), self.timeout)
             .map_err(|e| err(format!("{}{path}: {e}", self.addr)))?;
-        let v: Value = serde_json::from_slice(&resp).map_err(|e| {
-            err(format!(
-                "{path}: {status}, not JSON ({e}): {}",
-                String::from_utf8_lossy(&resp)
-            ))
-        })?;
+        let v: Value = serde_json::from_slice(&resp)
+            .map_err(|e| err(format!("{path}: {status}, not JSON ({e}): {}", String::from_utf8_lossy(&resp))))?;
         if status != 200 {
             let msg = v["message"].as_str().or(v["error"].as_str()).unwrap_or("");
             return Err(err(format!("{path}: HTTP {status}: {msg}")));
@@ -108,12 +96,8 @@ impl EtcdStore {
 
     fn range(&self, req: Value) -> Result<Vec<Kv>, StoreError> {
         let v = self.post("/v3/kv/range", &req)?;
-        let r: RangeResponse =
-            serde_json::from_value(v).map_err(|e| err(format!("range response: {e}")))?;
-        r.kvs
-            .into_iter()
-            .map(|kv| Ok((unb64(&kv.key)?, unb64(&kv.value)?)))
-            .collect()
+        let r: RangeResponse = serde_json::from_value(v).map_err(|e| err(format!("range response: {e}")))?;
+        r.kvs.into_iter().map(|kv| Ok((unb64(&kv.key)?, unb64(&kv.value)?))).collect()
     }
 }
 
@@ -127,18 +111,11 @@ fn int_field(v: &Value, name: &str) -> u64 {
 
 impl MetaStore for EtcdStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .range(json!({ "key": b64(key) }))?
-            .into_iter()
-            .next()
-            .map(|(_, v)| v))
+        Ok(self.range(json!({ "key": b64(key) }))?.into_iter().next().map(|(_, v)| v))
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.post(
-            "/v3/kv/put",
-            &json!({ "key": b64(key), "value": b64(value) }),
-        )?;
+        self.post("/v3/kv/put", &json!({ "key": b64(key), "value": b64(value) }))?;
         Ok(())
     }
 
@@ -147,12 +124,7 @@ impl MetaStore for EtcdStore {
         Ok(int_field(&v, "deleted") > 0)
     }
 
-    fn list_prefix(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Kv>, StoreError> {
+    fn list_prefix(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<Kv>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -175,18 +147,10 @@ impl MetaStore for EtcdStore {
             "range_end": b64(&end),
             "limit": limit.to_string(),
         }))?;
-        Ok(kvs
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .collect())
+        Ok(kvs.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect())
     }
 
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
+    fn compare_and_swap(&self, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
         let k = b64(key);
         let compare = match expected {
             Some(v) => json!({ "target": "VALUE", "key": k, "result": "EQUAL", "value": b64(v) }),
@@ -198,10 +162,7 @@ impl MetaStore for EtcdStore {
             Some(v) => json!({ "request_put": { "key": k, "value": b64(v) } }),
             None => json!({ "request_delete_range": { "key": k } }),
         };
-        let v = self.post(
-            "/v3/kv/txn",
-            &json!({ "compare": [compare], "success": [op], "failure": [] }),
-        )?;
+        let v = self.post("/v3/kv/txn", &json!({ "compare": [compare], "success": [op], "failure": [] }))?;
         Ok(v["succeeded"].as_bool().unwrap_or(false))
     }
 }

@@ -31,20 +31,10 @@ pub trait MetaStore: Send + Sync {
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError>;
     /// Keys starting with `prefix`, strictly after `start_after` (when given), ascending, at
     /// most `limit`.
-    fn list_prefix(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Kv>, StoreError>;
+    fn list_prefix(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<Kv>, StoreError>;
     /// Sets `key` to `new` (deletes it for `None`) only if its value is `expected` (absent for
     /// `None`). `Ok(true)` when the swap happened.
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError>;
+    fn compare_and_swap(&self, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError>;
 }
 
 impl<S: MetaStore + ?Sized> MetaStore for Box<S> {
@@ -57,20 +47,10 @@ impl<S: MetaStore + ?Sized> MetaStore for Box<S> {
     fn delete(&self, key: &[u8]) -> Result<bool, StoreError> {
         (**self).delete(key)
     }
-    fn list_prefix(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Kv>, StoreError> {
+    fn list_prefix(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<Kv>, StoreError> {
         (**self).list_prefix(prefix, start_after, limit)
     }
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
+    fn compare_and_swap(&self, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
         (**self).compare_and_swap(key, expected, new)
     }
 }
@@ -95,9 +75,7 @@ pub fn open(spec: &str) -> Result<Box<dyn MetaStore>, StoreError> {
     } else if let Some(url) = spec.strip_prefix("etcd:") {
         Ok(Box::new(EtcdStore::connect(url)?))
     } else {
-        Err(StoreError::Spec(format!(
-            "store {spec:?}: expected embedded:/path or etcd:http://host:port"
-        )))
+        Err(StoreError::Spec(format!("store {spec:?}: expected embedded:/path or etcd:http://host:port")))
     }
 }
 
