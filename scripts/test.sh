@@ -36,16 +36,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "fuzz targets build against netwire and dataplane (no libdpdk)"
 (cd fuzz && cargo check --quiet)
 
-log "build: cargo build --release -p appliance -p objmeta -p objcli"
-cargo build --release -p appliance -p objmeta -p objcli
+log "build: cargo build --release -p appliance -p objmeta -p objcli -p imgagent"
+cargo build --release -p appliance -p objmeta -p objcli -p imgagent
 export APPLIANCE_BIN="$REPO_ROOT/target/release/appliance"
 [ -x "$APPLIANCE_BIN" ] || die "no binary at $APPLIANCE_BIN"
 
 mkdir -p "$REPO_ROOT/target"
 LOG="$REPO_ROOT/target/test.log"
-log "test: cargo test --workspace --release -- --test-threads=1 $*  (log: $LOG)"
+log "test: cargo test --workspace --release --no-fail-fast -- --test-threads=1 $*  (log: $LOG)"
 set +e
-cargo test --workspace --release -- --test-threads=1 "$@" 2>&1 | tee "$LOG"
+cargo test --workspace --release --no-fail-fast -- --test-threads=1 "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 set -e
 
