@@ -1,15 +1,20 @@
 //! The control core's loop (on the EAL main lcore): drains every worker's
-//! punt ring into the [`SlowPath`], runs its timers, and hands what it sends
-//! to a worker's inject ring for transmission (the control core owns no tx
-//! queue: every tx queue belongs to exactly one worker).
+//! punt ring into the [`SlowPath`], applies run-time changes from the
+//! control API ([`Changer`]), runs the timers (and frees tables no worker
+//! uses any more), and hands what it sends to a worker's inject ring for
+//! transmission (the control core owns no tx queue: every tx queue belongs
+//! to exactly one worker).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer};
 
 use dataplane::slowpath::SlowPath;
+
+use crate::ctl::change::{ChangeRequest, Changer};
 use dataplane::stats::punt_tag_parts;
 use dataplane::stats::{ControlCounters, DropReason};
 
@@ -20,6 +25,9 @@ const IDLE_SLEEP: Duration = Duration::from_micros(200);
 
 pub struct Control {
     pub slow: SlowPath<Mbuf>,
+    /// Run-time changes from the control API, applied here (the one writer).
+    pub changes: Receiver<ChangeRequest>,
+    pub changer: Changer,
     /// One per worker.
     pub punt: Vec<RingConsumer>,
     /// One per worker.
@@ -51,9 +59,18 @@ impl Control {
                     }
                 }
             }
+            while let Ok(req) = self.changes.try_recv() {
+                work += 1;
+                let result = self.changer.apply(req.change, &mut self.slow);
+                if let Err(e) = &result {
+                    tracing::info!(error = %e, "run-time change refused");
+                }
+                let _ = req.reply.try_send(result);
+            }
             if now_ms >= last_tick + TICK_MS {
                 last_tick = now_ms;
                 self.slow.tick(now_ms, &mut self.pool, &mut |p| out.push(p));
+                self.changer.tick();
             }
             if !out.is_empty() {
                 work += out.len();

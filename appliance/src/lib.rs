@@ -10,6 +10,9 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod metrics;
 pub mod natcore;
+pub mod rcu;
+pub mod trace;
 pub mod worker;

@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use appliance::config::{Config, Host, LogFormat};
@@ -86,14 +85,19 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg);
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            let signals = appliance::app::Signals::default();
+            let handlers = [
+                (signal_hook::consts::SIGINT, &signals.stop),
+                (signal_hook::consts::SIGTERM, &signals.stop),
+                (signal_hook::consts::SIGHUP, &signals.reload),
+            ];
+            for (sig, flag) in handlers {
+                if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
                     eprintln!("error: installing signal handler: {e}");
                     return ExitCode::FAILURE;
                 }
             }
-            match appliance::app::run(&cfg, stop) {
+            match appliance::app::run(&cfg, config.as_deref(), signals) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -23,13 +23,12 @@ use prometheus_client::registry::Registry;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
+use crate::ctl::Api;
 use crate::natcore::{NatClock, NatQuery};
 use crate::worker::WorkerCounters;
 use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use dataplane::nat::fast::NatWorkerCounters;
 use dataplane::nat::mapper::NatStats;
-use dataplane::nat::session::SessionFilter;
-use dataplane::nat::translate::Proto;
 use dataplane::pipeline::Pipeline;
 use dataplane::stats::{ControlCounters, DropReason, HandOffKind, IcmpErrorKind, PuntReason};
 use dataplane::storage::service::{ServiceCounters, LATENCY_BOUNDS_US, OPS};
@@ -48,7 +47,8 @@ pub struct MetricsSource {
     /// (ring name, ring)
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
     pub tsc_hz: u64,
-    pub pipeline: Arc<Pipeline>,
+    /// The tables as published now (SIDs come and go at run time).
+    pub pipeline: Arc<crate::rcu::Published<Pipeline>>,
     /// Per worker: one block of counters per local SID.
     pub sid_counters: Vec<Arc<Vec<dataplane::srv6::SidCounters>>>,
     /// The NAT mapping server's figures (with NAT on).
@@ -313,9 +313,12 @@ impl MetricsSource {
 
     /// Per local SID: packets, bytes, storage decisions, drops.
     fn render_srv6(&self, reg: &mut Registry) {
-        let sids = self.pipeline.srv6().sids();
+        let pipeline = self.pipeline.load();
+        let sids = pipeline.srv6().sids();
+        // SID `i` counts in its slot (stable across run-time changes).
         let sum_sid = |i: usize, f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
-            self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
+            let slot = pipeline.srv6().slot(i as u16);
+            self.sid_counters.iter().map(|w| w.get(slot).map_or(0, f)).sum()
         };
         let sid_labels = |i: usize| {
             let s = &sids[i];
@@ -511,138 +514,6 @@ impl MetricsSource {
         );
     }
 
-    /// `GET /nat/sessions?inside=A&public=A&remote=A&proto=udp&limit=N`:
-    /// the mapping server's live sessions, one per line.
-    pub fn nat_sessions_text(&self, query: &str) -> Result<String, String> {
-        let Some(tx) = &self.nat_query else {
-            return Err("NAT is not configured\n".into());
-        };
-        let mut filter = SessionFilter::default();
-        let mut limit = 1000usize;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let addr = || v.parse().map_err(|_| format!("{k}: {v:?} is not an IPv4 address\n"));
-            match k {
-                "inside" => filter.inside_addr = Some(addr()?),
-                "public" => filter.public_addr = Some(addr()?),
-                "remote" => filter.remote_addr = Some(addr()?),
-                "proto" => {
-                    filter.proto = Some(match v {
-                        "tcp" => Proto::Tcp,
-                        "udp" => Proto::Udp,
-                        "icmp" => Proto::Icmp,
-                        _ => return Err(format!("proto: {v:?} is not tcp, udp or icmp\n")),
-                    })
-                }
-                "limit" => limit = v.parse().map_err(|_| format!("limit: {v:?} is not a number\n"))?,
-                _ => return Err(format!("unknown filter {k:?} (inside, public, remote, proto, limit)\n")),
-            }
-        }
-        let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
-        tx.lock()
-            .map_err(|_| "internal error\n".to_string())?
-            .send(NatQuery { filter, limit, reply: reply_tx })
-            .map_err(|_| "the mapping server is not running\n".to_string())?;
-        let sessions = reply_rx
-            .recv_timeout(Duration::from_secs(2))
-            .map_err(|_| "the mapping server did not answer\n".to_string())?;
-        let now = self.nat_clock.now_ms();
-        let mut s = format!(
-            "{:<5} {:<21} {:<21} {:<21} {:<11} {:>8} {:>10}\n",
-            "proto", "inside", "public", "remote", "state", "idle_s", "expires_s"
-        );
-        for i in &sessions {
-            let b = &i.binding;
-            let _ = writeln!(
-                s,
-                "{:<5} {:<21} {:<21} {:<21} {:<11} {:>8} {:>10}",
-                b.proto.name(),
-                format!("{}:{}", b.inside_addr, b.inside_port),
-                format!("{}:{}", b.public_addr, b.public_port),
-                format!("{}:{}", b.remote_addr, b.remote_port),
-                i.tcp_state.map_or("-", |t| t.name()),
-                now.saturating_sub(i.last_ms) / 1000,
-                i.expires_ms.saturating_sub(now) / 1000
-            );
-        }
-        let _ = writeln!(s, "{} sessions shown", sessions.len());
-        Ok(s)
-    }
-
-    /// A human-readable listing of the neighbour table.
-    pub fn neighbors_text(&self) -> String {
-        let mut entries: Vec<_> = self.neigh.entries().collect();
-        entries.sort_by_key(|e| (e.port, e.ip));
-        let mut s = format!("{:<10} {:<40} {:<18} {}\n", "port", "address", "mac", "state");
-        for e in entries {
-            let m = e.mac;
-            let _ = writeln!(
-                s,
-                "{:<10} {:<40} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}  {}",
-                self.port_names.get(usize::from(e.port)).map(String::as_str).unwrap_or("?"),
-                e.ip.to_string(),
-                m[0],
-                m[1],
-                m[2],
-                m[3],
-                m[4],
-                m[5],
-                e.state.name()
-            );
-        }
-        s
-    }
-
-    /// A human-readable listing of local SIDs and steering policies.
-    pub fn srv6_text(&self) -> String {
-        let mut s = String::from("local SIDs\n");
-        let _ = writeln!(s, "  {:<40} {:<9} {:<22} {:>12} {:>12}", "sid", "behavior", "detail", "packets", "drops");
-        for (i, sid) in self.pipeline.srv6().sids().iter().enumerate() {
-            let sum = |f: &dyn Fn(&dataplane::srv6::SidCounters) -> u64| -> u64 {
-                self.sid_counters.iter().map(|w| w.get(i).map_or(0, f)).sum()
-            };
-            let drops = sum(&|c| DropReason::ALL.iter().map(|&r| c.drops.get(r)).sum());
-            let mut detail = String::new();
-            if let Some((p, nh)) = sid.adjacency {
-                detail = format!("via {nh} {}", self.port_names.get(usize::from(p)).map(String::as_str).unwrap_or("?"));
-            }
-            if let Some(pol) = sid.policy {
-                detail = match pol {
-                    dataplane::srv6::StoragePolicy::SrC { threshold } => format!("sr-c<{threshold}"),
-                    other => other.name().to_owned(),
-                };
-            }
-            if sid.psp {
-                detail.push_str(" psp");
-            }
-            if sid.usd {
-                detail.push_str(" usd");
-            }
-            let _ = writeln!(
-                s,
-                "  {:<40} {:<9} {:<22} {:>12} {:>12}",
-                sid.sid.to_string(),
-                sid.behavior.name(),
-                detail.trim(),
-                sum(&|c| c.packets.get()),
-                drops
-            );
-        }
-        s.push_str("steering policies\n");
-        for p in self.pipeline.srv6().policies() {
-            let segs: Vec<String> = p.segments.iter().map(|a| a.to_string()).collect();
-            let _ = writeln!(
-                s,
-                "  {}/{} {} segments [{}]",
-                p.prefix,
-                p.len,
-                if p.reduced { "H.Encaps.Red" } else { "H.Encaps" },
-                segs.join(", ")
-            );
-        }
-        s
-    }
-
     /// A short summary of the totals, for the log at shutdown.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -696,6 +567,7 @@ impl MetricsSource {
 pub fn serve(
     addr: SocketAddr,
     source: Arc<MetricsSource>,
+    api: Arc<Api>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
@@ -704,7 +576,7 @@ pub fn serve(
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(e) = handle(stream, &source) {
+                    if let Err(e) = handle(stream, &source, &api) {
                         tracing::debug!(error = %e, "metrics request failed");
                     }
                 }
@@ -720,7 +592,7 @@ pub fn serve(
     })
 }
 
-fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> {
+fn handle(mut stream: TcpStream, source: &MetricsSource, api: &Api) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = [0u8; 2048];
@@ -740,17 +612,18 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", source.render()),
-        ("GET", "/neighbors") => ("200 OK", "text/plain; charset=utf-8", source.neighbors_text()),
-        ("GET", "/srv6") => ("200 OK", "text/plain; charset=utf-8", source.srv6_text()),
+        ("GET", "/neighbors") => page(api, &["show neighbors"]),
+        ("GET", "/srv6") => page(api, &["show srv6 sids", "show srv6 policies"]),
         ("GET", p) if p == "/nat/sessions" || p.starts_with("/nat/sessions?") => {
-            match source.nat_sessions_text(p.split_once('?').map_or("", |(_, q)| q)) {
-                Ok(body) => ("200 OK", "text/plain; charset=utf-8", body),
-                Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
-            }
+            let query = p.split_once('?').map_or("", |(_, q)| q).replace('&', " ");
+            page(api, &[&format!("show nat sessions {query}")])
         }
-        ("GET", "/") => {
-            ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors /srv6 /nat/sessions\n".to_owned())
-        }
+        ("GET", p) if p.starts_with("/api/") => api_json(api, p),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "appliance: /metrics /neighbors /srv6 /nat/sessions /api/show/<what> (JSON)\n".to_owned(),
+        ),
         ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
     };
@@ -761,6 +634,34 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
+}
+
+/// A page of the control API's text for `commands` (read-only `show`s).
+fn page(api: &Api, commands: &[&str]) -> (&'static str, &'static str, String) {
+    let mut body = String::new();
+    for c in commands {
+        match api.call(c) {
+            Ok(r) => body.push_str(&r.text),
+            Err(e) => return ("400 Bad Request", "text/plain; charset=utf-8", format!("{e}\n")),
+        }
+    }
+    ("200 OK", "text/plain; charset=utf-8", body)
+}
+
+/// `GET /api/show/<what>[/<more>][?key=value&...]`: a `show` command's data
+/// as JSON (HTTP gets the read-only commands only; changes go through the
+/// control socket).
+fn api_json(api: &Api, path: &str) -> (&'static str, &'static str, String) {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut words: Vec<&str> = path.trim_start_matches("/api/").split('/').filter(|w| !w.is_empty()).collect();
+    words.extend(query.split('&').filter(|q| !q.is_empty()));
+    if words.first() != Some(&"show") {
+        return ("403 Forbidden", "application/json", "{\"error\":\"only show commands over HTTP\"}\n".into());
+    }
+    match api.call(&words.join(" ")) {
+        Ok(r) => ("200 OK", "application/json", format!("{}\n", r.data)),
+        Err(e) => ("400 Bad Request", "application/json", format!("{}\n", serde_json::json!({ "error": e }))),
+    }
 }
 
 /// The storage latency histograms in the text format (prometheus-client

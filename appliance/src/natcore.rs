@@ -15,7 +15,7 @@
 //! listings the metrics thread asks for. Like the workers, it backs off
 //! when idle if `pipeline.idle_backoff` is on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,11 +59,21 @@ impl NatClock {
     }
 }
 
-/// A request for a session listing (`GET /nat/sessions`).
+/// A question for the mapping core from the control API: list the
+/// sessions `filter` matches (at most `limit`), or retire them.
 pub struct NatQuery {
     pub filter: SessionFilter,
     pub limit: usize,
-    pub reply: SyncSender<Vec<SessionInfo>>,
+    pub retire: bool,
+    pub reply: SyncSender<NatAnswer>,
+}
+
+/// The mapping core's answer to a [`NatQuery`].
+pub enum NatAnswer {
+    Sessions(Vec<SessionInfo>),
+    /// Sessions retired (the workers' caches were told to drop every entry
+    /// older than the retirement: see `FlowCache::invalidate`).
+    Retired(usize),
 }
 
 /// The mapping core's event sink: block events go to the log writer through
@@ -118,6 +128,9 @@ pub struct MapperCore {
     pub stop: Arc<AtomicBool>,
     pub idle: IdleBackoff,
     pub clock: NatClock,
+    /// Bumped after an operator's clear retired sessions: every worker then
+    /// makes its cache entries stale before its next packet.
+    pub flush_epoch: Arc<AtomicU64>,
 }
 
 impl MapperCore {
@@ -149,7 +162,14 @@ impl MapperCore {
                 let expired = self.mapper.tick(now, EXPIRE_PER_TICK);
                 work += expired.sessions;
                 while let Ok(q) = self.queries.try_recv() {
-                    let _ = q.reply.try_send(self.mapper.sessions(&q.filter, q.limit));
+                    let answer = if q.retire {
+                        let n = self.mapper.retire(&q.filter, now);
+                        self.flush_epoch.fetch_add(1, Ordering::Release);
+                        NatAnswer::Retired(n)
+                    } else {
+                        NatAnswer::Sessions(self.mapper.sessions(&q.filter, q.limit))
+                    };
+                    let _ = q.reply.try_send(answer);
                 }
             }
             if work > 0 {

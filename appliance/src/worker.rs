@@ -20,6 +20,9 @@ use std::time::Duration;
 use dataplane::nat::fast::NatWorker;
 use dataplane::nat::msg::{self, Answer, ANSWER_LEN, TOUCHES_PER_REPORT, TOUCH_LEN};
 use dataplane::pipeline::{HandOff, PacketFlags, Pipeline, Verdict, WorkerCtx};
+
+use crate::rcu::Reader;
+use crate::trace::{TraceControl, TRACE_HEAD};
 use dataplane::stats::{punt_tag, Counter, DropCounters, DropReason, HandOffCounters, HandOffKind, PuntCounters};
 use dataplane::storage::service::{shard_of, ObjectService};
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
@@ -65,7 +68,11 @@ pub struct RxBinding {
 
 /// Everything one worker owns.
 pub struct Worker {
-    pub pipeline: Arc<Pipeline>,
+    /// The tables, republished at run time (see [`crate::rcu`]).
+    pub pipeline: Reader<Pipeline>,
+    /// This worker's index (trace and capture buffers).
+    pub index: usize,
+    pub trace: Arc<TraceControl>,
     pub rx: Vec<RxBinding>,
     /// Indexed by the config index of the port.
     pub tx: Vec<TxQueue>,
@@ -91,6 +98,8 @@ pub struct NatLink {
     /// Where activity reports are allocated from.
     pub pool: Mempool,
     pub clock: NatClock,
+    /// The mapping core's flush epoch (see `natcore::MapperCore::flush_epoch`).
+    pub flush_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A worker's storage service and its hand-over rings: objects are sharded
@@ -130,8 +139,10 @@ impl Worker {
         let mut empty_polls: u32 = 0;
         let mut t_prev = rte::tsc();
         while !self.stop.load(Ordering::Relaxed) {
+            // Quiescent point: no packet in flight, no reference into the tables.
+            self.pipeline.refresh();
             if let (Some(link), Some(nw)) = (&self.nat, self.ctx.nat.as_deref_mut()) {
-                nw.now_ms = link.clock.now_ms();
+                nw.advance(link.clock.now_ms(), link.flush_epoch.load(Ordering::Acquire));
             }
             let mut work = self.poll_rx(&mut input, &mut b, burst_size);
             work += self.poll_nat_answers(&mut input, &mut b, burst_size);
@@ -162,17 +173,26 @@ impl Worker {
             rxc.packets.add(n as u64);
             rxc.bytes.add(input.bytes());
             if self.ctx.nat.is_some() {
+                let pipeline = self.pipeline.get();
                 for m in input.as_slice() {
-                    self.pipeline.nat_prefetch(m.data(), port, &self.ctx);
+                    pipeline.nat_prefetch(m.data(), port, &self.ctx);
                 }
             }
+            if self.trace.capturing() {
+                self.trace.capture_burst(self.index, port, input.as_slice().iter().map(|m| m.data()));
+            }
+            let tracing = self.trace.armed(self.index) > 0;
             for mut m in input.drain() {
                 m.set_port(port);
                 if !m.is_contiguous() {
                     self.counters.drops.inc(DropReason::MultiSegment);
                     continue;
                 }
-                let v = self.pipeline.process(&mut m, port, &mut self.ctx);
+                if tracing {
+                    self.traced(m, port, b);
+                    continue;
+                }
+                let v = self.pipeline.get().process(&mut m, port, &mut self.ctx);
                 self.dispatch(b, v, m);
             }
         }
@@ -195,7 +215,7 @@ impl Worker {
                 nw.install(&answer);
             }
             let port = m.port();
-            let v = self.pipeline.resume(&mut m, port, PacketFlags::NAT_DONE, &mut self.ctx);
+            let v = self.pipeline.get().resume(&mut m, port, PacketFlags::NAT_DONE, &mut self.ctx);
             self.dispatch(b, v, m);
         }
         n
@@ -286,6 +306,19 @@ impl Worker {
         let t_after = rte::tsc();
         c.idle_cycles.add(t_after - t_prev);
         t_after
+    }
+
+    /// A packet `trace add` asked for: its headers as received, then its
+    /// path through the stages and its verdict, are recorded.
+    #[cold]
+    fn traced(&mut self, mut m: Mbuf, port: u16, b: &mut Bursts) {
+        let mut head = [0u8; TRACE_HEAD];
+        let n = m.data().len().min(TRACE_HEAD);
+        head[..n].copy_from_slice(&m.data()[..n]);
+        let len = m.data().len();
+        let v = self.pipeline.get().process(&mut m, port, &mut self.ctx);
+        self.trace.record(self.index, port, &head[..n], len, &self.ctx.meta, v);
+        self.dispatch(b, v, m);
     }
 
     /// Sends a packet where its verdict says.

@@ -30,6 +30,12 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets it back to zero. Only while its writer does not write it (a
+    /// counter block taken out of use).
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 /// A value that goes up and down, with one writer.
@@ -88,6 +94,8 @@ macro_rules! reasons {
             #[inline]
             pub fn add(&self, r: $name, n: u64) { self.0[r as usize].add(n); }
             pub fn get(&self, r: $name) -> u64 { self.0[r as usize].get() }
+            /// Zeroes every counter (see [`Counter::reset`]).
+            pub fn reset(&self) { self.0.iter().for_each(Counter::reset); }
         }
     };
 }

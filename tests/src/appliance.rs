@@ -45,6 +45,17 @@ pub fn appliance_bin() -> PathBuf {
     panic!("no appliance binary found (APPLIANCE_BIN unset, none in target/release or target/debug): build it first: cargo build --release -p appliance");
 }
 
+/// The operator CLI, next to the appliance binary.
+pub fn aplctl_bin() -> PathBuf {
+    let p = appliance_bin().with_file_name("aplctl");
+    assert!(
+        p.is_file(),
+        "no aplctl next to the appliance binary ({}): cargo build --release -p appliance",
+        p.display()
+    );
+    p
+}
+
 /// configs/demo.yaml, read at run time.
 pub fn demo_config() -> String {
     let p = workspace_root().join("configs/demo.yaml");
@@ -215,6 +226,31 @@ impl Appliance {
         &self.metrics_addr
     }
     /// The config file it was started with.
+    /// The control socket (`control.socket` defaults to /run/appliance/<file prefix>.sock).
+    pub fn control_socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/appliance/{}.sock", self.file_prefix))
+    }
+
+    /// Runs `aplctl --socket <ours> ARGS...` (the operator CLI) and returns its output.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(aplctl_bin());
+        cmd.arg("--socket").arg(self.control_socket()).args(args);
+        crate::proc::run_timeout(&mut cmd, Duration::from_secs(20))
+    }
+
+    /// [`ctl`](Self::ctl), which must succeed; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "aplctl {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            crate::proc::output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }

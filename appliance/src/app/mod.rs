@@ -28,15 +28,32 @@ use dataplane::slowpath::{SlowPath, SlowPathConfig};
 use dataplane::stats::ControlCounters;
 use dataplane::storage::Responder;
 
+use std::path::Path;
+
 use crate::config::Config;
 use crate::control::Control;
+use crate::ctl::{self, change::Changer, Api};
 use crate::metrics::MetricsSource;
+use crate::rcu::Published;
+use crate::trace::TraceControl;
 
 pub use self::nat::os_seeds;
 
+/// Changes waiting for the control core at most (more: "busy, try again").
+const CHANGES_MAX: usize = 64;
+
+/// What the signal handlers set: stop (SIGINT, SIGTERM), reload the config
+/// (SIGHUP).
+#[derive(Clone, Default)]
+pub struct Signals {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
 /// Runs the appliance until `stop` is set (by a signal). Returns after a
 /// clean shutdown.
-pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
+pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result<()> {
+    let stop = signals.stop.clone();
     let args = cfg.eal_args("appliance");
     tracing::info!(dpdk = %rte::version(), eal_args = ?args, "starting EAL");
     let eal = rte::Eal::init(&args).context("starting DPDK EAL (are hugepages reserved? run scripts/setup.sh)")?;
@@ -58,11 +75,14 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         Pipeline::build(infos, &cfg.routes, &cfg.srv6, nat::plan(cfg), storage_plan, neigh.clone())
             .context("building the route tables")?,
     );
+    let cell = Published::new(pipeline.clone(), cfg.lcores.workers.len());
+    let trace =
+        TraceControl::new(cfg.lcores.workers.len(), rte::tsc_hz(), cfg.ports.iter().map(|p| p.name.clone()).collect());
     let mut storage = storage::Wiring::open(cfg, &eal)?;
     let mut nat = nat::Wiring::start(cfg, &eal, &pool, &stop)?;
     let control_counters = Arc::new(ControlCounters::default());
     let slow = slow_path(cfg, &pipeline, neigh_writer, control_counters.clone())?;
-    let built = workers::build(cfg, &eal, &pipeline, &ports, &stop, &mut nat, &mut storage)?;
+    let built = workers::build(cfg, &eal, &cell, &trace, &ports, &stop, &mut nat, &mut storage)?;
     let source = Arc::new(MetricsSource {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         ports: ports.clone(),
@@ -72,19 +92,34 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         pool: pool.clone(),
         rings: built.rings,
         tsc_hz: rte::tsc_hz(),
-        pipeline: pipeline.clone(),
-        sid_counters: built.sid_counters,
+        pipeline: cell.clone(),
+        sid_counters: built.sid_counters.clone(),
         nat: nat.stats.clone(),
         nat_workers: built.nat_counters,
         nat_query: nat.query.take().map(std::sync::Mutex::new),
         nat_clock: nat.clock,
         storage: storage.counters(),
     });
-    let metrics = MetricsServer::start(cfg, &source)?;
+    let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_MAX);
+    let api = Arc::new(Api::new(
+        source.clone(),
+        cell.clone(),
+        trace.clone(),
+        changes_tx,
+        (config_path.map(Path::to_path_buf), cfg.clone()),
+    ));
+    let metrics = MetricsServer::start(cfg, &source, &api)?;
+    let control_socket = ctl::server::Server::start(&cfg.control.socket, api, Some(signals.reload.clone()))
+        .with_context(|| format!("control.socket: cannot listen on {}", cfg.control.socket.display()))?;
     let handles = launch(cfg, built.workers, nat.core.take(), &stop)?;
-    tracing::info!(workers = cfg.lcores.workers.len(), metrics = ?cfg.metrics.listen, "appliance running; SIGINT/SIGTERM stops it");
+    tracing::info!(
+        workers = cfg.lcores.workers.len(), metrics = ?cfg.metrics.listen, control = %cfg.control.socket.display(),
+        "appliance running; SIGINT/SIGTERM stops it, SIGHUP reloads the config"
+    );
     let mut control = Control {
         slow,
+        changes,
+        changer: Changer::new(cell.clone(), cfg, built.sid_counters),
         punt: built.punt_rx,
         inject: built.inject_tx,
         pool: pool.clone(),
@@ -101,6 +136,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         }
     }
     nat.stop_logger();
+    drop(control_socket);
     metrics.stop();
     let summary = source.summary();
     println!("final counters:\n{summary}");
@@ -139,11 +175,11 @@ struct MetricsServer {
 }
 
 impl MetricsServer {
-    fn start(cfg: &Config, source: &Arc<MetricsSource>) -> Result<MetricsServer> {
+    fn start(cfg: &Config, source: &Arc<MetricsSource>, api: &Arc<Api>) -> Result<MetricsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = match cfg.metrics.listen {
             Some(addr) => Some(
-                crate::metrics::serve(addr, source.clone(), stop.clone())
+                crate::metrics::serve(addr, source.clone(), api.clone(), stop.clone())
                     .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?,
             ),
             None => None,
@@ -191,7 +227,7 @@ fn launch(
 }
 
 /// The slow path's limits and timers (`neighbor:` and `icmp:`).
-fn slow_path_config(cfg: &Config) -> SlowPathConfig {
+pub(crate) fn slow_path_config(cfg: &Config) -> SlowPathConfig {
     SlowPathConfig {
         pending_packets_max: cfg.neighbor.pending_packets_max as usize,
         pending_per_neighbor_max: cfg.neighbor.pending_per_neighbor_max as usize,

@@ -69,13 +69,15 @@ impl Wiring {
             "NAT mapping server tables allocated"
         );
         let (query_tx, query_rx) = std::sync::mpsc::channel();
+        let flush_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (mut requests, mut answers, mut links) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..cfg.lcores.workers.len() {
             let (req_p, req_c) = rte::MbufRing::new(eal, &format!("apl_natreq{i}"), n.ring_size)
                 .context("creating a NAT request ring")?;
             let (ans_p, ans_c) = rte::MbufRing::new(eal, &format!("apl_natans{i}"), n.ring_size)
                 .context("creating a NAT answer ring")?;
-            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock });
+            let flush_epoch = flush_epoch.clone();
+            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock, flush_epoch });
             requests.push(req_c);
             answers.push(ans_p);
         }
@@ -87,6 +89,7 @@ impl Wiring {
             stop: stop.clone(),
             idle: IdleBackoff { enabled: n.mapper_idle_backoff, ..cfg.pipeline.idle_backoff },
             clock,
+            flush_epoch,
         });
         w.links = links.into_iter();
         w.stats = Some(stats);

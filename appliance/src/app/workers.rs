@@ -15,6 +15,8 @@ use dataplane::storage::{LoadView, LocalService};
 
 use super::{nat, responder, storage};
 use crate::config::Config;
+use crate::rcu::Published;
+use crate::trace::TraceControl;
 use crate::worker::{QueueCounters, RxBinding, Worker, WorkerCounters};
 
 /// The workers, ready to launch, and what the control core and the
@@ -31,10 +33,12 @@ pub(super) struct Built {
     pub inject_tx: Vec<rte::RingProducer>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     cfg: &Config,
     eal: &Arc<rte::Eal>,
-    pipeline: &Arc<Pipeline>,
+    cell: &Arc<Published<Pipeline>>,
+    trace: &Arc<TraceControl>,
     ports: &[Arc<rte::Port>],
     stop: &Arc<AtomicBool>,
     nat: &mut nat::Wiring,
@@ -65,7 +69,7 @@ pub(super) fn build(
             Some(st) => Box::new(LoadView { load: st.service.load(), responder: responder(cfg) }),
             None => Box::new(responder(cfg)),
         };
-        let mut ctx = WorkerCtx::new(pipeline, service);
+        let mut ctx = WorkerCtx::new(&cell.load(), service);
         b.sid_counters.push(ctx.sid_counters.clone());
         if let Some(nw) = nat::Wiring::worker_state(cfg, w) {
             b.nat_counters.push(nw.counters.clone());
@@ -74,7 +78,9 @@ pub(super) fn build(
         let (rx, tx, counters) = queues(cfg, ports, w)?;
         b.counters.push(counters.clone());
         b.workers.push(Worker {
-            pipeline: pipeline.clone(),
+            pipeline: cell.reader(w),
+            index: w,
+            trace: trace.clone(),
             rx,
             tx,
             punt,

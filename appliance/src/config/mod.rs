@@ -34,6 +34,7 @@
 //! [`EMBEDDED_DEMO`].
 
 mod addr;
+mod control;
 mod eal;
 mod host;
 mod lcores;
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use addr::{format_mac, parse_mac};
+pub use control::Control;
 pub use dataplane::fib::RouteSpec;
 pub use dataplane::srv6::Srv6Config;
 pub use eal::{Eal, EalLogLevel};
@@ -309,6 +311,7 @@ struct ConfigYaml {
     icmp: routing::IcmpYaml,
     pipeline: pipeline::PipelineYaml,
     metrics: metrics::MetricsYaml,
+    control: control::ControlYaml,
     log: log::LogYaml,
     srv6: srv6::Srv6Yaml,
     storage_service: storage::StorageServiceYaml,
@@ -344,6 +347,8 @@ pub struct Config {
     pub pipeline: Pipeline,
     /// Prometheus endpoint.
     pub metrics: Metrics,
+    /// The control socket.
+    pub control: Control,
     /// The program's own logging (tracing).
     pub log: Log,
     /// SRv6 local SIDs and steering policies, as the pipeline takes them
@@ -488,6 +493,7 @@ fn validate(mut file: ConfigYaml) -> Res<Config> {
     let icmp = routing::validate_icmp(&f.icmp)?;
     let pipeline = pipeline::validate(&f.pipeline)?;
     let metrics = metrics::validate(&mut f.metrics)?;
+    let control = control::validate(&mut f.control, &eal.file_prefix)?;
     let log = log::validate(&f.log)?;
     let srv6 = srv6::validate(&mut f.srv6, &ports, &routes)?;
     let storage_service = storage::validate_service(&mut f.storage_service)?;
@@ -511,6 +517,7 @@ fn validate(mut file: ConfigYaml) -> Res<Config> {
         icmp,
         pipeline,
         metrics,
+        control,
         log,
         srv6,
         storage_service,

@@ -149,7 +149,7 @@ pub(super) fn validate(r: &mut Srv6Yaml, ports: &[Port], routes: &[RouteSpec]) -
     let sids = validate_local_sids(&mut r.local_sids, ports)?;
     let policies = validate_steering(&mut r.steering, ports, routes)?;
     r.encap_source = encap_source.map(|a| a.to_string());
-    Ok(Srv6Config { sids, policies, trusted_ports, encap_source })
+    Ok(Srv6Config { sids, policies, trusted_ports, encap_source, counter_slots: Vec::new() })
 }
 
 fn validate_trusted_ports(names: &[String], ports: &[Port]) -> Res<Vec<u16>> {
@@ -446,7 +446,7 @@ mod tests {
     fn srv6_and_storage_defaults() {
         for c in [ok(BASE), Config::demo()] {
             assert_eq!(c.srv6, Srv6Config::default());
-            assert_eq!(c.srv6, Srv6Config { sids: vec![], policies: vec![], trusted_ports: None, encap_source: None });
+            assert_eq!(c.srv6, Srv6Config::default());
             assert!(trusts(&c.srv6, 0) && trusts(&c.srv6, 1));
             assert_eq!(c.storage_service, StorageService { udp_port: 7878, queue_depth: 0, objects: vec![] });
             assert_eq!(c.storage_service, StorageService::default());

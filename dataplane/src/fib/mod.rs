@@ -256,6 +256,14 @@ impl EgressMiss {
     }
 }
 
+/// One entry of the route table, as listed by [`Fib::entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FibEntry {
+    pub prefix: IpAddr,
+    pub len: u8,
+    pub next_hop: NextHop,
+}
+
 /// The tables while [`Fib::build`] fills them.
 struct Builder {
     /// (address, prefix length, next-hop index), in insertion order.
@@ -263,12 +271,15 @@ struct Builder {
     routes6: Lpm6,
     hosts6: HostRoutes,
     nexthops: Vec<NextHop>,
+    /// Every route added, for listings.
+    entries: Vec<FibEntry>,
 }
 
 impl Builder {
     fn add(&mut self, prefix: IpAddr, len: u8, nh: NextHop) -> Result<(), FibError> {
         let idx = self.nexthops.len() as u32;
         self.nexthops.push(nh);
+        self.entries.push(FibEntry { prefix, len, next_hop: nh });
         match prefix {
             IpAddr::V4(a) => {
                 if len > 32 {
@@ -296,6 +307,7 @@ pub struct Fib {
     hosts6: HostRoutes,
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
+    entries: Vec<FibEntry>,
 }
 
 /// The feature routes a [`Fib`] is built with besides the connected and
@@ -334,6 +346,7 @@ impl Fib {
             routes6: Lpm6::new(1 + n_routes * 15),
             hosts6: HostRoutes::new(n_routes),
             nexthops: Vec::new(),
+            entries: Vec::new(),
         };
         let connected: Vec<(IpAddr, u8, u16)> = ports
             .iter()
@@ -374,6 +387,7 @@ impl Fib {
                     return Err(FibError::Nat(format!("pool address {a} is a port address")));
                 }
                 b.routes4.push((u32::from(*a), 32, idx));
+                b.entries.push(FibEntry { prefix: IpAddr::V4(*a), len: 32, next_hop: NextHop::NatPool });
             }
         }
         Ok(Fib {
@@ -383,6 +397,7 @@ impl Fib {
             nexthops: b.nexthops,
             ports,
             neigh,
+            entries: b.entries,
         })
     }
 
@@ -392,6 +407,12 @@ impl Fib {
 
     pub fn neighbors(&self) -> &Arc<NeighborTable> {
         &self.neigh
+    }
+
+    /// Every route in the order it was added (a later entry for the same
+    /// prefix replaced an earlier one in the lookup tables).
+    pub fn entries(&self) -> &[FibEntry] {
+        &self.entries
     }
 
     /// Route lookup.

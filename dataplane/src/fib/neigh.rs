@@ -157,6 +157,10 @@ fn unpack_mac(v: u64) -> (u16, [u8; 6]) {
     ((v >> 48) as u16, mac)
 }
 
+/// The state byte of a removed entry (not a [`NeighborState`]: readers see
+/// no entry).
+const REMOVED: u8 = 0;
+
 struct RawEntry {
     key: u128,
     port: u16,
@@ -308,36 +312,75 @@ impl NeighborWriter {
         let t = &*self.table;
         let key = ip_key(ip);
         let mut i = hash(port, key) as usize & t.mask;
-        let mut probe = 0usize;
-        loop {
+        // The first removed entry on the way: reused when the key is new.
+        let mut hole: Option<(usize, usize)> = None;
+        let mut free = None;
+        for probe in 0..=t.mask {
             let slot = &t.slots[i];
             match NeighborTable::read_slot(slot) {
                 Some(e) if e.key == key && e.port == port => {
                     if e.state == NeighborState::Static as u8 && state != NeighborState::Static {
                         return Ok(());
                     }
-                    Self::write_slot(slot, key, port, mac, state, now_ms);
+                    if e.state == REMOVED {
+                        if t.len.load(Ordering::Relaxed) >= t.entries_max {
+                            return Err(NeighborError::Full(t.entries_max));
+                        }
+                        t.len.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Self::write_slot(slot, key, port, mac, state as u8, now_ms);
                     return Ok(());
                 }
-                Some(_) => {
+                Some(e) => {
+                    if e.state == REMOVED && hole.is_none() {
+                        hole = Some((i, probe));
+                    }
                     i = (i + 1) & t.mask;
-                    probe += 1;
                 }
                 None => {
-                    if t.len.load(Ordering::Relaxed) >= t.entries_max {
-                        return Err(NeighborError::Full(t.entries_max));
-                    }
-                    // Publish the probe length before the entry so that a
-                    // reader that can see the entry also probes far enough.
-                    if probe > t.max_probe.load(Ordering::Relaxed) {
-                        t.max_probe.store(probe, Ordering::Release);
-                    }
-                    Self::write_slot(slot, key, port, mac, state, now_ms);
-                    t.len.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    free = Some((i, probe));
+                    break;
                 }
             }
         }
+        // A new key: the first removed slot on its probe sequence, else the
+        // empty one that ended it (a table of removed slots has no empty one).
+        let Some((i, probe)) = hole.or(free) else {
+            return Err(NeighborError::Full(t.entries_max));
+        };
+        if t.len.load(Ordering::Relaxed) >= t.entries_max {
+            return Err(NeighborError::Full(t.entries_max));
+        }
+        // Publish the probe length before the entry so that a reader that
+        // can see the entry also probes far enough.
+        if probe > t.max_probe.load(Ordering::Relaxed) {
+            t.max_probe.store(probe, Ordering::Release);
+        }
+        Self::write_slot(&t.slots[i], key, port, mac, state as u8, now_ms);
+        t.len.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes the entry for (port, ip), static or not; false if there is
+    /// none. The slot keeps its key marked removed (readers probing past it
+    /// still find what lies beyond) until a new entry reuses it.
+    pub fn remove(&mut self, port: u16, ip: IpAddr) -> bool {
+        let t = &*self.table;
+        match t.find(port, ip_key(ip)) {
+            Some((i, e)) if e.state != REMOVED => {
+                Self::write_slot(&t.slots[i], e.key, port, e.mac, REMOVED, 0);
+                t.len.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every entry that is not static; returns how many.
+    pub fn remove_learned(&mut self) -> usize {
+        let learned: Vec<(u16, IpAddr)> =
+            self.table.entries().filter(|e| e.state != NeighborState::Static).map(|e| (e.port, e.ip)).collect();
+        learned.into_iter().filter(|&(port, ip)| self.remove(port, ip)).count()
     }
 
     /// Changes only the state (and time) of an existing entry, keeping its
@@ -347,8 +390,11 @@ impl NeighborWriter {
         let t = &*self.table;
         match t.find(port, ip_key(ip)) {
             Some((i, e)) => {
+                if e.state == REMOVED {
+                    return false;
+                }
                 if e.state != NeighborState::Static as u8 {
-                    Self::write_slot(&t.slots[i], e.key, port, e.mac, state, now_ms);
+                    Self::write_slot(&t.slots[i], e.key, port, e.mac, state as u8, now_ms);
                 }
                 true
             }
@@ -356,7 +402,7 @@ impl NeighborWriter {
         }
     }
 
-    fn write_slot(slot: &Slot, key: u128, port: u16, mac: [u8; 6], state: NeighborState, now_ms: u64) {
+    fn write_slot(slot: &Slot, key: u128, port: u16, mac: [u8; 6], state: u8, now_ms: u64) {
         let s = slot.seq.load(Ordering::Relaxed);
         // An empty slot has seq 0; its first write goes 1 (odd) then 2.
         slot.seq.store(s + 1, Ordering::Relaxed);
@@ -364,7 +410,7 @@ impl NeighborWriter {
         slot.key_hi.store((key >> 64) as u64, Ordering::Relaxed);
         slot.key_lo.store(key as u64, Ordering::Relaxed);
         slot.port_mac.store(pack_mac(port, mac), Ordering::Relaxed);
-        slot.state_time.store((u64::from(state as u8) << 56) | (now_ms & ((1 << 56) - 1)), Ordering::Relaxed);
+        slot.state_time.store((u64::from(state) << 56) | (now_ms & ((1 << 56) - 1)), Ordering::Relaxed);
         slot.seq.store(s + 2, Ordering::Release);
     }
 }
@@ -417,6 +463,37 @@ mod tests {
     }
 
     #[test]
+    fn removed_entries_are_gone_and_their_slots_reused() {
+        let (t, mut w) = NeighborTable::new(2);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
+        w.set(0, a, M1, NeighborState::Static, 0).unwrap();
+        w.set(0, b, M2, NeighborState::Reachable, 0).unwrap();
+        assert!(w.remove(0, a), "static entries can be removed by the operator");
+        assert!(!w.remove(0, a));
+        assert_eq!((t.lookup(0, a), t.get(0, a), t.len()), (None, None, 1));
+        assert_eq!(t.lookup(0, b), Some(M2), "entries beyond a removed one are still found");
+        assert!(!w.set_state(0, a, NeighborState::Stale, 1));
+        w.set(0, a, M2, NeighborState::Reachable, 2).unwrap();
+        assert_eq!((t.lookup(0, a), t.len()), (Some(M2), 2));
+        assert_eq!(
+            w.set(0, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 4)), M1, NeighborState::Reachable, 3),
+            Err(NeighborError::Full(2))
+        );
+        assert_eq!(w.remove_learned(), 2);
+        assert!(t.is_empty() && t.entries().count() == 0);
+        for k in 0..50u8 {
+            let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + k));
+            w.set(1, ip, M1, NeighborState::Reachable, 4).unwrap();
+            assert!(w.remove(1, ip));
+        }
+        // Every slot has held a key by now: new keys still find room.
+        w.set(1, a, M1, NeighborState::Reachable, 5).unwrap();
+        w.set(1, b, M1, NeighborState::Reachable, 5).unwrap();
+        assert_eq!((t.lookup(1, a), t.lookup(1, b), t.len()), (Some(M1), Some(M1), 2));
+    }
+
+    #[test]
     fn full_table_refuses_new_entries_but_updates_old() {
         let (t, mut w) = NeighborTable::new(4);
         for i in 0..4u8 {
@@ -466,21 +543,31 @@ mod tests {
         let mb = [0x55; 6];
         w.set(0, a, ma, NeighborState::Reachable, 0).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
         let readers: Vec<_> = (0..2)
             .map(|_| {
-                let t = t.clone();
-                let stop = stop.clone();
+                let (t, stop, started) = (t.clone(), stop.clone(), started.clone());
                 std::thread::spawn(move || {
                     let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    loop {
                         let m = t.lookup(0, a).expect("entry stays usable");
                         assert!(m == ma || m == mb, "torn read {m:?}");
                         n += 1;
+                        if n == 1 {
+                            started.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            return n;
+                        }
                     }
-                    n
                 })
             })
             .collect();
+        // Both readers run before the writer starts (on a loaded machine a
+        // reader thread may otherwise not run at all while the writer does).
+        while started.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
         for i in 0..200_000u64 {
             w.set(0, a, if i % 2 == 0 { mb } else { ma }, NeighborState::Reachable, i).unwrap();
         }

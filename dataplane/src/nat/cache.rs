@@ -106,6 +106,14 @@ struct Slot {
 
 const EMPTY: Slot = Slot { key: 0, session: 0, addr: 0, last_ms: 0, reported_ms: 0, port: 0, flags: 0 };
 
+/// True when an entry last used at `last_ms` may not be used at `now`: idle
+/// for `idle_ms`, or used last before the last [`FlowCache::invalidate`].
+#[inline]
+fn age_stale(now: u32, last_ms: u32, idle_ms: u32, invalidated_ms: Option<u32>) -> bool {
+    let age = now.wrapping_sub(last_ms);
+    age >= idle_ms || invalidated_ms.is_some_and(|inv| age > now.wrapping_sub(inv))
+}
+
 /// An activity report the caller must send to the mapping core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
@@ -135,6 +143,9 @@ pub struct FlowCache {
     seed: u64,
     idle_ms: u32,
     report_ms: u32,
+    /// Entries last used before this time (ms, wrapping) are stale: see
+    /// [`FlowCache::invalidate`].
+    invalidated_ms: Option<u32>,
     stats: CacheStats,
 }
 
@@ -153,6 +164,7 @@ impl FlowCache {
             seed,
             idle_ms,
             report_ms,
+            invalidated_ms: None,
             stats: CacheStats::default(),
         }
     }
@@ -174,7 +186,27 @@ impl FlowCache {
     /// Live (not idle) entries; a scan, for tests and listings.
     pub fn live(&self, now_ms: u64) -> usize {
         let now = now_ms as u32;
-        self.slots.iter().filter(|s| s.key != 0 && now.wrapping_sub(s.last_ms) < self.idle_ms).count()
+        self.slots
+            .iter()
+            .filter(|s| s.key != 0 && !age_stale(now, s.last_ms, self.idle_ms, self.invalidated_ms))
+            .count()
+    }
+
+    /// Makes every entry stale at `now_ms` in O(1) (the mapping core
+    /// retired sessions the operator cleared: their entries must not
+    /// translate another packet; live flows ask again and get fresh ones).
+    pub fn invalidate(&mut self, now_ms: u64) {
+        self.invalidated_ms = Some(now_ms as u32);
+    }
+
+    /// Forgets an invalidation older than `idle_ms` (every entry used
+    /// before it is stale by age anyway), before the ms clock can wrap
+    /// around it. Call once per poll loop.
+    #[inline]
+    pub fn settle(&mut self, now_ms: u64) {
+        if self.invalidated_ms.is_some_and(|inv| (now_ms as u32).wrapping_sub(inv) > self.idle_ms) {
+            self.invalidated_ms = None;
+        }
     }
 
     #[inline]
@@ -200,7 +232,7 @@ impl FlowCache {
             if slot.key != key.0 {
                 continue;
             }
-            if now.wrapping_sub(slot.last_ms) >= self.idle_ms {
+            if age_stale(now, slot.last_ms, self.idle_ms, self.invalidated_ms) {
                 self.stats.stale += 1;
                 self.stats.misses += 1;
                 slot.key = 0;
@@ -240,12 +272,12 @@ impl FlowCache {
     pub fn insert(&mut self, key: CacheKey, rewrite: Rewrite, tcp_flags: u8, now_ms: u64) {
         let now = now_ms as u32;
         let base = self.bucket(key);
-        let idle_ms = self.idle_ms;
+        let (idle_ms, invalidated_ms) = (self.idle_ms, self.invalidated_ms);
         let bucket = &mut self.slots[base..base + BUCKET];
         let pick = bucket
             .iter()
             .position(|s| s.key == key.0)
-            .or_else(|| bucket.iter().position(|s| s.key == 0 || now.wrapping_sub(s.last_ms) >= idle_ms))
+            .or_else(|| bucket.iter().position(|s| s.key == 0 || age_stale(now, s.last_ms, idle_ms, invalidated_ms)))
             .unwrap_or_else(|| {
                 self.stats.evictions += 1;
                 // Least recently hit: the largest age.
@@ -305,6 +337,22 @@ mod tests {
         assert_eq!(out.parts(), Some((Direction::Outbound, f)));
         assert_eq!(inb.parts(), Some((Direction::Inbound, f)));
         assert_eq!(CacheKey(0).parts(), None);
+    }
+
+    #[test]
+    fn invalidate_makes_every_entry_stale_at_once() {
+        let mut c = FlowCache::new(64, 1000, 100, 1);
+        let (a, b) = (CacheKey::new(Direction::Outbound, &flow(1000)), CacheKey::new(Direction::Outbound, &flow(1001)));
+        let rw = Rewrite { addr: Ipv4Addr::new(198, 51, 100, 9), port: 7, session: SessionId::from_bits(3) };
+        c.insert(a, rw, 0, 10);
+        c.insert(b, rw, 0, 10);
+        assert!(c.lookup(a, 0, 20).is_some());
+        c.invalidate(30);
+        assert!(c.lookup(a, 0, 30).is_none() && c.lookup(b, 0, 40).is_none(), "entries used before the invalidation");
+        assert_eq!(c.live(40), 0);
+        c.insert(a, rw, 0, 50);
+        assert!(c.lookup(a, 0, 60).is_some(), "entries the mapping core installs afterwards are good");
+        assert!(c.lookup(a, 0, 2000).is_some() || c.lookup(a, 0, 1000).is_none(), "and age as usual");
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct NatWorker {
     pub counters: Arc<NatWorkerCounters>,
     /// Records dropped because `touches` was full (sent reports lag).
     pub touches_lost: u64,
+    /// The last flush epoch seen (see [`NatWorker::advance`]).
+    flush_epoch: u64,
 }
 
 impl NatWorker {
@@ -112,7 +114,21 @@ impl NatWorker {
             now_ms: 0,
             counters: Arc::new(NatWorkerCounters::default()),
             touches_lost: 0,
+            flush_epoch: 0,
         }
+    }
+
+    /// Sets the worker's clock for this poll loop; `flush_epoch` is the
+    /// mapping core's count of operator clears: when it moved since the last
+    /// loop, every cache entry becomes stale (sessions were retired).
+    #[inline]
+    pub fn advance(&mut self, now_ms: u64, flush_epoch: u64) {
+        self.now_ms = now_ms;
+        if flush_epoch != self.flush_epoch {
+            self.flush_epoch = flush_epoch;
+            self.cache.invalidate(now_ms);
+        }
+        self.cache.settle(now_ms);
     }
 
     /// Queues an activity record (when the cache said one is due).

@@ -250,6 +250,13 @@ impl<S: Sink<NatEvent>> Mapper<S> {
     }
 
     /// Live sessions matching `filter`, at most `limit` (`show nat sessions`).
+    /// Retires the sessions `filter` matches; returns how many.
+    pub fn retire(&mut self, filter: &SessionFilter, now_ms: u64) -> usize {
+        let n = self.table.retire_matching(filter, now_ms, &mut self.sink);
+        self.publish();
+        n
+    }
+
     pub fn sessions(&self, filter: &SessionFilter, limit: usize) -> Vec<SessionInfo> {
         self.table.sessions(filter).take(limit).collect()
     }
@@ -290,6 +297,24 @@ mod tests {
         let a = Answer::decode(buf.data()).expect("answer header");
         assert!(buf.adj(ANSWER_LEN));
         a
+    }
+
+    #[test]
+    fn retire_clears_only_what_the_filter_names() {
+        let mut m = mapper();
+        for sport in [4000, 4001] {
+            let mut p = frame(pk::ip(IN, SRV, 17, &[], &pk::udp(IN, SRV, sport, 53, b"q", false)));
+            m.request(&mut p, msg::TAG_OUTBOUND, 10).unwrap();
+        }
+        let mut t = frame(pk::ip(IN, SRV, 6, &[], &pk::tcp(IN, SRV, 5000, 80, 0x02, b"")));
+        m.request(&mut t, msg::TAG_OUTBOUND, 10).unwrap();
+        assert_eq!(m.table().session_count(), 3);
+        let udp = SessionFilter { proto: Some(Proto::Udp), ..SessionFilter::default() };
+        assert_eq!(m.retire(&udp, 20), 2);
+        assert_eq!(m.table().session_count(), 1);
+        assert_eq!(m.stats().sessions.get(), 1, "published at once");
+        assert_eq!(m.retire(&SessionFilter::default(), 30), 1);
+        assert_eq!((m.table().session_count(), m.table().mappings()), (0, 0));
     }
 
     #[test]

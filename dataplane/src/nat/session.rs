@@ -933,6 +933,30 @@ impl NatTable {
 
     /// Live sessions matching `filter`, in no particular order (slow path:
     /// `show nat sessions`).
+    /// Retires every session `filter` matches (an operator's clear), as
+    /// expiry would: events, mappings and blocks released with their last
+    /// session. Returns how many. The caller makes the workers' cache
+    /// entries stale before it translates another packet with them.
+    pub fn retire_matching(&mut self, filter: &SessionFilter, now_ms: u64, sink: &mut impl Sink<NatEvent>) -> usize {
+        let now_ms = self.advance_clock(now_ms);
+        let doomed: Vec<u32> = self
+            .session_index
+            .iter()
+            .filter(|(key, _)| {
+                let b = self.binding(key.mapping, key.remote_addr, key.remote_port, None);
+                filter.proto.is_none_or(|p| p == b.proto)
+                    && filter.inside_addr.is_none_or(|a| a == b.inside_addr)
+                    && filter.public_addr.is_none_or(|a| a == b.public_addr)
+                    && filter.remote_addr.is_none_or(|a| a == b.remote_addr)
+            })
+            .map(|(_, index)| index)
+            .collect();
+        for &session in &doomed {
+            self.retire_session(session, now_ms, sink);
+        }
+        doomed.len()
+    }
+
     pub fn sessions<'a>(&'a self, filter: &'a SessionFilter) -> impl Iterator<Item = SessionInfo> + 'a {
         self.session_index.iter().filter_map(move |(key, index)| {
             let s = &self.sessions[index as usize];

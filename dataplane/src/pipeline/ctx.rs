@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Pipeline;
 use crate::nat::fast::NatWorker;
-use crate::srv6::SidCounters;
+use crate::srv6::{SidCounters, SID_SLOTS};
 use crate::storage::{LocalService, Responder};
 
 /// One-time steps a packet has taken, carried with it when it is held and
@@ -60,12 +60,84 @@ pub struct PacketMeta {
     pub flags: PacketFlags,
     /// Times the packet was recirculated.
     pub recirculated: u8,
+    /// The stages the packet went through, newest in the low 4 bits (see
+    /// [`Stage`]; the 16 most recent are kept). For traces.
+    pub path: u64,
+}
+
+/// A stage of the pipeline, as recorded in [`PacketMeta::path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    L2Input = 1,
+    Ip4Input = 2,
+    Ip6Input = 3,
+    Nat44 = 4,
+    Local = 5,
+    Forward = 6,
+    Sid = 7,
+    Encap = 8,
+    StorageAccept = 9,
+    StorageHandOff = 10,
+    Recirculate = 11,
+}
+
+impl Stage {
+    const ALL: [Stage; 11] = [
+        Stage::L2Input,
+        Stage::Ip4Input,
+        Stage::Ip6Input,
+        Stage::Nat44,
+        Stage::Local,
+        Stage::Forward,
+        Stage::Sid,
+        Stage::Encap,
+        Stage::StorageAccept,
+        Stage::StorageHandOff,
+        Stage::Recirculate,
+    ];
+
+    /// The stage's name in traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::L2Input => "l2-input",
+            Stage::Ip4Input => "ip4-input",
+            Stage::Ip6Input => "ip6-input",
+            Stage::Nat44 => "nat44",
+            Stage::Local => "local",
+            Stage::Forward => "forward",
+            Stage::Sid => "srv6-sid",
+            Stage::Encap => "srv6-encap",
+            Stage::StorageAccept => "storage-accept",
+            Stage::StorageHandOff => "storage-handoff",
+            Stage::Recirculate => "recirculate",
+        }
+    }
+
+    /// The stages of a [`PacketMeta::path`], oldest first.
+    pub fn path(path: u64) -> impl Iterator<Item = Stage> {
+        let n = (0..16).rev().find(|i| path >> (4 * i) != 0).map_or(0, |i| i + 1);
+        (0..n).rev().filter_map(move |i| {
+            let code = ((path >> (4 * i)) & 0xf) as u8;
+            Stage::ALL.iter().copied().find(|s| *s as u8 == code)
+        })
+    }
+}
+
+impl PacketMeta {
+    /// Records that the packet entered `stage`.
+    #[inline(always)]
+    pub fn enter(&mut self, stage: Stage) {
+        self.path = (self.path << 4) | stage as u64;
+    }
 }
 
 /// What a worker carries through the pipeline besides the packet: its
 /// per-SID counters, its view of the local storage service, its NAT cache,
 /// and the last packet's [`PacketMeta`]. Owned by one worker.
 pub struct WorkerCtx {
+    /// One block per SID counter slot ([`SID_SLOTS`]; a SID counts in
+    /// `Srv6Tables::slot`).
     pub sid_counters: Arc<Vec<SidCounters>>,
     pub service: Box<dyn LocalService>,
     /// The worker's NAT state (cache, activity records); `None` on the
@@ -75,9 +147,9 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    pub fn new(pipeline: &Pipeline, service: Box<dyn LocalService>) -> WorkerCtx {
+    pub fn new(_pipeline: &Pipeline, service: Box<dyn LocalService>) -> WorkerCtx {
         WorkerCtx {
-            sid_counters: Arc::new((0..pipeline.srv6.sids().len()).map(|_| SidCounters::default()).collect()),
+            sid_counters: Arc::new((0..SID_SLOTS).map(|_| SidCounters::default()).collect()),
             service,
             nat: None,
             meta: PacketMeta::default(),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
 use super::input::{Ip4Header, Ip6Header};
-use super::{egress_miss, Pipeline, Verdict, WorkerCtx};
+use super::{egress_miss, Pipeline, Stage, Verdict, WorkerCtx};
 use crate::stats::PuntReason;
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -24,6 +24,7 @@ impl Pipeline {
         h: &Ip4Header,
         ctx: &mut WorkerCtx,
     ) -> Verdict {
+        ctx.meta.enter(Stage::Forward);
         if h.ttl <= 1 {
             return Verdict::Punt(PuntReason::TtlExpired);
         }
@@ -48,6 +49,7 @@ impl Pipeline {
         h: &Ip6Header,
         ctx: &mut WorkerCtx,
     ) -> Verdict {
+        ctx.meta.enter(Stage::Forward);
         if h.hop_limit <= 1 {
             return Verdict::Punt(PuntReason::TtlExpired);
         }

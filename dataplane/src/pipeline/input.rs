@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
-use super::ctx::{PacketFlags, WorkerCtx};
+use super::ctx::{PacketFlags, Stage, WorkerCtx};
 use super::{local, Pipeline, Step, Verdict};
 use crate::fib::{is_link_local6, NextHop, PortInfo};
 use crate::stats::{DropReason, PuntReason};
@@ -46,6 +46,7 @@ impl Pipeline {
     /// Ethernet input: the first stage of every pass.
     #[inline]
     pub(crate) fn l2_input<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, ctx: &mut WorkerCtx) -> Step {
+        ctx.meta.enter(Stage::L2Input);
         let Some(port) = self.fib.ports().get(usize::from(in_port)) else {
             return Verdict::Drop(DropReason::EthNotForUs).into();
         };
@@ -79,6 +80,7 @@ impl Pipeline {
         l2_multicast: bool,
         ctx: &mut WorkerCtx,
     ) -> Verdict {
+        ctx.meta.enter(Stage::Ip4Input);
         let (src, mut h) = {
             let Ok(ip) = ipv4::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
                 return Verdict::Drop(DropReason::Ipv4Malformed);
@@ -124,7 +126,10 @@ impl Pipeline {
             return Verdict::Drop(DropReason::EthMulticastNotForwarded);
         }
         match nh {
-            NextHop::Local { .. } => local::deliver4(pkt, in_port, in_info, &h),
+            NextHop::Local { .. } => {
+                ctx.meta.enter(Stage::Local);
+                local::deliver4(pkt, in_port, in_info, &h)
+            }
             NextHop::Encap(policy) => self.h_encaps(pkt, policy, ctx),
             NextHop::Forward { port, via } => self.forward4(pkt, port, via, &h, ctx),
             // IPv4 to an IPv6 SID or object prefix cannot happen, and pool
@@ -143,6 +148,7 @@ impl Pipeline {
         l2_multicast: bool,
         ctx: &mut WorkerCtx,
     ) -> Step {
+        ctx.meta.enter(Stage::Ip6Input);
         let h = {
             let Ok(ip) = ipv6::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
                 return Verdict::Drop(DropReason::Ipv6Malformed).into();

@@ -58,7 +58,7 @@ use std::sync::Arc;
 
 use netwire::{PacketBuf, VecBuf};
 
-pub use self::ctx::{PacketFlags, PacketMeta, WorkerCtx};
+pub use self::ctx::{PacketFlags, PacketMeta, Stage, WorkerCtx};
 use crate::fib::neigh::NeighborTable;
 use crate::fib::{EgressMiss, FeatureRoutes, Fib, FibError, NextHop, PortInfo, RouteSpec};
 use crate::nat::fast::NatPlan;
@@ -178,6 +178,15 @@ impl Pipeline {
         Ok(Pipeline { fib, srv6, nat, storage })
     }
 
+    /// A new pipeline with these static routes and SRv6 tables and
+    /// everything else as in this one (ports, NAT plan, storage plan, the
+    /// shared neighbour table): a run-time change, built on the control core
+    /// and published to the workers.
+    pub fn rebuild(&self, routes: &[RouteSpec], srv6: &Srv6Config) -> Result<Pipeline, FibError> {
+        let ports = self.fib.ports().to_vec();
+        Self::build(ports, routes, srv6, self.nat.clone(), self.storage, self.fib.neighbors().clone())
+    }
+
     /// The forwarding base.
     pub fn fib(&self) -> &Fib {
         &self.fib
@@ -241,11 +250,13 @@ impl Pipeline {
         ctx.meta.flags = flags;
         ctx.meta.punt_arg = 0;
         ctx.meta.recirculated = 0;
+        ctx.meta.path = 0;
         let verdict = loop {
             match self.l2_input(pkt, in_port, ctx) {
                 Step::Done(v) => break v,
                 Step::Recirculate => {
                     ctx.meta.recirculated += 1;
+                    ctx.meta.enter(Stage::Recirculate);
                     // Stages bound their own recirculation (counted per SID);
                     // this is the backstop that makes a loop impossible.
                     if ctx.meta.recirculated > RECIRCULATE_MAX {

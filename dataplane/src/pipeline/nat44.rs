@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 
 use netwire::{ethernet, PacketBuf};
 
-use super::ctx::{PacketFlags, WorkerCtx};
+use super::ctx::{PacketFlags, Stage, WorkerCtx};
 use super::input::Ip4Header;
 use super::{HandOff, Pipeline, Verdict};
 use crate::fib::NextHop;
@@ -62,6 +62,7 @@ impl Pipeline {
             (Role::Outside, false, Some(Role::Inside)) => return Err(Verdict::Drop(DropReason::NatNoMapping)),
             (_, false, _) => return Ok(None),
         };
+        ctx.meta.enter(Stage::Nat44);
         if l2_multicast {
             return Err(Verdict::Drop(DropReason::EthMulticastNotForwarded));
         }

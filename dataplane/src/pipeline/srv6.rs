@@ -25,7 +25,7 @@ use netwire::ipv4::Protocol;
 use netwire::ipv6ext::{self, IPV4_IN_IPV6, IPV6_IN_IPV6};
 use netwire::{ethernet, grow_front, ipv4, ipv6, srh, storage, PacketBuf, WireError};
 
-use super::ctx::{PacketFlags, WorkerCtx};
+use super::ctx::{PacketFlags, Stage, WorkerCtx};
 use super::{egress_miss, local, Pipeline, Step, Verdict, RECIRCULATE_MAX};
 use crate::fib::NextHop;
 use crate::srv6::{Behavior, StoragePolicy};
@@ -52,16 +52,16 @@ struct Srh {
 }
 
 impl WorkerCtx {
-    /// Counts `r` on SID `sid` and drops.
-    pub(crate) fn sid_drop(&self, sid: u16, r: DropReason) -> Verdict {
-        self.sid_counters[usize::from(sid)].drops.inc(r);
+    /// Counts `r` on the SID of counter slot `slot` and drops.
+    pub(crate) fn sid_drop(&self, slot: usize, r: DropReason) -> Verdict {
+        self.sid_counters[slot].drops.inc(r);
         Verdict::Drop(r)
     }
 
-    /// Counts a parameter problem on SID `sid` and punts it (code, pointer
+    /// Counts a parameter problem on the SID of counter slot `slot` and punts it (code, pointer
     /// into the IPv6 packet) for the ICMPv6 error.
-    pub(crate) fn sid_param_problem(&mut self, sid: u16, code: u8, pointer: usize) -> Verdict {
-        self.sid_counters[usize::from(sid)].drops.inc(DropReason::Srv6ParamProblem);
+    pub(crate) fn sid_param_problem(&mut self, slot: usize, code: u8, pointer: usize) -> Verdict {
+        self.sid_counters[slot].drops.inc(DropReason::Srv6ParamProblem);
         self.meta.punt_arg = param_problem_arg(code, pointer as u32);
         Verdict::Punt(PuntReason::ParamProblem)
     }
@@ -70,21 +70,22 @@ impl WorkerCtx {
 impl Pipeline {
     /// A packet addressed to local SID `sid`.
     pub(crate) fn srv6_sid<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, sid: u16, ctx: &mut WorkerCtx) -> Step {
-        let c = &ctx.sid_counters[usize::from(sid)];
+        ctx.meta.enter(Stage::Sid);
+        let c = &ctx.sid_counters[self.srv6.slot(sid)];
         c.packets.inc();
         c.bytes.add(pkt.data().len() as u64);
         if !self.srv6.trusted(in_port) {
-            return ctx.sid_drop(sid, DropReason::Srv6Untrusted).into();
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6Untrusted).into();
         }
         if ctx.meta.recirculated >= RECIRCULATE_MAX {
-            return ctx.sid_drop(sid, DropReason::Srv6TooDeep).into();
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6TooDeep).into();
         }
         let p = {
             let ip = &pkt.data()[ETH..];
             let h = ipv6::Packet::new_unchecked(ip);
             let ip_len = IP6 + usize::from(h.payload_len());
             let Ok(chain) = ipv6ext::walk(h.next_header(), &ip[IP6..ip_len]) else {
-                return ctx.sid_drop(sid, DropReason::Srv6BadSrh).into();
+                return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6BadSrh).into();
             };
             SidPacket { hop_limit: h.hop_limit(), src: h.src_addr(), dst: h.dst_addr(), ip_len, chain }
         };
@@ -107,12 +108,12 @@ impl Pipeline {
         let spec = self.srv6.sid(sid);
         if rt.routing_type != srh::ROUTING_TYPE {
             // RFC 8200 §4.4: unknown routing type with Segments Left > 0.
-            return ctx.sid_param_problem(sid, 0, IP6 + rt.offset + 2).into();
+            return ctx.sid_param_problem(self.srv6.slot(sid), 0, IP6 + rt.offset + 2).into();
         }
         if matches!(spec.behavior, Behavior::EndDt6 | Behavior::EndDx6) {
             // Segments Left must be 0 here (RFC 8986 §4.4/§4.6 S02-S04);
             // these behaviours have no hop-limit step.
-            return ctx.sid_param_problem(sid, 0, IP6 + rt.offset + 3).into();
+            return ctx.sid_param_problem(self.srv6.slot(sid), 0, IP6 + rt.offset + 3).into();
         }
         let offset = ETH + IP6 + rt.offset;
         let (sl, check) = {
@@ -124,22 +125,24 @@ impl Pipeline {
             // Decide on a well-formed SRH only; an accepted request is local
             // delivery (no hop-limit step), a passed one continues as End.
             if let Err(e) = s.check {
-                return ctx.sid_param_problem(sid, 0, IP6 + rt.offset + e.pointer_offset() as usize).into();
+                return ctx
+                    .sid_param_problem(self.srv6.slot(sid), 0, IP6 + rt.offset + e.pointer_offset() as usize)
+                    .into();
             }
             if self.storage_accepts(pkt.data(), spec.policy, p, ctx) {
                 return self.storage_accept(pkt, in_port, sid, ctx, p).into();
             }
-            ctx.sid_counters[usize::from(sid)].passed.inc();
+            ctx.sid_counters[self.srv6.slot(sid)].passed.inc();
             ctx.meta.flags.insert(PacketFlags::STORAGE_PASSED);
         }
         // End (RFC 8986 §4.1): hop limit (S05), then Last Entry / Segments
         // Left / TLV checks (S08-S10).
         if p.hop_limit <= 1 {
-            ctx.sid_counters[usize::from(sid)].drops.inc(DropReason::TtlExpired);
+            ctx.sid_counters[self.srv6.slot(sid)].drops.inc(DropReason::TtlExpired);
             return Verdict::Punt(PuntReason::TtlExpired).into();
         }
         if let Err(e) = s.check {
-            return ctx.sid_param_problem(sid, 0, IP6 + rt.offset + e.pointer_offset() as usize).into();
+            return ctx.sid_param_problem(self.srv6.slot(sid), 0, IP6 + rt.offset + e.pointer_offset() as usize).into();
         }
         self.end(pkt, sid, ctx, p, &s)
     }
@@ -173,7 +176,7 @@ impl Pipeline {
                 Some(NextHop::Forward { port, via }) => Some((port, via.unwrap_or(IpAddr::V6(new_da)))),
                 Some(_) => None, // local again: recirculated after the rewrite
                 None => {
-                    ctx.sid_counters[usize::from(sid)].drops.inc(DropReason::NoRoute);
+                    ctx.sid_counters[self.srv6.slot(sid)].drops.inc(DropReason::NoRoute);
                     return Verdict::Punt(PuntReason::NoRoute).into();
                 }
             },
@@ -228,11 +231,11 @@ impl Pipeline {
             match local::echo6(pkt, in_port, self.fib.ports()[usize::from(in_port)].mac, p.ip_len) {
                 Ok(v) => return v.into(),
                 Err(WireError::Unsupported) => {}
-                Err(_) => return ctx.sid_drop(sid, DropReason::LocalIcmpMalformed).into(),
+                Err(_) => return ctx.sid_drop(self.srv6.slot(sid), DropReason::LocalIcmpMalformed).into(),
             }
         }
         // RFC 8986 §4.1.1: not an upper layer this SID processes.
-        ctx.sid_param_problem(sid, 4, IP6 + p.chain.upper_layer_offset).into()
+        ctx.sid_param_problem(self.srv6.slot(sid), 4, IP6 + p.chain.upper_layer_offset).into()
     }
 
     /// End.DX6 (to its adjacency) and End.DT6 / USD (recirculated for a
@@ -242,7 +245,7 @@ impl Pipeline {
         let hdrs = IP6 + p.chain.upper_layer_offset;
         let inner_len = p.ip_len - hdrs;
         if inner_len < IP6 {
-            return ctx.sid_drop(sid, DropReason::Ipv6Malformed).into();
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::Ipv6Malformed).into();
         }
         if spec.behavior != Behavior::EndDx6 {
             // End.DT6 (and End/End.X with USD): look the inner packet up.
@@ -262,6 +265,7 @@ impl Pipeline {
     /// H.Encaps / H.Encaps.Red of an IPv4 or IPv6 packet on steering policy
     /// `policy`.
     pub(crate) fn h_encaps<P: PacketBuf>(&self, pkt: &mut P, policy: u16, ctx: &mut WorkerCtx) -> Verdict {
+        ctx.meta.enter(Stage::Encap);
         let pol = self.srv6.policy(policy);
         let inner = Inner::read(pkt.data());
         if inner.ttl <= 1 {

@@ -18,7 +18,7 @@ use netwire::ipv4::Protocol;
 use netwire::{ethernet, ipv6, storage, udp, PacketBuf};
 
 use super::srv6::SidPacket;
-use super::{swap_macs, HandOff, Pipeline, Verdict, WorkerCtx};
+use super::{swap_macs, HandOff, Pipeline, Stage, Verdict, WorkerCtx};
 use crate::stats::DropReason;
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -34,13 +34,14 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
         p: &SidPacket,
     ) -> Verdict {
+        ctx.meta.enter(Stage::StorageAccept);
         let upper_off = ETH + IP6 + p.chain.upper_layer_offset;
         let end = ETH + p.ip_len;
         if p.chain.upper_layer != Protocol::UDP
             || !p.chain.has_upper_layer_header()
             || end < upper_off + udp::HEADER_LEN
         {
-            return ctx.sid_param_problem(sid, 4, IP6 + p.chain.upper_layer_offset);
+            return ctx.sid_param_problem(self.srv6.slot(sid), 4, IP6 + p.chain.upper_layer_offset);
         }
         let final_dst = final_destination(pkt.data(), p);
         let (client_port, request, udp_len) = {
@@ -48,20 +49,22 @@ impl Pipeline {
             let (sport, dport, len) = udp::ports_and_len(datagram);
             let len = usize::from(len);
             if len < udp::HEADER_LEN || len > datagram.len() || dport != ctx.service.udp_port() {
-                return ctx.sid_drop(sid, DropReason::StorageBadRequest);
+                return ctx.sid_drop(self.srv6.slot(sid), DropReason::StorageBadRequest);
             }
             let datagram = &datagram[..len];
             if !udp::verify_v6(datagram, p.src, final_dst) {
-                return ctx.sid_drop(sid, DropReason::StorageBadChecksum);
+                return ctx.sid_drop(self.srv6.slot(sid), DropReason::StorageBadChecksum);
             }
             let Ok(req) = storage::Packet::new_checked(&datagram[udp::HEADER_LEN..]) else {
-                return ctx.sid_drop(sid, DropReason::StorageBadRequest);
+                return ctx.sid_drop(self.srv6.slot(sid), DropReason::StorageBadRequest);
             };
             (sport, storage::Repr::parse(&req), len)
         };
-        ctx.sid_counters[usize::from(sid)].accepted.inc();
+        ctx.sid_counters[self.srv6.slot(sid)].accepted.inc();
         match self.storage {
-            Some(plan) => to_replica(pkt, ctx, sid, p.src, upper_off, udp_len, &request, plan.object_prefix),
+            Some(plan) => {
+                to_replica(pkt, ctx, self.srv6.slot(sid), p.src, upper_off, udp_len, &request, plan.object_prefix)
+            }
             None => self.respond(pkt, in_port, sid, ctx, p.src, client_port, &request),
         }
     }
@@ -85,7 +88,7 @@ impl Pipeline {
         let udp_len = udp::HEADER_LEN + body_len;
         let total = ETH + IP6 + udp_len;
         if !pkt.set_len(total.max(60)) {
-            return ctx.sid_drop(sid, DropReason::NoMbuf);
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::NoMbuf);
         }
         let our_mac = self.fib.ports()[usize::from(in_port)].mac;
         let service_port = ctx.service.udp_port();
@@ -107,7 +110,7 @@ impl Pipeline {
 fn to_replica<P: PacketBuf>(
     pkt: &mut P,
     ctx: &mut WorkerCtx,
-    sid: u16,
+    slot: usize,
     client: Ipv6Addr,
     upper_off: usize,
     udp_len: usize,
@@ -117,7 +120,7 @@ fn to_replica<P: PacketBuf>(
     let replica = Ipv6Addr::from(u128::from(object_prefix) | u128::from(request.object_id));
     pkt.data_mut().copy_within(upper_off..upper_off + udp_len, ETH + IP6);
     if !pkt.set_len(ETH + IP6 + udp_len) {
-        return ctx.sid_drop(sid, DropReason::StorageBadRequest);
+        return ctx.sid_drop(slot, DropReason::StorageBadRequest);
     }
     let data = pkt.data_mut();
     {

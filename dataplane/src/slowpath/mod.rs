@@ -123,6 +123,26 @@ impl<P: PacketBuf> SlowPath<P> {
         &self.counters
     }
 
+    /// Uses `pipeline` from now on (tables published at run time).
+    pub fn set_pipeline(&mut self, pipeline: Arc<Pipeline>) {
+        self.pipeline = pipeline;
+    }
+
+    /// New limits and timers (a config reload); held packets stay held.
+    pub fn set_limits(&mut self, cfg: SlowPathConfig) {
+        self.cfg = cfg;
+    }
+
+    /// Removes a neighbour (static or learned); false if there is none.
+    pub fn remove_neighbor(&mut self, port: u16, ip: IpAddr) -> bool {
+        self.neigh.remove(port, ip)
+    }
+
+    /// Removes every learned neighbour (static ones stay); returns how many.
+    pub fn remove_learned(&mut self) -> usize {
+        self.neigh.remove_learned()
+    }
+
     /// Installs a configured neighbour (never aged).
     pub fn add_static(&mut self, port: u16, ip: IpAddr, mac: [u8; 6]) -> Result<(), crate::fib::neigh::NeighborError> {
         self.neigh.set(port, ip, mac, NeighborState::Static, 0)

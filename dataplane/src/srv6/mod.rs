@@ -31,6 +31,11 @@ use crate::stats::Counter;
 use netwire::ipv6ext::IPV6_IN_IPV6;
 use netwire::srh;
 
+/// Counter slots per worker: one block of [`SidCounters`] per SID the
+/// node may have at once (the config's `srv6.local_sids` limit). A SID keeps
+/// its slot across table rebuilds (run-time changes), so its counters do.
+pub const SID_SLOTS: usize = 1024;
+
 /// Largest segment list a steering policy may carry.
 pub const POLICY_SEGMENTS_MAX: usize = 16;
 
@@ -115,6 +120,10 @@ pub struct Srv6Config {
     pub trusted_ports: Option<Vec<u16>>,
     /// Default outer source of H.Encaps.
     pub encap_source: Option<Ipv6Addr>,
+    /// The counter slot of each SID (< [`SID_SLOTS`], unique); empty: SID
+    /// `i` counts in slot `i`. Set by the control plane so that a SID keeps
+    /// its counters when the tables are rebuilt at run time.
+    pub counter_slots: Vec<u16>,
 }
 
 /// A steering policy with its SRH built ahead of time.
@@ -137,6 +146,8 @@ pub struct Srv6Tables {
     pub(crate) policies: Vec<Policy>,
     /// Bit `p` set: port `p` is inside the SR domain.
     trusted_mask: u64,
+    /// Counter slot of each SID.
+    slots: Vec<u16>,
 }
 
 impl Srv6Tables {
@@ -182,7 +193,8 @@ impl Srv6Tables {
             };
             policies.push(Policy { spec: spec.clone(), srh: srh_buf, srh_len, first, source });
         }
-        Ok(Srv6Tables { sids: cfg.sids.clone(), policies, trusted_mask })
+        let slots = counter_slots(cfg)?;
+        Ok(Srv6Tables { sids: cfg.sids.clone(), policies, trusted_mask, slots })
     }
 
     /// The configured SIDs.
@@ -207,11 +219,38 @@ impl Srv6Tables {
         &self.sids[usize::from(i)]
     }
 
+    /// The counter slot of local SID `i` (see [`SID_SLOTS`]).
+    #[inline]
+    pub fn slot(&self, i: u16) -> usize {
+        usize::from(self.slots[usize::from(i)])
+    }
+
     /// True if `port` is inside the SR domain.
     #[inline]
     pub fn trusted(&self, port: u16) -> bool {
         self.trusted_mask & (1u64 << (u32::from(port) & 63)) != 0
     }
+}
+
+/// The counter slots of `cfg`'s SIDs: as given (checked), or `0..n`.
+fn counter_slots(cfg: &Srv6Config) -> Result<Vec<u16>, String> {
+    if cfg.sids.len() > SID_SLOTS {
+        return Err(format!("{} local SIDs, at most {SID_SLOTS}", cfg.sids.len()));
+    }
+    if cfg.counter_slots.is_empty() {
+        return Ok((0..cfg.sids.len() as u16).collect());
+    }
+    if cfg.counter_slots.len() != cfg.sids.len() {
+        return Err(format!("{} counter slots for {} SIDs", cfg.counter_slots.len(), cfg.sids.len()));
+    }
+    let mut seen = vec![false; SID_SLOTS];
+    for &s in &cfg.counter_slots {
+        match seen.get_mut(usize::from(s)) {
+            Some(used) if !*used => *used = true,
+            _ => return Err(format!("counter slot {s} is taken or out of range")),
+        }
+    }
+    Ok(cfg.counter_slots.clone())
 }
 
 /// Per-SID counters (one block per worker, one writer).
@@ -224,4 +263,15 @@ pub struct SidCounters {
     pub passed: Counter,
     /// Packets this SID dropped or punted as errors, by reason.
     pub drops: crate::stats::DropCounters,
+}
+
+impl SidCounters {
+    /// Zeroes the block (a SID counter slot given to a new SID, once no
+    /// worker counts in it any more).
+    pub fn reset(&self) {
+        for c in [&self.packets, &self.bytes, &self.accepted, &self.passed] {
+            c.reset();
+        }
+        self.drops.reset();
+    }
 }

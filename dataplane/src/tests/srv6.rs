@@ -129,6 +129,7 @@ fn srv6_config(trusted_ports: Option<Vec<u16>>) -> Srv6Config {
         ],
         trusted_ports,
         encap_source: None,
+        counter_slots: Vec::new(),
     }
 }
 
