@@ -126,9 +126,10 @@ run_testpmd_io() { # mode
   median $v
 }
 
-metric() { # prefix: the sum of the samples whose name{labels} start with it
+metric() { # NAME, or NAME{LABEL="VALUE"...: the sum of NAME's samples (whose labels start so)
   ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics \
-    | awk -v p="$1" 'index($1, p) == 1 {s+=$NF} END {printf "%d\n", s}'
+    | awk -v p="$1" '(index(p, "{") ? index($1, p) == 1 : ($1 == p || index($1, p "{") == 1)) {s+=$NF}
+                     END {printf "%d\n", s}'
 }
 
 # NAT modes: wait until every flow has its session; record how fast they came.
@@ -137,14 +138,14 @@ wait_sessions() { # mode flows
   t0=$(date +%s.%N)
   for i in $(seq 360); do
     sleep 0.5
-    sessions=$(metric 'appliance_nat_sessions{'); created=$(metric 'appliance_nat_mappings_created_total{')
+    sessions=$(metric appliance_nat_sessions); created=$(metric appliance_nat_mappings_created_total)
     d=$(( (created - prev_created) * 2 )); prev_created=$created
     [ "$d" -gt "$peak" ] && peak=$d
     [ "$sessions" -ge "$2" ] && break
   done
   now=$(date +%s.%N)
   echo "mode=$1 flows=$2 sessions=$sessions setup_s=$(echo "$now - $t0" | bc -l | xargs printf %.1f) \
-new_mappings_per_s_peak=$peak table_bytes=$(metric 'appliance_nat_table_bytes{') \
+new_mappings_per_s_peak=$peak table_bytes=$(metric appliance_nat_table_bytes) \
 ring_full_drops=$(ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics | awk '/reason="nat_ring_full"/ {print $NF}')" >> $W/natsetup.log
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Every family has HELP and TYPE lines; counters end in `_total`; ratios are gauges computed
 //! from the counters at scrape time (so they are never stale and a scraper can also compute
-//! them itself). The list, with meanings, is in `docs/images.md`.
+//! them itself). The list, with meanings, is in `docs/metrics.md` (a test checks it is complete).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,6 +343,9 @@ mod tests {
         assert!(t.contains("imgagent_fetch_latency_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(t.contains("imgagent_fetch_latency_seconds_bucket{le=\"5\"} 1\n"));
         assert!(t.contains("imgagent_fetch_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        if let Err(p) = promtext::lint(&t) {
+            panic!("{}\n{t}", p.join("\n"));
+        }
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
@@ -350,6 +353,18 @@ mod tests {
                 t.contains(&format!("# TYPE {base} ")) || t.contains(&format!("# TYPE {name} ")),
                 "{name} has a TYPE"
             );
+        }
+    }
+
+    #[test]
+    fn docs_describe_every_metric() {
+        let docs = include_str!("../../docs/metrics.md");
+        let start = docs.find("\n## imgagent\n").expect("docs/metrics.md has ## imgagent");
+        let section = &docs[start + 1..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        let t = Metrics::default().render();
+        for name in t.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()) {
+            assert!(section.contains(&format!("`{name}`")), "{name} is missing from docs/metrics.md (## imgagent)");
         }
     }
 }

@@ -154,8 +154,19 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Writes a JSON response.
 pub fn write_response(w: &mut impl Write, status: u16, body: &[u8], keep_alive: bool) -> io::Result<()> {
+    write_typed_response(w, status, "application/json", body, keep_alive)
+}
+
+/// Writes a response with a body of `content_type`.
+pub fn write_typed_response(
+    w: &mut impl Write,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         reason(status),
         body.len(),
         if keep_alive { "keep-alive" } else { "close" }

@@ -17,7 +17,8 @@
 //! * [`service`]: [`service::MetadataService`], the operations (membership, health, create,
 //!   commit, intent, lookup, delete, list) over any store. Values are JSON.
 //! * [`server`] and [`client`]: a minimal HTTP/1.1 + JSON API over the service, and the typed
-//!   [`client::MetaClient`] for it. [`http`] is the small HTTP/1.1 codec both (and the etcd
+//!   [`client::MetaClient`] for it; `GET /metrics` serves [`metrics`] (requests, intents,
+//!   store operations, and a census of the store) in the Prometheus text format. [`http`] is the small HTTP/1.1 codec both (and the etcd
 //!   backend) share.
 //!
 //! Invariants:
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod error;
 pub mod http;
 pub mod image;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod server;

@@ -6,6 +6,9 @@
 //! `invalid` 400, `not_found` 404, `already_exists` and `conflict` 409,
 //! `not_enough_nodes` 507, `store` and `corrupt` 500, `method_not_allowed` 405.
 //!
+//! `GET /metrics` answers the Prometheus text format instead ([`crate::metrics`]); every
+//! request is counted there (method, route template, status, time to answer).
+//!
 //! Limits: no authentication, no TLS; meant for a trusted management network.
 
 use std::io::{BufReader, BufWriter};
@@ -13,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -153,7 +156,8 @@ pub fn handle(svc: &MetadataService, req: &Request) -> (u16, Vec<u8>) {
             | ["intent"]
             | ["images"]
             | ["images", _]
-            | ["images", _, "traces"],
+            | ["images", _, "traces"]
+            | ["metrics"],
         ) => error_body(405, "method_not_allowed", &format!("{} is not allowed on {path}", req.method)),
         _ => error_body(404, "not_found", &format!("no route {} {path}", req.method)),
     }
@@ -167,15 +171,23 @@ fn serve_connection(svc: &MetadataService, stream: TcpStream) {
     loop {
         match http::read_request(&mut r) {
             Ok(Some(req)) => {
-                let (status, body) = handle(svc, &req);
+                let started = Instant::now();
+                let (status, content_type, body) = if req.method == "GET" && req.path() == "/metrics" {
+                    (200, promtext::CONTENT_TYPE, svc.metrics_text().into_bytes())
+                } else {
+                    let (status, body) = handle(svc, &req);
+                    (status, "application/json", body)
+                };
+                svc.metrics().request(&req.method, req.path(), status, started.elapsed());
                 let keep = req.keep_alive();
-                if http::write_response(&mut w, status, &body, keep).is_err() || !keep {
+                if http::write_typed_response(&mut w, status, content_type, &body, keep).is_err() || !keep {
                     return;
                 }
             }
             Ok(None) => return,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 let (status, body) = error_body(400, "invalid", &e.to_string());
+                svc.metrics().request("", "", status, Duration::ZERO);
                 let _ = http::write_response(&mut w, status, &body, false);
                 // Closing with unread input would reset the connection and the client might
                 // lose the answer: half-close, then discard what is still coming (bounded).
@@ -252,6 +264,7 @@ fn accept_loop(listener: TcpListener, svc: Arc<MetadataService>, stop: Arc<Atomi
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             let (status, body) = error_body(503, "busy", "too many connections");
+            svc.metrics().request("", "", status, Duration::ZERO);
             let _ = http::write_response(&mut &stream, status, &body, false);
             continue;
         }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::MetaError;
+use crate::metrics::{Census, CountingStore, Metrics};
 use crate::model::{
     validate_name, validate_node_id, Candidate, CreateRequest, Intent, IntentOp, IntentRequest, Node, NodeRegistration,
     NodeState, ObjectMeta, ObjectPage, ObjectRef, ObjectState, Replica, CHUNK_SIZE, DEFAULT_REPLICAS,
@@ -77,6 +78,7 @@ pub struct MetadataService {
     store: Box<dyn MetaStore>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
+    metrics: Arc<Metrics>,
 }
 
 fn object_key(id: u64) -> String {
@@ -110,12 +112,61 @@ impl MetadataService {
     }
 
     /// A service over `store` with the given clock (tests use a manual one).
+    /// Every store operation is counted ([`crate::metrics::CountingStore`]).
     pub fn with_clock(store: Box<dyn MetaStore>, config: ServiceConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, config }
+        let metrics = Arc::new(Metrics::default());
+        let store = Box::new(CountingStore::new(store, metrics.clone()));
+        Self { store, clock, config, metrics }
     }
 
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// The service's counters (the server adds its requests to them).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The `GET /metrics` exposition: the counters and a [`census`](Self::census) of the store.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(self.census().ok().as_ref())
+    }
+
+    /// Nodes by health, objects by state and images, as the store holds them now: one scan
+    /// of the node, object and image keys (objects are read for their state only).
+    pub fn census(&self) -> Result<Census, MetaError> {
+        #[derive(Deserialize)]
+        struct StateOnly {
+            state: ObjectState,
+        }
+        let mut c = Census::default();
+        for n in self.nodes()? {
+            match n.state {
+                NodeState::Up => c.nodes_up += 1,
+                NodeState::Down => c.nodes_down += 1,
+            }
+            c.node_bytes.push((n.id, n.capacity_bytes, n.used_bytes));
+        }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.list_prefix(OBJECTS.as_bytes(), after.as_deref(), MAX_PAGE)?;
+            let full = page.len() == MAX_PAGE;
+            for (k, v) in page {
+                let o: StateOnly = from_json(&String::from_utf8_lossy(&k), &v)?;
+                match o.state {
+                    ObjectState::Creating => c.objects_creating += 1,
+                    ObjectState::Complete => c.objects_complete += 1,
+                    ObjectState::Deleting => c.objects_deleting += 1,
+                }
+                after = Some(k);
+            }
+            if !full {
+                break;
+            }
+        }
+        c.images = self.images()?.len() as u64;
+        Ok(c)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, Vec<u8>)>, MetaError> {
@@ -490,6 +541,16 @@ impl MetadataService {
     /// A retrieve of a missing object, or a store of a missing object named only by name, is
     /// `NotFound`; an intent with no candidate at all is `NotEnoughNodes`.
     pub fn intent(&self, req: &IntentRequest) -> Result<Intent, MetaError> {
+        let r = self.intent_inner(req);
+        let op = match req.op {
+            IntentOp::Store => "store",
+            IntentOp::Retrieve => "retrieve",
+        };
+        self.metrics.intent(op, r.as_ref().map_or_else(|e| crate::server::error_kind(e).1, |_| "ok"));
+        r
+    }
+
+    fn intent_inner(&self, req: &IntentRequest) -> Result<Intent, MetaError> {
         let nodes = self.nodes()?;
         let existing = match self.lookup(&req.object) {
             Ok(m) => Some(m),

@@ -108,7 +108,48 @@ fn the_api_through_meta_client() {
     assert_eq!(d.state, ObjectState::Deleting);
     assert_eq!(c.delete(m.id).unwrap(), None);
     assert!(c.lookup(&ObjectRef::Name(name.into())).unwrap_err().is_not_found());
+
+    // What all this looks like on GET /metrics (the Prometheus text format).
+    let text = metrics_text(&addr);
+    if let Err(p) = promtext::lint(&text) {
+        panic!("{}\n{text}", p.join("\n"));
+    }
+    for line in [
+        "objmeta_http_requests_total{method=\"POST\",route=\"/nodes\",status=\"200\"} 7",
+        "objmeta_http_requests_total{method=\"PUT\",route=\"/objects\",status=\"405\"} 1",
+        "objmeta_http_requests_total{method=\"POST\",route=\"/objects\",status=\"400\"} 1",
+        // The oversized body: refused before its method was read.
+        "objmeta_http_requests_total{method=\"other\",route=\"other\",status=\"400\"} 1",
+        "objmeta_http_requests_total{method=\"GET\",route=\"other\",status=\"404\"} 1",
+        "objmeta_http_request_duration_seconds_count{route=\"/nodes/{id}/heartbeat\"} 2",
+        "objmeta_intents_total{op=\"retrieve\",result=\"ok\"} 1",
+        "objmeta_intents_total{op=\"retrieve\",result=\"not_found\"} 1",
+        "objmeta_intents_total{op=\"store\",result=\"ok\"} 1",
+        "objmeta_nodes{state=\"down\"} 6",
+        "objmeta_nodes{state=\"up\"} 0",
+        "objmeta_objects{state=\"creating\"} 4",
+        "objmeta_objects{state=\"complete\"} 0",
+        "objmeta_node_used_bytes{node=\"node-1\"} 77",
+        "objmeta_store_errors_total{op=\"put\"} 0",
+        "objmeta_store_readable 1",
+    ] {
+        assert!(text.contains(&format!("\n{line}\n")), "{line}:\n{text}");
+    }
     srv.shutdown();
+}
+
+/// GET /metrics with a raw request: checks the Content-Type, returns the body.
+fn metrics_text(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), "{head}");
+    body.to_string()
 }
 
 #[test]

@@ -101,8 +101,9 @@ pub fn metric_sum(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
 }
 
 /// Whether the metric family exists in `text`: a sample named `name`, or a `# TYPE`/`# HELP`
-/// line for it. A counter `foo_total` also matches the family `foo` (OpenMetrics style, as
-/// prometheus-client writes it), so a labelled counter that has no samples yet still counts.
+/// line for it. A counter `foo_total` also matches the family `foo` (OpenMetrics names
+/// counter families without `_total`), so a labelled counter that has no samples yet still
+/// counts in either format.
 pub fn family_present(text: &str, name: &str) -> bool {
     let base = name.strip_suffix("_total").unwrap_or(name);
     text.lines().any(|l| {

@@ -75,7 +75,12 @@ fn objects_round_trip_through_the_appliance() {
     assert!(puts >= (1 + 1 + 4 + 5 + 1024) as f64, "one latency sample per put fragment: {puts}");
     assert_eq!(sum("appliance_storage_latency_seconds_bucket", &[("op", "put"), ("le", "+Inf")]), puts);
     assert!(sum("appliance_storage_latency_seconds_count", &[("op", "get")]) >= 1024.0);
-    assert!(sum("appliance_storage_device_used_blocks", &[]) >= 256.0, "device usage");
+    assert!(sum("appliance_storage_device_used_bytes", &[]) >= (256 * 4096) as f64, "device usage");
+    // Requests and replies by op and status.
+    assert!(sum("appliance_storage_requests_total", &[("op", "put")]) >= puts);
+    assert!(sum("appliance_storage_replies_total", &[("op", "get"), ("status", "ok")]) >= 1024.0);
+    assert!(sum("appliance_storage_replies_total", &[("op", "delete"), ("status", "ok")]) >= 1.0);
+    assert!(sum("appliance_storage_replies_total", &[("op", "stat"), ("status", "not_found")]) >= 1.0);
     assert!(m.contains("appliance_storage_queue_depth"), "queue depth gauge");
 }
 

@@ -349,18 +349,20 @@ pub fn storage(src: &MetricsSource) -> Reply {
     );
     let mut data = Vec::new();
     for (w, s) in src.storage.iter().enumerate() {
+        let requests: u64 = s.requests.iter().map(|c| c.get()).sum();
+        let replies: u64 = s.replies.iter().flatten().map(|c| c.get()).sum();
         let _ = writeln!(
             text,
             "{w:<7} {:>10} {:>10} {:>6} {:>6} {:>12} {:>12} {:>10}",
-            s.requests.get(),
-            s.replies.get(),
+            requests,
+            replies,
             s.busy.get(),
             s.queue_depth.get(),
             s.bytes_written.get(),
             s.bytes_read.get(),
             s.device_free_blocks.get()
         );
-        data.push(json!({"worker": w, "requests": s.requests.get(), "replies": s.replies.get(), "busy": s.busy.get(),
+        data.push(json!({"worker": w, "requests": requests, "replies": replies, "busy": s.busy.get(),
             "queue_depth": s.queue_depth.get(), "bad_requests": s.bad_requests.get(),
             "checksum_failures": s.checksum_failures.get(), "bytes_written": s.bytes_written.get(),
             "bytes_read": s.bytes_read.get(), "device_used_blocks": s.device_used_blocks.get(),

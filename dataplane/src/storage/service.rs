@@ -48,8 +48,11 @@ const PUT_TAG: u64 = 1 << 63;
 /// Counters of the service (its worker is the only writer).
 #[derive(Debug, Default)]
 pub struct ServiceCounters {
-    pub requests: Counter,
-    pub replies: Counter,
+    /// Requests by operation ([`OPS`] order, [`op_slot`]); a frame that does not parse
+    /// counts as `other`.
+    pub requests: [Counter; OPS.len()],
+    /// Replies by operation and status ([`status_slot`]).
+    pub replies: [[Counter; STATUS_SLOTS]; OPS.len()],
     pub bad_requests: Counter,
     pub busy: Counter,
     pub checksum_failures: Counter,
@@ -62,15 +65,54 @@ pub struct ServiceCounters {
     pub handed_over: Counter,
     /// Requests held now (waiting for I/O).
     pub queue_depth: crate::stats::Gauge,
-    /// Data blocks of the device in use and free.
+    /// Data blocks ([`objstore::BLOCK_SIZE`] bytes) of the device in use and free.
     pub device_used_blocks: crate::stats::Gauge,
     pub device_free_blocks: crate::stats::Gauge,
-    /// Time from a request's arrival to its reply, by operation ([`OPS`]).
-    pub latency: [LatencyHistogram; 5],
+    /// Time from a request's arrival to its reply, for the first [`LATENCY_OPS`] operations
+    /// of [`OPS`] (the others are answered at once).
+    pub latency: [LatencyHistogram; LATENCY_OPS],
 }
 
-/// The operations latency is kept for, in [`ServiceCounters::latency`] order.
-pub const OPS: [&str; 5] = ["put", "get", "stat", "delete", "list"];
+impl ServiceCounters {
+    /// Counts a reply to a request of `op` with `status`.
+    #[inline]
+    pub fn reply(&self, op: u8, status: u16) {
+        self.replies[op_slot(Op(op))][status_slot(status)].inc();
+    }
+}
+
+/// The operation labels, in counter order: [`netwire::storage::Op::name`] of every op.
+pub const OPS: [&str; 7] = ["put", "get", "stat", "delete", "list", "probe", "other"];
+
+/// The slot of `other` in [`OPS`]: ops this node does not know, and frames that do not parse.
+pub const OTHER_OP: usize = 6;
+
+/// Operations with a latency histogram: `OPS[..LATENCY_OPS]` (put, get, stat, delete, list).
+pub const LATENCY_OPS: usize = 5;
+
+/// The counter slot of `op` (of a request or its reply) in [`OPS`].
+#[inline]
+pub fn op_slot(op: Op) -> usize {
+    match op.request() {
+        Op::PUT_CHUNK => 0,
+        Op::GET_CHUNK => 1,
+        Op::STAT => 2,
+        Op::DELETE => 3,
+        Op::LIST => 4,
+        Op::PROBE => 5,
+        _ => OTHER_OP,
+    }
+}
+
+/// Reply status slots: every code of [`status::ALL`] by its value, then one for any other.
+pub const STATUS_SLOTS: usize = status::ALL.len() + 1;
+
+/// The counter slot of a reply status; its label is `status::name(code)` (`unknown` for
+/// the last slot).
+#[inline]
+pub fn status_slot(code: u16) -> usize {
+    (code as usize).min(status::ALL.len())
+}
 
 /// Upper bounds (µs) of the latency buckets; the last bucket is +Inf.
 pub const LATENCY_BOUNDS_US: [u64; 11] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
@@ -201,18 +243,19 @@ impl<P: PacketBuf> ObjectService<P> {
     /// when it is held or dropped (a malformed request is counted and
     /// dropped: without a valid header there is no one to answer).
     pub fn request(&mut self, mut pkt: P) -> Option<P> {
-        self.counters.requests.inc();
         let Some(p) = parse(pkt.data(), self.udp_port) else {
+            self.counters.requests[OTHER_OP].inc();
             self.counters.bad_requests.inc();
             return None;
         };
+        self.counters.requests[op_slot(Op(p.hdr.op))].inc();
         let object = object_of(p.dst);
         let hdr = p.hdr;
         let answer_now = |svc: &mut Self, pkt: &mut P, status: u16, body: &[u8]| {
             if status == status::BUSY {
                 svc.counters.busy.inc();
             }
-            svc.counters.replies.inc();
+            svc.counters.reply(hdr.op, status);
             reply_in_place(pkt, &hdr, status, body)
         };
         if hdr.object_id != object {
@@ -279,7 +322,7 @@ impl<P: PacketBuf> ObjectService<P> {
             .ok()
             .map(|(head, fragment)| (head.size, head.version, fragment.len()));
         let bad = |svc: &mut Self, pkt: &mut P, st: u16| {
-            svc.counters.replies.inc();
+            svc.counters.reply(hdr.op, st);
             if st == status::BAD_REQUEST {
                 svc.counters.bad_requests.inc();
             }
@@ -306,7 +349,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 && meta.size == size
                 && meta.chunks.get(chunk as usize).is_some_and(|c| c.lba != 0)
             {
-                self.counters.replies.inc();
+                self.counters.reply(hdr.op, status::OK);
                 return reply_in_place(&mut pkt, &hdr, status::OK, &[]).then_some(pkt);
             }
             if meta.version > version {
@@ -377,7 +420,7 @@ impl<P: PacketBuf> ObjectService<P> {
                 self.free.push(slot);
                 self.counters.latency[0].observe(h.arrived.elapsed().as_micros() as u64);
                 let hdr = header_of(h.pkt.data());
-                self.counters.replies.inc();
+                self.counters.reply(hdr.op, st);
                 if reply_in_place(&mut h.pkt, &hdr, st, &[]) {
                     out.push(h.pkt);
                 }
@@ -496,7 +539,7 @@ impl<P: PacketBuf> ObjectService<P> {
             }
             _ => (status::IO, 0),
         };
-        self.counters.replies.inc();
+        self.counters.reply(hdr.op, st);
         if reply_in_place(&mut h.pkt, &hdr, st, &body[..len]) {
             out.push(h.pkt);
         }

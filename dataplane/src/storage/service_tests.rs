@@ -153,6 +153,33 @@ fn put_get_stat_list_delete() {
     let h = &svc.counters.latency[1];
     assert_eq!(h.buckets.iter().map(|b| b.get()).sum::<u64>(), h.count.get());
     assert!(svc.counters.device_used_blocks.get() > 0);
+    // Requests and replies by op and status: every request of this test was answered.
+    let c = &svc.counters;
+    let ok = |op: Op| c.replies[op_slot(op)][status_slot(sh::status::OK)].get();
+    for op in [Op::PUT_CHUNK, Op::GET_CHUNK, Op::STAT, Op::LIST, Op::DELETE] {
+        let replies: u64 = c.replies[op_slot(op)].iter().map(Counter::get).sum();
+        assert_eq!(c.requests[op_slot(op)].get(), replies, "{} requests = replies", op.name());
+    }
+    assert_eq!(ok(Op::DELETE), 1);
+    assert_eq!(c.replies[op_slot(Op::STAT)][status_slot(sh::status::NOT_FOUND)].get(), 1);
+    assert_eq!(ok(Op::STAT), 4);
+    assert_eq!(ok(Op::LIST), 1);
+    let put_fragments_and_the_retry = 1 + 1 + 1 + 3 + 1;
+    assert!(ok(Op::PUT_CHUNK) >= put_fragments_and_the_retry);
+}
+
+#[test]
+fn op_and_status_slots_match_the_wire_names() {
+    for code in 0..=u8::MAX {
+        let op = Op(code);
+        assert_eq!(OPS[op_slot(op)], op.name(), "op {code:#x}");
+    }
+    for code in 0..=u16::MAX {
+        let slot = status_slot(code);
+        assert!(slot < STATUS_SLOTS);
+        let label = if slot < sh::status::ALL.len() { sh::status::name(sh::status::ALL[slot]) } else { "unknown" };
+        assert_eq!(label, sh::status::name(code), "status {code}");
+    }
 }
 
 #[test]
@@ -176,6 +203,10 @@ fn bad_requests_are_refused_or_dropped() {
     // Unknown op.
     let r = svc.request(frame(5, Op(0x33), 0, 0, 0, &[])).expect("answered");
     assert_eq!(read_reply(&r.to_vec(), 5).0, sh::status::UNSUPPORTED);
+    let c = &svc.counters;
+    assert_eq!(c.requests[OTHER_OP].get(), 2, "the unparsable frame and the unknown op");
+    assert_eq!(c.replies[OTHER_OP][status_slot(sh::status::UNSUPPORTED)].get(), 1);
+    assert_eq!(c.replies[op_slot(Op::PUT_CHUNK)][status_slot(sh::status::BAD_REQUEST)].get(), 1);
     // Get of a missing object.
     let r = exchange(&mut svc, vec![frame(5, Op::GET_CHUNK, 0, 1024, 0, &[])], 1);
     assert_eq!(read_reply(&r[0], 5).0, sh::status::NOT_FOUND);
