@@ -41,7 +41,8 @@ pub struct MetricsSource {
     pub workers: Vec<Arc<WorkerCounters>>,
     pub control: Arc<ControlCounters>,
     pub neigh: Arc<NeighborTable>,
-    pub pool: rte::Mempool,
+    /// The mbuf pools by NUMA socket.
+    pub pools: Vec<(u32, rte::Mempool)>,
     /// (ring name, ring)
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
     pub tsc_hz: u64,
@@ -65,8 +66,7 @@ impl MetricsSource {
     pub fn render(&self) -> String {
         let readings = Readings {
             ports: self.ports.iter().map(|p| p.stats()).collect(),
-            pool_in_use: self.pool.in_use(),
-            pool_capacity: self.pool.capacity(),
+            pools: self.pools.iter().map(|(s, p)| (*s, p.in_use(), p.capacity())).collect(),
             rings: self.rings.iter().map(|(n, r)| (n.clone(), r.stats())).collect(),
             dpdk_version: rte::version(),
         };

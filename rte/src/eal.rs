@@ -54,6 +54,18 @@ impl Eal {
         // SAFETY: reads a thread-local set by EAL.
         unsafe { dpdk_sys::rte_socket_id() as i32 }
     }
+
+    /// The NUMA socket of lcore `lcore` (0 where EAL does not know it).
+    pub fn lcore_socket(&self, lcore: u32) -> u32 {
+        // SAFETY: EAL is initialised (we are its handle); an unknown lcore
+        // id is answered, not dereferenced.
+        let s = unsafe { dpdk_sys::rte_lcore_to_socket_id(lcore) };
+        if s == u32::MAX {
+            0
+        } else {
+            s
+        }
+    }
 }
 
 impl Drop for Eal {

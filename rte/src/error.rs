@@ -31,4 +31,9 @@ impl RteError {
     pub fn other(op: &'static str, message: impl Into<String>) -> Self {
         RteError { op, errno: libc::EINVAL, message: message.into() }
     }
+
+    /// The device or driver does not implement the operation (ENOTSUP).
+    pub fn is_not_supported(&self) -> bool {
+        self.errno == libc::ENOTSUP
+    }
 }

@@ -35,7 +35,7 @@ pub use eal::Eal;
 pub use error::RteError;
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{Port, PortConfig, PortStats, RxQueue, TxQueue};
+pub use port::{device_socket, Port, PortConfig, PortStats, RxQueue, TxQueue};
 pub use ring::{MbufRing, RingConsumer, RingProducer, RingStats};
 
 /// CPU time-stamp counter (for idle accounting and timers on the fast path;

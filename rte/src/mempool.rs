@@ -20,7 +20,8 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     /// Creates a pool of `mbufs` packet buffers with a per-lcore cache of
-    /// `cache_size` and `data_room_bytes` (headroom included) each.
+    /// `cache_size` and `data_room_bytes` (headroom included) each, in the
+    /// memory of the calling lcore's NUMA socket.
     pub fn new_pktmbuf(
         eal: &Arc<Eal>,
         name: &str,
@@ -28,18 +29,25 @@ impl Mempool {
         cache_size: u32,
         data_room_bytes: u16,
     ) -> Result<Mempool, RteError> {
+        // SAFETY: EAL is initialised (we hold it).
+        let socket = unsafe { dpdk_sys::rte_socket_id() } as i32;
+        Self::new_pktmbuf_on(eal, name, mbufs, cache_size, data_room_bytes, socket)
+    }
+
+    /// [`new_pktmbuf`](Self::new_pktmbuf) in the memory of NUMA socket
+    /// `socket` (`-1`: any socket).
+    pub fn new_pktmbuf_on(
+        eal: &Arc<Eal>,
+        name: &str,
+        mbufs: u32,
+        cache_size: u32,
+        data_room_bytes: u16,
+        socket: i32,
+    ) -> Result<Mempool, RteError> {
         let cname = CString::new(name).map_err(|_| RteError::other("rte_pktmbuf_pool_create", "NUL in name"))?;
         // SAFETY: cname is a valid C string; EAL is initialised (we hold it).
-        let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                mbufs,
-                cache_size,
-                0,
-                data_room_bytes,
-                dpdk_sys::rte_socket_id() as i32,
-            )
-        };
+        let raw =
+            unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), mbufs, cache_size, 0, data_room_bytes, socket) };
         let raw = NonNull::new(raw).ok_or_else(|| RteError::last("rte_pktmbuf_pool_create"))?;
         Ok(Mempool { raw, _eal: eal.clone() })
     }

@@ -11,10 +11,6 @@ pub struct PortConfig {
     pub tx_queues: u16,
     pub rx_descriptors: u16,
     pub tx_descriptors: u16,
-    /// Set with rte_eth_dev_set_mtu when given (errors are reported, not
-    /// fatal for devices that cannot change it, e.g. net_null).
-    pub mtu: Option<u16>,
-    pub promiscuous: bool,
     /// Overrides the device's MAC address.
     pub mac: Option<[u8; 6]>,
 }
@@ -42,26 +38,55 @@ pub struct Port {
     taken_rx: AtomicU64,
     taken_tx: AtomicU64,
     _eal: Arc<Eal>,
-    _pool: Mempool,
+    _pools: Vec<Mempool>,
+}
+
+/// The port id of a device by its DPDK name.
+fn port_by_name(device: &str) -> Result<u16, RteError> {
+    let cname = CString::new(device).map_err(|_| RteError::other("port", "NUL in device name"))?;
+    let mut id: u16 = 0;
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+    if rc != 0 {
+        return Err(RteError::other(
+            "rte_eth_dev_get_port_by_name",
+            format!(
+                "no DPDK port named {device:?}: the device was not created. EAL's messages above say why \
+                 (a vdev whose probe failed: an af_packet interface missing from this network namespace, \
+                 a memif socket already in use; or a PCI device not bound to a DPDK driver)"
+            ),
+        ));
+    }
+    Ok(id)
+}
+
+/// The NUMA socket a device is attached to; `None` where the driver does not
+/// say (virtual devices, single-socket machines).
+pub fn device_socket(_eal: &Arc<Eal>, device: &str) -> Result<Option<u32>, RteError> {
+    let id = port_by_name(device)?;
+    // SAFETY: valid port id.
+    let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
+    Ok(u32::try_from(socket).ok())
 }
 
 impl Port {
     /// Looks up a device by its DPDK name (vdev name such as `net_af_packet0`,
-    /// or PCI address) and configures it: queues, descriptors, MTU, MAC.
-    pub fn configure(eal: &Arc<Eal>, device: &str, cfg: &PortConfig, pool: &Mempool) -> Result<Arc<Port>, RteError> {
-        let cname = CString::new(device).map_err(|_| RteError::other("port", "NUL in device name"))?;
-        let mut id: u16 = 0;
-        // SAFETY: valid C string and out-pointer.
-        let rc = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
-        if rc != 0 {
-            return Err(RteError::other(
-                "rte_eth_dev_get_port_by_name",
-                format!(
-                    "no DPDK port named {device:?}: the device was not created. EAL's messages above say why \
-                     (a vdev whose probe failed: an af_packet interface missing from this network namespace, \
-                     a memif socket already in use; or a PCI device not bound to a DPDK driver)"
-                ),
-            ));
+    /// or PCI address) and configures it: queues, descriptors, MAC. The
+    /// MTU and promiscuous mode are set by [`set_mtu`](Self::set_mtu) and
+    /// [`set_promiscuous`](Self::set_promiscuous), whose failures the caller
+    /// judges.
+    ///
+    /// `rx_pools[q]` fills rx queue `q` (one per queue, so each queue can
+    /// draw from the pool of its NUMA socket).
+    pub fn configure(
+        eal: &Arc<Eal>,
+        device: &str,
+        cfg: &PortConfig,
+        rx_pools: &[Mempool],
+    ) -> Result<Arc<Port>, RteError> {
+        let id = port_by_name(device)?;
+        if rx_pools.len() != usize::from(cfg.rx_queues) {
+            return Err(RteError::other("rte_eth_rx_queue_setup", "one mbuf pool per rx queue"));
         }
         if cfg.rx_queues == 0 || cfg.tx_queues == 0 || cfg.rx_queues > 64 || cfg.tx_queues > 64 {
             return Err(RteError::other("rte_eth_dev_configure", "queues must be 1..=64"));
@@ -102,7 +127,7 @@ impl Port {
         // SAFETY: valid port id.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
-        for q in 0..cfg.rx_queues {
+        for (q, pool) in (0..cfg.rx_queues).zip(rx_pools) {
             // SAFETY: port configured with rx_queues queues; pool is a live
             // pktmbuf pool; NULL rxconf selects the driver default.
             let rc = unsafe { dpdk_sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
@@ -125,23 +150,57 @@ impl Port {
                 return Err(RteError::from_errno("rte_eth_dev_default_mac_addr_set", rc));
             }
         }
-        if let Some(mtu) = cfg.mtu {
-            // SAFETY: valid port. Failure is tolerated for devices without MTU
-            // control (net_null, net_ring): the pipeline enforces MTU itself.
-            let _ = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
-        }
-        if cfg.promiscuous {
-            // SAFETY: valid port.
-            let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
-        }
         Ok(Arc::new(Port {
             id,
             name: device.to_owned(),
             taken_rx: AtomicU64::new(0),
             taken_tx: AtomicU64::new(0),
             _eal: eal.clone(),
-            _pool: pool.clone(),
+            _pools: rx_pools.to_vec(),
         }))
+    }
+
+    /// Sets the MTU (rte_eth_dev_set_mtu). An error whose
+    /// [`RteError::is_not_supported`] is true means the device has no MTU
+    /// control at all (net_null, net_ring, memif): see [`mtu_range`](Self::mtu_range).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), RteError> {
+        // SAFETY: valid, configured port.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.id, mtu) };
+        if rc != 0 {
+            return Err(RteError::from_errno("rte_eth_dev_set_mtu", rc));
+        }
+        Ok(())
+    }
+
+    /// The MTUs the device accepts (min, max), from rte_eth_dev_info: its
+    /// `max_mtu`, lowered to what its `max_rx_pktlen` allows (ethdev checks
+    /// both; af_packet, for one, reports a 65535 MTU but 1518-byte frames).
+    pub fn mtu_range(&self) -> (u16, u16) {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port and out-pointer.
+        let rc = unsafe { dpdk_sys::rte_eth_dev_info_get(self.id, &mut info) };
+        if rc != 0 {
+            return (0, u16::MAX);
+        }
+        // ethdev's frame overhead: what max_rx_pktlen exceeds max_mtu by, or
+        // Ethernet header and CRC when the driver does not say.
+        let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > u32::from(info.max_mtu) {
+            info.max_rx_pktlen - u32::from(info.max_mtu)
+        } else {
+            18
+        };
+        let by_frame = u16::try_from(info.max_rx_pktlen.saturating_sub(overhead)).unwrap_or(u16::MAX);
+        (info.min_mtu, info.max_mtu.min(by_frame))
+    }
+
+    /// Enables promiscuous mode (rte_eth_promiscuous_enable).
+    pub fn set_promiscuous(&self) -> Result<(), RteError> {
+        // SAFETY: valid, configured port.
+        let rc = unsafe { dpdk_sys::rte_eth_promiscuous_enable(self.id) };
+        if rc != 0 {
+            return Err(RteError::from_errno("rte_eth_promiscuous_enable", rc));
+        }
+        Ok(())
     }
 
     /// Starts the port (rx/tx begin).

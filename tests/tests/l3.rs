@@ -186,3 +186,38 @@ fn stops_cleanly_on_sigterm() {
     let files = rig.app.hugepage_files();
     assert!(files.is_empty(), "hugepage files of prefix {} left: {files:?}", rig.app.file_prefix());
 }
+
+/// `ports[i].mtu` and `ports[i].promiscuous` reach the device, and a device
+/// that refuses them stops the start-up with the field named (issue 12: they
+/// used to be ignored).
+#[test]
+fn port_mtu_and_promiscuous_reach_the_device_or_stop_the_start_up() {
+    use appliance_tests::{demo_config, edit_yaml, Appliance};
+    use serde_yaml_ng::Value;
+    let tb = Testbed::up("portset");
+    // Frames of a 9000-byte MTU fit the mbufs, but DPDK 22.11's af_packet
+    // takes frames of at most 1518 bytes.
+    let with = |mtu: u64| {
+        edit_yaml(&demo_config(), |v| {
+            v["mempool"]["data_room_bytes"] = Value::from(9216);
+            v["ports"][0]["mtu"] = Value::from(mtu);
+            v["ports"][1]["promiscuous"] = Value::from(true);
+        })
+    };
+    let err = match Appliance::try_start(&tb, &with(9000)) {
+        Ok(mut app) => panic!("started with an MTU af_packet cannot take; log:\n{}", app.stop().1),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("ports[0].mtu: net_af_packet0 refuses an MTU of 9000 (it accepts 46..=1500)"), "{err}");
+
+    // An MTU the device takes reaches it: the kernel side of the af_packet
+    // socket shows it, and the other port is promiscuous.
+    let mut app = Appliance::start(&tb, &with(1400));
+    let link = |dev: &str| tb.exec_ok(&tb.rtr(), &["ip", "link", "show", dev]);
+    assert!(link("apl-in").contains("mtu 1400"), "{}\n{}", link("apl-in"), app.log());
+    assert!(link("apl-out").contains("PROMISC"), "{}\n{}", link("apl-out"), app.log());
+    assert!(!link("apl-in").contains("PROMISC"), "{}", link("apl-in"));
+    assert!(tb.ping(&tb.h1(), H2_V4, 2), "no forwarding with the changed port settings\n{}", app.log());
+    let (status, log) = app.stop();
+    assert!(status.success(), "{status}\n{log}");
+}

@@ -1,6 +1,7 @@
 //! Start-up and shutdown of `appliance run`.
 //!
-//! Order: config (already validated) → EAL → mempool → ports (configured and
+//! Order: config (already validated) → EAL → mbuf pools (one per NUMA
+//! socket in use, [`pools`]) → ports (configured and
 //! started; MACs read back) → neighbour table and pipeline tables → storage
 //! (devices opened, formatted, journals replayed; hand-over rings) → NAT
 //! (mapping server tables, log writer, request/answer rings) → the control
@@ -13,6 +14,7 @@
 //! [`workers`].
 
 mod nat;
+mod pools;
 mod ports;
 mod storage;
 mod workers;
@@ -57,15 +59,8 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     let args = cfg.eal_args("appliance");
     tracing::info!(dpdk = %rte::version(), eal_args = ?args, "starting EAL");
     let eal = rte::Eal::init(&args).context("starting DPDK EAL (are hugepages reserved? run scripts/setup.sh)")?;
-    let pool = rte::Mempool::new_pktmbuf(
-        &eal,
-        "apl_mbufs",
-        cfg.mempool.mbufs,
-        cfg.mempool.cache_size,
-        cfg.mempool.data_room_bytes,
-    )
-    .context("creating the mbuf pool (mempool.mbufs too large for eal.memory_mb?)")?;
-    let (ports, infos) = ports::start(cfg, &eal, &pool)?;
+    let pools = pools::Pools::create(cfg, &eal)?;
+    let (ports, infos) = ports::start(cfg, &eal, &pools)?;
     let (neigh, neigh_writer) = NeighborTable::new(cfg.neighbor.entries_max as usize);
     let storage_plan = cfg
         .storage
@@ -79,7 +74,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     let trace =
         TraceControl::new(cfg.lcores.workers.len(), rte::tsc_hz(), cfg.ports.iter().map(|p| p.name.clone()).collect());
     let mut storage = storage::Wiring::open(cfg, &eal)?;
-    let mut nat = nat::Wiring::start(cfg, &eal, &pool, &stop)?;
+    let mut nat = nat::Wiring::start(cfg, &eal, &pools, &stop)?;
     let control_counters = Arc::new(ControlCounters::default());
     let slow = slow_path(cfg, &pipeline, neigh_writer, control_counters.clone())?;
     let built = workers::build(cfg, &eal, &cell, &trace, &ports, &stop, &mut nat, &mut storage)?;
@@ -89,7 +84,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
         workers: built.counters,
         control: control_counters.clone(),
         neigh,
-        pool: pool.clone(),
+        pools: pools.all(),
         rings: built.rings,
         tsc_hz: rte::tsc_hz(),
         pipeline: cell.clone(),
@@ -122,7 +117,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
         changer: Changer::new(cell.clone(), cfg, built.sid_counters),
         punt: built.punt_rx,
         inject: built.inject_tx,
-        pool: pool.clone(),
+        pool: pools.for_lcore(&eal, cfg.lcores.main.lcore).clone(),
         counters: control_counters,
         stop: stop.clone(),
     };
@@ -147,7 +142,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     drop(source);
     drop(storage);
     drop(ports);
-    drop(pool);
+    drop(pools);
     drop(eal);
     tracing::info!("stopped cleanly");
     Ok(())

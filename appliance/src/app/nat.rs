@@ -13,6 +13,7 @@ use dataplane::nat::cache::FlowCache;
 use dataplane::nat::fast::{cache_timing, NatPlan, NatWorker, Role};
 use dataplane::nat::mapper::{Mapper, NatStats};
 
+use super::pools::Pools;
 use crate::config::{Config, IdleBackoff};
 use crate::natcore::{spawn_event_logger, EventOut, MapperCore, NatClock, NatQuery, EVENT_QUEUE};
 use crate::worker::NatLink;
@@ -47,7 +48,7 @@ pub(super) struct Wiring {
 }
 
 impl Wiring {
-    pub fn start(cfg: &Config, eal: &Arc<rte::Eal>, pool: &rte::Mempool, stop: &Arc<AtomicBool>) -> Result<Wiring> {
+    pub fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools, stop: &Arc<AtomicBool>) -> Result<Wiring> {
         let clock = NatClock::start();
         let mut w = Wiring { core: None, links: Vec::new().into_iter(), stats: None, query: None, clock, logger: None };
         let Some(n) = &cfg.nat else { return Ok(w) };
@@ -77,7 +78,9 @@ impl Wiring {
             let (ans_p, ans_c) = rte::MbufRing::new(eal, &format!("apl_natans{i}"), n.ring_size)
                 .context("creating a NAT answer ring")?;
             let flush_epoch = flush_epoch.clone();
-            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock, flush_epoch });
+            // Worker i allocates from its own socket's pool.
+            let pool = pools.for_lcore(eal, cfg.lcores.workers[i].lcore).clone();
+            links.push(NatLink { requests: req_p, answers: ans_c, pool, clock, flush_epoch });
             requests.push(req_c);
             answers.push(ans_p);
         }

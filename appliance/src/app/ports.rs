@@ -1,7 +1,14 @@
 //! Port start-up: every configured port is configured (one rx queue per
-//! `queues`, one tx queue per worker), started, and described to the
-//! pipeline (MAC read back, addresses, the link-local address derived from
-//! the MAC).
+//! `queues`, one tx queue per worker, each rx queue filled from the mbuf
+//! pool of its NUMA socket), its MTU and promiscuous mode set, started, and
+//! described to the pipeline (MAC read back, addresses, the link-local
+//! address derived from the MAC).
+//!
+//! A device that refuses the configured MTU or promiscuous mode stops the
+//! start-up with the field named. One exception: a device with no MTU
+//! control at all (net_null, net_ring, memif: ENOTSUP) is accepted when the
+//! MTU lies within the range it reports, since the pipeline enforces the MTU
+//! on everything it sends.
 
 use std::sync::Arc;
 
@@ -9,14 +16,11 @@ use anyhow::{Context, Result};
 
 use dataplane::fib::{link_local_from_mac, PortInfo};
 
-use crate::config::{format_mac, Config};
+use super::pools::Pools;
+use crate::config::{format_mac, Config, Port};
 
 /// Starts the ports; returns them (by config index) and their descriptions.
-pub(super) fn start(
-    cfg: &Config,
-    eal: &Arc<rte::Eal>,
-    pool: &rte::Mempool,
-) -> Result<(Vec<Arc<rte::Port>>, Vec<PortInfo>)> {
+pub(super) fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools) -> Result<(Vec<Arc<rte::Port>>, Vec<PortInfo>)> {
     let workers = cfg.lcores.workers.len();
     let mut ports = Vec::new();
     let mut infos = Vec::new();
@@ -26,12 +30,18 @@ pub(super) fn start(
             tx_queues: workers as u16,
             rx_descriptors: p.rx_descriptors,
             tx_descriptors: p.tx_descriptors,
-            mtu: Some(p.mtu),
-            promiscuous: p.promiscuous,
             mac: p.mac,
         };
-        let port = rte::Port::configure(eal, &p.device, &pc, pool)
+        let device_socket = rte::device_socket(eal, &p.device)?;
+        let rx_pools: Vec<rte::Mempool> = (0..p.queues)
+            .map(|q| match device_socket {
+                Some(s) => pools.on(s).clone(),
+                None => pools.for_lcore(eal, cfg.lcores.workers[usize::from(q) % workers].lcore).clone(),
+            })
+            .collect();
+        let port = rte::Port::configure(eal, &p.device, &pc, &rx_pools)
             .with_context(|| format!("ports[{i}] ({}, device {})", p.name, p.device))?;
+        set_mtu_and_mode(&port, p, i)?;
         port.start().with_context(|| format!("starting ports[{i}] ({})", p.name))?;
         let mac = port.mac();
         let mut ipv6: Vec<_> = p.ipv6.iter().map(|c| (c.addr, c.len)).collect();
@@ -54,4 +64,34 @@ pub(super) fn start(
         ports.push(port);
     }
     Ok((ports, infos))
+}
+
+/// Sets `ports[i].mtu` and `ports[i].promiscuous` on the device; a refusal
+/// is an error naming the field.
+fn set_mtu_and_mode(port: &rte::Port, p: &Port, i: usize) -> Result<()> {
+    match port.set_mtu(p.mtu) {
+        Ok(()) => {}
+        Err(e) if e.is_not_supported() => {
+            let (min, max) = port.mtu_range();
+            if p.mtu < min || p.mtu > max {
+                anyhow::bail!(
+                    "ports[{i}].mtu: {} cannot change its MTU and accepts {min}..={max}, not {}",
+                    p.device,
+                    p.mtu
+                );
+            }
+            tracing::info!(port = %p.name, mtu = p.mtu, "the device has no MTU control; the pipeline enforces the MTU");
+        }
+        Err(e) => {
+            let (min, max) = port.mtu_range();
+            return Err(e).with_context(|| {
+                format!("ports[{i}].mtu: {} refuses an MTU of {} (it accepts {min}..={max})", p.device, p.mtu)
+            });
+        }
+    }
+    if p.promiscuous {
+        port.set_promiscuous()
+            .with_context(|| format!("ports[{i}].promiscuous: {} cannot enter promiscuous mode", p.device))?;
+    }
+    Ok(())
 }

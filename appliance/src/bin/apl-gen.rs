@@ -75,16 +75,8 @@ fn main() -> Result<()> {
     let port = rte::Port::configure(
         &eal,
         "net_memif0",
-        &rte::PortConfig {
-            rx_queues: 1,
-            tx_queues: 1,
-            rx_descriptors: 1024,
-            tx_descriptors: 1024,
-            mtu: None,
-            promiscuous: false,
-            mac: None,
-        },
-        &pool,
+        &rte::PortConfig { rx_queues: 1, tx_queues: 1, rx_descriptors: 1024, tx_descriptors: 1024, mac: None },
+        std::slice::from_ref(&pool),
     )?;
     port.start().context("starting net_memif0 (as a memif client it needs a memif server listening on its socket)")?;
     let mut txq = port.tx_queue(0)?;

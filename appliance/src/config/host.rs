@@ -1,7 +1,8 @@
 //! What the configuration needs of the machine it runs on, checked apart
 //! from parsing ([`Config::check_host`]) so that parsing gives the same
 //! answer on every machine: the CPUs the lcores are pinned to must exist
-//! and be usable by this process.
+//! and be usable by this process, and the mbuf pools (one per NUMA node
+//! the lcores sit on) must fit `eal.memory_mb`.
 
 use std::fmt;
 
@@ -16,6 +17,8 @@ pub struct Host {
     /// CPUs this process may run on (`Cpus_allowed_list` of
     /// `/proc/self/status`, its `sched_getaffinity` mask); `None`: unknown.
     allowed: Option<CpuList>,
+    /// (cpu, NUMA node) where `/sys` says; a CPU missing here is on node 0.
+    nodes: Vec<(u32, u32)>,
 }
 
 impl Host {
@@ -27,13 +30,30 @@ impl Host {
         let allowed = std::fs::read_to_string("/proc/self/status").ok().and_then(|t| {
             t.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).and_then(|v| CpuList::parse(v.trim()))
         });
-        Host { online, allowed }
+        let nodes = (0..1024u32)
+            .map_while(|cpu| std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}")).ok().map(|d| (cpu, d)))
+            .filter_map(|(cpu, dir)| {
+                dir.flatten().find_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok()).map(|n| (cpu, n))
+            })
+            .collect();
+        Host { online, allowed, nodes }
     }
 
     /// A machine with the `online` CPUs, of which this process may use
     /// `allowed`; both in the kernel's list format (`0-3,6`).
     pub fn with_cpus(online: &str, allowed: &str) -> Option<Host> {
-        Some(Host { online: Some(CpuList::parse(online)?), allowed: Some(CpuList::parse(allowed)?) })
+        Some(Host { online: Some(CpuList::parse(online)?), allowed: Some(CpuList::parse(allowed)?), nodes: Vec::new() })
+    }
+
+    /// The same machine with CPUs on NUMA nodes: `(cpu, node)` pairs.
+    pub fn with_nodes(mut self, nodes: &[(u32, u32)]) -> Host {
+        self.nodes = nodes.to_vec();
+        self
+    }
+
+    /// The NUMA node of `cpu` (0 where unknown).
+    fn node(&self, cpu: u32) -> u32 {
+        self.nodes.iter().find(|(c, _)| *c == cpu).map_or(0, |(_, n)| *n)
     }
 
     /// Why `cpu` cannot run an lcore here, if it cannot.
@@ -59,7 +79,11 @@ impl Config {
                 return Err(ConfigError::invalid(format!("{path}.cpu"), why));
             }
         }
-        Ok(())
+        // One mbuf pool per NUMA node in use (appliance::app::pools).
+        let mut nodes: Vec<u32> = self.lcores.with_paths().iter().map(|(_, l)| host.node(l.cpu)).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        super::check_hugepages(self, nodes.len().max(1) as u64)
     }
 }
 
@@ -115,6 +139,22 @@ mod tests {
     fn two_workers(cpus: &str) -> Config {
         ok(&format!("{BASE}lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{cpus}]\n")
             .replace("qpairs=1", "qpairs=2"))
+    }
+
+    #[test]
+    fn every_numa_node_in_use_gets_a_pool_that_must_fit() {
+        // 100000 mbufs of 2304 bytes (~225 MiB) fit 256 MiB once, not twice.
+        let c = ok(&format!(
+            "{BASE}eal:\n  memory_mb: 256\nmempool:\n  mbufs: 100000\n  cache_size: 256\n  data_room_bytes: 2176\n"
+        ));
+        let one = Host::with_cpus("0-3", "0-3").unwrap().with_nodes(&[(0, 0), (1, 0), (2, 1), (3, 1)]);
+        c.check_host(&one).expect("lcores on CPUs 0 and 1: node 0 only, one pool");
+        let c2 = ok(&format!(
+            "{BASE}eal:\n  memory_mb: 256\nmempool:\n  mbufs: 100000\n  cache_size: 256\n  data_room_bytes: 2176\n\
+             lcores:\n  main: {{lcore: 0, cpu: 0}}\n  workers: [{{lcore: 1, cpu: 2}}]\n"
+        ));
+        let e = c2.check_host(&one).unwrap_err().to_string();
+        assert!(e.starts_with("mempool.mbufs: 2 pools (one per NUMA node in use) of 100000 mbufs"), "{e}");
     }
 
     #[test]

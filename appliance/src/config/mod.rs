@@ -527,7 +527,7 @@ fn validate(mut file: ConfigYaml) -> Res<Config> {
     };
     check_mbufs(&config)?;
     check_nat_mbufs(&config)?;
-    check_hugepages(&config)?;
+    check_hugepages(&config, 1)?;
     Ok(config)
 }
 
@@ -616,9 +616,13 @@ const MIB: u64 = 1 << 20;
 /// up (measured: 200000 mbufs under `-m 64` ran, on 516 MiB of hugepages),
 /// so this holds the configuration to the budget it declares; it is not a
 /// limit DPDK would enforce.
-fn check_hugepages(c: &Config) -> Res<()> {
+///
+/// `pools`: one mbuf pool per NUMA node the lcores sit on; parsing assumes
+/// one, [`Config::check_host`] counts the machine's nodes.
+pub(super) fn check_hugepages(c: &Config, pools: u64) -> Res<()> {
     let m = &c.mempool;
-    let pool = u64::from(m.mbufs) * m.object_bytes() + u64::from(m.mbufs + 1).next_power_of_two() * RING_SLOT_BYTES;
+    let pool =
+        pools * (u64::from(m.mbufs) * m.object_bytes() + u64::from(m.mbufs + 1).next_power_of_two() * RING_SLOT_BYTES);
     let workers = c.worker_count() as u64;
     let descriptors = ring_descriptors(c) * DESCRIPTOR_BYTES;
     let mut slots = workers * u64::from(c.pipeline.punt_ring_size + c.pipeline.inject_ring_size);
@@ -635,9 +639,10 @@ fn check_hugepages(c: &Config) -> Res<()> {
         return Err(ConfigError::invalid(
             "mempool.mbufs",
             format!(
-                "{} mbufs of {} bytes need ~{} MiB, more than eal.memory_mb ({} MiB) leaves after \
+                "{}{} mbufs of {} bytes need ~{} MiB, more than eal.memory_mb ({} MiB) leaves after \
                  the descriptor rings (~{} MiB), the rings between lcores (~{} MiB) and DPDK's own \
                  {EAL_OWN_MIB} MiB: ~{} MiB; lower mempool.mbufs or raise eal.memory_mb",
+                if pools > 1 { format!("{pools} pools (one per NUMA node in use) of ") } else { String::new() },
                 m.mbufs,
                 m.mbuf_bytes(),
                 pool.div_ceil(MIB),

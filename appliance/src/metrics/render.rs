@@ -58,8 +58,8 @@ pub struct View<'a> {
 pub struct Readings {
     /// Driver counters, by config index of the port.
     pub ports: Vec<rte::PortStats>,
-    pub pool_in_use: u32,
-    pub pool_capacity: u32,
+    /// Per mbuf pool: (NUMA socket, in use, capacity).
+    pub pools: Vec<(u32, u32, u32)>,
     /// (ring name, occupancy)
     pub rings: Vec<(String, rte::RingStats)>,
     /// `rte_version()`, e.g. `DPDK 22.11.11`.
@@ -200,8 +200,14 @@ fn tables(w: &mut Writer, v: &View, r: &Readings) {
         f.sample(&[("state", s.name())], n);
     }
     w.gauge("appliance_neighbors_capacity", "Neighbour table capacity").sample(&[], v.neigh.capacity() as u64);
-    w.gauge("appliance_mempool_in_use", "Mbufs in use").sample(&[], r.pool_in_use);
-    w.gauge("appliance_mempool_capacity", "Mbufs in the pool").sample(&[], r.pool_capacity);
+    let mut f = w.gauge("appliance_mempool_in_use", "Mbufs in use, by the NUMA socket of their pool");
+    for (socket, in_use, _) in &r.pools {
+        f.sample(&[("socket", &socket.to_string())], *in_use);
+    }
+    let mut f = w.gauge("appliance_mempool_capacity", "Mbufs in the pool of a NUMA socket");
+    for (socket, _, capacity) in &r.pools {
+        f.sample(&[("socket", &socket.to_string())], *capacity);
+    }
     let mut f = w.gauge("appliance_ring_used", "Packets waiting in a ring between cores");
     for (n, s) in &r.rings {
         f.sample(&[("ring", n)], s.used);

@@ -113,8 +113,7 @@ fn exposition(n: &Node) -> String {
     };
     let readings = Readings {
         ports: vec![rte::PortStats { rx_missed: 5, ..Default::default() }; 2],
-        pool_in_use: 100,
-        pool_capacity: 8191,
+        pools: vec![(0, 100, 8191)],
         rings: vec![("punt0".into(), rte::RingStats { used: 1, capacity: 1023 })],
         dpdk_version: "DPDK 22.11.11".into(),
     };
