@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 host to build, run and test the appliance. Idempotent; run as root.
-#   - installs the build and test packages (DPDK, clang for bindgen, iproute2, ping, nc, iperf3, tshark, scapy,
-#     mmdebstrap, erofs-utils, fuse3 and runc for the container-image tests, systemd for systemd-analyze...)
+#   - installs the build and test packages (DPDK with dpdk-testpmd and dpdk-dumpcap, clang for bindgen, iproute2,
+#     ping, nc, iperf3, tshark (with Lua, for tools/wireshark), scapy, mmdebstrap, erofs-utils, fuse3 and runc for
+#     the container-image tests, systemd for systemd-analyze...)
 #   - checks for a Rust toolchain (cargo)
 #   - reserves 2 MiB hugepages (never lowers the count) and mounts hugetlbfs on /dev/hugepages
 #   - loads the af_packet and veth modules when they are modules

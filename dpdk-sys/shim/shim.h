@@ -17,6 +17,8 @@
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_version.h>
+#include <rte_memory.h>
+#include <rte_pdump.h>
 
 int shim_rte_errno(void);
 unsigned shim_rte_lcore_id(void);

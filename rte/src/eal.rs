@@ -1,5 +1,6 @@
-use std::ffi::CString;
-use std::os::raw::c_char;
+use std::ffi::{c_void, CString};
+use std::os::raw::{c_char, c_int};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ static EAL_STARTED: AtomicBool = AtomicBool::new(false);
 /// `Arc<Eal>` (held by every pool, port and ring) is dropped.
 #[derive(Debug)]
 pub struct Eal {
-    _private: (),
+    /// Unlink the hugepage files after `rte_eal_cleanup`.
+    remove_hugepage_files: AtomicBool,
 }
 
 impl Eal {
@@ -40,7 +42,34 @@ impl Eal {
         if rc < 0 {
             return Err(RteError::last("rte_eal_init"));
         }
-        Ok(Arc::new(Eal { _private: () }))
+        Ok(Arc::new(Eal { remove_hugepage_files: AtomicBool::new(false) }))
+    }
+
+    /// Without `--huge-unlink` the files backing EAL's hugepages stay in the
+    /// hugetlbfs mount (secondary processes such as `dpdk-dumpcap` map them),
+    /// and `rte_eal_cleanup` leaves them there (measured with 22.11). After
+    /// this call, the last drop of the `Eal` unlinks the files its memory
+    /// segments were mapped from, after cleanup. (Files of a process that
+    /// died are removed by the next EAL that starts on the machine: it
+    /// deletes every page file no process holds a lock on.)
+    pub fn remove_hugepage_files_at_cleanup(&self) {
+        self.remove_hugepage_files.store(true, Ordering::SeqCst);
+    }
+
+    /// The files backing this process's hugepage memory segments, as the
+    /// kernel names them (`/dev/hugepages/<prefix>map_<n>`), each once.
+    /// Empty with `--huge-unlink` or `--in-memory` (no file has a name).
+    pub fn hugepage_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        // SAFETY: `collect_segment_file` matches rte_memseg_walk_t and only
+        // reads the segment it is given; `files` outlives the walk, which
+        // calls back on this thread only.
+        unsafe {
+            dpdk_sys::rte_memseg_walk(Some(collect_segment_file), (&mut files as *mut Vec<PathBuf>).cast::<c_void>());
+        }
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// The lcore id of the calling thread (u32::MAX on a non-EAL thread).
@@ -68,12 +97,46 @@ impl Eal {
     }
 }
 
+/// rte_memseg_walk callback: pushes the path of the file behind `ms` (if it
+/// has one) onto the `Vec<PathBuf>` at `arg`. Always continues the walk.
+unsafe extern "C" fn collect_segment_file(
+    msl: *const dpdk_sys::rte_memseg_list,
+    ms: *const dpdk_sys::rte_memseg,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: EAL passes a valid list and segment for the duration of the
+    // call, and the walk holds the memory lock, so the thread-unsafe fd
+    // getter is the one to use; `arg` is the Vec that `hugepage_files`
+    // passed, borrowed by nobody else during the walk.
+    unsafe {
+        if (*msl).external != 0 {
+            return 0;
+        }
+        let fd = dpdk_sys::rte_memseg_get_fd_thread_unsafe(ms);
+        if fd < 0 {
+            return 0;
+        }
+        // memfd-backed segments read as "/memfd:... (deleted)": not a file to remove.
+        if let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+            if path.is_absolute() && !path.to_string_lossy().ends_with(" (deleted)") {
+                (*arg.cast::<Vec<PathBuf>>()).push(path);
+            }
+        }
+    }
+    0
+}
+
 impl Drop for Eal {
     fn drop(&mut self) {
+        let files = if self.remove_hugepage_files.load(Ordering::SeqCst) { self.hugepage_files() } else { Vec::new() };
         // SAFETY: no pool, port or ring handle is left (each holds an
         // Arc<Eal>), so no DPDK object is used after this.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
+        }
+        // The memory is unmapped now; a secondary still attached keeps its own mappings.
+        for f in files {
+            let _ = std::fs::remove_file(f);
         }
     }
 }

@@ -4,9 +4,10 @@
 //! cleanup ([`Eal`]), packet pools ([`Mempool`]), owned packet buffers
 //! ([`Mbuf`], freed on drop, moved on transmit), fixed-size bursts ([`Burst`]),
 //! ports and their queues ([`Port`], [`RxQueue`], [`TxQueue`]), single-producer
-//! single-consumer rings of packets ([`MbufRing`]) and lcore launch
-//! ([`lcore::launch`]). Every `unsafe` block that touches DPDK is in this
-//! crate and carries a `// SAFETY:` line; crates above it forbid `unsafe`.
+//! single-consumer rings of packets ([`MbufRing`]), lcore launch
+//! ([`lcore::launch`]) and the packet capture framework ([`Pdump`]). Every
+//! `unsafe` block that touches DPDK is in this crate and carries a
+//! `// SAFETY:` line; crates above it forbid `unsafe`.
 //! [`Mbuf`] and [`Mempool`] implement `netwire`'s `PacketBuf`/`PacketPool`,
 //! so the pure pipeline (`dataplane`) runs on them unchanged.
 //!
@@ -27,6 +28,7 @@ pub mod lcore;
 mod mbuf;
 mod mempool;
 mod netwire_impl;
+mod pdump;
 mod port;
 mod ring;
 
@@ -35,6 +37,7 @@ pub use eal::Eal;
 pub use error::RteError;
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
+pub use pdump::Pdump;
 pub use port::{device_socket, Port, PortConfig, PortStats, RxQueue, TxQueue};
 pub use ring::{MbufRing, RingConsumer, RingProducer, RingStats};
 

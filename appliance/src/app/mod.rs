@@ -2,13 +2,16 @@
 //!
 //! Order: config (already validated) → EAL → mbuf pools (one per NUMA
 //! socket in use, [`pools`]) → ports (configured and
-//! started; MACs read back) → neighbour table and pipeline tables → storage
+//! started; MACs read back) → the capture framework (`capture.pdump`) →
+//! neighbour table and pipeline tables → storage
 //! (devices opened, formatted, journals replayed; hand-over rings) → NAT
 //! (mapping server tables, log writer, request/answer rings) → the control
 //! core's punt and inject rings → workers → metrics server → lcores
 //! launched → control loop on the main lcore until SIGINT/SIGTERM →
-//! workers joined → final counters → everything dropped (ports stopped and
-//! closed, EAL cleaned up, hugepage files removed).
+//! workers joined → final counters → everything dropped (capture framework
+//! closed, ports stopped and closed, EAL cleaned up, no hugepage file left:
+//! with `--huge-unlink` EAL unlinked each as it mapped it, without it
+//! `rte::Eal` removes them after cleanup).
 //!
 //! Each feature's wiring is its own module: [`ports`], [`nat`], [`storage`],
 //! [`workers`].
@@ -59,8 +62,13 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     let args = cfg.eal_args("appliance");
     tracing::info!(dpdk = %rte::version(), eal_args = ?args, "starting EAL");
     let eal = rte::Eal::init(&args).context("starting DPDK EAL (are hugepages reserved? run scripts/setup.sh)")?;
+    if !cfg.eal.huge_unlink {
+        // The files stay for secondaries (dpdk-dumpcap) while we run; not after.
+        eal.remove_hugepage_files_at_cleanup();
+    }
     let pools = pools::Pools::create(cfg, &eal)?;
     let (ports, infos) = ports::start(cfg, &eal, &pools)?;
+    let pdump = start_pdump(cfg, &eal)?;
     let (neigh, neigh_writer) = NeighborTable::new(cfg.neighbor.entries_max as usize);
     let storage_plan = cfg
         .storage
@@ -141,11 +149,28 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     drop(control);
     drop(source);
     drop(storage);
+    drop(pdump);
     drop(ports);
     drop(pools);
     drop(eal);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// `capture.pdump`: DPDK's capture framework, so that `dpdk-dumpcap` (a
+/// secondary process) can attach to the ports (docs/capture.md).
+fn start_pdump(cfg: &Config, eal: &Arc<rte::Eal>) -> Result<Option<rte::Pdump>> {
+    if !cfg.capture.pdump {
+        return Ok(None);
+    }
+    let pdump = rte::Pdump::init(eal).context("capture.pdump: initialising DPDK's capture framework (rte_pdump)")?;
+    let devices: Vec<&str> = cfg.ports.iter().map(|p| p.device.as_str()).collect();
+    tracing::info!(
+        "dpdk-dumpcap can attach: dpdk-dumpcap --file-prefix={} -i <{}>",
+        cfg.eal.file_prefix,
+        devices.join("|")
+    );
+    Ok(Some(pdump))
 }
 
 /// The control core's slow path, with the static neighbours installed.

@@ -1,6 +1,7 @@
 //! `eal:` — DPDK EAL options. The argument vector they become is
 //! [`Config::eal_args`](super::Config::eal_args); whether `pci: true` has a
-//! PCI port to allow is checked with the ports.
+//! PCI port to allow is checked with the ports; `huge_unlink` and
+//! `capture.pdump` decide each other's default (`capture.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ use super::{range, ConfigError, Res};
 pub(super) struct EalYaml {
     file_prefix: String,
     memory_mb: i64,
-    huge_unlink: bool,
+    huge_unlink: Option<bool>,
     pci: bool,
     log_level: EalLogLevel,
     extra_args: Vec<String>,
@@ -23,7 +24,7 @@ impl Default for EalYaml {
         EalYaml {
             file_prefix: "appliance".to_string(),
             memory_mb: 256,
-            huge_unlink: true,
+            huge_unlink: None,
             pci: false,
             log_level: EalLogLevel::Notice,
             extra_args: Vec::new(),
@@ -38,7 +39,10 @@ pub struct Eal {
     pub file_prefix: String,
     /// `-m`: hugepage memory in MiB, 64..=65536.
     pub memory_mb: u32,
-    /// `--huge-unlink`: no hugepage files left behind.
+    /// `--huge-unlink`: the hugepage files are unlinked once mapped, so none is
+    /// left behind even by a crash; but no secondary process (`dpdk-dumpcap`)
+    /// can attach. Default: `!capture.pdump`. Without it the appliance
+    /// removes its files when it stops cleanly.
     pub huge_unlink: bool,
     /// false: `--no-pci`. true: `-a <addr>` for every PCI port (at least one).
     pub pci: bool,
@@ -86,7 +90,9 @@ impl EalLogLevel {
     }
 }
 
-pub(super) fn validate(r: &EalYaml) -> Res<Eal> {
+/// Validates `eal:`. `pdump` is `capture.pdump` as written: `huge_unlink`
+/// defaults to true only when capture is turned off.
+pub(super) fn validate(r: &mut EalYaml, pdump: Option<bool>) -> Res<Eal> {
     let ok = (1..=32).contains(&r.file_prefix.len())
         && r.file_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
@@ -104,10 +110,12 @@ pub(super) fn validate(r: &EalYaml) -> Res<Eal> {
             ));
         }
     }
+    let huge_unlink = r.huge_unlink.unwrap_or(pdump == Some(false));
+    r.huge_unlink = Some(huge_unlink);
     Ok(Eal {
         file_prefix: r.file_prefix.clone(),
         memory_mb,
-        huge_unlink: r.huge_unlink,
+        huge_unlink,
         pci: r.pci,
         log_level: r.log_level,
         extra_args: r.extra_args.clone(),

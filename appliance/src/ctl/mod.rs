@@ -241,6 +241,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     differs("ports", running.ports == new.ports);
     differs("pipeline", running.pipeline == new.pipeline);
     differs("metrics", running.metrics == new.metrics);
+    differs("capture", running.capture == new.capture);
     differs("log", running.log == new.log);
     differs("storage_service", running.storage_service == new.storage_service);
     differs("nat", running.nat == new.nat);
