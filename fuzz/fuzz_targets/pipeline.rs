@@ -120,6 +120,7 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
             ],
             trusted_ports: None,
             encap_source: None,
+            counter_slots: Vec::new(),
         };
         let (table, mut w) = NeighborTable::new(64);
         w.set(1, IpAddr::V6(v6("2001:db8:2::2")), [2, 0, 0, 0, 2, 2], NeighborState::Reachable, 0).unwrap();
