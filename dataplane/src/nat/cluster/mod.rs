@@ -14,7 +14,15 @@
 //! * [`wire`]: the cluster messages;
 //! * [`node`]: one host's mapping lcore in a cluster.
 
+pub mod agent;
+pub mod node;
+pub mod pending;
 pub mod record;
 pub mod shard;
+pub mod stream;
+pub mod wire;
+
+#[cfg(test)]
+mod sim;
 
 pub use shard::{ClusterPlan, ClusterTiming, Owner, Ownership, ShardMap, ShardPlan};
