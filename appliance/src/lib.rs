@@ -11,5 +11,6 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod natcluster;
 pub mod natcore;
 pub mod worker;

@@ -58,6 +58,8 @@ pub struct MetricsSource {
     /// Asks the mapping core for session listings (with NAT on).
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
+    /// The NAT cluster's view, commands and figures (with `nat.cluster`).
+    pub nat_cluster: Option<Arc<crate::natcluster::ClusterShared>>,
     /// The storage service's counters, one block per worker (with `storage:` configured).
     pub storage: Vec<Arc<ServiceCounters>>,
 }
@@ -106,9 +108,14 @@ impl MetricsSource {
         self.render_storage(&mut reg);
         let mut out = String::new();
         encode(&mut out, &reg).expect("encoding into a String cannot fail");
-        if !self.storage.is_empty() {
+        if !self.storage.is_empty() || self.nat_cluster.is_some() {
             let mut h = String::new();
-            storage_text(&mut h, &self.storage);
+            if !self.storage.is_empty() {
+                storage_text(&mut h, &self.storage);
+            }
+            if let Some(c) = &self.nat_cluster {
+                crate::natcluster::metrics::render(&mut h, c);
+            }
             // Before the OpenMetrics end marker.
             match out.rfind("# EOF") {
                 Some(i) => out.insert_str(i, &h),
@@ -748,9 +755,15 @@ fn handle(mut stream: TcpStream, source: &MetricsSource) -> std::io::Result<()> 
                 Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
             }
         }
-        ("GET", "/") => {
-            ("200 OK", "text/plain; charset=utf-8", "appliance: /metrics /neighbors /srv6 /nat/sessions\n".to_owned())
+        (m, p) if p.starts_with("/nat/cluster") => {
+            let (status, body) = crate::natcluster::route(source.nat_cluster.as_deref(), m, p);
+            (status, "text/plain; charset=utf-8", body)
         }
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "appliance: /metrics /neighbors /srv6 /nat/sessions /nat/cluster\n".to_owned(),
+        ),
         ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
     };
