@@ -15,6 +15,7 @@ pub mod appliance;
 pub mod capture;
 pub mod images;
 pub mod metrics;
+pub mod natcluster;
 pub mod proc;
 pub mod steering;
 pub mod storage;

@@ -715,7 +715,7 @@ impl<P: PacketBuf> ClusterNode<P> {
             return;
         }
         self.stats.datagrams_received.inc();
-        self.heard(h.from, h.incarnation, now_ms);
+        self.heard(h.from, h.incarnation, now_us, io);
         match h.kind {
             Kind::Heartbeat => self.on_heartbeat(h.from, body, now_us, io),
             Kind::Sync => self.on_sync(h.from, body, now_ms),
@@ -735,17 +735,26 @@ impl<P: PacketBuf> ClusterNode<P> {
     }
 
     /// Any datagram from `host`: it is alive; a new incarnation restarted.
-    fn heard(&mut self, host: u16, incarnation: u64, now_ms: u64) {
+    /// Requests that waited for it (it owns their shard but was silent) go now.
+    fn heard(&mut self, host: u16, incarnation: u64, now_us: u64, io: &mut impl NodeIo<P>) {
         let p = &mut self.peers[usize::from(host)];
         let restarted = p.incarnation != 0 && p.incarnation != incarnation;
+        let revived = !p.alive;
         p.incarnation = incarnation;
-        p.last_heard_ms = now_ms;
+        p.last_heard_ms = now_us / 1000;
         p.alive = true;
         self.stats.peer_alive[usize::from(host)].set(1);
         if restarted {
             // Whatever it followed is gone: it will ask for a snapshot again.
             for v in self.vms.iter_mut().flatten().filter(|v| v.peer == host) {
                 v.sender.detach();
+            }
+        }
+        if revived {
+            for shard in 0..self.vms.len() as u16 {
+                if self.owners.get(shard).host == host {
+                    self.redispatch(shard, now_us, io);
+                }
             }
         }
     }

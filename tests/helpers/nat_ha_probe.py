@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Traffic for the NAT cluster tests and benchmark (run inside the testbed's namespaces).
+
+Every datagram names the inside endpoint that sent it, so both ends can check what the NAT
+did: the server sees which public endpoint stood for which inside endpoint; a subscriber
+sees whether a reply belongs to it.
+
+  udp-server OUT PORT...
+        Echo on every PORT: reply = the datagram + the sender's address and port as seen here
+        (the public endpoint). Keeps, per public endpoint, the inside endpoints it stood for.
+        On SIGTERM writes OUT (JSON: datagrams, endpoints, conflicts = public endpoints that
+        stood for more than one inside endpoint) and exits. Prints "ready".
+  udp-flows OUT DST PORT SUBS N INTERVAL_MS DURATION_S [FAST FAST_INTERVAL_MS]
+        N flows, flow i from subscriber address SUBS[i % len] (comma-separated), source port
+        20000 + i // len, each sending one datagram every INTERVAL_MS (the first FAST flows
+        every FAST_INTERVAL_MS; a sender that falls behind skips the slots it missed rather
+        than bursting) for DURATION_S, then waiting 1.5 s for late replies. Writes
+        OUT (JSON, per flow: inside endpoint, sent, received, foreign replies, the public
+        endpoints seen with the wall time each was first seen, the silent gaps longer than
+        3 intervals as [from, to] wall times, the wall time of the last send, the send times
+        of the datagrams never answered (first 100); duplicates are not counted) and prints a
+        summary line "flows N replied R kept K changed C sent S received V foreign F".
+        Prints "started" when the first datagrams are out.
+  tcp-send SRC DST PORT BYTES RATE
+        From SRC, connect to a tcp-echo of nat_probe.py at DST:PORT, read the peer line, send
+        BYTES random bytes at RATE bytes/s, print "peer ADDR:PORT", "sent HEX" and the
+        server's "sha256 HEX".
+Every output line is flushed at once.
+"""
+import hashlib
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+MAGIC = b"NHA1"
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def big_rcvbuf(s, size):
+    """A receive buffer that holds a burst (root may exceed rmem_max)."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def out(*parts):
+    print(*parts, flush=True)
+
+
+def ep(addr, port):
+    return "%s:%d" % (addr, port)
+
+
+def udp_server(path, ports):
+    socks = []
+    for p in ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        big_rcvbuf(s, 16 << 20)
+        s.bind(("0.0.0.0", int(p)))
+        s.setblocking(False)
+        socks.append(s)
+    behind = {}
+    count = [0]
+
+    def dump(*_):
+        conflicts = {k: sorted(v) for k, v in behind.items() if len(v) > 1}
+        with open(path, "w") as f:
+            json.dump({"datagrams": count[0], "endpoints": len(behind), "conflicts": conflicts}, f)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    out("ready")
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            while True:
+                try:
+                    data, peer = s.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                if len(data) < 18 or data[:4] != MAGIC:
+                    continue
+                count[0] += 1
+                inside = ep(socket.inet_ntoa(data[12:16]), struct.unpack("!H", data[16:18])[0])
+                behind.setdefault(ep(*peer), set()).add(inside)
+                reply = data[:18] + socket.inet_aton(peer[0]) + struct.pack("!H", peer[1])
+                try:
+                    s.sendto(reply, peer)
+                except OSError:
+                    pass
+
+
+def udp_flows(path, dst, port, subs, n, interval_ms, duration_s, fast=0, fast_interval_ms=10):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 256)), hard))
+    subs = subs.split(",")
+    sel = selectors.DefaultSelector()
+    flows = []
+    for i in range(n):
+        addr, sport = subs[i % len(subs)], 20000 + i // len(subs)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        big_rcvbuf(s, 256 << 10)
+        s.bind((addr, sport))
+        s.setblocking(False)
+        every = (fast_interval_ms if i < fast else interval_ms) / 1000.0
+        f = {
+            "id": i, "inside": ep(addr, sport), "sock": s, "every": every, "seq": 0, "sent": 0,
+            "received": 0, "foreign": 0, "endpoints": [], "gaps": [], "last_rx": None,
+            "ident": socket.inet_aton(addr) + struct.pack("!H", sport), "last_tx": None,
+            "pending": {},
+        }
+        flows.append(f)
+        sel.register(s, selectors.EVENT_READ, f)
+    start = time.monotonic()
+    wall0 = time.time()
+    end = start + duration_s
+    # Stagger the first sends over one interval.
+    due = [(start + (i % 100) * f["every"] / 100.0, i) for i, f in enumerate(flows)]
+    import heapq
+    heapq.heapify(due)
+    started = False
+    drain_end = end + 1.5
+    while True:
+        now = time.monotonic()
+        if now >= drain_end:
+            break
+        while due and due[0][0] <= now and now < end:
+            t, i = heapq.heappop(due)
+            f = flows[i]
+            f["seq"] += 1
+            msg = MAGIC + struct.pack("!II", i, f["seq"]) + f["ident"]
+            try:
+                f["sock"].sendto(msg, (dst, int(port)))
+                f["sent"] += 1
+                f["last_tx"] = wall0 + (now - start)
+                f["pending"][f["seq"]] = f["last_tx"]
+            except OSError:
+                pass
+            # A sender that fell behind (a busy CPU) does not catch up in a burst:
+            # it skips the slots it missed, spread over the next interval.
+            nxt = t + f["every"]
+            if nxt < now:
+                nxt = now + (i % 100) * f["every"] / 100.0
+            heapq.heappush(due, (nxt, i))
+        if not started:
+            out("started")
+            started = True
+        timeout = max(0.0, min(due[0][0] - now if due and now < end else 0.05, 0.05))
+        for key, _ in sel.select(timeout):
+            f = key.data
+            while True:
+                try:
+                    data = f["sock"].recv(2048)
+                except BlockingIOError:
+                    break
+                if len(data) < 24 or data[:4] != MAGIC:
+                    continue
+                if data[12:18] != f["ident"]:
+                    f["foreign"] += 1
+                    continue
+                t = wall0 + (time.monotonic() - start)
+                seq = struct.unpack("!I", data[8:12])[0]
+                if f["pending"].pop(seq, None) is None:
+                    continue
+                f["received"] += 1
+                public = ep(socket.inet_ntoa(data[18:22]), struct.unpack("!H", data[22:24])[0])
+                if not f["endpoints"] or f["endpoints"][-1][1] != public:
+                    f["endpoints"].append([t, public])
+                if f["last_rx"] is not None and t - f["last_rx"] > 3 * f["every"]:
+                    f["gaps"].append([f["last_rx"], t])
+                f["last_rx"] = t
+    report = []
+    for f in flows:
+        f["sock"].close()
+        report.append({k: f[k] for k in ("id", "inside", "sent", "received", "foreign", "endpoints", "gaps", "last_rx", "last_tx")})
+        report[-1]["lost_at"] = sorted(f["pending"].values())[:100]
+        report[-1]["fast"] = f["id"] < fast
+    with open(path, "w") as fh:
+        json.dump(report, fh)
+    replied = sum(1 for f in report if f["received"])
+    changed = sum(1 for f in report if len(set(e[1] for e in f["endpoints"])) > 1)
+    out("flows %d replied %d kept %d changed %d sent %d received %d foreign %d" % (
+        n, replied, replied - changed, changed, sum(f["sent"] for f in report),
+        sum(f["received"] for f in report), sum(f["foreign"] for f in report)))
+
+
+def tcp_send(src, dst, port, nbytes, rate):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src, 0))
+    s.settimeout(30)
+    s.connect((dst, int(port)))
+    r = s.makefile("rb")
+    out("peer", r.readline().decode().strip())
+    h = hashlib.sha256()
+    left, rate, chunk = int(nbytes), float(rate), 16384
+    t0 = time.monotonic()
+    sent = 0
+    while left > 0:
+        b = os.urandom(min(chunk, left))
+        s.sendall(b)
+        h.update(b)
+        left -= len(b)
+        sent += len(b)
+        ahead = sent / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+    out("sent", h.hexdigest())
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(60)
+    line = r.readline().decode().strip()
+    out(line if line else "no-sha256")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "udp-server":
+        udp_server(args[0], args[1:])
+    elif cmd == "udp-flows":
+        path, dst, port, subs, n, interval, duration = args[:7]
+        fast = int(args[7]) if len(args) > 7 else 0
+        fast_interval = float(args[8]) if len(args) > 8 else 10
+        udp_flows(path, dst, port, subs, int(n), float(interval), float(duration), fast, fast_interval)
+    elif cmd == "tcp-send":
+        tcp_send(*args)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
