@@ -831,6 +831,9 @@ impl PortAllocator {
         public_addr: Ipv4Addr,
         port: u16,
     ) -> Result<PortLease, ClaimError> {
+        if port < PORT_MIN {
+            return Err(ClaimError::NotInPool);
+        }
         let (pool_index, block_no) = self.locate(public_addr, self.block_start(port))?;
         let slot = self.subscriber_index.get(&SubscriberKey(subscriber.into())).ok_or(ClaimError::NotHeld)?;
         let block = self
@@ -915,6 +918,9 @@ impl PortAllocator {
     /// held (its own quarantine covers the port) or the port is not free.
     pub fn quarantine_port(&mut self, proto: Proto, public_addr: Ipv4Addr, port: u16, remaining_ms: u64, now_ms: u64) {
         let now_ms = self.advance_clock(now_ms);
+        if port < PORT_MIN {
+            return;
+        }
         let Ok((pool_index, block_no)) = self.locate(public_addr, self.block_start(port)) else { return };
         let Some(block) = self
             .block_at

@@ -491,6 +491,14 @@ mod tests {
             SyncRecord::Session { st: other, idle_ms: 0 }.apply(&mut t, 2),
             Err(ReplicaError::Block(crate::nat::alloc::ClaimError::HeldByOther))
         ));
+        // A port below 1024 (found by the nat_cluster fuzz target) is refused
+        // before anything is claimed.
+        let low = SessionState { inside_port: 9, public_port: 5, ..s };
+        assert_eq!(
+            SyncRecord::Session { st: low, idle_ms: 0 }.apply(&mut t, 2),
+            Err(ReplicaError::Block(crate::nat::alloc::ClaimError::NotInPool))
+        );
+        assert_eq!(t.alloc().blocks_allocated(), 1, "no block claimed for it");
         let close = SyncRecord::Close {
             proto: Proto::Udp,
             inside: (s.inside_addr, s.inside_port),

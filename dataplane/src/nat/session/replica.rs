@@ -114,6 +114,9 @@ impl NatTable {
                 if self.session_free.is_empty() {
                     return Err(ReplicaError::SessionsFull);
                 }
+                if st.public_port < crate::nat::PORT_MIN {
+                    return Err(ReplicaError::Block(ClaimError::NotInPool));
+                }
                 let start = self.alloc.block_start(st.public_port);
                 self.alloc.claim_block(st.inside_addr, st.public_addr, start, now_ms, &mut BlockEvents(&mut *sink))?;
                 let lease = self.alloc.claim_port(st.inside_addr, st.proto, st.public_addr, st.public_port)?;
