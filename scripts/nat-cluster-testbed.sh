@@ -88,7 +88,7 @@ start_etcd() {
       --listen-client-urls "http://192.0.2.10:1237$k,http://127.0.0.1:1237$k" \
       --advertise-client-urls "http://192.0.2.10:1237$k" \
       --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "$TB" \
-      --heartbeat-interval 50 --election-timeout 500 --log-level error \
+      --log-level error \
       >"/dev/shm/$TB-etcd$k.log" 2>&1 </dev/null &
   done
   for _ in $(seq 100); do

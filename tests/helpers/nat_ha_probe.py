@@ -8,19 +8,27 @@ sees whether a reply belongs to it.
   udp-server OUT PORT...
         Echo on every PORT: reply = the datagram + the sender's address and port as seen here
         (the public endpoint). Keeps, per public endpoint, the inside endpoints it stood for.
+        Bulk datagrams (from `pcap` frames) are recorded, not answered: per inside endpoint
+        the public endpoints it used, each with the wall time it was first and last seen.
         On SIGTERM writes OUT (JSON: datagrams, endpoints, conflicts = public endpoints that
-        stood for more than one inside endpoint) and exits. Prints "ready".
+        stood for more than one inside endpoint, bulk datagrams and per-flow records) and
+        exits. Prints "ready".
   udp-flows OUT DST PORT SUBS N INTERVAL_MS DURATION_S [FAST FAST_INTERVAL_MS]
         N flows, flow i from subscriber address SUBS[i % len] (comma-separated), source port
         20000 + i // len, each sending one datagram every INTERVAL_MS (the first FAST flows
         every FAST_INTERVAL_MS; a sender that falls behind skips the slots it missed rather
-        than bursting) for DURATION_S, then waiting 1.5 s for late replies. Writes
+        than bursting) for DURATION_S (or until SIGTERM/SIGINT), then waiting 1.5 s for late
+        replies. Writes
         OUT (JSON, per flow: inside endpoint, sent, received, foreign replies, the public
         endpoints seen with the wall time each was first seen, the silent gaps longer than
         3 intervals as [from, to] wall times, the wall time of the last send, the send times
         of the datagrams never answered (first 100); duplicates are not counted) and prints a
         summary line "flows N replied R kept K changed C sent S received V foreign F".
         Prints "started" when the first datagrams are out.
+  pcap OUT FLOWS SUBS SPORT0 DST DPORT DSTMAC SRCMAC
+        A pcap of FLOWS frames, one per flow, for a DPDK generator (apl-gen): flow i from
+        SUBS[i % len] (comma-separated) port SPORT0 + i // len to DST:DPORT, UDP, payload
+        marked bulk (the server counts and records it, and does not answer).
   tcp-send SRC DST PORT BYTES RATE
         From SRC, connect to a tcp-echo of nat_probe.py at DST:PORT, read the peer line, send
         BYTES random bytes at RATE bytes/s, print "peer ADDR:PORT", "sent HEX" and the
@@ -39,6 +47,7 @@ import sys
 import time
 
 MAGIC = b"NHA1"
+BULK = b"NHB1"
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -68,12 +77,14 @@ def udp_server(path, ports):
         s.setblocking(False)
         socks.append(s)
     behind = {}
-    count = [0]
+    count = [0, 0]
+    bulk = {}
 
     def dump(*_):
         conflicts = {k: sorted(v) for k, v in behind.items() if len(v) > 1}
         with open(path, "w") as f:
-            json.dump({"datagrams": count[0], "endpoints": len(behind), "conflicts": conflicts}, f)
+            json.dump({"datagrams": count[0], "bulk_datagrams": count[1], "endpoints": len(behind),
+                       "conflicts": conflicts, "bulk": bulk}, f)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, dump)
@@ -89,11 +100,21 @@ def udp_server(path, ports):
                     data, peer = s.recvfrom(2048)
                 except BlockingIOError:
                     break
-                if len(data) < 18 or data[:4] != MAGIC:
+                if len(data) < 18 or data[:4] not in (MAGIC, BULK):
+                    continue
+                inside = ep(socket.inet_ntoa(data[12:16]), struct.unpack("!H", data[16:18])[0])
+                public = ep(*peer)
+                behind.setdefault(public, set()).add(inside)
+                if data[:4] == BULK:
+                    count[1] += 1
+                    t = time.time()
+                    seen = bulk.setdefault(inside, [])
+                    if seen and seen[-1][0] == public:
+                        seen[-1][2] = t
+                    else:
+                        seen.append([public, t, t])
                     continue
                 count[0] += 1
-                inside = ep(socket.inet_ntoa(data[12:16]), struct.unpack("!H", data[16:18])[0])
-                behind.setdefault(ep(*peer), set()).add(inside)
                 reply = data[:18] + socket.inet_aton(peer[0]) + struct.pack("!H", peer[1])
                 try:
                     s.sendto(reply, peer)
@@ -125,6 +146,10 @@ def udp_flows(path, dst, port, subs, n, interval_ms, duration_s, fast=0, fast_in
     start = time.monotonic()
     wall0 = time.time()
     end = start + duration_s
+    stop = []
+    # SIGTERM or SIGINT end the run early (the report is still written).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
     # Stagger the first sends over one interval.
     due = [(start + (i % 100) * f["every"] / 100.0, i) for i, f in enumerate(flows)]
     import heapq
@@ -133,6 +158,8 @@ def udp_flows(path, dst, port, subs, n, interval_ms, duration_s, fast=0, fast_in
     drain_end = end + 1.5
     while True:
         now = time.monotonic()
+        if stop and end > now:
+            end, drain_end = now, now + 1.5
         if now >= drain_end:
             break
         while due and due[0][0] <= now and now < end:
@@ -195,6 +222,35 @@ def udp_flows(path, dst, port, subs, n, interval_ms, duration_s, fast=0, fast_in
         sum(f["received"] for f in report), sum(f["foreign"] for f in report)))
 
 
+def pcap(path, flows, subs, sport0, dst, dport, dstmac, srcmac):
+    subs = subs.split(",")
+    mac = lambda m: bytes(int(x, 16) for x in m.split(":"))
+
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        return s
+
+    d = socket.inet_aton(dst)
+    eth = mac(dstmac) + mac(srcmac) + b"\x08\x00"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(int(flows)):
+            src = socket.inet_aton(subs[i % len(subs)])
+            sport = int(sport0) + i // len(subs)
+            payload = BULK + struct.pack("!II", i, 0) + src + struct.pack("!H", sport)
+            udp = struct.pack("!HHHH", sport, int(dport), 8 + len(payload), 0) + payload
+            c = 0xFFFF - csum(src + d + struct.pack("!HH", 17, len(udp)) + udp)
+            udp = udp[:6] + struct.pack("!H", c or 0xFFFF) + udp[8:]
+            ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0) + src + d
+            ip = ip[:10] + struct.pack("!H", 0xFFFF - csum(ip)) + ip[12:]
+            fr = eth + ip + udp
+            f.write(struct.pack("<IIII", 0, i, len(fr), len(fr)) + fr)
+
+
 def tcp_send(src, dst, port, nbytes, rate):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((src, 0))
@@ -233,6 +289,8 @@ def main():
         fast = int(args[7]) if len(args) > 7 else 0
         fast_interval = float(args[8]) if len(args) > 8 else 10
         udp_flows(path, dst, port, subs, int(n), float(interval), float(duration), fast, fast_interval)
+    elif cmd == "pcap":
+        pcap(*args)
     elif cmd == "tcp-send":
         tcp_send(*args)
     else:

@@ -350,9 +350,9 @@ nat:
         assert_eq!(cl.plan.shards[1].hosts, [2, 3]);
         assert_eq!(cl.etcd, ["192.0.2.10:2379"]);
         assert_eq!(cl.report_ms, 500);
-        assert_eq!(cl.plan.timing.holddown_ms, 150 + 2000 + 500 + 100, "derived");
+        assert_eq!(cl.plan.timing.holddown_ms, 1000 + 2000 + 500 + 100, "derived");
         assert_eq!(ok(&c.to_yaml()), c);
-        assert!(c.to_yaml().contains("holddown_ms: 2750"), "the derived value is printed");
+        assert!(c.to_yaml().contains("holddown_ms: 3600"), "the derived value is printed");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub(crate) fn nat_config() -> NatConfig {
 
 pub(crate) fn cluster_plan(host: u16) -> ClusterPlan {
     let mut p = plan(host).0;
-    p.timing.holddown_ms = 1000;
+    p.timing.holddown_ms = 1500;
     p
 }
 
