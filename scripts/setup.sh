@@ -22,7 +22,7 @@ PACKAGES=(
   iproute2 iputils-ping ethtool iperf3 netcat-openbsd curl tcpdump tshark
   python3 python3-scapy jq procps bc
   prometheus
-  etcd-server etcd-client
+  etcd-server etcd-client nftables
   mmdebstrap erofs-utils fuse3 runc
   systemd
 )

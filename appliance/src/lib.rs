@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod metrics;
+pub mod natcluster;
 pub mod natcore;
 pub mod rcu;
 pub mod trace;

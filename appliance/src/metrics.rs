@@ -57,6 +57,8 @@ pub struct MetricsSource {
     /// Asks the mapping core for session listings (with NAT on).
     pub nat_query: Option<Mutex<Sender<NatQuery>>>,
     pub nat_clock: NatClock,
+    /// The NAT cluster's view, commands and figures (with `nat.cluster`).
+    pub nat_cluster: Option<Arc<crate::natcluster::ClusterShared>>,
     /// The storage service's counters, one block per worker (with `storage:` configured).
     pub storage: Vec<Arc<ServiceCounters>>,
 }
@@ -71,7 +73,11 @@ impl MetricsSource {
             dpdk_version: rte::version(),
         };
         let pipeline = self.pipeline.load();
-        render::render(&self.view(&pipeline), &readings)
+        let mut out = render::render(&self.view(&pipeline), &readings);
+        if let Some(c) = &self.nat_cluster {
+            crate::natcluster::metrics::render(&mut out, c);
+        }
+        out
     }
 
     /// The counters, for [`render::render`].
@@ -196,10 +202,14 @@ fn handle(mut stream: TcpStream, source: &MetricsSource, api: &Api) -> std::io::
             page(api, &[&format!("show nat sessions {query}")])
         }
         ("GET", p) if p.starts_with("/api/") => api_json(api, p),
+        (m, p) if p.starts_with("/nat/cluster") => {
+            let (status, body) = crate::natcluster::route(source.nat_cluster.as_deref(), m, p);
+            (status, "text/plain; charset=utf-8", body)
+        }
         ("GET", "/") => (
             "200 OK",
             "text/plain; charset=utf-8",
-            "appliance: /metrics /neighbors /srv6 /nat/sessions /api/show/<what> (JSON)\n".to_owned(),
+            "appliance: /metrics /neighbors /srv6 /nat/sessions /nat/cluster /api/show/<what> (JSON)\n".to_owned(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),

@@ -42,6 +42,7 @@ pub const EVENT_QUEUE: usize = 65_536;
 pub struct NatClock {
     tsc0: u64,
     tsc_per_ms: u64,
+    tsc_per_us: u64,
     /// Wall clock at `tsc0` (for log lines).
     pub wall0_ms: u64,
 }
@@ -49,13 +50,21 @@ pub struct NatClock {
 impl NatClock {
     pub fn start() -> NatClock {
         let wall0_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        NatClock { tsc0: rte::tsc(), tsc_per_ms: (rte::tsc_hz() / 1000).max(1), wall0_ms }
+        let hz = rte::tsc_hz();
+        NatClock { tsc0: rte::tsc(), tsc_per_ms: (hz / 1000).max(1), tsc_per_us: (hz / 1_000_000).max(1), wall0_ms }
     }
 
     #[inline]
     pub fn now_ms(&self) -> u64 {
         // Starts at 1 so that 0 never means "now".
         1 + rte::tsc().wrapping_sub(self.tsc0) / self.tsc_per_ms
+    }
+
+    /// Microseconds since start (from 1000, so that `now_us() / 1000` runs
+    /// with [`NatClock::now_ms`]).
+    #[inline]
+    pub fn now_us(&self) -> u64 {
+        1000 + rte::tsc().wrapping_sub(self.tsc0) / self.tsc_per_us
     }
 }
 
@@ -74,6 +83,8 @@ pub enum NatAnswer {
     /// Sessions retired (the workers' caches were told to drop every entry
     /// older than the retirement: see `FlowCache::invalidate`).
     Retired(usize),
+    /// The query cannot be done here (the reason, for the operator).
+    Refused(String),
 }
 
 /// The mapping core's event sink: block events go to the log writer through

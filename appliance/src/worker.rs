@@ -200,12 +200,22 @@ impl Worker {
     }
 
     /// Answers of the NAT mapping core: installs their cache entries, then
-    /// routes the (translated) packets.
+    /// routes the (translated) packets; drops the entries an invalidation
+    /// names (NAT cluster).
     #[inline]
     fn poll_nat_answers(&mut self, input: &mut Burst, b: &mut Bursts, burst_size: usize) -> usize {
         let Some(link) = self.nat.as_mut() else { return 0 };
         let n = link.answers.dequeue_burst(input, burst_size);
         for mut m in input.drain() {
+            if m.tag() == msg::TAG_INVALIDATE {
+                // NAT cluster: the shard's owner does not know these entries.
+                if let Some(nw) = self.ctx.nat.as_deref_mut() {
+                    for key in msg::decode_invalidations(m.data()) {
+                        nw.cache.remove(key);
+                    }
+                }
+                continue;
+            }
             let Some(answer) = Answer::decode(m.data()) else {
                 self.counters.drops.inc(DropReason::NatBadAnswer);
                 continue;

@@ -198,6 +198,9 @@ reasons!(
         NatSessionsFull => "nat_sessions_full",
         NatNoMapping => "nat_no_mapping",
         NatFiltered => "nat_filtered",
+        /// A new NAT mapping was needed while its mapping server may not
+        /// allocate (no confirmed epoch, takeover hold-down, handover).
+        NatNotAllocating => "nat_not_allocating",
         /// A worker's request ring to the mapping core was full.
         NatRingFull => "nat_ring_full",
         /// The mapping core's answer ring to a worker was full.
@@ -210,6 +213,17 @@ reasons!(
         NatNoState => "nat_no_state",
         /// A translated packet routed back to a pool address.
         NatLoop => "nat_loop",
+        /// NAT cluster: the table of requests waiting for a remote mapping
+        /// server was full.
+        NatRemoteQueueFull => "nat_remote_queue_full",
+        /// NAT cluster: no answer from the shard's mapping server in time.
+        NatRemoteTimeout => "nat_remote_timeout",
+        /// NAT cluster: the shard has no reachable mapping server (both of
+        /// its hosts down, or the request was re-routed too often).
+        NatVmsUnreachable => "nat_vms_unreachable",
+        /// NAT cluster: a datagram to a peer could not be sent (socket
+        /// buffer full, no route).
+        NatClusterSendFailed => "nat_cluster_send_failed",
         /// A storage request on a core without the storage service, or
         /// one the service could not parse (see its counters).
         StorageNoService => "storage_no_service",

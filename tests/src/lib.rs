@@ -16,6 +16,7 @@ pub mod capture;
 pub mod dumpcap;
 pub mod images;
 pub mod metrics;
+pub mod natcluster;
 pub mod proc;
 pub mod steering;
 pub mod storage;

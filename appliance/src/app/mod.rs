@@ -24,6 +24,7 @@ mod workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -55,10 +56,13 @@ pub struct Signals {
     pub reload: Arc<AtomicBool>,
 }
 
-/// Runs the appliance until `stop` is set (by a signal). Returns after a
-/// clean shutdown.
+/// Runs the appliance until `signals.stop` is set (SIGINT/SIGTERM). Returns
+/// after a clean shutdown. In a NAT cluster the signal first hands every
+/// shard this host serves over to its standby ([`supervise_leave`]).
 pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result<()> {
-    let stop = signals.stop.clone();
+    let signal = signals.stop.clone();
+    let cluster = cfg.nat.as_ref().is_some_and(|n| n.cluster.is_some());
+    let stop = if cluster { Arc::new(AtomicBool::new(false)) } else { signal.clone() };
     let args = cfg.eal_args("appliance");
     tracing::info!(dpdk = %rte::version(), eal_args = ?args, "starting EAL");
     let eal = rte::Eal::init(&args).context("starting DPDK EAL (are hugepages reserved? run scripts/setup.sh)")?;
@@ -101,6 +105,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
         nat_workers: built.nat_counters,
         nat_query: nat.query.take().map(std::sync::Mutex::new),
         nat_clock: nat.clock,
+        nat_cluster: nat.cluster.clone(),
         storage: storage.counters(),
     });
     let (changes_tx, changes) = std::sync::mpsc::sync_channel(CHANGES_MAX);
@@ -115,6 +120,10 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     let control_socket = ctl::server::Server::start(&cfg.control.socket, api, Some(signals.reload.clone()))
         .with_context(|| format!("control.socket: cannot listen on {}", cfg.control.socket.display()))?;
     let handles = launch(cfg, built.workers, nat.core.take(), &stop)?;
+    if let Some(cl) = cfg.nat.as_ref().and_then(|n| n.cluster.as_ref()) {
+        let timeout = Duration::from_millis(cl.plan.timing.handover_timeout_ms + 1000);
+        supervise_leave(signal, stop.clone(), nat.leave.clone(), nat.left.clone(), timeout)?;
+    }
     tracing::info!(
         workers = cfg.lcores.workers.len(), metrics = ?cfg.metrics.listen, control = %cfg.control.socket.display(),
         "appliance running; SIGINT/SIGTERM stops it, SIGHUP reloads the config"
@@ -215,11 +224,41 @@ impl MetricsServer {
     }
 }
 
+/// On the signal, asks the NAT cluster's mapping lcore to hand its shards
+/// over (drain, hand over, then stop), and stops everything once it says
+/// it is done or after `timeout`.
+fn supervise_leave(
+    signal: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    leave: Arc<AtomicBool>,
+    left: Arc<AtomicBool>,
+    timeout: Duration,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("nat-leave".into())
+        .spawn(move || {
+            while !signal.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            leave.store(true, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + timeout;
+            while !left.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !left.load(Ordering::Relaxed) {
+                tracing::warn!("nat cluster: handover not complete in time; stopping anyway");
+            }
+            stop.store(true, Ordering::SeqCst);
+        })
+        .context("starting the NAT cluster's leave supervisor")?;
+    Ok(())
+}
+
 /// Launches the workers and the NAT mapping core on their lcores.
 fn launch(
     cfg: &Config,
     workers: Vec<crate::worker::Worker>,
-    mapper: Option<crate::natcore::MapperCore>,
+    mapper: Option<nat::Core>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Vec<rte::lcore::LcoreHandle>> {
     let mut handles = Vec::new();

@@ -1,7 +1,9 @@
 //! NAT44 wiring (`nat:` configured): the pipeline's NAT plan (port roles and
 //! pool), the mapping server's tables (allocated now, at start), its block
 //! log writer, a request/answer ring pair per worker, and each worker's
-//! flow cache.
+//! flow cache. With `nat.cluster` the mapping lcore is a cluster host
+//! ([`crate::natcluster`]): one table per shard it carries, the cluster
+//! socket and the etcd agent.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
@@ -15,8 +17,24 @@ use dataplane::nat::mapper::{Mapper, NatStats};
 
 use super::pools::Pools;
 use crate::config::{Config, IdleBackoff};
+use crate::natcluster::{self, ClusterCore, ClusterShared};
 use crate::natcore::{spawn_event_logger, EventOut, MapperCore, NatClock, NatQuery, EVENT_QUEUE};
 use crate::worker::NatLink;
+
+/// The mapping lcore's loop: a single-host mapping server, or a cluster host.
+pub(super) enum Core {
+    Single(Box<MapperCore>),
+    Cluster(Box<ClusterCore>),
+}
+
+impl Core {
+    pub fn run(self) -> i32 {
+        match self {
+            Core::Single(c) => c.run(),
+            Core::Cluster(c) => c.run(),
+        }
+    }
+}
 
 /// The pipeline's view of NAT: which ports are inside and outside, and the pool.
 pub(super) fn plan(cfg: &Config) -> Option<NatPlan> {
@@ -38,7 +56,13 @@ pub(super) fn plan(cfg: &Config) -> Option<NatPlan> {
 /// The NAT parts of a running appliance (all empty with NAT off).
 pub(super) struct Wiring {
     /// The mapping lcore, until it is launched.
-    pub core: Option<MapperCore>,
+    pub core: Option<Core>,
+    /// The cluster's view and commands (with `nat.cluster`).
+    pub cluster: Option<Arc<ClusterShared>>,
+    /// Set to hand every shard over (SIGTERM); the lcore sets `left` when done.
+    pub leave: Arc<AtomicBool>,
+    pub left: Arc<AtomicBool>,
+    agent: Option<std::thread::JoinHandle<()>>,
     /// One per worker, until the workers take them.
     pub links: std::vec::IntoIter<NatLink>,
     pub stats: Option<Arc<NatStats>>,
@@ -50,7 +74,18 @@ pub(super) struct Wiring {
 impl Wiring {
     pub fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools, stop: &Arc<AtomicBool>) -> Result<Wiring> {
         let clock = NatClock::start();
-        let mut w = Wiring { core: None, links: Vec::new().into_iter(), stats: None, query: None, clock, logger: None };
+        let mut w = Wiring {
+            core: None,
+            cluster: None,
+            leave: Arc::new(AtomicBool::new(false)),
+            left: Arc::new(AtomicBool::new(false)),
+            agent: None,
+            links: Vec::new().into_iter(),
+            stats: None,
+            query: None,
+            clock,
+            logger: None,
+        };
         let Some(n) = &cfg.nat else { return Ok(w) };
         let mut table_cfg = n.table.clone();
         if !n.seeded {
@@ -61,14 +96,6 @@ impl Wiring {
         let stats = Arc::new(NatStats::default());
         let (event_tx, event_rx) = std::sync::mpsc::sync_channel(EVENT_QUEUE);
         w.logger = Some(spawn_event_logger(event_rx, clock).context("starting the NAT log writer")?);
-        let mapper = Mapper::new(&table_cfg, EventOut { tx: event_tx, stats: stats.clone() }, stats.clone());
-        tracing::info!(
-            pool_addresses = table_cfg.pool.len(),
-            ports_per_block = table_cfg.ports_per_block,
-            sessions_max = table_cfg.sessions_max,
-            table_bytes = mapper.table().memory_bytes(),
-            "NAT mapping server tables allocated"
-        );
         let (query_tx, query_rx) = std::sync::mpsc::channel();
         let flush_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (mut requests, mut answers, mut links) = (Vec::new(), Vec::new(), Vec::new());
@@ -84,15 +111,47 @@ impl Wiring {
             requests.push(req_c);
             answers.push(ans_p);
         }
-        w.core = Some(MapperCore {
-            mapper,
-            requests,
-            answers,
-            queries: query_rx,
-            stop: stop.clone(),
-            idle: IdleBackoff { enabled: n.mapper_idle_backoff, ..cfg.pipeline.idle_backoff },
-            clock,
-            flush_epoch,
+        let idle = IdleBackoff { enabled: n.mapper_idle_backoff, ..cfg.pipeline.idle_backoff };
+        w.core = Some(match &n.cluster {
+            None => {
+                let mapper = Mapper::new(&table_cfg, EventOut { tx: event_tx, stats: stats.clone() }, stats.clone());
+                tracing::info!(
+                    pool_addresses = table_cfg.pool.len(),
+                    ports_per_block = table_cfg.ports_per_block,
+                    sessions_max = table_cfg.sessions_max,
+                    table_bytes = mapper.table().memory_bytes(),
+                    "NAT mapping server tables allocated"
+                );
+                Core::Single(Box::new(MapperCore {
+                    mapper,
+                    requests,
+                    answers,
+                    queries: query_rx,
+                    stop: stop.clone(),
+                    idle,
+                    clock,
+                    flush_epoch,
+                }))
+            }
+            Some(cl) => {
+                let parts = natcluster::Parts {
+                    requests,
+                    answers,
+                    queries: query_rx,
+                    log: event_tx,
+                    pool: pools.for_lcore(eal, cfg.lcores.mapper.map_or(cfg.lcores.main.lcore, |l| l.lcore)).clone(),
+                    nat_stats: stats.clone(),
+                    stop: stop.clone(),
+                    leave: w.leave.clone(),
+                    left: w.left.clone(),
+                    idle,
+                    clock,
+                };
+                let started = natcluster::start(cl, &table_cfg, parts)?;
+                w.cluster = Some(started.shared);
+                w.agent = Some(started.agent);
+                Core::Cluster(Box::new(started.core))
+            }
         });
         w.links = links.into_iter();
         w.stats = Some(stats);
@@ -103,13 +162,15 @@ impl Wiring {
     /// The rings of the mapping core, named for the metrics (`nat_request<w>`,
     /// `nat_answer<w>`).
     pub fn rings(&self, worker: usize) -> Vec<(String, Arc<rte::MbufRing>)> {
-        match &self.core {
-            Some(core) => vec![
-                (format!("nat_request{worker}"), core.requests[worker].ring().clone()),
-                (format!("nat_answer{worker}"), core.answers[worker].ring().clone()),
-            ],
-            None => Vec::new(),
-        }
+        let (requests, answers) = match &self.core {
+            Some(Core::Single(c)) => (&c.requests, &c.answers),
+            Some(Core::Cluster(c)) => (&c.requests, &c.answers),
+            None => return Vec::new(),
+        };
+        vec![
+            (format!("nat_request{worker}"), requests[worker].ring().clone()),
+            (format!("nat_answer{worker}"), answers[worker].ring().clone()),
+        ]
     }
 
     /// Worker `worker`'s NAT state: its flow cache, sized and timed for the
@@ -118,7 +179,12 @@ impl Wiring {
         let n = cfg.nat.as_ref()?;
         let t = &n.table;
         let min_timeout = t.udp_timeout_ms.min(t.icmp_timeout_ms).min(t.tcp_transitory_timeout_ms);
-        let (idle_ms, report_ms) = cache_timing(min_timeout);
+        // In a cluster an entry must not be trusted long after a takeover
+        // (docs/nat-ha.md, the allocation hold-down): a shorter idle time.
+        let (idle_ms, report_ms) = match &n.cluster {
+            Some(cl) => (cl.cache_idle_ms, cl.report_ms),
+            None => cache_timing(min_timeout),
+        };
         let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ worker as u64);
         Some(NatWorker::new(cache))
     }
@@ -126,6 +192,9 @@ impl Wiring {
     /// Waits for the block log writer: the mapping core's sink (the sender)
     /// went with it, so it drains what is queued and ends.
     pub fn stop_logger(&mut self) {
+        if let Some(t) = self.agent.take() {
+            let _ = t.join();
+        }
         if let Some(t) = self.logger.take() {
             let _ = t.join();
         }

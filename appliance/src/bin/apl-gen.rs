@@ -7,8 +7,11 @@
 //! the device under test for frames testpmd's txonly mode cannot build
 //! (IPv6 with an SRH).
 //!
-//! Usage: `apl-gen <EAL args> -- --pcap FILE [--seconds N]`
-//! (EAL args must create exactly one port, e.g. a net_memif vdev).
+//! Usage: `apl-gen <EAL args> -- --pcap FILE [--seconds N] [--pps N] [--port NAME]`
+//! (EAL args must create exactly one port, `--port` names it: `net_memif0` by
+//! default, e.g. `net_af_packet0` to feed a kernel router). `--pps` paces the
+//! transmission (the loop sleeps while it is ahead), so the generator shares
+//! a CPU.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,11 +60,15 @@ fn main() -> Result<()> {
     let eal_args: Vec<String> = argv[..split].to_vec();
     let mut pcap = None;
     let mut seconds: u64 = 0;
+    let mut pps: u64 = 0;
+    let mut port_name = "net_memif0".to_string();
     let mut it = argv.iter().skip(split + 1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--pcap" => pcap = it.next().cloned(),
             "--seconds" => seconds = it.next().context("--seconds N")?.parse()?,
+            "--pps" => pps = it.next().context("--pps N")?.parse()?,
+            "--port" => port_name = it.next().context("--port NAME")?.clone(),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -74,11 +81,13 @@ fn main() -> Result<()> {
     let pool = rte::Mempool::new_pktmbuf(&eal, "gen_mbufs", 16383, 256, 2176)?;
     let port = rte::Port::configure(
         &eal,
-        "net_memif0",
+        &port_name,
         &rte::PortConfig { rx_queues: 1, tx_queues: 1, rx_descriptors: 1024, tx_descriptors: 1024, mac: None },
         std::slice::from_ref(&pool),
     )?;
-    port.start().context("starting net_memif0 (as a memif client it needs a memif server listening on its socket)")?;
+    port.start().with_context(|| {
+        format!("starting {port_name} (as a memif client it needs a memif server listening on its socket)")
+    })?;
     let mut txq = port.tx_queue(0)?;
     let mut rxq = port.rx_queue(0)?;
     let mut burst = rte::Burst::new();
@@ -88,7 +97,17 @@ fn main() -> Result<()> {
     let mut last = Instant::now();
     let mut next = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        while !burst.is_full() {
+        // Paced: no more than pps × elapsed sent so far.
+        let budget = if pps > 0 {
+            let allowed = (start.elapsed().as_secs_f64() * pps as f64) as u64;
+            if allowed <= sent {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            allowed.saturating_sub(sent).min(32) as usize
+        } else {
+            usize::MAX
+        };
+        while !burst.is_full() && burst.len() < budget {
             let Some(mut m) = pool.alloc() else { break };
             let f = &frames[next];
             next = (next + 1) % frames.len();

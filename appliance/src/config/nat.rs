@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use dataplane::nat::{Filtering, NatConfig};
 use serde::{Deserialize, Serialize};
 
+use super::natcluster::{NatCluster, NatClusterYaml};
 use super::ports::{own_address, resolve_port_list};
 use super::{pow2_range, range, ByName, ConfigError, FileName, Ipv4Cidr, Port, Res};
 
@@ -41,6 +42,8 @@ pub(super) struct NatYaml {
     ring_size: i64,
     random_seed: Option<u64>,
     mapper_idle_backoff: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<NatClusterYaml>,
 }
 
 impl Default for NatYaml {
@@ -67,6 +70,7 @@ impl Default for NatYaml {
             ring_size: 1024,
             random_seed: None,
             mapper_idle_backoff: None,
+            cluster: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct Nat {
     /// `pipeline.idle_backoff`'s `empty_polls` and `sleep_us`); written
     /// `null` it follows `pipeline.idle_backoff.enabled`.
     pub mapper_idle_backoff: bool,
+    /// This appliance as a host of a NAT cluster (docs/nat-ha.md); `None`:
+    /// a single-host NAT.
+    pub cluster: Option<NatCluster>,
 }
 
 /// Validates `nat:`; `pipeline_backoff` is `pipeline.idle_backoff.enabled`,
@@ -112,6 +119,10 @@ pub(super) fn validate(r: &mut NatYaml, ports: &[Port], pipeline_backoff: bool) 
     let (inside, outside) = validate_roles(r, ports)?;
     let pool = validate_pool(&r.pool, ports)?;
     let table = table_config(r, pool)?;
+    let cluster = match r.cluster.as_mut() {
+        Some(c) => Some(super::natcluster::validate(c, &table)?),
+        None => None,
+    };
     let nat = Nat {
         inside,
         outside,
@@ -120,6 +131,7 @@ pub(super) fn validate(r: &mut NatYaml, ports: &[Port], pipeline_backoff: bool) 
         ring_size: pow2_range("nat.ring_size", r.ring_size, 64, 65536)?,
         seeded: r.random_seed.is_some(),
         mapper_idle_backoff: r.mapper_idle_backoff.unwrap_or(pipeline_backoff),
+        cluster,
     };
     r.mapper_idle_backoff = Some(nat.mapper_idle_backoff);
     Ok(nat)
@@ -185,7 +197,7 @@ fn validate_pool(entries: &[String], ports: &[Port]) -> Res<Vec<Ipv4Addr>> {
 }
 
 /// One pool entry: `(first address, prefix length)`.
-fn pool_entry(path: &str, text: &str) -> Res<(u32, u8)> {
+pub(super) fn pool_entry(path: &str, text: &str) -> Res<(u32, u8)> {
     if !text.contains('/') {
         let a: Ipv4Addr = text
             .parse()

@@ -222,6 +222,7 @@ pub fn nat_sessions(src: &MetricsSource, filters: &[String]) -> Result<Reply, St
     let sessions = match nat_ask(src, filter, limit, false)? {
         NatAnswer::Sessions(s) => s,
         NatAnswer::Retired(_) => return Err("internal error".into()),
+        NatAnswer::Refused(why) => return Err(why),
     };
     let now = src.nat_clock.now_ms();
     let mut text = format!(
@@ -255,6 +256,7 @@ pub fn nat_clear(src: &MetricsSource, filters: &[String]) -> Result<Reply, Strin
     match nat_ask(src, filter, 0, true)? {
         NatAnswer::Retired(n) => Ok(Reply { text: format!("{n} sessions retired\n"), data: json!({ "retired": n }) }),
         NatAnswer::Sessions(_) => Err("internal error".into()),
+        NatAnswer::Refused(why) => Err(why),
     }
 }
 

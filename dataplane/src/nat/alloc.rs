@@ -76,6 +76,9 @@ use super::{mix64, NatConfig, NatError, Sink, PORT_MIN};
 /// expiry loop does not keep released ports away longer than needed.
 const QUARANTINE_POLL_PER_ALLOC: usize = 8;
 
+/// A port quarantine entry whose port was claimed back (never frees anything).
+const NO_BLOCK: u32 = u32::MAX;
+
 /// Whether a block was handed out or given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockEventKind {
@@ -167,6 +170,50 @@ impl FixedKey for SubscriberKey {
     fn words(&self) -> [u64; 2] {
         [u64::from(self.0), 0]
     }
+}
+
+/// A block's place in the pool: (index of the address, block number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BlockAt {
+    pool_index: u32,
+    block_no: u32,
+}
+
+impl FixedKey for BlockAt {
+    fn words(&self) -> [u64; 2] {
+        [u64::from(self.pool_index) << 32 | u64::from(self.block_no), 0xb10c]
+    }
+}
+
+/// Why a block or port could not be claimed (replication or adoption: the
+/// caller's copy of the state disagrees with this allocator's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// The address is not in this allocator's pool, or the port is not the
+    /// first port of a block.
+    #[error("address or port outside the pool's blocks")]
+    NotInPool,
+    /// The block is held by another subscriber.
+    #[error("block held by another subscriber")]
+    HeldByOther,
+    /// The subscriber holds blocks on another address (paired pooling).
+    #[error("subscriber paired with another address")]
+    OtherAddress,
+    /// The subscriber already holds `blocks_per_subscriber_max` blocks.
+    #[error("subscriber at its block limit")]
+    SubscriberLimit,
+    /// `subscribers_max` subscribers hold blocks.
+    #[error("subscriber table full")]
+    SubscribersFull,
+    /// `blocks_max` block records are in use.
+    #[error("block table full")]
+    BlocksFull,
+    /// The port is not in one of the subscriber's blocks.
+    #[error("port not in the subscriber's blocks")]
+    NotHeld,
+    /// The block still has live ports (it cannot be released or quarantined).
+    #[error("block in use")]
+    InUse,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -308,8 +355,18 @@ pub struct PortAllocator {
     /// Bit set: port in use or in quarantine.
     block_used: Vec<u64>,
     block_free: Vec<u32>,
-    block_quarantine: VecDeque<(u32, u64)>,
+    /// The record of every allocated or quarantined block, by (address, block).
+    block_at: FixedMap<BlockAt, u32>,
+    /// (record, its generation when queued, until): an entry whose record was
+    /// claimed back meanwhile ([`PortAllocator::claim_block`]) is stale.
+    block_quarantine: VecDeque<(u32, u32, u64)>,
+    /// Entries ever popped from the front of each queue (snapshot cursors
+    /// survive the queues moving).
+    block_quarantine_popped: u64,
     port_quarantine: VecDeque<QuarantinedPort>,
+    port_quarantine_popped: u64,
+    /// Blocks in quarantine (the queue may also hold stale entries).
+    blocks_in_quarantine: usize,
     port_quarantine_max: usize,
     reuse_delay_ms: u64,
 
@@ -362,8 +419,12 @@ impl PortAllocator {
             block_words,
             block_used: vec![0; blocks_max * 3 * block_words],
             block_free: (0..blocks_max as u32).rev().collect(),
+            block_at: FixedMap::new(blocks_max, config.hash_seed ^ 0xb10c),
             block_quarantine: VecDeque::with_capacity(blocks_max),
+            block_quarantine_popped: 0,
             port_quarantine: VecDeque::with_capacity(config.port_quarantine_max as usize),
+            port_quarantine_popped: 0,
+            blocks_in_quarantine: 0,
             port_quarantine_max: config.port_quarantine_max as usize,
             reuse_delay_ms: config.reuse_delay_ms,
             clock_ms: 0,
@@ -385,7 +446,8 @@ impl PortAllocator {
             + self.blocks.capacity() * size_of::<Block>()
             + self.block_used.capacity() * 8
             + self.block_free.capacity() * 4
-            + self.block_quarantine.capacity() * size_of::<(u32, u64)>()
+            + self.block_at.memory_bytes()
+            + self.block_quarantine.capacity() * size_of::<(u32, u32, u64)>()
             + self.port_quarantine.capacity() * size_of::<QuarantinedPort>()
     }
 
@@ -401,12 +463,12 @@ impl PortAllocator {
 
     /// Blocks held by subscribers.
     pub fn blocks_allocated(&self) -> usize {
-        self.blocks.len() - self.block_free.len() - self.block_quarantine.len()
+        self.blocks.len() - self.block_free.len() - self.blocks_in_quarantine
     }
 
     /// Blocks waiting out their quarantine.
     pub fn blocks_quarantined(&self) -> usize {
-        self.block_quarantine.len()
+        self.blocks_in_quarantine
     }
 
     /// Blocks neither allocated nor in quarantine, over the whole pool.
@@ -610,10 +672,51 @@ impl PortAllocator {
         let Some(block) = self.block_free.pop() else {
             return Err(NatError::BlocksFull);
         };
+        // A random free block of the address.
+        let words = &self.addr_avail[pool_index * self.addr_words..(pool_index + 1) * self.addr_words];
+        let start = self.rng.below(self.blocks_per_addr as usize);
+        let block_no = find_from(words, start, |w| w).expect("addr_free > 0");
+        self.take_free_block(pool_index, block_no, block);
+        self.give_block(existing, subscriber, pool_index, block, now_ms, sink);
+        Ok(block)
+    }
+
+    /// Marks block `block_no` of address `pool_index` as no longer free and
+    /// binds it to record `block` (taken from the free list by the caller).
+    fn take_free_block(&mut self, pool_index: usize, block_no: usize, block: u32) {
+        self.addr_avail[pool_index * self.addr_words + block_no / 64] &= !(1 << (block_no % 64));
+        self.addr_free[pool_index] -= 1;
+        self.free_blocks_total -= 1;
+        let at = BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 };
+        self.block_at.insert(at, block).expect("block_at holds blocks_max entries");
+        let record = &mut self.blocks[block as usize];
+        debug_assert_eq!(record.state, BlockState::Free);
+        *record = Block {
+            state: BlockState::Quarantined,
+            pool_index: pool_index as u32,
+            block_no: block_no as u32,
+            subscriber: u32::MAX,
+            live: 0,
+            generation: record.generation,
+        };
+    }
+
+    /// Gives record `block` (not free, not held) to the subscriber (its
+    /// record `existing`, or a new one: the caller checked there is room),
+    /// with empty port bitmaps.
+    fn give_block(
+        &mut self,
+        existing: Option<u32>,
+        subscriber: Ipv4Addr,
+        pool_index: usize,
+        block: u32,
+        now_ms: u64,
+        sink: &mut impl Sink<BlockEvent>,
+    ) {
         let slot = match existing {
             Some(slot) => slot,
             None => {
-                let slot = self.subscriber_free.pop().expect("checked above");
+                let slot = self.subscriber_free.pop().expect("checked by the caller");
                 self.subscribers[slot as usize] =
                     Subscriber { addr: subscriber.into(), pool_index: pool_index as u32, block_count: 0 };
                 self.subscriber_index
@@ -622,24 +725,12 @@ impl PortAllocator {
                 slot
             }
         };
-        // A random free block of the address.
-        let words = &self.addr_avail[pool_index * self.addr_words..(pool_index + 1) * self.addr_words];
-        let start = self.rng.below(self.blocks_per_addr as usize);
-        let block_no = find_from(words, start, |w| w).expect("addr_free > 0");
-        self.addr_avail[pool_index * self.addr_words + block_no / 64] &= !(1 << (block_no % 64));
-        self.addr_free[pool_index] -= 1;
-        self.free_blocks_total -= 1;
-
+        let words = block as usize * 3 * self.block_words..(block as usize + 1) * 3 * self.block_words;
+        self.block_used[words].fill(0);
         let record = &mut self.blocks[block as usize];
-        debug_assert_eq!(record.state, BlockState::Free);
-        *record = Block {
-            state: BlockState::Allocated,
-            pool_index: pool_index as u32,
-            block_no: block_no as u32,
-            subscriber: slot,
-            live: 0,
-            generation: record.generation,
-        };
+        record.state = BlockState::Allocated;
+        record.subscriber = slot;
+        record.live = 0;
         let s = &mut self.subscribers[slot as usize];
         let index = slot as usize * self.blocks_per_subscriber_max + usize::from(s.block_count);
         s.block_count += 1;
@@ -654,7 +745,204 @@ impl PortAllocator {
             port_end,
             time_ms: now_ms,
         });
-        Ok(block)
+    }
+
+    /// (address index, block number) of the block starting at `port_start`
+    /// on `public_addr`.
+    fn locate(&self, public_addr: Ipv4Addr, port_start: u16) -> Result<(usize, usize), ClaimError> {
+        let pool_index = self.pool.binary_search(&u32::from(public_addr)).map_err(|_| ClaimError::NotInPool)?;
+        let offset = u32::from(port_start).checked_sub(u32::from(PORT_MIN)).ok_or(ClaimError::NotInPool)?;
+        if offset % self.ports_per_block != 0 || offset / self.ports_per_block >= self.blocks_per_addr {
+            return Err(ClaimError::NotInPool);
+        }
+        Ok((pool_index, (offset / self.ports_per_block) as usize))
+    }
+
+    /// The first port of the block that holds `port` (any address).
+    pub fn block_start(&self, port: u16) -> u16 {
+        let offset = u32::from(port.max(PORT_MIN) - PORT_MIN);
+        (u32::from(PORT_MIN) + offset / self.ports_per_block * self.ports_per_block) as u16
+    }
+
+    /// Gives the subscriber exactly the block starting at `port_start` on
+    /// `public_addr` (replaying another allocator's decision: a standby's
+    /// replica, or a session adopted after a takeover). Nothing happens if
+    /// it holds the block already; a block in quarantine is taken back (the
+    /// replicated allocator decided it was reusable). Pushes a
+    /// [`BlockEvent`] when the block is newly given. Every check comes
+    /// before any change.
+    pub fn claim_block(
+        &mut self,
+        subscriber: Ipv4Addr,
+        public_addr: Ipv4Addr,
+        port_start: u16,
+        now_ms: u64,
+        sink: &mut impl Sink<BlockEvent>,
+    ) -> Result<(), ClaimError> {
+        let now_ms = self.advance_clock(now_ms);
+        let (pool_index, block_no) = self.locate(public_addr, port_start)?;
+        let existing = self.subscriber_index.get(&SubscriberKey(subscriber.into()));
+        let record = self.block_at.get(&BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 });
+        if let Some(r) = record {
+            let b = self.blocks[r as usize];
+            if b.state == BlockState::Allocated {
+                return if Some(b.subscriber) == existing { Ok(()) } else { Err(ClaimError::HeldByOther) };
+            }
+        }
+        match existing {
+            Some(slot) => {
+                let s = self.subscribers[slot as usize];
+                if s.pool_index as usize != pool_index {
+                    return Err(ClaimError::OtherAddress);
+                }
+                if usize::from(s.block_count) >= self.blocks_per_subscriber_max {
+                    return Err(ClaimError::SubscriberLimit);
+                }
+            }
+            None if self.subscriber_free.is_empty() => return Err(ClaimError::SubscribersFull),
+            None => {}
+        }
+        let block = match record {
+            Some(r) => {
+                // Out of quarantine early: its queue entry goes stale.
+                let rec = &mut self.blocks[r as usize];
+                rec.generation = rec.generation.wrapping_add(1);
+                self.blocks_in_quarantine -= 1;
+                r
+            }
+            None => {
+                let Some(r) = self.block_free.pop() else { return Err(ClaimError::BlocksFull) };
+                self.take_free_block(pool_index, block_no, r);
+                r
+            }
+        };
+        self.give_block(existing, subscriber, pool_index, block, now_ms, sink);
+        Ok(())
+    }
+
+    /// Leases exactly `port` of `public_addr` to a mapping of the subscriber,
+    /// in one of its blocks ([`PortAllocator::claim_block`] first). The
+    /// caller has checked that no live mapping holds the port: if its bit is
+    /// set the port is in quarantine, and is taken back from it.
+    pub fn claim_port(
+        &mut self,
+        subscriber: Ipv4Addr,
+        proto: Proto,
+        public_addr: Ipv4Addr,
+        port: u16,
+    ) -> Result<PortLease, ClaimError> {
+        if port < PORT_MIN {
+            return Err(ClaimError::NotInPool);
+        }
+        let (pool_index, block_no) = self.locate(public_addr, self.block_start(port))?;
+        let slot = self.subscriber_index.get(&SubscriberKey(subscriber.into())).ok_or(ClaimError::NotHeld)?;
+        let block = self
+            .block_at
+            .get(&BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 })
+            .filter(|&b| self.blocks[b as usize].state == BlockState::Allocated)
+            .filter(|&b| self.blocks[b as usize].subscriber == slot)
+            .ok_or(ClaimError::NotHeld)?;
+        let offset = usize::from(port - self.block_range(block).0);
+        let words = self.ports_words(block, proto);
+        let bit = 1u64 << (offset % 64);
+        if self.block_used[words.start + offset / 64] & bit != 0 {
+            // In quarantine: its entry must not free the port later.
+            let generation = self.blocks[block as usize].generation;
+            if let Some(q) = self.port_quarantine.iter_mut().find(|q| {
+                q.block == block && q.generation == generation && q.proto == proto && usize::from(q.offset) == offset
+            }) {
+                q.block = NO_BLOCK;
+            }
+            self.block_used[words.start + offset / 64] &= !bit;
+        }
+        Ok(self.lease(block, proto, offset, port))
+    }
+
+    /// Releases the subscriber's block starting at `port_start` on
+    /// `public_addr` if no port of it is leased (replaying a release).
+    /// Nothing happens if the subscriber does not hold it.
+    pub fn release_block_if_idle(
+        &mut self,
+        subscriber: Ipv4Addr,
+        public_addr: Ipv4Addr,
+        port_start: u16,
+        now_ms: u64,
+        sink: &mut impl Sink<BlockEvent>,
+    ) -> Result<(), ClaimError> {
+        let now_ms = self.advance_clock(now_ms);
+        let (pool_index, block_no) = self.locate(public_addr, port_start)?;
+        let Some(slot) = self.subscriber_index.get(&SubscriberKey(subscriber.into())) else { return Ok(()) };
+        let Some(block) = self.block_at.get(&BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 })
+        else {
+            return Ok(());
+        };
+        let b = self.blocks[block as usize];
+        if b.state != BlockState::Allocated || b.subscriber != slot {
+            return Ok(());
+        }
+        if b.live > 0 {
+            return Err(ClaimError::InUse);
+        }
+        self.release_block(block, now_ms, sink);
+        Ok(())
+    }
+
+    /// Puts the free block starting at `port_start` on `public_addr` in
+    /// quarantine for `remaining_ms` (a snapshot of another allocator).
+    /// Nothing happens if it is in quarantine already.
+    pub fn quarantine_block(
+        &mut self,
+        public_addr: Ipv4Addr,
+        port_start: u16,
+        remaining_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), ClaimError> {
+        let now_ms = self.advance_clock(now_ms);
+        let (pool_index, block_no) = self.locate(public_addr, port_start)?;
+        if let Some(b) = self.block_at.get(&BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 }) {
+            return match self.blocks[b as usize].state {
+                BlockState::Allocated => Err(ClaimError::InUse),
+                _ => Ok(()),
+            };
+        }
+        let Some(block) = self.block_free.pop() else { return Err(ClaimError::BlocksFull) };
+        self.take_free_block(pool_index, block_no, block);
+        self.blocks_in_quarantine += 1;
+        let generation = self.blocks[block as usize].generation;
+        self.block_quarantine.push_back((block, generation, now_ms + remaining_ms));
+        Ok(())
+    }
+
+    /// Puts `port` of a held block in quarantine for `remaining_ms` (a
+    /// snapshot of another allocator). Nothing happens if the block is not
+    /// held (its own quarantine covers the port) or the port is not free.
+    pub fn quarantine_port(&mut self, proto: Proto, public_addr: Ipv4Addr, port: u16, remaining_ms: u64, now_ms: u64) {
+        let now_ms = self.advance_clock(now_ms);
+        if port < PORT_MIN {
+            return;
+        }
+        let Ok((pool_index, block_no)) = self.locate(public_addr, self.block_start(port)) else { return };
+        let Some(block) = self
+            .block_at
+            .get(&BlockAt { pool_index: pool_index as u32, block_no: block_no as u32 })
+            .filter(|&b| self.blocks[b as usize].state == BlockState::Allocated)
+        else {
+            return;
+        };
+        let offset = port - self.block_range(block).0;
+        let words = self.ports_words(block, proto);
+        let word = &mut self.block_used[words.start + usize::from(offset) / 64];
+        if *word & (1 << (offset % 64)) != 0 {
+            return;
+        }
+        *word |= 1 << (offset % 64);
+        if self.port_quarantine.len() < self.port_quarantine_max {
+            let generation = self.blocks[block as usize].generation;
+            let until_ms = now_ms + remaining_ms;
+            self.port_quarantine.push_back(QuarantinedPort { block, generation, proto, offset, until_ms });
+        } else {
+            self.counters.port_quarantine_overflow += 1;
+        }
     }
 
     /// Gives a port back. It is not handed out again for `reuse_delay_ms`;
@@ -713,8 +1001,10 @@ impl PortAllocator {
             self.subscriber_index.remove(&SubscriberKey(s.addr));
             self.subscriber_free.push(slot);
         }
-        debug_assert!(self.block_quarantine.len() < self.blocks.len());
-        self.block_quarantine.push_back((block, now_ms + self.reuse_delay_ms));
+        debug_assert!(self.blocks_in_quarantine < self.blocks.len());
+        self.blocks_in_quarantine += 1;
+        let generation = self.blocks[block as usize].generation;
+        self.block_quarantine.push_back((block, generation, now_ms + self.reuse_delay_ms));
         self.counters.blocks_released += 1;
         let (port_start, port_end) = self.block_range(block);
         sink.push(BlockEvent {
@@ -736,29 +1026,128 @@ impl PortAllocator {
         while done < max {
             if let Some(&port) = self.port_quarantine.front().filter(|p| p.until_ms <= now_ms) {
                 self.port_quarantine.pop_front();
-                let record = self.blocks[port.block as usize];
+                self.port_quarantine_popped += 1;
+                let record = self.blocks.get(port.block as usize).copied().unwrap_or_default();
                 if record.generation == port.generation && record.state == BlockState::Allocated {
                     let words = self.ports_words(port.block, port.proto);
                     let offset = usize::from(port.offset);
                     self.block_used[words.start + offset / 64] &= !(1 << (offset % 64));
                 }
-            } else if let Some(&(block, _)) = self.block_quarantine.front().filter(|b| b.1 <= now_ms) {
+            } else if let Some(&(block, generation, _)) = self.block_quarantine.front().filter(|b| b.2 <= now_ms) {
                 self.block_quarantine.pop_front();
-                let words = block as usize * 3 * self.block_words..(block as usize + 1) * 3 * self.block_words;
-                self.block_used[words].fill(0);
+                self.block_quarantine_popped += 1;
                 let record = &mut self.blocks[block as usize];
-                record.state = BlockState::Free;
-                let (a, b) = (record.pool_index as usize, record.block_no as usize);
-                self.addr_avail[a * self.addr_words + b / 64] |= 1 << (b % 64);
-                self.addr_free[a] += 1;
-                self.free_blocks_total += 1;
-                self.block_free.push(block);
+                if record.generation == generation && record.state == BlockState::Quarantined {
+                    record.state = BlockState::Free;
+                    let (a, b) = (record.pool_index as usize, record.block_no as usize);
+                    self.block_at.remove(&BlockAt { pool_index: a as u32, block_no: b as u32 });
+                    self.addr_avail[a * self.addr_words + b / 64] |= 1 << (b % 64);
+                    self.addr_free[a] += 1;
+                    self.free_blocks_total += 1;
+                    self.block_free.push(block);
+                    self.blocks_in_quarantine -= 1;
+                }
             } else {
                 break;
             }
             done += 1;
         }
         done
+    }
+
+    /// Back to the state [`PortAllocator::new`] built (capacities and seeds
+    /// kept, nothing allocated): a standby's replica before a snapshot. Time
+    /// proportional to the capacities; no allocation.
+    pub fn reset(&mut self) {
+        for a in 0..self.pool.len() {
+            let words = &mut self.addr_avail[a * self.addr_words..(a + 1) * self.addr_words];
+            words.fill(0);
+            for b in 0..self.blocks_per_addr as usize {
+                words[b / 64] |= 1 << (b % 64);
+            }
+        }
+        self.addr_free.fill(self.blocks_per_addr);
+        self.free_blocks_total = self.pool.len() as u64 * u64::from(self.blocks_per_addr);
+        self.subscriber_index.clear();
+        self.subscribers.fill(Subscriber::default());
+        self.subscriber_blocks.fill(u32::MAX);
+        self.subscriber_free.clear();
+        self.subscriber_free.extend((0..self.subscribers.len() as u32).rev());
+        for b in &mut self.blocks {
+            *b = Block { generation: b.generation.wrapping_add(1), ..Block::default() };
+        }
+        self.block_used.fill(0);
+        self.block_free.clear();
+        self.block_free.extend((0..self.blocks.len() as u32).rev());
+        self.block_at.clear();
+        self.block_quarantine.clear();
+        self.port_quarantine.clear();
+        self.blocks_in_quarantine = 0;
+    }
+
+    /// The blocks of subscriber records `from..`, in allocation order per
+    /// subscriber, for at most `max_slots` records: `out(subscriber,
+    /// address, first port)`. Returns where to go on, `None` at the end.
+    pub fn snapshot_blocks(
+        &self,
+        from: u32,
+        max_slots: u32,
+        mut out: impl FnMut(Ipv4Addr, Ipv4Addr, u16),
+    ) -> Option<u32> {
+        let end = (from as usize).saturating_add(max_slots as usize).min(self.subscribers.len());
+        for slot in from as usize..end {
+            let s = self.subscribers[slot];
+            if s.block_count == 0 {
+                continue;
+            }
+            for &b in self.blocks_of(slot as u32) {
+                let addr = Ipv4Addr::from(self.pool[self.blocks[b as usize].pool_index as usize]);
+                out(Ipv4Addr::from(s.addr), addr, self.block_range(b).0);
+            }
+        }
+        (end < self.subscribers.len()).then_some(end as u32)
+    }
+
+    /// Blocks in quarantine from queue position `from` (counted since start,
+    /// so a cursor survives the queue moving), at most `max`: `out(address,
+    /// first port, remaining ms)`. Returns where to go on, `None` at the end.
+    pub fn snapshot_block_quarantine(
+        &self,
+        from: u64,
+        max: usize,
+        mut out: impl FnMut(Ipv4Addr, u16, u64),
+    ) -> Option<u64> {
+        let first = from.saturating_sub(self.block_quarantine_popped) as usize;
+        let end = first.saturating_add(max).min(self.block_quarantine.len());
+        for &(block, generation, until) in self.block_quarantine.range(first.min(end)..end) {
+            let b = self.blocks[block as usize];
+            if b.generation == generation && b.state == BlockState::Quarantined {
+                let addr = Ipv4Addr::from(self.pool[b.pool_index as usize]);
+                out(addr, self.block_range(block).0, until.saturating_sub(self.clock_ms));
+            }
+        }
+        (end < self.block_quarantine.len()).then_some(self.block_quarantine_popped + end as u64)
+    }
+
+    /// Ports in quarantine, like [`PortAllocator::snapshot_block_quarantine`]:
+    /// `out(proto, address, port, remaining ms)`.
+    pub fn snapshot_port_quarantine(
+        &self,
+        from: u64,
+        max: usize,
+        mut out: impl FnMut(Proto, Ipv4Addr, u16, u64),
+    ) -> Option<u64> {
+        let first = from.saturating_sub(self.port_quarantine_popped) as usize;
+        let end = first.saturating_add(max).min(self.port_quarantine.len());
+        for q in self.port_quarantine.range(first.min(end)..end) {
+            let Some(b) = self.blocks.get(q.block as usize) else { continue };
+            if b.generation == q.generation && b.state == BlockState::Allocated {
+                let addr = Ipv4Addr::from(self.pool[b.pool_index as usize]);
+                let port = self.block_range(q.block).0 + q.offset;
+                out(q.proto, addr, port, q.until_ms.saturating_sub(self.clock_ms));
+            }
+        }
+        (end < self.port_quarantine.len()).then_some(self.port_quarantine_popped + end as u64)
     }
 }
 

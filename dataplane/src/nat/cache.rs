@@ -114,13 +114,29 @@ fn age_stale(now: u32, last_ms: u32, idle_ms: u32, invalidated_ms: Option<u32>) 
     age >= idle_ms || invalidated_ms.is_some_and(|inv| age > now.wrapping_sub(inv))
 }
 
-/// An activity report the caller must send to the mapping core.
+/// An activity report the caller must send to the mapping core: which
+/// entry was hit (its key, so any instance of the mapping server finds the
+/// session; the direction is in the key), what it rewrites to (so an owner
+/// that does not know the session can adopt it after a takeover), the TCP
+/// flags seen and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
-    pub session: SessionId,
-    pub direction: Direction,
+    pub key: CacheKey,
+    pub addr: Ipv4Addr,
+    pub port: u16,
     pub tcp_flags: u8,
     pub time_ms: u64,
+}
+
+impl Touch {
+    /// The entry's direction (from its key).
+    pub fn direction(&self) -> Direction {
+        if (self.key.0 >> 100) & 1 == 0 {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
 }
 
 /// Counters of one cache (its worker is the only writer).
@@ -246,10 +262,10 @@ impl FlowCache {
             slot.flags |= tcp_flags & NOTABLE;
             let touch = if new_flags != 0 || now.wrapping_sub(slot.reported_ms) >= self.report_ms {
                 slot.reported_ms = now;
-                let direction = if (key.0 >> 100) & 1 == 0 { Direction::Outbound } else { Direction::Inbound };
                 Some(Touch {
-                    session: SessionId::from_bits(slot.session),
-                    direction,
+                    key,
+                    addr: Ipv4Addr::from(slot.addr),
+                    port: slot.port,
                     tcp_flags: tcp_flags | new_flags,
                     time_ms: now_ms,
                 })
@@ -296,6 +312,19 @@ impl FlowCache {
                     | super::translate::tcp_flags::RST),
         };
         self.stats.inserts += 1;
+    }
+
+    /// Forgets `key` (the mapping server says its binding is not valid);
+    /// true if it was there.
+    pub fn remove(&mut self, key: CacheKey) -> bool {
+        let base = self.bucket(key);
+        match self.slots[base..base + BUCKET].iter_mut().find(|s| s.key == key.0) {
+            Some(slot) => {
+                *slot = EMPTY;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets every entry.
@@ -367,12 +396,7 @@ mod tests {
         let (_, touch) = c.lookup(k, 0, 200).unwrap();
         assert_eq!(
             touch,
-            Some(Touch {
-                session: SessionId::from_bits(5),
-                direction: Direction::Outbound,
-                tcp_flags: 0,
-                time_ms: 200
-            })
+            Some(Touch { key: k, addr: Ipv4Addr::new(198, 51, 100, 1), port: 2000, tcp_flags: 0, time_ms: 200 })
         );
         // Idle for idle_ms since the last hit (200): not usable any more.
         assert!(c.lookup(k, 0, 1200).is_none());
@@ -389,7 +413,7 @@ mod tests {
         assert_eq!(c.lookup(k, ACK, 2).unwrap().1, None);
         let t = c.lookup(k, FIN | ACK, 3).unwrap().1.unwrap();
         assert_eq!(t.tcp_flags, FIN | ACK);
-        assert_eq!(t.direction, Direction::Inbound);
+        assert_eq!(t.direction(), Direction::Inbound);
         assert_eq!(c.lookup(k, FIN | ACK, 4).unwrap().1, None, "FIN reported once");
     }
 

@@ -182,8 +182,9 @@ mod tests {
     fn touch_queue_is_bounded() {
         let mut w = NatWorker::new(FlowCache::new(16, 100, 10, 1));
         let t = Touch {
-            session: crate::nat::SessionId::from_bits(1),
-            direction: crate::nat::Direction::Outbound,
+            key: crate::nat::cache::CacheKey(1 << 127),
+            addr: Ipv4Addr::new(198, 51, 100, 1),
+            port: 1024,
             tcp_flags: 0,
             time_ms: 0,
         };

@@ -206,7 +206,11 @@ impl<S: Sink<NatEvent>> Mapper<S> {
     /// Applies an activity report's records.
     pub fn touches(&mut self, records: impl Iterator<Item = Touch>) {
         for t in records {
-            if self.table.touch(t.session, t.direction, t.tcp_flags, t.time_ms, &mut self.sink) {
+            let Some((direction, key)) = t.key.parts() else {
+                self.stats.touches_stale.inc();
+                continue;
+            };
+            if self.table.touch(direction, &key, t.tcp_flags, t.time_ms, &mut self.sink) {
                 self.stats.touches.inc();
             } else {
                 self.stats.touches_stale.inc();
@@ -271,7 +275,7 @@ fn set(c: &Counter, v: u64) {
 mod tests {
     use super::*;
     use crate::nat::msg::{decode_touches, encode_touches};
-    use crate::nat::session::{Direction, SessionId};
+    use crate::nat::session::Direction;
     use crate::nat::tests::small_config;
     use crate::nat::translate::tests::build as pk;
     use crate::nat::translate::Proto;
@@ -407,12 +411,12 @@ mod tests {
         let udp_ms = small_config(2).udp_timeout_ms;
         let mut p = frame(pk::ip(IN, SRV, 17, &[], &pk::udp(IN, SRV, 4000, 53, b"q", false)));
         m.request(&mut p, msg::TAG_OUTBOUND, 0).unwrap();
-        let (_, rw) = strip(&mut p).entries().next().unwrap();
+        let (key, rw) = strip(&mut p).entries().next().unwrap();
         // Reports every udp_ms/2 keep it alive past several timeouts.
         let mut now = 0;
         for _ in 0..6 {
             now += udp_ms / 2;
-            let t = Touch { session: rw.session, direction: Direction::Outbound, tcp_flags: 0, time_ms: now };
+            let t = Touch { key, addr: rw.addr, port: rw.port, tcp_flags: 0, time_ms: now };
             let mut buf = [0u8; 64];
             let n = encode_touches(&[t], &mut buf);
             m.touches(decode_touches(&buf[..n]));
@@ -425,13 +429,13 @@ mod tests {
         assert_eq!(m.stats().mappings_retired.get(), 1);
         // A report about the retired session is recognised as stale.
         m.touches(std::iter::once(Touch {
-            session: rw.session,
-            direction: Direction::Inbound,
+            key,
+            addr: rw.addr,
+            port: rw.port,
             tcp_flags: 0,
             time_ms: now + udp_ms + 1,
         }));
         assert_eq!(m.stats().touches_stale.get(), 1);
-        let _ = SessionId::from_bits(0);
     }
 
     #[test]

@@ -86,6 +86,7 @@
 
 pub mod alloc;
 pub mod cache;
+pub mod cluster;
 pub mod fast;
 pub mod mapper;
 pub mod msg;
@@ -166,6 +167,12 @@ pub enum NatError {
     /// or address-and-port-dependent filtering).
     #[error("inbound packet filtered")]
     Filtered,
+    /// A new mapping was needed but this mapping server may not allocate
+    /// now: it does not hold a confirmed epoch of its pool shard, or it is in
+    /// the hold-down after a takeover, or it is handing the shard over
+    /// (docs/nat-ha.md, the fencing rule).
+    #[error("mapping server not allocating")]
+    NotAllocating,
 }
 
 impl NatError {
@@ -187,11 +194,12 @@ impl NatError {
             NatError::SessionsFull => D::NatSessionsFull,
             NatError::NoMapping => D::NatNoMapping,
             NatError::Filtered => D::NatFiltered,
+            NatError::NotAllocating => D::NatNotAllocating,
         }
     }
 
     /// Every variant, in declaration order.
-    pub const ALL: [NatError; 14] = [
+    pub const ALL: [NatError; 15] = [
         NatError::Malformed,
         NatError::Fragment,
         NatError::UnsupportedProtocol,
@@ -206,6 +214,7 @@ impl NatError {
         NatError::SessionsFull,
         NatError::NoMapping,
         NatError::Filtered,
+        NatError::NotAllocating,
     ];
 
     /// Stable metric label (`nat_<label>` drop reason).
@@ -225,6 +234,7 @@ impl NatError {
             NatError::SessionsFull => "sessions_full",
             NatError::NoMapping => "no_mapping",
             NatError::Filtered => "filtered",
+            NatError::NotAllocating => "not_allocating",
         }
     }
 }

@@ -7,8 +7,11 @@
 //!   [`TAG_INBOUND`], [`TAG_HAIRPIN`]).
 //! * **activity report** (worker → mapping core): an mbuf from the pool
 //!   tagged [`TAG_TOUCH`], holding up to [`TOUCHES_PER_REPORT`] records of
-//!   [`TOUCH_LEN`] bytes: session id (u64), time (u64 ms), direction (u8:
-//!   0 outbound, 1 inbound), TCP flags (u8), 6 bytes zero. Big-endian.
+//!   [`TOUCH_LEN`] bytes: the cache entry's key (u128, its direction
+//!   included), its rewrite address (u32) and port (u16), TCP flags (u8),
+//!   1 byte zero, time (u64 ms). Big-endian. Keyed by flow, not by session
+//!   id, so any instance of a replicated mapping server finds (or adopts)
+//!   the session.
 //! * **answer** (mapping core → worker): the request's packet, translated,
 //!   with an [`ANSWER_LEN`]-byte header prepended in its headroom: magic
 //!   `0xA54E` (u16), entry count (u8, ≤ [`ANSWER_ENTRIES`]), 5 bytes zero,
@@ -16,6 +19,10 @@
 //!   (u128), rewrite address (u32), rewrite port (u16), 2 bytes zero,
 //!   session id (u64). The worker strips the header, installs the entries
 //!   in its cache and sends the packet on through the route lookup.
+//! * **invalidation** (mapping core → worker, NAT cluster): an mbuf tagged
+//!   [`TAG_INVALIDATE`] holding cache keys (u128 each, big-endian) whose
+//!   entries the worker must drop (the owner of their shard does not know
+//!   the session and could not adopt it).
 
 use std::net::Ipv4Addr;
 
@@ -31,6 +38,8 @@ pub const TAG_INBOUND: u32 = 0x4e41_0002;
 pub const TAG_HAIRPIN: u32 = 0x4e41_0003;
 /// An activity report.
 pub const TAG_TOUCH: u32 = 0x4e41_0004;
+/// On an answer ring: cache keys to forget.
+pub const TAG_INVALIDATE: u32 = 0x4e41_0005;
 
 /// What a held packet asks of the mapping core (its mbuf tag on the
 /// request ring).
@@ -66,9 +75,11 @@ impl RequestKind {
 }
 
 /// Bytes of one activity record.
-pub const TOUCH_LEN: usize = 24;
+pub const TOUCH_LEN: usize = 32;
 /// Records in one report (fits the smallest allowed data room, 1152 bytes).
-pub const TOUCHES_PER_REPORT: usize = 40;
+pub const TOUCHES_PER_REPORT: usize = 32;
+/// Keys in one invalidation mbuf.
+pub const INVALIDATIONS_PER_MBUF: usize = 64;
 
 /// Cache entries one answer carries at most.
 pub const ANSWER_ENTRIES: usize = 2;
@@ -81,6 +92,7 @@ const MAGIC: u16 = 0xA54E;
 // An answer fits the mbuf headroom; a report fits the smallest data room.
 const _: () = assert!(ANSWER_LEN <= 128);
 const _: () = assert!(TOUCHES_PER_REPORT * TOUCH_LEN <= 1152 - 128);
+const _: () = assert!(INVALIDATIONS_PER_MBUF * 16 <= 1152 - 128);
 
 /// Both cache keys of a session, with what each rewrites to:
 /// (outbound key → public endpoint, inbound key → inside endpoint).
@@ -170,11 +182,12 @@ impl Answer {
 pub fn encode_touches(touches: &[Touch], out: &mut [u8]) -> usize {
     let n = touches.len().min(out.len() / TOUCH_LEN);
     for (t, rec) in touches[..n].iter().zip(out.chunks_exact_mut(TOUCH_LEN)) {
-        rec.fill(0);
-        rec[0..8].copy_from_slice(&t.session.to_bits().to_be_bytes());
-        rec[8..16].copy_from_slice(&t.time_ms.to_be_bytes());
-        rec[16] = u8::from(t.direction == Direction::Inbound);
-        rec[17] = t.tcp_flags;
+        rec[0..16].copy_from_slice(&t.key.0.to_be_bytes());
+        rec[16..20].copy_from_slice(&t.addr.octets());
+        rec[20..22].copy_from_slice(&t.port.to_be_bytes());
+        rec[22] = t.tcp_flags;
+        rec[23] = 0;
+        rec[24..32].copy_from_slice(&t.time_ms.to_be_bytes());
     }
     n * TOUCH_LEN
 }
@@ -182,11 +195,26 @@ pub fn encode_touches(touches: &[Touch], out: &mut [u8]) -> usize {
 /// Reads the records of a report (a trailing partial record is ignored).
 pub fn decode_touches(bytes: &[u8]) -> impl Iterator<Item = Touch> + '_ {
     bytes.chunks_exact(TOUCH_LEN).map(|rec| Touch {
-        session: SessionId::from_bits(u64::from_be_bytes(rec[0..8].try_into().expect("8 bytes"))),
-        time_ms: u64::from_be_bytes(rec[8..16].try_into().expect("8 bytes")),
-        direction: if rec[16] == 0 { Direction::Outbound } else { Direction::Inbound },
-        tcp_flags: rec[17],
+        key: CacheKey(u128::from_be_bytes(rec[0..16].try_into().expect("16 bytes"))),
+        addr: Ipv4Addr::new(rec[16], rec[17], rec[18], rec[19]),
+        port: u16::from_be_bytes([rec[20], rec[21]]),
+        tcp_flags: rec[22],
+        time_ms: u64::from_be_bytes(rec[24..32].try_into().expect("8 bytes")),
     })
+}
+
+/// Writes cache keys to invalidate into `out`; returns the bytes used.
+pub fn encode_invalidations(keys: &[CacheKey], out: &mut [u8]) -> usize {
+    let n = keys.len().min(out.len() / 16);
+    for (k, rec) in keys[..n].iter().zip(out.chunks_exact_mut(16)) {
+        rec.copy_from_slice(&k.0.to_be_bytes());
+    }
+    n * 16
+}
+
+/// Reads the keys of an invalidation.
+pub fn decode_invalidations(bytes: &[u8]) -> impl Iterator<Item = CacheKey> + '_ {
+    bytes.chunks_exact(16).map(|rec| CacheKey(u128::from_be_bytes(rec.try_into().expect("16 bytes"))))
 }
 
 #[cfg(test)]
@@ -247,19 +275,31 @@ mod tests {
 
     #[test]
     fn touches_round_trip() {
-        let touches: Vec<Touch> = (0..5)
+        let touches: Vec<Touch> = (0..5u16)
             .map(|i| Touch {
-                session: SessionId::from_bits(i * 77),
-                direction: if i % 2 == 0 { Direction::Outbound } else { Direction::Inbound },
+                key: entries_of(&binding(Proto::Udp))[usize::from(i % 2)].0,
+                addr: Ipv4Addr::new(203, 0, 113, i as u8),
+                port: 1000 + i,
                 tcp_flags: i as u8,
-                time_ms: 1_000_000 + i,
+                time_ms: 1_000_000 + u64::from(i),
             })
             .collect();
         let mut buf = vec![0u8; TOUCHES_PER_REPORT * TOUCH_LEN];
         let n = encode_touches(&touches, &mut buf);
         assert_eq!(n, 5 * TOUCH_LEN);
         assert_eq!(decode_touches(&buf[..n + 3]).collect::<Vec<_>>(), touches);
+        assert_eq!(touches[1].direction(), Direction::Inbound);
         // A short buffer takes what fits.
         assert_eq!(encode_touches(&touches, &mut buf[..2 * TOUCH_LEN + 1]), 2 * TOUCH_LEN);
+    }
+
+    #[test]
+    fn invalidations_round_trip() {
+        let keys: Vec<CacheKey> = entries_of(&binding(Proto::Tcp)).iter().map(|e| e.0).collect();
+        let mut buf = [0u8; 40];
+        let n = encode_invalidations(&keys, &mut buf);
+        assert_eq!(n, 32);
+        assert_eq!(decode_invalidations(&buf[..n]).collect::<Vec<_>>(), keys);
+        assert_eq!(encode_invalidations(&keys, &mut buf[..20]), 16);
     }
 }

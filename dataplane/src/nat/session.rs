@@ -72,6 +72,10 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+mod replica;
+
+pub use replica::{ReplicaError, SessionState};
+
 use super::alloc::{BlockEvent, PortAllocator, PortLease};
 use super::table::{FixedKey, FixedMap};
 use super::translate::{tcp_flags, FlowKey, Proto};
@@ -247,6 +251,9 @@ pub enum SessionEventKind {
     Opened,
     /// TCP state changed (it decides the timeout).
     Updated,
+    /// Refreshed by traffic, `refresh_sync_ms` after it was last reported
+    /// ([`NatTable::set_refresh_sync`]; for a standby, never logged).
+    Refreshed,
     /// Retired on its idle timeout.
     Closed,
 }
@@ -265,6 +272,10 @@ pub struct SessionEvent {
     pub remote_port: u16,
     /// For TCP sessions.
     pub tcp_state: Option<TcpState>,
+    /// The TCP flags seen so far, as the table keeps them (SYN out 0x01,
+    /// SYN in 0x02, FIN out 0x04, FIN in 0x08, RST 0x10): what a replica
+    /// needs to follow the state machine on; 0 for UDP and ICMP.
+    pub tcp_seen: u8,
     pub time_ms: u64,
 }
 
@@ -302,6 +313,7 @@ impl fmt::Display for SessionEvent {
         let kind = match self.kind {
             SessionEventKind::Opened => "opened",
             SessionEventKind::Updated => "updated",
+            SessionEventKind::Refreshed => "refreshed",
             SessionEventKind::Closed => "closed",
         };
         write!(
@@ -356,6 +368,8 @@ pub struct NatCounters {
     pub no_mapping: u64,
     /// Inbound packets refused by the filter.
     pub filtered: u64,
+    /// New mappings refused while not allocating ([`NatTable::set_allocating`]).
+    pub not_allocating: u64,
 }
 
 /// What one [`NatTable::expire`] call did.
@@ -446,6 +460,8 @@ struct Session {
     class: u8,
     generation: u32,
     last_ms: u64,
+    /// When the last event about it was pushed (refresh replication).
+    synced_ms: u64,
     prev: u32,
     next: u32,
 }
@@ -455,7 +471,14 @@ struct Session {
 pub struct NatTable {
     alloc: PortAllocator,
     filtering: Filtering,
+    /// The configured timeouts plus `margin_ms`.
     timeouts_ms: [u64; 4],
+    base_timeouts_ms: [u64; 4],
+    margin_ms: u64,
+    /// 0: no refresh events.
+    refresh_sync_ms: u64,
+    /// Whether new mappings may be created (cluster fencing).
+    allocating: bool,
 
     mappings: Vec<Mapping>,
     mapping_free: Vec<u32>,
@@ -485,15 +508,20 @@ impl NatTable {
         let mappings_max = config.mappings_max as usize;
         let sessions_max = config.sessions_max as usize;
         let seed = config.hash_seed;
+        let timeouts = [
+            config.udp_timeout_ms,
+            config.tcp_established_timeout_ms,
+            config.tcp_transitory_timeout_ms,
+            config.icmp_timeout_ms,
+        ];
         NatTable {
             alloc,
             filtering: config.filtering,
-            timeouts_ms: [
-                config.udp_timeout_ms,
-                config.tcp_established_timeout_ms,
-                config.tcp_transitory_timeout_ms,
-                config.icmp_timeout_ms,
-            ],
+            timeouts_ms: timeouts,
+            base_timeouts_ms: timeouts,
+            margin_ms: 0,
+            refresh_sync_ms: 0,
+            allocating: true,
             mappings: vec![
                 Mapping { proto: Proto::Udp, inside_addr: 0, inside_port: 0, lease: None, sessions: 0 };
                 mappings_max
@@ -510,6 +538,7 @@ impl NatTable {
                     class: 0,
                     generation: 0,
                     last_ms: 0,
+                    synced_ms: 0,
                     prev: NIL,
                     next: NIL,
                 };
@@ -607,6 +636,7 @@ impl NatTable {
             remote_addr: b.remote_addr,
             remote_port: b.remote_port,
             tcp_state: (b.proto == Proto::Tcp).then(|| tcp_state(s.tcp_bits)),
+            tcp_seen: s.tcp_bits,
             time_ms,
         }
     }
@@ -642,6 +672,10 @@ impl NatTable {
         let mapping = match self.by_inside.get(&inside) {
             Some(mapping) => mapping,
             None => {
+                if !self.allocating {
+                    self.counters.not_allocating += 1;
+                    return Err(NatError::NotAllocating);
+                }
                 if self.mapping_free.is_empty() {
                     self.counters.mappings_full += 1;
                     return Err(NatError::MappingsFull);
@@ -732,25 +766,56 @@ impl NatTable {
         Ok(self.binding(mapping, key.src.into(), remote_port, session))
     }
 
-    /// Activity a worker saw on a cached session (its last packet's time,
-    /// direction and TCP flags). Returns false if the session is gone.
+    /// The session a worker's cache entry of `key` (seen going `direction`)
+    /// belongs to, if it is live.
+    fn session_of(&self, direction: Direction, key: &FlowKey) -> Option<u32> {
+        let (public, remote_addr, remote_port) = match direction {
+            Direction::Outbound => {
+                let inside = EndpointKey { proto: key.proto, addr: key.src.into(), port: key.sport };
+                let mapping = self.by_inside.get(&inside)?;
+                let sk = SessionKey {
+                    mapping,
+                    remote_addr: key.dst.into(),
+                    remote_port: Self::remote_port(key.proto, key.dport),
+                };
+                return self.session_index.get(&sk);
+            }
+            Direction::Inbound => (
+                EndpointKey { proto: key.proto, addr: key.dst.into(), port: key.dport },
+                u32::from(key.src),
+                Self::remote_port(key.proto, key.sport),
+            ),
+        };
+        let mapping = self.by_public.get(&public)?;
+        self.session_index.get(&SessionKey { mapping, remote_addr, remote_port })
+    }
+
+    /// Activity a worker saw on a cached entry (the entry's key and
+    /// direction, its last packet's time and TCP flags). Returns false if
+    /// the session is gone. Keyed by flow, not by session id, so that any
+    /// instance of a replicated table (a standby that took over) finds it.
     pub fn touch(
         &mut self,
-        session: SessionId,
         direction: Direction,
+        key: &FlowKey,
         tcp_flags: u8,
         now_ms: u64,
         sink: &mut impl Sink<NatEvent>,
     ) -> bool {
         let now_ms = self.advance_clock(now_ms);
-        let Some(s) = self.sessions.get(session.index as usize) else {
+        let Some(session) = self.session_of(direction, key) else {
             return false;
         };
-        if s.mapping == NIL || s.generation != session.generation {
-            return false;
-        }
-        self.refresh(session.index, direction, tcp_flags, now_ms, sink);
+        self.refresh(session, direction, tcp_flags, now_ms, sink);
         true
+    }
+
+    /// The binding of a live session (for a worker's cache entry, see
+    /// [`NatTable::touch`]).
+    pub fn binding_of(&self, direction: Direction, key: &FlowKey) -> Option<Binding> {
+        let session = self.session_of(direction, key)?;
+        let s = &self.sessions[session as usize];
+        Some(self.binding(s.mapping, s.remote_addr, s.remote_port, Some(session)))
     }
 
     fn create_mapping(
@@ -797,6 +862,7 @@ impl NatTable {
             class: class_of(proto, 0) as u8,
             generation,
             last_ms: now_ms,
+            synced_ms: now_ms,
             prev: NIL,
             next: NIL,
         };
@@ -824,9 +890,15 @@ impl NatTable {
         s.class = class_of(proto, bits) as u8;
         s.last_ms = now_ms;
         self.link_tail(session);
-        if proto == Proto::Tcp && tcp_state(bits) != tcp_state(before.tcp_bits) {
-            sink.push(NatEvent::Session(self.session_event(SessionEventKind::Updated, session, now_ms)));
-        }
+        let kind = if proto == Proto::Tcp && tcp_state(bits) != tcp_state(before.tcp_bits) {
+            SessionEventKind::Updated
+        } else if self.refresh_sync_ms > 0 && now_ms.saturating_sub(before.synced_ms) >= self.refresh_sync_ms {
+            SessionEventKind::Refreshed
+        } else {
+            return;
+        };
+        self.sessions[session as usize].synced_ms = now_ms;
+        sink.push(NatEvent::Session(self.session_event(kind, session, now_ms)));
     }
 
     fn link_tail(&mut self, session: u32) {
@@ -1332,22 +1404,25 @@ mod tests {
     }
 
     #[test]
-    fn touch_refreshes_and_stale_ids_are_ignored() {
+    fn touch_refreshes_by_flow_key_and_gone_sessions_are_reported() {
         let mut t = table(small_config(1));
         let mut ev = Vec::new();
         let b = out(&mut t, Proto::Tcp, (A, 40000), (S1, 443), SYN, 0, &mut ev).unwrap();
-        let id = b.session.unwrap();
-        assert!(t.touch(id, Direction::Inbound, SYN | ACK, 100_000, &mut ev));
+        let outward = key(Proto::Tcp, A, 40000, S1, 443);
+        let inward = reply(&b, (S1, 443));
+        assert!(t.touch(Direction::Inbound, &inward, SYN | ACK, 100_000, &mut ev));
         assert_eq!(state_of(&t, &b), Some(TcpState::Established));
         assert_eq!(t.expire(240_000, 10, &mut ev).sessions, 0);
-        assert!(t.touch(id, Direction::Outbound, RST, 300_000, &mut ev));
+        assert!(t.touch(Direction::Outbound, &outward, RST, 300_000, &mut ev));
+        assert_eq!(t.binding_of(Direction::Outbound, &outward).map(|x| x.public_port), Some(b.public_port));
         assert_eq!(t.expire(540_000, 10, &mut ev).sessions, 1);
-        assert!(!t.touch(id, Direction::Outbound, 0, 540_001, &mut ev));
-        // The slot is reused by a new session: the old id still misses.
-        let c = out(&mut t, Proto::Udp, (B, 1), (S1, 1), 0, 540_002, &mut ev).unwrap();
-        assert_ne!(c.session, Some(id));
-        assert!(!t.touch(id, Direction::Outbound, 0, 540_003, &mut ev));
-        assert!(t.touch(c.session.unwrap(), Direction::Outbound, 0, 540_003, &mut ev));
+        assert!(!t.touch(Direction::Outbound, &outward, 0, 540_001, &mut ev));
+        assert!(!t.touch(Direction::Inbound, &inward, 0, 540_001, &mut ev));
+        // Another flow of the same subscriber is not confused with it.
+        let c = out(&mut t, Proto::Udp, (A, 40000), (S1, 443), 0, 540_002, &mut ev).unwrap();
+        assert!(!t.touch(Direction::Outbound, &outward, 0, 540_003, &mut ev), "TCP, not UDP");
+        assert!(t.touch(Direction::Outbound, &key(Proto::Udp, A, 40000, S1, 443), 0, 540_003, &mut ev));
+        assert!(t.touch(Direction::Inbound, &reply(&c, (S1, 443)), 0, 540_003, &mut ev));
     }
 
     #[test]
@@ -1561,7 +1636,7 @@ mod tests {
                             prop_assert_eq!(mappings.get(&(e.proto, e.inside_addr, e.inside_port)), Some(&(e.public_addr, e.public_port)));
                             match e.kind {
                                 SessionEventKind::Opened => prop_assert!(sessions.insert(s, e.tcp_state).is_none()),
-                                SessionEventKind::Updated => prop_assert!(sessions.insert(s, e.tcp_state).is_some()),
+                                SessionEventKind::Updated | SessionEventKind::Refreshed => prop_assert!(sessions.insert(s, e.tcp_state).is_some()),
                                 SessionEventKind::Closed => {
                                     let state = sessions.remove(&s);
                                     prop_assert!(state.is_some());

@@ -125,6 +125,12 @@ impl<K: FixedKey, V: Copy> FixedMap<K, V> {
         removed
     }
 
+    /// Removes every entry (time proportional to the capacity, no allocation).
+    pub(crate) fn clear(&mut self) {
+        self.slots.fill(None);
+        self.len = 0;
+    }
+
     /// Every entry, in slot order (slow path: listings, checks).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
         self.slots.iter().filter_map(|slot| *slot)
