@@ -100,8 +100,7 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u
 /// The caller handles UDP's "no checksum" (a zero field).
 #[inline]
 pub fn verify_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> bool {
-    u16::try_from(segment.len())
-        .is_ok_and(|len| add(pseudo_header_v4(src, dst, protocol, len), sum(segment)) == 0xffff)
+    u16::try_from(segment.len()).is_ok_and(|len| add(pseudo_header_v4(src, dst, protocol, len), sum(segment)) == 0xffff)
 }
 
 /// As [`verify_v4`] over the IPv6 pseudo-header (RFC 8200 §8.1).

@@ -839,15 +839,15 @@ mod tests {
         #[test]
         fn a_plain_chain_passes_and_reports_options() {
             let l = ExtLimits::default();
-            // HBH (router alert, pad) -> DO (unknown 0x3e, skip) -> UDP.
+            // HBH (router alert, pad) -> DO (unknown 0x3e to skip, 0xbe to answer) -> UDP.
             let mut p = opts(60, &[5, 2, 0, 0, 1, 0]);
-            p.extend(opts(17, &[0x3e, 1, 0, 1, 1, 0]));
+            p.extend(opts(17, &[0x3e, 0, 0xbe, 0, 1, 0]));
             p.extend([0u8; 8]);
             let c = walk_checked(Protocol::HOP_BY_HOP, &p, &l).unwrap();
             assert_eq!(c.chain.ext_count, 2);
             assert_eq!(c.chain.upper_layer, Protocol::UDP);
             assert_eq!(c.chain.upper_layer_offset, 16);
-            assert_eq!(c.unknown_option, Some((40 + 8 + 2, 0x3e, false)));
+            assert_eq!(c.unknown_option, Some((40 + 8 + 4, 0xbe, false)));
             assert_eq!(c.jumbo, None);
         }
 

@@ -57,7 +57,13 @@ impl Default for ExtLimits {
     /// segments is 1016), eight options per header, 64 data octets per
     /// option (Pad and every option defined so far need far less).
     fn default() -> ExtLimits {
-        ExtLimits { headers_max: 8, chain_bytes_max: 1024, header_bytes_max: 1024, options_max: 8, option_bytes_max: 64 }
+        ExtLimits {
+            headers_max: 8,
+            chain_bytes_max: 1024,
+            header_bytes_max: 1024,
+            options_max: 8,
+            option_bytes_max: 64,
+        }
     }
 }
 
@@ -116,8 +122,9 @@ pub struct ChainError {
 /// What [`check_options`] found in a well-formed options header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OptionsFound {
-    /// The first option that is neither padding nor known here: (offset of
-    /// its type octet, type).
+    /// The first option that is neither padding nor known here and whose
+    /// action bits are not "skip" (RFC 8200 §4.2): (offset of its type
+    /// octet, type). Unknown options to skip are skipped.
     pub unknown: Option<(usize, u8)>,
     /// A Jumbo Payload option: (offset of its type octet, its value, or
     /// `None` when its length is not 4).
@@ -187,7 +194,7 @@ pub fn check_options(header: &[u8], hop_by_hop: bool, limits: &ExtLimits) -> Res
             }
             TUNNEL_ENCAP_LIMIT if !hop_by_hop => {}
             _ => {
-                if found.unknown.is_none() {
+                if found.unknown.is_none() && unknown_action(kind) != UnknownAction::Skip {
                     found.unknown = Some((at, kind));
                 }
             }
@@ -219,7 +226,7 @@ mod tests {
         let f = check_options(&hdr(&[ROUTER_ALERT, 2, 0, 0, PAD1, PAD1]), false, &l).unwrap();
         assert_eq!(f.unknown, Some((2, ROUTER_ALERT)));
         let f = check_options(&hdr(&[PAD1, 0x3e, 1, 0, 0x7f, 0, PADN, 0]), false, &l).unwrap();
-        assert_eq!(f.unknown, Some((3, 0x3e)), "the first unknown one");
+        assert_eq!(f.unknown, Some((6, 0x7f)), "the first unknown one not to skip");
         let f = check_options(&hdr(&[JUMBO, 4, 0, 1, 0, 0]), true, &l).unwrap();
         assert_eq!(f.jumbo, Some((2, Some(65536))));
         let f = check_options(&hdr(&[JUMBO, 2, 0, 1, PAD1, PAD1]), true, &l).unwrap();
@@ -243,7 +250,10 @@ mod tests {
         );
         let mut big = vec![0x3e, 6];
         big.extend_from_slice(&[0; 6]);
-        assert_eq!(check_options(&[&[59, 1][..], &big[..]].concat(), true, &l).unwrap_err().kind, ChainErrorKind::OptionTooBig);
+        assert_eq!(
+            check_options(&[&[59, 1][..], &big[..]].concat(), true, &l).unwrap_err().kind,
+            ChainErrorKind::OptionTooBig
+        );
         // Padding counts toward neither limit.
         assert!(check_options(&hdr(&[PADN, 4, 0, 0, 0, 0]), true, &ExtLimits { option_bytes_max: 1, ..l }).is_ok());
         assert_eq!(ChainErrorKind::TooManyHeaders.code(), Some(8));
