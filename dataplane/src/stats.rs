@@ -347,6 +347,9 @@ reasons!(
         Storage => "storage",
         /// A request for an object another worker owns, sent to it.
         StorageWorker => "storage_worker",
+        /// A NAT'd fragment held until its datagram's first fragment is
+        /// translated (virtual reassembly).
+        NatFragment => "nat_fragment",
     }
 );
 

@@ -94,6 +94,10 @@ pub enum HandOff {
     /// A request to one of the node's replica addresses: to the storage
     /// service of the worker that owns the object.
     Storage,
+    /// A NAT'd IPv4 fragment whose first fragment has not been translated
+    /// yet: the worker keeps it in this slot of its fragment table until
+    /// the table releases it (run it again) or expires it (drop it).
+    NatFragment(u16),
 }
 
 /// The result of one pass through the stage chain.
