@@ -77,7 +77,8 @@ impl Wiring {
             let (ans_p, ans_c) = rte::MbufRing::new(eal, &format!("apl_natans{i}"), n.ring_size)
                 .context("creating a NAT answer ring")?;
             let flush_epoch = flush_epoch.clone();
-            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock, flush_epoch });
+            let held = (0..n.fragments.held_max).map(|_| None).collect();
+            links.push(NatLink { requests: req_p, answers: ans_c, pool: pool.clone(), clock, flush_epoch, held });
             requests.push(req_c);
             answers.push(ans_p);
         }
@@ -117,7 +118,7 @@ impl Wiring {
         let min_timeout = t.udp_timeout_ms.min(t.icmp_timeout_ms).min(t.tcp_transitory_timeout_ms);
         let (idle_ms, report_ms) = cache_timing(min_timeout);
         let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ worker as u64);
-        Some(NatWorker::new(cache))
+        Some(NatWorker::new(cache).with_fragments(n.fragments))
     }
 
     /// Waits for the block log writer: the mapping core's sink (the sender)

@@ -2,7 +2,7 @@
 //! input, learning, and the resolution of next hops with the packets held
 //! for them. Every ARP and ND packet is answered, learned from, or dropped
 //! with a reason; what is learned from what, and which overrides the RFCs
-//! oblige the node to accept, is in `docs/neighbors.md`.
+//! oblige the node to accept, is in `docs/hostile-input.md`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,7 +18,7 @@ impl<P: PacketBuf> SlowPath<P> {
     // ---- ARP -------------------------------------------------------------
 
     /// An ARP packet (RFC 826, RFC 5227): answered, learned from, or
-    /// dropped with a reason; see `docs/neighbors.md` for the rules.
+    /// dropped with a reason; see `docs/hostile-input.md` for the rules.
     pub(super) fn arp_input<Pool: PacketPool<Buf = P>>(
         &mut self,
         pkt: P,
