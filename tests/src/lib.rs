@@ -13,6 +13,7 @@
 
 pub mod appliance;
 pub mod capture;
+pub mod hostile;
 pub mod images;
 pub mod metrics;
 pub mod proc;
