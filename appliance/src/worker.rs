@@ -28,6 +28,9 @@ use dataplane::storage::service::{shard_of, ObjectService};
 use rte::{Burst, Mbuf, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_MAX};
 
 use crate::config::IdleBackoff;
+
+/// Octets of an Ethernet header (the IPv4 packet of an answered frame follows it).
+const ETH_HEADER_LEN: usize = 14;
 use crate::natcore::NatClock;
 
 /// Counters of one (port, queue).
@@ -100,6 +103,9 @@ pub struct NatLink {
     pub clock: NatClock,
     /// The mapping core's flush epoch (see `natcore::MapperCore::flush_epoch`).
     pub flush_epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// NAT'd fragments waiting for their datagram's first fragment, by the
+    /// slot the worker's fragment table gave them (`nat.fragments.held_max`).
+    pub held: Vec<Option<Mbuf>>,
 }
 
 /// A worker's storage service and its hand-over rings: objects are sharded
@@ -146,6 +152,7 @@ impl Worker {
             }
             let mut work = self.poll_rx(&mut input, &mut b, burst_size);
             work += self.poll_nat_answers(&mut input, &mut b, burst_size);
+            work += self.poll_fragments(&mut b);
             work += self.poll_inject(&mut input, &mut b, burst_size);
             work += self.poll_storage(&mut input, &mut b, burst_size);
             self.flush(&mut b, work);
@@ -222,13 +229,37 @@ impl Worker {
             };
             m.adj(ANSWER_LEN);
             if let Some(nw) = self.ctx.nat.as_deref_mut() {
-                nw.install(&answer);
+                nw.install_for(&answer, m.data().get(ETH_HEADER_LEN..).unwrap_or_default());
             }
             let port = m.port();
             let v = self.pipeline.get().resume(&mut m, port, PacketFlags::NAT_DONE, &mut self.ctx);
             self.dispatch(b, v, m);
         }
         n
+    }
+
+    /// NAT'd fragments: those whose first fragment has been translated
+    /// since they were held go through the pipeline again; those that
+    /// waited `nat.fragments.timeout_ms` for it are dropped.
+    #[inline]
+    fn poll_fragments(&mut self, b: &mut Bursts) -> usize {
+        let (Some(link), Some(nw)) = (self.nat.as_mut(), self.ctx.nat.as_deref_mut()) else { return 0 };
+        while let Some(slot) = nw.frags.pop_expired() {
+            if link.held.get_mut(usize::from(slot)).and_then(Option::take).is_some() {
+                self.counters.drops.inc(DropReason::NatFragmentTimeout);
+            }
+        }
+        let mut work = 0;
+        loop {
+            let (Some(link), Some(nw)) = (self.nat.as_mut(), self.ctx.nat.as_deref_mut()) else { break };
+            let Some(slot) = nw.frags.pop_released() else { break };
+            let Some(mut m) = link.held.get_mut(usize::from(slot)).and_then(Option::take) else { continue };
+            work += 1;
+            let port = m.port();
+            let v = self.pipeline.get().resume(&mut m, port, PacketFlags::NONE, &mut self.ctx);
+            self.dispatch(b, v, m);
+        }
+        work
     }
 
     /// Packets the control core built or released (ARP/ND answers, ICMP
@@ -354,6 +385,15 @@ impl Worker {
                 push_ring(&mut link.requests, &mut b.nat, &c.drops, DropReason::NatRingFull, m);
             }
             Verdict::HandOff(HandOff::Storage) => self.hand_to_storage(b, m),
+            Verdict::HandOff(HandOff::NatFragment(slot)) => {
+                c.handoffs.inc(HandOffKind::NatFragment);
+                let held = self.nat.as_mut().and_then(|l| l.held.get_mut(usize::from(slot)));
+                match held {
+                    Some(h) if h.is_none() => *h = Some(m),
+                    // The table hands a slot out once; never expected.
+                    _ => c.drops.inc(DropReason::NatFragmentsFull),
+                }
+            }
             Verdict::Drop(reason) => c.drops.inc(reason),
         }
     }

@@ -123,18 +123,78 @@ reasons!(
         Ipv4MartianSource => "ipv4_martian_source",
         /// IPv4 destination broadcast/multicast/reserved: not routed.
         Ipv4NotRouted => "ipv4_not_routed",
+        /// IPv4 destination that no router may forward to (RFC 1812 §5.3.7:
+        /// 0/8, 127/8, 240/4 but the limited broadcast).
+        Ipv4MartianDestination => "ipv4_martian_destination",
+        /// IPv4 to the broadcast address of a connected subnet (RFC 2644:
+        /// directed broadcasts are not forwarded by default).
+        Ipv4DirectedBroadcast => "ipv4_directed_broadcast",
+        /// IPv4 link-local (169.254/16) source or destination that would be
+        /// forwarded (RFC 3927 §2.7).
+        Ipv4LinkLocal => "ipv4_link_local",
+        /// A malformed IPv4 option (an ICMP parameter problem was attempted;
+        /// RFC 1812 §4.2.2.1, §5.2.4).
+        Ipv4BadOption => "ipv4_bad_option",
+        /// Loose or strict source route option: dropped (RFC 7126 §4.3, §4.4).
+        Ipv4SourceRoute => "ipv4_source_route",
+        /// A fragment whose offset and length pass 65535 octets, or a
+        /// non-last fragment whose data is not a multiple of 8 octets.
+        Ipv4FragmentMalformed => "ipv4_fragment_malformed",
+        /// A tiny fragment (RFC 1858 §3): a TCP fragment at offset 8, or a
+        /// first fragment too short for the transport ports.
+        Ipv4TinyFragment => "ipv4_tiny_fragment",
         /// IPv6 header too short, bad version, or payload length too big.
         Ipv6Malformed => "ipv6_malformed",
         /// IPv6 source multicast/unspecified/loopback.
         Ipv6MartianSource => "ipv6_martian_source",
         /// IPv6 link-local or multicast not for us: never forwarded.
         Ipv6NotRouted => "ipv6_not_routed",
+        /// IPv6 destination ::, ::1 or IPv4-mapped (RFC 4291 §2.5.2, §2.5.3, §2.5.5.2).
+        Ipv6MartianDestination => "ipv6_martian_destination",
+        /// A stage (SRv6 End/End.X next segment, End.DX6, H.Encaps) would
+        /// have sent a link-local source or destination off its link (RFC 4007 §9).
+        Ipv6LinkLocalScope => "ipv6_link_local_scope",
+        /// An extension header chain that runs past the packet, an option
+        /// running past its header, a Hop-by-Hop header not first (a
+        /// parameter problem was attempted where a pointer exists).
+        Ipv6ExtMalformed => "ipv6_ext_malformed",
+        /// More extension headers than `pipeline.ipv6_extension_headers.headers_max` (RFC 8883 code 8).
+        Ipv6ExtTooMany => "ipv6_ext_too_many",
+        /// Extension headers longer than `chain_bytes_max` (RFC 8883 code 7).
+        Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
+        /// One extension header longer than `header_bytes_max` (RFC 8883 code 6).
+        Ipv6ExtHeaderTooBig => "ipv6_ext_header_too_big",
+        /// More options in one header than `options_max` (RFC 8883 code 9).
+        Ipv6ExtTooManyOptions => "ipv6_ext_too_many_options",
+        /// An option longer than `option_bytes_max` (RFC 8883 code 10).
+        Ipv6ExtOptionTooBig => "ipv6_ext_option_too_big",
+        /// A first fragment without the whole header chain (RFC 7112, code 3).
+        Ipv6IncompleteChain => "ipv6_incomplete_chain",
+        /// Jumbo Payload errors (RFC 2675 §3), or a jumbogram, which no link
+        /// of the node can carry.
+        Ipv6Jumbo => "ipv6_jumbo",
+        /// A Type 0 Routing header with Segments Left > 0 to one of our
+        /// addresses (RFC 5095: parameter problem pointing at the type).
+        Ipv6Rh0 => "ipv6_rh0",
+        /// Any other Routing header with Segments Left > 0 to one of our
+        /// addresses that is not a SID (RFC 8200 §4.4, RFC 8754 §4.3.2).
+        Ipv6RoutingHeader => "ipv6_routing_header",
+        /// An option to us whose type says discard (RFC 8200 §4.2; with a
+        /// parameter problem code 2 when its action bits ask for one).
+        Ipv6UnknownOption => "ipv6_unknown_option",
         /// Our own address, a protocol we do not serve (TCP, unknown).
         LocalUnsupported => "local_unsupported",
         /// ICMP/ICMPv6 to us that we do not answer (echo replies, RS, RA...).
         LocalIcmpIgnored => "local_icmp_ignored",
         /// ICMP/ICMPv6 to us with a bad checksum or length.
         LocalIcmpMalformed => "local_icmp_malformed",
+        /// TCP or UDP to us with a wrong checksum or length (RFC 1122
+        /// §4.1.3.4, §4.2.2.7, RFC 8200 §8.1: never answered).
+        LocalBadChecksum => "local_bad_checksum",
+        /// A fragment addressed to us: the node does not reassemble.
+        LocalFragment => "local_fragment",
+        /// An answer (echo reply) larger than the port's MTU: not sent.
+        LocalReplyTooBig => "local_reply_too_big",
         /// IPv4 larger than the egress MTU without DF: the node does not fragment.
         FragmentationNeeded => "fragmentation_needed",
         /// Time to live / hop limit expired (an ICMP error was attempted).
@@ -153,12 +213,36 @@ reasons!(
         NeighborTableFull => "neighbor_table_full",
         /// Malformed or irrelevant ARP packet.
         ArpInvalid => "arp_invalid",
-        /// ARP not for one of our addresses (after learning).
+        /// ARP not for one of our addresses that taught nothing (RFC 826:
+        /// only a known sender is updated).
         ArpNotForUs => "arp_not_for_us",
+        /// An ARP operation other than request and reply (RARP, InARP, ...).
+        ArpUnsupportedOp => "arp_unsupported_op",
+        /// ARP whose sender address is not a unicast address (multicast,
+        /// broadcast, loopback, 0/8 other than a probe's 0.0.0.0, 240/4, a
+        /// subnet broadcast).
+        ArpMartianSender => "arp_martian_sender",
+        /// ARP from a sender address on none of the port's subnets.
+        ArpSenderNotOnLink => "arp_sender_not_on_link",
+        /// ARP claiming one of our own addresses (RFC 5227 §2.4: a conflict).
+        ArpAddressConflict => "arp_address_conflict",
         /// Malformed neighbour-discovery packet (RFC 4861 §7.1 checks).
         NdInvalid => "nd_invalid",
         /// Neighbour discovery for an address that is not ours.
         NdNotForUs => "nd_not_for_us",
+        /// A neighbour advertisement for an address with no entry
+        /// (RFC 4861 §7.2.5: never creates one), or without the target
+        /// link-layer address an incomplete entry needs.
+        NdAdvertUnknown => "nd_advert_unknown",
+        /// ND claiming one of our own addresses (an advertisement for it,
+        /// a solicitation from it).
+        NdAddressConflict => "nd_address_conflict",
+        /// A router solicitation: the node sends no router advertisements.
+        NdRouterSolicitIgnored => "nd_rs_ignored",
+        /// A router advertisement: a router learns nothing from them.
+        NdRouterAdvertIgnored => "nd_ra_ignored",
+        /// A redirect: a router never follows one (RFC 4861 §8).
+        NdRedirectIgnored => "nd_redirect_ignored",
         /// The worker→control ring was full.
         PuntRingFull => "punt_ring_full",
         /// The control→worker ring was full.
@@ -185,7 +269,13 @@ reasons!(
         /// other than the first, or a non-unicast packet (RFC 1812 §4.3.2.7).
         IcmpErrorSuppressed => "icmp_error_suppressed",
         NatMalformed => "nat_malformed",
+        /// An ICMP error that is itself a fragment (not translated).
         NatFragment => "nat_fragment",
+        /// NAT virtual reassembly had no room for another datagram or held
+        /// fragment (`nat.fragments`).
+        NatFragmentsFull => "nat_fragments_full",
+        /// A held fragment whose first fragment never came (`nat.fragments.timeout_ms`).
+        NatFragmentTimeout => "nat_fragment_timeout",
         NatUnsupportedProtocol => "nat_unsupported_protocol",
         NatUnsupportedIcmp => "nat_unsupported_icmp",
         NatBadChecksum => "nat_bad_checksum",
@@ -253,7 +343,8 @@ reasons!(
         /// UDP to one of our addresses on a port nobody serves: ICMP port
         /// unreachable.
         PortUnreachable => "port_unreachable",
-        /// An SRH or SRv6 upper-layer error: ICMPv6 parameter problem.
+        /// A header error: ICMP/ICMPv6 parameter problem (SRH and SRv6
+        /// upper layer, IPv4 options, IPv6 extension headers).
         ParamProblem => "param_problem",
     }
 );
@@ -270,6 +361,9 @@ reasons!(
         Storage => "storage",
         /// A request for an object another worker owns, sent to it.
         StorageWorker => "storage_worker",
+        /// A NAT'd fragment held until its datagram's first fragment is
+        /// translated (virtual reassembly).
+        NatFragment => "nat_fragment",
     }
 );
 
@@ -284,15 +378,31 @@ pub fn punt_tag_parts(tag: u32) -> (Option<PuntReason>, u32) {
     (PuntReason::from_u8(tag as u8), tag >> 8)
 }
 
-/// Packs an ICMPv6 parameter-problem code and pointer (< 65536: within the
-/// first packet bytes) into a 24-bit punt argument.
+/// The largest parameter-problem pointer a punt argument carries: an error
+/// pointing further is not worth sending (it quotes at most 1232 octets).
+pub const PARAM_PROBLEM_POINTER_MAX: u32 = 0xfff;
+
+/// Packs an SRv6 parameter-problem code and pointer into a 24-bit punt
+/// argument ([`param_problem_arg_for`] with `srv6_param_problem`).
 pub fn param_problem_arg(code: u8, pointer: u32) -> u32 {
-    (u32::from(code) << 16) | pointer.min(0xffff)
+    param_problem_arg_for(DropReason::Srv6ParamProblem, code, pointer)
 }
 
-/// Unpacks [`param_problem_arg`].
+/// Packs the drop reason the control core counts, an ICMP/ICMPv6
+/// parameter-problem code (< 16) and pointer (≤ [`PARAM_PROBLEM_POINTER_MAX`])
+/// into a 24-bit punt argument.
+pub fn param_problem_arg_for(reason: DropReason, code: u8, pointer: u32) -> u32 {
+    (u32::from(reason as u8) << 16) | (u32::from(code & 0xf) << 12) | pointer.min(PARAM_PROBLEM_POINTER_MAX)
+}
+
+/// Unpacks [`param_problem_arg_for`]: (code, pointer).
 pub fn param_problem_parts(arg: u32) -> (u8, u32) {
-    ((arg >> 16) as u8, arg & 0xffff)
+    (((arg >> 12) & 0xf) as u8, arg & PARAM_PROBLEM_POINTER_MAX)
+}
+
+/// The drop reason of a [`param_problem_arg_for`] argument.
+pub fn param_problem_reason(arg: u32) -> DropReason {
+    DropReason::from_u8((arg >> 16) as u8).unwrap_or(DropReason::Srv6ParamProblem)
 }
 
 reasons!(
@@ -304,6 +414,7 @@ reasons!(
         V4HostUnreachable => "v4_host_unreachable",
         V4PortUnreachable => "v4_port_unreachable",
         V4FragmentationNeeded => "v4_fragmentation_needed",
+        V4ParamProblem => "v4_param_problem",
         V6TimeExceeded => "v6_time_exceeded",
         V6NoRoute => "v6_no_route",
         V6AddressUnreachable => "v6_address_unreachable",

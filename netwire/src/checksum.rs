@@ -94,6 +94,22 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u
     fold(accumulator)
 }
 
+/// True if `segment` (a whole TCP segment, UDP datagram or other
+/// upper-layer message covered by the pseudo-header) sums to all ones with
+/// the IPv4 pseudo-header of `src` → `dst` (RFC 1122 §4.1.3.4, §4.2.2.7).
+/// The caller handles UDP's "no checksum" (a zero field).
+#[inline]
+pub fn verify_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> bool {
+    u16::try_from(segment.len()).is_ok_and(|len| add(pseudo_header_v4(src, dst, protocol, len), sum(segment)) == 0xffff)
+}
+
+/// As [`verify_v4`] over the IPv6 pseudo-header (RFC 8200 §8.1).
+#[inline]
+pub fn verify_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, segment: &[u8]) -> bool {
+    u32::try_from(segment.len())
+        .is_ok_and(|len| add(pseudo_header_v6(src, dst, next_header, len), sum(segment)) == 0xffff)
+}
+
 /// RFC 1624 incremental update: the new checksum after the 16-bit word at an even
 /// offset of the checksummed data changes from `old_word` to `new_word`.
 ///

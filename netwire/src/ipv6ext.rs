@@ -452,6 +452,135 @@ pub fn walk(next_header: Protocol, payload: &[u8]) -> Result<ExtChain, WireError
     Ok(chain)
 }
 
+/// What [`walk_checked`] found besides the chain. Offsets here are from the
+/// start of the IPv6 packet (ready for a Parameter Problem pointer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedChain {
+    /// The chain, as [`walk`] reports it (offsets in the payload).
+    pub chain: ExtChain,
+    /// The first option of a Hop-by-Hop or Destination Options header that
+    /// is neither padding nor known: (offset of its type, type, whether it
+    /// is in the Hop-by-Hop header).
+    pub unknown_option: Option<(usize, u8, bool)>,
+    /// The Jumbo Payload option of the Hop-by-Hop header: (offset of its
+    /// type, its value when its length is 4).
+    pub jumbo: Option<(usize, Option<u32>)>,
+}
+
+/// [`walk`] with the limits of `limits` (RFC 8883), the Hop-by-Hop and
+/// Destination Options checked option by option
+/// ([`crate::ipv6opt::check_options`]), and the RFC 7112 rule that a first
+/// fragment holds the whole chain and the first 8 octets of a TCP, UDP or
+/// ICMPv6 header. Errors carry the kind and the octet to point at, from the
+/// start of the IPv6 packet (the fixed header's Next Header field is 6).
+pub fn walk_checked(
+    next_header: Protocol,
+    payload: &[u8],
+    limits: &crate::ipv6opt::ExtLimits,
+) -> Result<CheckedChain, crate::ipv6opt::ChainError> {
+    use crate::ipv6opt::{check_options, ChainError, ChainErrorKind as K};
+    const FIXED: usize = super::ipv6::HEADER_LEN;
+    let fail = |kind, offset| Err(ChainError { kind, offset });
+    let mut out = CheckedChain {
+        chain: ExtChain {
+            routing: None,
+            fragment: None,
+            hop_by_hop: false,
+            ext_count: 0,
+            upper_layer: next_header,
+            upper_layer_offset: 0,
+            upper_layer_next_header_offset: None,
+        },
+        unknown_option: None,
+        jumbo: None,
+    };
+    let (mut protocol, mut offset, mut prev) = (next_header, 0usize, None::<usize>);
+    let mut first_fragment = false;
+    while is_extension_header(protocol) {
+        let chain = &mut out.chain;
+        let naming_field = prev.map_or(6, |p| FIXED + p);
+        if protocol == Protocol::HOP_BY_HOP && chain.ext_count != 0 {
+            return fail(K::HopByHopNotFirst, naming_field);
+        }
+        if chain.ext_count == limits.headers_max {
+            return fail(K::TooManyHeaders, FIXED + offset);
+        }
+        let truncated = if first_fragment { K::IncompleteChain } else { K::Truncated };
+        let rest = payload.get(offset..).unwrap_or_default();
+        let len = match (protocol, rest) {
+            (Protocol::IPV6_FRAGMENT, _) => FRAGMENT_HEADER_LEN,
+            (AUTH_HEADER, [_, payload_len, ..]) => 4 * (usize::from(*payload_len) + 2),
+            (_, [_, hdr_ext_len, ..]) => MIN_HEADER_LEN + 8 * usize::from(*hdr_ext_len),
+            _ => return fail(truncated, if first_fragment { 0 } else { FIXED + offset }),
+        };
+        if len > limits.header_bytes_max {
+            return fail(K::HeaderTooBig, FIXED + offset + 1);
+        }
+        if offset + len > limits.chain_bytes_max {
+            return fail(K::ChainTooLong, FIXED + offset);
+        }
+        let Some(header) = rest.get(..len) else {
+            return fail(truncated, if first_fragment { 0 } else { FIXED + offset });
+        };
+        let mut stop = false;
+        match protocol {
+            Protocol::HOP_BY_HOP | Protocol::IPV6_DEST_OPTIONS => {
+                let hbh = protocol == Protocol::HOP_BY_HOP;
+                chain.hop_by_hop |= hbh;
+                let found = check_options(header, hbh, limits)
+                    .map_err(|e| ChainError { kind: e.kind, offset: FIXED + offset + e.offset })?;
+                if out.unknown_option.is_none() {
+                    out.unknown_option = found.unknown.map(|(at, t)| (FIXED + offset + at, t, hbh));
+                }
+                if hbh {
+                    out.jumbo = found.jumbo.map(|(at, v)| (FIXED + offset + at, v));
+                }
+            }
+            Protocol::IPV6_ROUTING if chain.routing.is_none() => {
+                let routing = ExtHeader::new_unchecked(header);
+                chain.routing = Some(RoutingInfo {
+                    offset,
+                    len,
+                    routing_type: routing.routing_type(),
+                    segments_left: routing.segments_left(),
+                    prev_next_header_offset: prev,
+                });
+            }
+            Protocol::IPV6_FRAGMENT => {
+                let fragment = FragmentHeader::new_unchecked(header);
+                let info = FragmentInfo {
+                    offset,
+                    frag_offset: fragment.frag_offset(),
+                    more_fragments: fragment.more_fragments(),
+                    identification: fragment.identification(),
+                };
+                stop = !info.is_first();
+                first_fragment |= info.is_first() && info.more_fragments;
+                if chain.fragment.is_none() {
+                    chain.fragment = Some(info);
+                }
+            }
+            _ => {}
+        }
+        chain.ext_count += 1;
+        prev = Some(offset);
+        protocol = Protocol(header[field::NEXT_HEADER]);
+        offset += len;
+        if stop {
+            break;
+        }
+    }
+    let chain = &mut out.chain;
+    chain.upper_layer = protocol;
+    chain.upper_layer_offset = offset;
+    chain.upper_layer_next_header_offset = prev;
+    let ports = matches!(protocol, Protocol::TCP | Protocol::UDP | Protocol::ICMPV6);
+    if first_fragment && ports && payload.len() < offset + 8 {
+        return fail(K::IncompleteChain, 0);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,6 +821,77 @@ mod tests {
                     let named_by = routing.prev_next_header_offset.map_or(first, |o| bytes[o]);
                     prop_assert_eq!(named_by, Protocol::IPV6_ROUTING.0);
                 }
+            }
+        }
+    }
+
+    mod checked {
+        use super::super::*;
+        use crate::ipv6opt::{ChainErrorKind as K, ExtLimits};
+        use proptest::prelude::*;
+
+        fn opts(next: u8, body: &[u8]) -> Vec<u8> {
+            let mut h = vec![next, (body.len() + 2) as u8 / 8 - 1];
+            h.extend_from_slice(body);
+            h
+        }
+
+        #[test]
+        fn a_plain_chain_passes_and_reports_options() {
+            let l = ExtLimits::default();
+            // HBH (router alert, pad) -> DO (unknown 0x3e to skip, 0xbe to answer) -> UDP.
+            let mut p = opts(60, &[5, 2, 0, 0, 1, 0]);
+            p.extend(opts(17, &[0x3e, 0, 0xbe, 0, 1, 0]));
+            p.extend([0u8; 8]);
+            let c = walk_checked(Protocol::HOP_BY_HOP, &p, &l).unwrap();
+            assert_eq!(c.chain.ext_count, 2);
+            assert_eq!(c.chain.upper_layer, Protocol::UDP);
+            assert_eq!(c.chain.upper_layer_offset, 16);
+            assert_eq!(c.unknown_option, Some((40 + 8 + 4, 0xbe, false)));
+            assert_eq!(c.jumbo, None);
+        }
+
+        #[test]
+        fn limits_and_rules_point_at_the_octet() {
+            let l = ExtLimits { headers_max: 2, chain_bytes_max: 64, header_bytes_max: 24, ..ExtLimits::default() };
+            let pad = |next| opts(next, &[1, 4, 0, 0, 0, 0]);
+            let e = |nh: u8, p: &[u8]| walk_checked(Protocol(nh), p, &l).unwrap_err();
+            // Three Destination Options headers: the third is one too many.
+            let p = [pad(60), pad(60), pad(17)].concat();
+            let err = e(60, &p);
+            assert_eq!((err.kind, err.offset), (K::TooManyHeaders, 40 + 16));
+            // DO -> HBH: the Next Header field naming the HBH (offset 0 in the DO).
+            let p = [pad(0), pad(17)].concat();
+            assert_eq!(e(60, &p).kind, K::HopByHopNotFirst);
+            assert_eq!(e(60, &p).offset, 40);
+            // A 32-octet header with a 24-octet limit: pointer at its Hdr Ext Len.
+            let mut big = vec![17, 3];
+            big.extend([1, 28]);
+            big.extend([0u8; 28]);
+            assert_eq!(e(60, &big).kind, K::HeaderTooBig);
+            assert_eq!(e(60, &big).offset, 41);
+            // Truncated: no pointer worth an ICMP.
+            assert_eq!(e(60, &[17, 1, 1, 0]).kind, K::Truncated);
+            // A first fragment whose UDP header is in the next fragment.
+            let frag = [17u8, 0, 0, 1, 0, 0, 0, 7];
+            assert_eq!(e(44, &frag).kind, K::IncompleteChain);
+            let mut whole = frag.to_vec();
+            whole.extend([0u8; 8]);
+            assert!(walk_checked(Protocol(44), &whole, &l).is_ok());
+            // A non-first fragment carries no chain to check.
+            assert!(walk_checked(Protocol(44), &[17u8, 0, 0, 9, 0, 0, 0, 7], &l).is_ok());
+            // Chain bytes: two 32-octet headers exceed 48.
+            let l2 = ExtLimits { chain_bytes_max: 48, ..ExtLimits::default() };
+            let p = [&big[..], &big[..]].concat();
+            let mut p2 = p.clone();
+            p2[0] = 60;
+            assert_eq!(walk_checked(Protocol(60), &p2, &l2).unwrap_err().kind, K::ChainTooLong);
+        }
+
+        proptest! {
+            #[test]
+            fn checked_walk_never_panics(nh in any::<u8>(), p in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let _ = walk_checked(Protocol(nh), &p, &ExtLimits::default());
             }
         }
     }

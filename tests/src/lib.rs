@@ -14,6 +14,7 @@
 pub mod appliance;
 pub mod capture;
 pub mod dumpcap;
+pub mod hostile;
 pub mod images;
 pub mod metrics;
 pub mod natcluster;

@@ -80,6 +80,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
         .map(|st| StoragePlan { object_prefix: st.object_prefix.addr, udp_port: cfg.storage_service.udp_port });
     let pipeline = Arc::new(
         Pipeline::build(infos, &cfg.routes, &cfg.srv6, nat::plan(cfg), storage_plan, neigh.clone())
+            .map(|p| p.with_ext_limits(cfg.pipeline.ipv6_ext_limits))
             .context("building the route tables")?,
     );
     let cell = Published::new(pipeline.clone(), cfg.lcores.workers.len());

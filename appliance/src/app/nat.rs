@@ -107,7 +107,8 @@ impl Wiring {
             let flush_epoch = flush_epoch.clone();
             // Worker i allocates from its own socket's pool.
             let pool = pools.for_lcore(eal, cfg.lcores.workers[i].lcore).clone();
-            links.push(NatLink { requests: req_p, answers: ans_c, pool, clock, flush_epoch });
+            let held = (0..n.fragments.held_max).map(|_| None).collect();
+            links.push(NatLink { requests: req_p, answers: ans_c, pool, clock, flush_epoch, held });
             requests.push(req_c);
             answers.push(ans_p);
         }
@@ -186,7 +187,7 @@ impl Wiring {
             None => cache_timing(min_timeout),
         };
         let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ worker as u64);
-        Some(NatWorker::new(cache))
+        Some(NatWorker::new(cache).with_fragments(n.fragments))
     }
 
     /// Waits for the block log writer: the mapping core's sink (the sender)

@@ -788,7 +788,8 @@ mod tests {
                 burst_size: 32,
                 idle_backoff: IdleBackoff { enabled: true, empty_polls: 256, sleep_us: 50 },
                 punt_ring_size: 1024,
-                inject_ring_size: 1024
+                inject_ring_size: 1024,
+                ipv6_ext_limits: netwire::ipv6opt::ExtLimits::default(),
             }
         );
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));

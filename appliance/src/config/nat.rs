@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use dataplane::nat::frag::FragConfig;
 use dataplane::nat::{Filtering, NatConfig};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,27 @@ pub(super) struct NatYaml {
     mapper_idle_backoff: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<NatClusterYaml>,
+    fragments: FragmentsYaml,
+}
+
+/// `nat.fragments:` as the file writes it (virtual reassembly).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct FragmentsYaml {
+    datagrams_max: i64,
+    held_max: i64,
+    timeout_ms: i64,
+}
+
+impl Default for FragmentsYaml {
+    fn default() -> Self {
+        let d = FragConfig::default();
+        FragmentsYaml {
+            datagrams_max: d.datagrams_max as i64,
+            held_max: d.held_max as i64,
+            timeout_ms: d.timeout_ms as i64,
+        }
+    }
 }
 
 impl Default for NatYaml {
@@ -71,6 +93,7 @@ impl Default for NatYaml {
             random_seed: None,
             mapper_idle_backoff: None,
             cluster: None,
+            fragments: FragmentsYaml::default(),
         }
     }
 }
@@ -110,6 +133,8 @@ pub struct Nat {
     /// This appliance as a host of a NAT cluster (docs/nat-ha.md); `None`:
     /// a single-host NAT.
     pub cluster: Option<NatCluster>,
+    /// Each worker's virtual reassembly of fragments (`nat.fragments`).
+    pub fragments: FragConfig,
 }
 
 /// Validates `nat:`; `pipeline_backoff` is `pipeline.idle_backoff.enabled`,
@@ -132,6 +157,11 @@ pub(super) fn validate(r: &mut NatYaml, ports: &[Port], pipeline_backoff: bool) 
         seeded: r.random_seed.is_some(),
         mapper_idle_backoff: r.mapper_idle_backoff.unwrap_or(pipeline_backoff),
         cluster,
+        fragments: FragConfig {
+            datagrams_max: range("nat.fragments.datagrams_max", r.fragments.datagrams_max, 1, 1 << 20)?,
+            held_max: range("nat.fragments.held_max", r.fragments.held_max, 0, 65534)?,
+            timeout_ms: range("nat.fragments.timeout_ms", r.fragments.timeout_ms, 100, 60_000)?,
+        },
     };
     r.mapper_idle_backoff = Some(nat.mapper_idle_backoff);
     Ok(nat)
@@ -292,6 +322,7 @@ nat:
         assert_eq!(n.table.udp_timeout_ms, 120_000);
         assert_eq!(n.table.icmp_timeout_ms, 60_000, "default");
         assert_eq!(n.worker_cache_entries, 65536);
+        assert_eq!(n.fragments, FragConfig::default());
         assert_eq!(c.lcores.mapper, Some(Lcore { lcore: 2, cpu: 0 }));
         assert!(c.eal_args("x").iter().any(|a| a == "--lcores=0@0,1@1,2@0"));
         let again = ok(&c.to_yaml());
@@ -328,6 +359,16 @@ nat:
                 "nat.worker_cache_entries: 3000 is not a power of two",
             ),
             ("udp_timeout_ms: 120000", "udp_timeout_ms: 120000\n  colour: blue", "nat.colour: unknown field `colour`"),
+            (
+                "udp_timeout_ms: 120000",
+                "udp_timeout_ms: 120000\n  fragments: { held_max: 70000 }",
+                "nat.fragments.held_max: must be 0..=65534",
+            ),
+            (
+                "udp_timeout_ms: 120000",
+                "udp_timeout_ms: 120000\n  fragments: { timeout_ms: 10 }",
+                "nat.fragments.timeout_ms: must be 100..=60000",
+            ),
         ];
         for (from, to, want) in cases {
             let e = err(&with_nat(from, to));

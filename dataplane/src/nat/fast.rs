@@ -36,8 +36,12 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::cache::{CacheStats, FlowCache, Touch};
+use super::frag::{FragConfig, FragTable};
 use super::msg::{Answer, TOUCHES_PER_REPORT};
 use crate::stats::Counter;
+
+/// Fragment-table slots a worker looks at per poll loop for expiry.
+const FRAG_EXPIRE_BUDGET: usize = 16;
 
 /// What a port is to NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +108,8 @@ pub struct NatWorker {
     pub touches_lost: u64,
     /// The last flush epoch seen (see [`NatWorker::advance`]).
     flush_epoch: u64,
+    /// Virtual reassembly: the fragments of datagrams being translated.
+    pub frags: FragTable,
 }
 
 impl NatWorker {
@@ -115,7 +121,14 @@ impl NatWorker {
             counters: Arc::new(NatWorkerCounters::default()),
             touches_lost: 0,
             flush_epoch: 0,
+            frags: FragTable::new(FragConfig::default()),
         }
+    }
+
+    /// The same state with a fragment table of these sizes.
+    pub fn with_fragments(mut self, cfg: FragConfig) -> NatWorker {
+        self.frags = FragTable::new(cfg);
+        self
     }
 
     /// Sets the worker's clock for this poll loop; `flush_epoch` is the
@@ -129,6 +142,7 @@ impl NatWorker {
             self.cache.invalidate(now_ms);
         }
         self.cache.settle(now_ms);
+        self.frags.expire(now_ms, FRAG_EXPIRE_BUDGET);
     }
 
     /// Queues an activity record (when the cache said one is due).
@@ -148,6 +162,16 @@ impl NatWorker {
         self.counters.answers.inc();
         for (key, rewrite) in answer.entries() {
             self.cache.insert(key, rewrite, 0, self.now_ms);
+        }
+    }
+
+    /// Installs an answer's entries; when its packet (`ip`, translated) is
+    /// the first fragment of a datagram, records the datagram's translation
+    /// for the other fragments ([`FragTable::record_answered`]).
+    pub fn install_for(&mut self, answer: &Answer, ip: &[u8]) {
+        self.install(answer);
+        if super::frag::is_first_fragment(ip) {
+            self.frags.record_answered(answer, ip, self.now_ms);
         }
     }
 

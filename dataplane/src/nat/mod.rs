@@ -88,6 +88,7 @@ pub mod alloc;
 pub mod cache;
 pub mod cluster;
 pub mod fast;
+pub mod frag;
 pub mod mapper;
 pub mod msg;
 pub mod session;
@@ -119,9 +120,9 @@ pub enum NatError {
     /// translation must read or write.
     #[error("packet truncated or malformed for NAT")]
     Malformed,
-    /// A non-first fragment (no transport header, so no ports), or an ICMP
-    /// error that is itself fragmented or quotes a non-first fragment.
-    /// Fragments are dropped and counted until virtual reassembly exists.
+    /// A non-first fragment (no transport header, so no ports: the pipeline
+    /// translates it by virtual reassembly, [`frag`]), or an ICMP error that
+    /// is itself fragmented or quotes a non-first fragment (dropped).
     #[error("IPv4 fragment without transport header")]
     Fragment,
     /// Neither TCP, UDP nor ICMP (also for the packet quoted in an ICMP error).

@@ -1,15 +1,16 @@
-//! Plain forwarding: TTL / hop limit (≤ 1: punt `ttl_expired` for ICMP time
+//! Plain forwarding: directed broadcasts of a connected subnet are not
+//! forwarded (`ipv4_directed_broadcast`, RFC 2644), TTL / hop limit (≤ 1: punt `ttl_expired` for ICMP time
 //! exceeded), the egress (MTU, neighbour: [`crate::fib::Fib::resolve_egress`]),
 //! then the rewrite: TTL decremented with an incremental checksum update
 //! (RFC 1624) or hop limit decremented, MACs written.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
-use super::input::{Ip4Header, Ip6Header};
+use super::input::{subnet_broadcast, Ip4Header, Ip6Header};
 use super::{egress_miss, Pipeline, Stage, Verdict, WorkerCtx};
-use crate::stats::PuntReason;
+use crate::stats::{DropReason, PuntReason};
 
 const ETH: usize = ethernet::HEADER_LEN;
 
@@ -25,6 +26,9 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Verdict {
         ctx.meta.enter(Stage::Forward);
+        if via.is_none() && self.is_directed_broadcast(port, h.dst) {
+            return Verdict::Drop(DropReason::Ipv4DirectedBroadcast);
+        }
         if h.ttl <= 1 {
             return Verdict::Punt(PuntReason::TtlExpired);
         }
@@ -37,6 +41,13 @@ impl Pipeline {
         ipv4::Packet::new_unchecked(&mut data[ETH..]).decrement_ttl_incremental();
         egress.write_macs(data);
         Verdict::Forward(port)
+    }
+
+    /// True if `dst` is the broadcast address of one of `port`'s subnets
+    /// (RFC 2644: a router does not forward directed broadcasts by default).
+    #[inline]
+    fn is_directed_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
+        self.fib.ports()[usize::from(port)].ipv4.iter().any(|&(a, len)| subnet_broadcast(a, len) == Some(dst))
     }
 
     /// IPv6 out of `port`, to `via` or the destination itself.

@@ -6,40 +6,178 @@
 //!   `eth_unsupported_type`. A unicast IP packet received as link-layer
 //!   broadcast/multicast may be delivered locally but is never forwarded
 //!   (RFC 1812 §5.3.4, RFC 4443 §2.4(e)).
-//! * IPv4: header and checksum, martian source (broadcast, multicast,
-//!   loopback, 0/8) and destination (not routed).
-//! * IPv6: header, martian source (multicast, loopback; the unspecified
-//!   address only for DAD probes), multicast destinations only for ND,
-//!   link-local destinations never routed.
+//! * IPv4 (RFC 1812 §4.2.2, §5.2.4, §5.3.7): header and checksum; options
+//!   checked octet by octet (a malformed one is a parameter problem pointing
+//!   at it, `ipv4_bad_option`; source routes are dropped, RFC 7126);
+//!   fragment fields (`ipv4_fragment_malformed`, RFC 1858 tiny fragments);
+//!   martian sources (0/8, 127/8, multicast, 240/4, broadcast, our own
+//!   address or a subnet broadcast of the receiving port) and destinations
+//!   (0/8, 127/8, 240/4: `ipv4_martian_destination`; multicast and limited
+//!   broadcast are not routed); link-local 169.254/16 never forwarded
+//!   (RFC 3927 §2.7); directed broadcasts of a connected subnet are not
+//!   forwarded (RFC 2644, in `forward.rs`).
+//! * IPv6: header; a payload length of 0 with a Hop-by-Hop header is a
+//!   jumbogram question (RFC 2675 §3); the extension header chain is walked
+//!   within `pipeline.ipv6_extension_headers` (RFC 8883 codes), with its
+//!   options checked, Hop-by-Hop only first (RFC 8200 §4.1) and first
+//!   fragments holding the whole chain (RFC 7112); martian sources
+//!   (multicast, loopback, IPv4-mapped; the unspecified address only for
+//!   DAD probes) and destinations (::, ::1, IPv4-mapped); multicast
+//!   destinations only for ND; link-local destinations and sources never
+//!   routed (RFC 4007 §9).
+//!
+//! Every check is made before anything is written; a refused packet is as
+//! it arrived.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netwire::{ethernet, ipv4, ipv6, PacketBuf};
+use netwire::ipv6ext::{self, CheckedChain};
+use netwire::ipv6opt::{ChainError, ChainErrorKind};
+use netwire::{ethernet, ipv4, ipv4opt, ipv6, PacketBuf};
 
-use super::ctx::{PacketFlags, Stage, WorkerCtx};
-use super::{local, Pipeline, Step, Verdict};
+use super::ctx::{PacketFlags, PacketMeta, Stage, WorkerCtx};
+use super::{local, param_problem, Pipeline, Step, Verdict};
 use crate::fib::{is_link_local6, NextHop, PortInfo};
 use crate::stats::{DropReason, PuntReason};
+
+const ETH: usize = ethernet::HEADER_LEN;
 
 /// The IPv4 header fields the stages after input need.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ip4Header {
-    pub dst: std::net::Ipv4Addr,
+    pub dst: Ipv4Addr,
     pub ttl: u8,
     pub total_len: u16,
     pub df: bool,
     pub proto: ipv4::Protocol,
+    /// More Fragments set or a non-zero fragment offset.
+    pub fragment: bool,
 }
 
 /// The IPv6 header fields the stages after input need.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ip6Header {
-    pub src: std::net::Ipv6Addr,
-    pub dst: std::net::Ipv6Addr,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
     pub hop_limit: u8,
     /// IPv6 header plus payload.
     pub ip_len: usize,
     pub next_header: ipv4::Protocol,
+    /// The checked extension header chain, when the packet has one.
+    pub chain: Option<CheckedChain>,
+}
+
+/// True for 169.254/16 (RFC 3927).
+#[inline]
+pub(crate) fn is_link_local4(a: Ipv4Addr) -> bool {
+    a.octets()[..2] == [169, 254]
+}
+
+/// True for ::ffff:0:0/96 (RFC 4291 §2.5.5.2: never on the wire).
+#[inline]
+fn is_v4_mapped(a: Ipv6Addr) -> bool {
+    a.segments()[..6] == [0, 0, 0, 0, 0, 0xffff]
+}
+
+/// The broadcast address of a subnet (none for /31 and /32, RFC 3021).
+#[inline]
+pub(crate) fn subnet_broadcast(addr: Ipv4Addr, len: u8) -> Option<Ipv4Addr> {
+    (len < 31).then(|| Ipv4Addr::from(u32::from(addr) | (u32::MAX >> len)))
+}
+
+/// Parses and checks an IPv4 header: lengths, checksum, options, fragment
+/// fields.
+#[inline]
+fn ip4_header(frame: &[u8], meta: &mut PacketMeta) -> Result<(Ipv4Addr, Ip4Header), Verdict> {
+    let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
+        return Err(Verdict::Drop(DropReason::Ipv4Malformed));
+    };
+    if !ip.verify_checksum() {
+        return Err(Verdict::Drop(DropReason::Ipv4BadChecksum));
+    }
+    let h = Ip4Header {
+        dst: ip.dst_addr(),
+        ttl: ip.ttl(),
+        total_len: ip.total_len(),
+        df: ip.dont_frag(),
+        proto: ip.protocol(),
+        fragment: ip.is_fragment(),
+    };
+    if ip.header_len() > ipv4::HEADER_LEN {
+        match ipv4opt::check(ip.options()) {
+            Err(e) => return Err(param_problem(meta, DropReason::Ipv4BadOption, 0, ipv4::HEADER_LEN + e.offset)),
+            Ok(found) if found.source_route => return Err(Verdict::Drop(DropReason::Ipv4SourceRoute)),
+            Ok(_) => {}
+        }
+    }
+    if h.fragment {
+        let data = usize::from(h.total_len) - ip.header_len();
+        check_fragment4(usize::from(ip.frag_offset_bytes()), ip.more_frags(), data, h.proto)?;
+    }
+    Ok((ip.src_addr(), h))
+}
+
+/// Fragment fields: the datagram stays within 65535 octets, a non-last
+/// fragment carries a multiple of 8 octets, and no tiny fragment (RFC 1858
+/// §3: a TCP fragment at offset 8 overlays the flags; a first fragment must
+/// hold the ports).
+#[cold]
+fn check_fragment4(offset: usize, more: bool, data: usize, proto: ipv4::Protocol) -> Result<(), Verdict> {
+    if offset + data > 65535 || (more && data % 8 != 0) {
+        return Err(Verdict::Drop(DropReason::Ipv4FragmentMalformed));
+    }
+    let tiny = match proto {
+        ipv4::Protocol::TCP => offset == 8 || (offset == 0 && data < 20),
+        ipv4::Protocol::UDP | ipv4::Protocol::ICMP => offset == 0 && data < 8,
+        _ => false,
+    };
+    if tiny {
+        return Err(Verdict::Drop(DropReason::Ipv4TinyFragment));
+    }
+    Ok(())
+}
+
+/// RFC 1812 §5.3.7 martians: sources that are not a unicast host, our own
+/// address or a broadcast of the receiving port's subnets (not checked for
+/// a packet NAT translated: a pool address may be a port address), and
+/// destinations no router forwards to.
+#[inline]
+fn martian4(src: Ipv4Addr, dst: Ipv4Addr, in_info: &PortInfo, nat_done: bool) -> Option<DropReason> {
+    let s = src.octets()[0];
+    if src.is_multicast() || s == 0 || s == 127 || s >= 240 {
+        return Some(DropReason::Ipv4MartianSource);
+    }
+    if dst.is_multicast() || dst.is_broadcast() {
+        return Some(DropReason::Ipv4NotRouted);
+    }
+    let d = dst.octets()[0];
+    if d == 0 || d == 127 || d >= 240 {
+        return Some(DropReason::Ipv4MartianDestination);
+    }
+    if !nat_done && in_info.ipv4.iter().any(|&(a, len)| a == src || subnet_broadcast(a, len) == Some(src)) {
+        return Some(DropReason::Ipv4MartianSource);
+    }
+    None
+}
+
+/// The verdict for an extension header chain [`ipv6ext::walk_checked`] refused.
+#[cold]
+fn ext_error(meta: &mut PacketMeta, e: ChainError) -> Verdict {
+    let reason = match e.kind {
+        ChainErrorKind::Truncated | ChainErrorKind::Malformed | ChainErrorKind::HopByHopNotFirst => {
+            DropReason::Ipv6ExtMalformed
+        }
+        ChainErrorKind::IncompleteChain => DropReason::Ipv6IncompleteChain,
+        ChainErrorKind::HeaderTooBig => DropReason::Ipv6ExtHeaderTooBig,
+        ChainErrorKind::ChainTooLong => DropReason::Ipv6ExtChainTooLong,
+        ChainErrorKind::TooManyHeaders => DropReason::Ipv6ExtTooMany,
+        ChainErrorKind::TooManyOptions => DropReason::Ipv6ExtTooManyOptions,
+        ChainErrorKind::OptionTooBig => DropReason::Ipv6ExtOptionTooBig,
+    };
+    match e.kind.code() {
+        Some(code) => param_problem(meta, reason, code, e.offset),
+        None => Verdict::Drop(reason),
+    }
 }
 
 impl Pipeline {
@@ -81,30 +219,17 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Verdict {
         ctx.meta.enter(Stage::Ip4Input);
-        let (src, mut h) = {
-            let Ok(ip) = ipv4::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
-                return Verdict::Drop(DropReason::Ipv4Malformed);
-            };
-            if !ip.verify_checksum() {
-                return Verdict::Drop(DropReason::Ipv4BadChecksum);
-            }
-            let h = Ip4Header {
-                dst: ip.dst_addr(),
-                ttl: ip.ttl(),
-                total_len: ip.total_len(),
-                df: ip.dont_frag(),
-                proto: ip.protocol(),
-            };
-            (ip.src_addr(), h)
+        let (src, mut h) = match ip4_header(pkt.data(), &mut ctx.meta) {
+            Ok(v) => v,
+            Err(v) => return v,
         };
-        if src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.octets()[0] == 0 {
-            return Verdict::Drop(DropReason::Ipv4MartianSource);
+        if let Some(r) = martian4(src, h.dst, in_info, ctx.meta.input.nat_done()) {
+            return Verdict::Drop(r);
         }
-        let dst = h.dst;
-        if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.octets()[0] == 0 {
-            return Verdict::Drop(DropReason::Ipv4NotRouted);
+        let mut nh = self.fib.route(IpAddr::V4(h.dst));
+        if (is_link_local4(src) || is_link_local4(h.dst)) && !matches!(nh, Some(NextHop::Local { .. })) {
+            return Verdict::Drop(DropReason::Ipv4LinkLocal);
         }
-        let mut nh = self.fib.route(IpAddr::V4(dst));
         if self.nat.is_some() {
             match self.nat44(pkt, in_port, nh, &h, l2_multicast, ctx) {
                 Ok(Some(new_dst)) => {
@@ -149,32 +274,12 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Step {
         ctx.meta.enter(Stage::Ip6Input);
-        let h = {
-            let Ok(ip) = ipv6::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
-                return Verdict::Drop(DropReason::Ipv6Malformed).into();
-            };
-            Ip6Header {
-                src: ip.src_addr(),
-                dst: ip.dst_addr(),
-                hop_limit: ip.hop_limit(),
-                ip_len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
-                next_header: ip.next_header(),
-            }
+        let h = match self.ip6_header(pkt.data(), &mut ctx.meta) {
+            Ok(h) => h,
+            Err(v) => return v.into(),
         };
-        if h.src.is_multicast() || h.src.is_loopback() {
-            return Verdict::Drop(DropReason::Ipv6MartianSource).into();
-        }
-        if h.dst.is_multicast() || h.src.is_unspecified() {
-            // Only neighbour discovery to a group we are in concerns us, and
-            // only DAD probes (NS from ::) come from the unspecified address.
-            return if local::is_nd(pkt.data(), &h) {
-                Verdict::Punt(PuntReason::Nd)
-            } else if h.dst.is_multicast() {
-                Verdict::Drop(DropReason::Ipv6NotRouted)
-            } else {
-                Verdict::Drop(DropReason::Ipv6MartianSource)
-            }
-            .into();
+        if let Some(v) = martian6(pkt.data(), &h) {
+            return v.into();
         }
         let Some(nh) = self.fib.route(IpAddr::V6(h.dst)) else {
             return if is_link_local6(h.dst) {
@@ -195,12 +300,63 @@ impl Pipeline {
             NextHop::Objects if self.is_storage_request(pkt.data(), &h) => {
                 Verdict::HandOff(super::HandOff::Storage).into()
             }
-            NextHop::Local { .. } | NextHop::Objects => local::deliver6(pkt, in_port, in_info, &h).into(),
+            NextHop::Local { .. } | NextHop::Objects => {
+                local::deliver6(pkt, in_port, in_info, &h, &mut ctx.meta).into()
+            }
             NextHop::Sid(sid) => self.srv6_sid(pkt, in_port, sid, ctx),
             NextHop::Encap(policy) => self.h_encaps(pkt, policy, ctx).into(),
             NextHop::Forward { port, via } => self.forward6(pkt, port, via, &h, ctx).into(),
             // Pool addresses are IPv4.
             NextHop::NatPool => Verdict::Drop(DropReason::Ipv6NotRouted).into(),
+        }
+    }
+
+    /// Parses an IPv6 header and checks its extension header chain.
+    #[inline]
+    fn ip6_header(&self, frame: &[u8], meta: &mut PacketMeta) -> Result<Ip6Header, Verdict> {
+        let Ok(ip) = ipv6::Packet::new_checked(&frame[ETH..]) else {
+            return Err(Verdict::Drop(DropReason::Ipv6Malformed));
+        };
+        let mut h = Ip6Header {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            hop_limit: ip.hop_limit(),
+            ip_len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
+            next_header: ip.next_header(),
+            chain: None,
+        };
+        if ip.payload_len() == 0 && h.next_header == ipv4::Protocol::HOP_BY_HOP {
+            return Err(self.jumbo6(frame, meta));
+        }
+        if ipv6ext::is_extension_header(h.next_header) {
+            let payload = &frame[ETH + ipv6::HEADER_LEN..ETH + h.ip_len];
+            let c = ipv6ext::walk_checked(h.next_header, payload, &self.ext_limits).map_err(|e| ext_error(meta, e))?;
+            if let Some((at, _)) = c.jumbo {
+                // RFC 2675 §3: a Jumbo Payload option with a payload length.
+                return Err(param_problem(meta, DropReason::Ipv6Jumbo, 0, at));
+            }
+            h.chain = Some(c);
+        }
+        Ok(h)
+    }
+
+    /// A payload length of 0 with a Hop-by-Hop header (RFC 2675 §3): the
+    /// errors the RFC lists are parameter problems; a well-formed jumbogram
+    /// is longer than any link of this node carries, so it cannot be whole.
+    #[cold]
+    fn jumbo6(&self, frame: &[u8], meta: &mut PacketMeta) -> Verdict {
+        let payload = &frame[ETH + ipv6::HEADER_LEN..];
+        let c = match ipv6ext::walk_checked(ipv4::Protocol::HOP_BY_HOP, payload, &self.ext_limits) {
+            Ok(c) => c,
+            Err(e) => return ext_error(meta, e),
+        };
+        let reason = DropReason::Ipv6Jumbo;
+        match (c.jumbo, c.chain.fragment) {
+            (None, _) => param_problem(meta, reason, 0, 4),
+            (Some((at, None)), _) => param_problem(meta, reason, 0, at + 1),
+            (Some((at, Some(len))), _) if len < 65536 => param_problem(meta, reason, 0, at + 2),
+            (Some(_), Some(f)) => param_problem(meta, reason, 0, ipv6::HEADER_LEN + f.offset),
+            (Some(_), None) => Verdict::Drop(reason),
         }
     }
 
@@ -212,6 +368,30 @@ impl Pipeline {
         let l4 = &frame[ethernet::HEADER_LEN + ipv6::HEADER_LEN..ethernet::HEADER_LEN + h.ip_len];
         h.next_header == ipv4::Protocol::UDP && l4.len() >= 8 && u16::from_be_bytes([l4[2], l4[3]]) == plan.udp_port
     }
+}
+
+/// IPv6 martians: a verdict for sources no host has, destinations no
+/// router forwards to, and multicast (only ND to a group we are in).
+#[inline]
+fn martian6(frame: &[u8], h: &Ip6Header) -> Option<Verdict> {
+    if h.src.is_multicast() || h.src.is_loopback() || is_v4_mapped(h.src) {
+        return Some(Verdict::Drop(DropReason::Ipv6MartianSource));
+    }
+    if h.dst.is_multicast() || h.src.is_unspecified() {
+        // Only neighbour discovery to a group we are in concerns us, and
+        // only DAD probes (NS from ::) come from the unspecified address.
+        return Some(if local::is_nd(frame, h) {
+            Verdict::Punt(PuntReason::Nd)
+        } else if h.dst.is_multicast() {
+            Verdict::Drop(DropReason::Ipv6NotRouted)
+        } else {
+            Verdict::Drop(DropReason::Ipv6MartianSource)
+        });
+    }
+    if h.dst.is_unspecified() || h.dst.is_loopback() || is_v4_mapped(h.dst) {
+        return Some(Verdict::Drop(DropReason::Ipv6MartianDestination));
+    }
+    None
 }
 
 impl PacketFlags {

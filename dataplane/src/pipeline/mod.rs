@@ -56,6 +56,7 @@ mod storage;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
+use netwire::ipv6opt::ExtLimits;
 use netwire::{PacketBuf, VecBuf};
 
 pub use self::ctx::{PacketFlags, PacketMeta, Stage, WorkerCtx};
@@ -93,6 +94,10 @@ pub enum HandOff {
     /// A request to one of the node's replica addresses: to the storage
     /// service of the worker that owns the object.
     Storage,
+    /// A NAT'd IPv4 fragment whose first fragment has not been translated
+    /// yet: the worker keeps it in this slot of its fragment table until
+    /// the table releases it (run it again) or expires it (drop it).
+    NatFragment(u16),
 }
 
 /// The result of one pass through the stage chain.
@@ -124,6 +129,8 @@ pub struct Pipeline {
     pub(crate) srv6: Srv6Tables,
     pub(crate) nat: Option<NatPlan>,
     pub(crate) storage: Option<StoragePlan>,
+    /// Limits of the input checks (`pipeline.ipv6_extension_headers`).
+    pub(crate) ext_limits: ExtLimits,
 }
 
 impl Pipeline {
@@ -175,7 +182,18 @@ impl Pipeline {
         };
         let fib = Fib::build(ports, routes, &features, neigh)?;
         let srv6 = Srv6Tables::build(&fib, srv6).map_err(FibError::Srv6)?;
-        Ok(Pipeline { fib, srv6, nat, storage })
+        Ok(Pipeline { fib, srv6, nat, storage, ext_limits: ExtLimits::default() })
+    }
+
+    /// The same pipeline with these IPv6 extension header limits (RFC 8883).
+    pub fn with_ext_limits(mut self, limits: ExtLimits) -> Pipeline {
+        self.ext_limits = limits;
+        self
+    }
+
+    /// The IPv6 extension header limits in force.
+    pub fn ext_limits(&self) -> &ExtLimits {
+        &self.ext_limits
     }
 
     /// A new pipeline with these static routes and SRv6 tables and
@@ -185,6 +203,7 @@ impl Pipeline {
     pub fn rebuild(&self, routes: &[RouteSpec], srv6: &Srv6Config) -> Result<Pipeline, FibError> {
         let ports = self.fib.ports().to_vec();
         Self::build(ports, routes, srv6, self.nat.clone(), self.storage, self.fib.neighbors().clone())
+            .map(|p| p.with_ext_limits(self.ext_limits))
     }
 
     /// The forwarding base.
@@ -314,6 +333,25 @@ pub(crate) fn egress_miss(miss: EgressMiss, port: u16, next_hop: IpAddr, meta: &
         Ok(p) => Verdict::Punt(p),
         Err(d) => Verdict::Drop(d),
     }
+}
+
+/// A parameter problem (ICMP type 12 / ICMPv6 type 4) about the packet,
+/// counted as `reason` by the control core that sends it; a pointer beyond
+/// what an error can carry makes it a plain drop.
+#[cold]
+pub(crate) fn param_problem(meta: &mut PacketMeta, reason: DropReason, code: u8, pointer: usize) -> Verdict {
+    match u32::try_from(pointer) {
+        Ok(p) if p <= crate::stats::PARAM_PROBLEM_POINTER_MAX => {
+            meta.punt_arg = crate::stats::param_problem_arg_for(reason, code, p);
+            Verdict::Punt(PuntReason::ParamProblem)
+        }
+        _ => Verdict::Drop(reason),
+    }
+}
+
+/// The broadcast address of an IPv4 subnet (none for /31 and /32).
+pub fn subnet_broadcast_of(addr: std::net::Ipv4Addr, len: u8) -> Option<std::net::Ipv4Addr> {
+    input::subnet_broadcast(addr, len)
 }
 
 /// Answers a frame back to its sender: destination MAC := source MAC,

@@ -11,6 +11,11 @@
 //!  a miss → handed off to the mapping core (held, not dropped)
 //! ```
 //!
+//! Fragments (virtual reassembly, [`crate::nat::frag`]): a first fragment
+//! is translated like a whole packet and its translation recorded; every
+//! other fragment of the datagram gets the same addresses, or is held
+//! (`HandOff::NatFragment`) until its first fragment has been translated.
+//!
 //! Checked before anything is translated or asked: TTL (time exceeded goes
 //! to the untranslated sender) and, outbound, the egress MTU (the
 //! fragmentation-needed error goes to the inside host, untranslated).
@@ -28,6 +33,7 @@ use super::{HandOff, Pipeline, Verdict};
 use crate::fib::NextHop;
 use crate::nat::cache::{CacheKey, Rewrite};
 use crate::nat::fast::{NatWorker, Role};
+use crate::nat::frag::{self, FragKey, FragRewrite, FragVerdict};
 use crate::nat::msg::RequestKind;
 use crate::nat::{translate, Direction};
 use crate::stats::{DropReason, PuntReason};
@@ -84,11 +90,22 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::NatNoState));
         };
         let ip = &mut pkt.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + usize::from(h.total_len)];
+        let direction = if kind == RequestKind::Inbound { Direction::Inbound } else { Direction::Outbound };
+        if frag::is_later_fragment(ip) {
+            let dst = later_fragment(nw, ip, direction)?;
+            ctx.meta.flags.insert(PacketFlags::NAT_DONE);
+            return Ok(Some(dst));
+        }
+        let first = frag::is_first_fragment(ip).then(|| FragKey::of(direction, ip));
         if let Some(miss) = translate_from_cache(nw, ip, kind)? {
             return Err(Verdict::HandOff(HandOff::NatMapper(miss)));
         }
+        let (src, dst) = (Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]), Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
+        if let Some(key) = first {
+            nw.frags.record(key, FragRewrite { src, dst }, nw.now_ms);
+        }
         ctx.meta.flags.insert(PacketFlags::NAT_DONE);
-        Ok(Some(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])))
+        Ok(Some(dst))
     }
 
     /// Prefetches the NAT cache bucket a frame received on `in_port` will
@@ -120,6 +137,21 @@ impl Pipeline {
         };
         let direction = if plan.role(in_port) == Role::Inside { Direction::Outbound } else { Direction::Inbound };
         nw.cache.prefetch(CacheKey::new(direction, &key));
+    }
+}
+
+/// A fragment other than the first: translated as its datagram's first
+/// fragment was (addresses only), held until that is known, or dropped when
+/// there is no room to hold it. Returns the new destination.
+#[cold]
+fn later_fragment(nw: &mut NatWorker, ip: &mut [u8], direction: Direction) -> Result<Ipv4Addr, Verdict> {
+    match nw.frags.lookup_or_hold(FragKey::of(direction, ip), nw.now_ms) {
+        FragVerdict::Rewrite(rw) => {
+            frag::rewrite_fragment(ip, rw);
+            Ok(rw.dst)
+        }
+        FragVerdict::Held(slot) => Err(Verdict::HandOff(HandOff::NatFragment(slot))),
+        FragVerdict::Full => Err(Verdict::Drop(DropReason::NatFragmentsFull)),
     }
 }
 

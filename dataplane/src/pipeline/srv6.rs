@@ -15,6 +15,11 @@
 //! * The storage behaviour decides per request with its policy (accept or
 //!   pass); an accepted request goes to [`Pipeline::storage_accept`].
 //!
+//! A link-local source or destination never leaves its link (RFC 4007 §9):
+//! End/End.X towards another port with a link-local next segment or
+//! source, End.DX6 of an inner packet with one, are `ipv6_link_local_scope`
+//! (End.DT6 recirculates, and input refuses to route it).
+//!
 //! Egress is resolved before anything is rewritten (re-run rule); a
 //! decapsulated packet, or one whose next segment is local again, is
 //! recirculated. Every drop or error at a SID is also counted on the SID.
@@ -27,7 +32,7 @@ use netwire::{ethernet, grow_front, ipv4, ipv6, srh, storage, PacketBuf, WireErr
 
 use super::ctx::{PacketFlags, Stage, WorkerCtx};
 use super::{egress_miss, local, Pipeline, Step, Verdict, RECIRCULATE_MAX};
-use crate::fib::NextHop;
+use crate::fib::{is_link_local6, NextHop};
 use crate::srv6::{Behavior, StoragePolicy};
 use crate::stats::{param_problem_arg, DropReason, PuntReason};
 
@@ -144,7 +149,7 @@ impl Pipeline {
         if let Err(e) = s.check {
             return ctx.sid_param_problem(self.srv6.slot(sid), 0, IP6 + rt.offset + e.pointer_offset() as usize).into();
         }
-        self.end(pkt, sid, ctx, p, &s)
+        self.end(pkt, in_port, sid, ctx, p, &s)
     }
 
     /// The storage policy's decision for a request at a storage SID.
@@ -162,7 +167,15 @@ impl Pipeline {
     }
 
     /// End / End.X with Segments Left > 0 (checks already passed).
-    fn end<P: PacketBuf>(&self, pkt: &mut P, sid: u16, ctx: &mut WorkerCtx, p: &SidPacket, s: &Srh) -> Step {
+    fn end<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        sid: u16,
+        ctx: &mut WorkerCtx,
+        p: &SidPacket,
+        s: &Srh,
+    ) -> Step {
         let spec = self.srv6.sid(sid);
         let new_sl = s.sl - 1;
         let new_da =
@@ -181,6 +194,10 @@ impl Pipeline {
                 }
             },
         };
+        if target.is_some_and(|(port, _)| port != in_port) && (is_link_local6(new_da) || is_link_local6(p.src)) {
+            // RFC 4007 §9: a link-local address never leaves its link.
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::Ipv6LinkLocalScope).into();
+        }
         let egress = match target {
             Some((port, nh)) => match self.fib.resolve_egress(port, nh, new_len, 0, true) {
                 Ok(e) => Some(e),
@@ -225,7 +242,7 @@ impl Pipeline {
             Behavior::Storage => return self.storage_accept(pkt, in_port, sid, ctx, p).into(),
         };
         if decap && upper == IPV6_IN_IPV6 && p.chain.has_upper_layer_header() {
-            return self.decapsulate6(pkt, sid, ctx, p);
+            return self.decapsulate6(pkt, in_port, sid, ctx, p);
         }
         if upper == Protocol::ICMPV6 && p.chain.routing.is_none() && p.chain.ext_count == 0 {
             match local::echo6(pkt, in_port, self.fib.ports()[usize::from(in_port)].mac, p.ip_len) {
@@ -240,7 +257,14 @@ impl Pipeline {
 
     /// End.DX6 (to its adjacency) and End.DT6 / USD (recirculated for a
     /// lookup) of an IPv6-in-IPv6 payload.
-    fn decapsulate6<P: PacketBuf>(&self, pkt: &mut P, sid: u16, ctx: &mut WorkerCtx, p: &SidPacket) -> Step {
+    fn decapsulate6<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        sid: u16,
+        ctx: &mut WorkerCtx,
+        p: &SidPacket,
+    ) -> Step {
         let spec = self.srv6.sid(sid);
         let hdrs = IP6 + p.chain.upper_layer_offset;
         let inner_len = p.ip_len - hdrs;
@@ -253,6 +277,10 @@ impl Pipeline {
             return Step::Recirculate;
         }
         let (port, nh) = spec.adjacency.expect("End.DX6 has an adjacency");
+        let inner = ipv6::Packet::new_unchecked(&pkt.data()[ETH + hdrs..]);
+        if port != in_port && (is_link_local6(inner.src_addr()) || is_link_local6(inner.dst_addr())) {
+            return ctx.sid_drop(self.srv6.slot(sid), DropReason::Ipv6LinkLocalScope).into();
+        }
         let egress = match self.fib.resolve_egress(port, IpAddr::V6(nh), inner_len, 0, true) {
             Ok(e) => e,
             Err(miss) => return egress_miss(miss, port, IpAddr::V6(nh), &mut ctx.meta).into(),

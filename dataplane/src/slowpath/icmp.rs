@@ -51,7 +51,12 @@ fn v4_error(why: IcmpWhy) -> Option<(IcmpErrorKind, icmpv4::Message, u8, u32)> {
         IcmpWhy::TooBig(mtu) => {
             (IcmpErrorKind::V4FragmentationNeeded, M::DEST_UNREACHABLE, 4, icmpv4::frag_needed_rest_of_header(mtu))
         }
-        IcmpWhy::ParamProblem(..) => return None,
+        IcmpWhy::ParamProblem(code, pointer) => (
+            IcmpErrorKind::V4ParamProblem,
+            M::PARAMETER_PROBLEM,
+            code,
+            icmpv4::parameter_problem_rest_of_header(pointer.min(255) as u8),
+        ),
     })
 }
 
@@ -81,7 +86,7 @@ impl<P: PacketBuf> SlowPath<P> {
     ) {
         let port = offending.port();
         let Some(info) = self.pipeline.ports().get(usize::from(port)) else { return };
-        let our_mac = MacAddr(info.mac);
+        let (our_mac, mtu) = (MacAddr(info.mac), usize::from(info.mtu));
         let Ok(eth) = ethernet::Packet::new_checked(offending.data()) else { return };
         let (peer_mac, l2_multicast) = (eth.src_addr(), eth.dst_addr().is_multicast());
         let Some((plan, ip_bytes)) = self.plan_error(eth.ethertype(), eth.payload(), why, l2_multicast, port) else {
@@ -96,12 +101,17 @@ impl<P: PacketBuf> SlowPath<P> {
             return;
         };
         let mut body = [0u8; 1280];
+        // The error fits the port's MTU (RFC 1812 §4.3.2.3 and RFC 4443
+        // §2.4(c) cap it at 576 / 1280 octets; a smaller MTU cuts the quote).
+        let ip_header = if plan.our_ip.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+        let quote_max = mtu.saturating_sub(ip_header + icmpv4::HEADER_LEN);
+        let quote = &ip_bytes[..ip_bytes.len().min(quote_max)];
         let n = match plan.our_ip {
             IpAddr::V4(_) => {
-                icmpv4::emit_error(&mut body[..576], icmpv4::Message(plan.msg_type), plan.code, plan.param, ip_bytes)
+                icmpv4::emit_error(&mut body[..576], icmpv4::Message(plan.msg_type), plan.code, plan.param, quote)
             }
             IpAddr::V6(_) => {
-                icmpv6::emit_error(&mut body, icmpv6::Message(plan.msg_type), plan.code, plan.param, ip_bytes)
+                icmpv6::emit_error(&mut body, icmpv6::Message(plan.msg_type), plan.code, plan.param, quote)
             }
         };
         let Ok(n) = n else { return };

@@ -186,7 +186,7 @@ impl<P: PacketBuf> SlowPath<P> {
             PuntReason::ParamProblem => {
                 let (code, pointer) = crate::stats::param_problem_parts(arg);
                 self.icmp_error(&pkt, IcmpWhy::ParamProblem(code, pointer), now_ms, pool, send);
-                self.counters.drops.inc(DropReason::Srv6ParamProblem);
+                self.counters.drops.inc(crate::stats::param_problem_reason(arg));
             }
         }
     }

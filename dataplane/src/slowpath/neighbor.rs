@@ -1,7 +1,10 @@
-//! Neighbours: ARP (RFC 826) and neighbour discovery (RFC 4861 §7) input,
-//! learning, and the resolution of next hops with the packets held for them.
+//! Neighbours: ARP (RFC 826, RFC 5227) and neighbour discovery (RFC 4861)
+//! input, learning, and the resolution of next hops with the packets held
+//! for them. Every ARP and ND packet is answered, learned from, or dropped
+//! with a reason; what is learned from what, and which overrides the RFCs
+//! oblige the node to accept, is in `docs/hostile-input.md`.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netwire::{arp, ethernet, icmpv6, ipv4, ipv6, MacAddr, PacketBuf, PacketPool};
 
@@ -14,66 +17,75 @@ use crate::stats::DropReason;
 impl<P: PacketBuf> SlowPath<P> {
     // ---- ARP -------------------------------------------------------------
 
+    /// An ARP packet (RFC 826, RFC 5227): answered, learned from, or
+    /// dropped with a reason; see `docs/hostile-input.md` for the rules.
     pub(super) fn arp_input<Pool: PacketPool<Buf = P>>(
         &mut self,
-        mut pkt: P,
+        pkt: P,
         now_ms: u64,
         pool: &mut Pool,
         send: &mut dyn FnMut(P),
     ) {
         let port = pkt.port();
-        let Some(info) = self.pipeline.ports().get(port as usize) else {
+        let Some(info) = self.pipeline.ports().get(usize::from(port)) else {
             self.counters.drops.inc(DropReason::ArpInvalid);
             return;
         };
-        let our_mac = info.mac;
-        let (op, sha, spa, tpa) = {
-            let Ok(eth) = ethernet::Packet::new_checked(pkt.data()) else {
-                self.counters.drops.inc(DropReason::ArpInvalid);
-                return;
-            };
-            let Ok(a) = arp::Packet::new_checked(eth.payload()) else {
-                self.counters.drops.inc(DropReason::ArpInvalid);
-                return;
-            };
-            (a.operation(), a.sender_hardware_addr(), a.sender_protocol_addr(), a.target_protocol_addr())
-        };
-        if sha.is_multicast() || sha.0 == [0; 6] {
+        let Some(a) = parse_arp(pkt.data()) else {
             self.counters.drops.inc(DropReason::ArpInvalid);
+            return;
+        };
+        if let Some(r) = arp_refusal(&a, info) {
+            self.counters.drops.inc(r);
             return;
         }
         // Our own addresses, and NAT pool addresses on an outside port's
         // subnet (so on-link hosts reach the pool without a route).
-        let target_is_ours = info.owns(IpAddr::V4(tpa))
-            || (self.pipeline.is_nat_pool(tpa)
-                && info.on_link(IpAddr::V4(tpa))
+        let target_is_ours = info.owns(IpAddr::V4(a.tpa))
+            || (self.pipeline.is_nat_pool(a.tpa)
+                && info.on_link(IpAddr::V4(a.tpa))
                 && self.pipeline.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside));
-        let sender_on_link = info.on_link(IpAddr::V4(spa)) && !info.owns(IpAddr::V4(spa));
-        // RFC 826 merge: update a known sender; create an entry only when the
-        // packet is for us.
-        if sender_on_link {
-            let known = self.neigh.table().get(port, IpAddr::V4(spa)).is_some();
-            if known || target_is_ours {
-                self.learn(port, IpAddr::V4(spa), sha.0, now_ms, pool, send);
+        if a.spa.is_unspecified() {
+            // RFC 5227 §2.1.1: a probe teaches nothing; one for our address
+            // is answered (the prober then sees the address is taken).
+            if target_is_ours && a.op == arp::Operation::REQUEST {
+                self.arp_reply(pkt, &a, send);
+            } else {
+                self.counters.drops.inc(DropReason::ArpNotForUs);
             }
-        }
-        if !target_is_ours {
-            self.counters.drops.inc(DropReason::ArpNotForUs);
             return;
         }
-        if op != arp::Operation::REQUEST {
-            return; // a reply to us: learned above; nothing to send
+        // RFC 826 merge: update a known sender; create an entry only when the
+        // packet is for us.
+        let known = self.neigh.table().get(port, IpAddr::V4(a.spa)).is_some();
+        if known || target_is_ours {
+            self.learn(port, IpAddr::V4(a.spa), a.sha.0, now_ms, pool, send);
         }
-        // Turn the request into the reply, in place.
+        if !target_is_ours {
+            if !known {
+                self.counters.drops.inc(DropReason::ArpNotForUs);
+            }
+            return;
+        }
+        if a.op == arp::Operation::REQUEST {
+            self.arp_reply(pkt, &a, send);
+        }
+        // A reply to us was learned above; nothing to send.
+    }
+
+    /// Turns a request into the reply, in place, and sends it.
+    fn arp_reply(&mut self, mut pkt: P, a: &ArpMessage, send: &mut dyn FnMut(P)) {
+        let port = pkt.port();
+        let our_mac = self.pipeline.ports()[usize::from(port)].mac;
         let data = pkt.data_mut();
         let (eth_hdr, rest) = data.split_at_mut(ethernet::HEADER_LEN);
         let mut reply = [0u8; arp::PACKET_LEN];
-        if arp::emit(&mut reply, arp::Operation::REPLY, MacAddr(our_mac), tpa, sha, spa).is_err() {
+        if arp::emit(&mut reply, arp::Operation::REPLY, MacAddr(our_mac), a.tpa, a.sha, a.spa).is_err() {
             self.counters.drops.inc(DropReason::ArpInvalid);
             return;
         }
         rest[..arp::PACKET_LEN].copy_from_slice(&reply);
-        eth_hdr[0..6].copy_from_slice(&sha.0);
+        eth_hdr[0..6].copy_from_slice(&a.sha.0);
         eth_hdr[6..12].copy_from_slice(&our_mac);
         pkt.set_port(port);
         self.counters.arp_replies_sent.inc();
@@ -82,6 +94,8 @@ impl<P: PacketBuf> SlowPath<P> {
 
     // ---- Neighbour discovery ------------------------------------------------
 
+    /// An ND message punted by a worker (RFC 4861): validated (§6.1, §7.1),
+    /// then answered, learned from, or dropped with a reason.
     pub(super) fn nd_input<Pool: PacketPool<Buf = P>>(
         &mut self,
         pkt: P,
@@ -89,6 +103,7 @@ impl<P: PacketBuf> SlowPath<P> {
         pool: &mut Pool,
         send: &mut dyn FnMut(P),
     ) {
+        use icmpv6::Message as M;
         let port = pkt.port();
         if self.pipeline.ports().get(usize::from(port)).is_none() {
             self.counters.drops.inc(DropReason::NdInvalid);
@@ -98,14 +113,16 @@ impl<P: PacketBuf> SlowPath<P> {
             self.counters.drops.inc(DropReason::NdInvalid);
             return;
         };
-        if nd.msg_type == icmpv6::Message::NEIGHBOR_SOLICIT {
-            let eth_src = ethernet::Packet::new_unchecked(pkt.data()).src_addr();
-            drop(pkt);
-            self.nd_solicit(port, &nd, eth_src, now_ms, pool, send);
-        } else if nd.msg_type == icmpv6::Message::NEIGHBOR_ADVERT {
-            self.nd_advert(port, &nd, now_ms, pool, send);
-        } else {
-            self.counters.drops.inc(DropReason::LocalIcmpIgnored);
+        match nd.msg_type {
+            M::NEIGHBOR_SOLICIT => {
+                let eth_src = ethernet::Packet::new_unchecked(pkt.data()).src_addr();
+                drop(pkt);
+                self.nd_solicit(port, &nd, eth_src, now_ms, pool, send);
+            }
+            M::NEIGHBOR_ADVERT => self.nd_advert(port, &nd, now_ms, pool, send),
+            M::ROUTER_SOLICIT => self.counters.drops.inc(DropReason::NdRouterSolicitIgnored),
+            M::ROUTER_ADVERT => self.counters.drops.inc(DropReason::NdRouterAdvertIgnored),
+            _ => self.counters.drops.inc(DropReason::NdRedirectIgnored),
         }
     }
 
@@ -121,14 +138,19 @@ impl<P: PacketBuf> SlowPath<P> {
         send: &mut dyn FnMut(P),
     ) {
         let info = &self.pipeline.ports()[usize::from(port)];
+        if info.owns(IpAddr::V6(nd.src)) {
+            self.counters.drops.inc(DropReason::NdAddressConflict);
+            return;
+        }
         if !info.owns(IpAddr::V6(nd.target)) {
             self.counters.drops.inc(DropReason::NdNotForUs);
             return;
         }
         let our_mac = MacAddr(info.mac);
         // Learn the solicitor (RFC 4861 §7.2.3: only with a source
-        // link-layer option and a specified source).
-        if !nd.src.is_unspecified() {
+        // link-layer option and a specified source; and only a neighbour:
+        // an address on the port's link).
+        if !nd.src.is_unspecified() && info.on_link(IpAddr::V6(nd.src)) {
             if let Some(mac) = nd.lladdr {
                 self.learn(port, IpAddr::V6(nd.src), mac.0, now_ms, pool, send);
             }
@@ -156,9 +178,12 @@ impl<P: PacketBuf> SlowPath<P> {
         }
     }
 
-    /// A neighbour advertisement: updates a neighbour we know (RFC 4861
-    /// §7.2.5: without the override flag a different address only makes a
-    /// resolved entry stale).
+    /// A neighbour advertisement (RFC 4861 §7.2.5): never creates an entry;
+    /// completes an incomplete one (with its target link-layer address),
+    /// and updates a known one: without the override flag a different
+    /// address only makes a resolved entry stale; with it, or with the same
+    /// address, the entry takes it, reachable if solicited, else stale.
+    /// Static entries never change.
     fn nd_advert<Pool: PacketPool<Buf = P>>(
         &mut self,
         port: u16,
@@ -168,18 +193,38 @@ impl<P: PacketBuf> SlowPath<P> {
         send: &mut dyn FnMut(P),
     ) {
         let info = &self.pipeline.ports()[usize::from(port)];
-        if let Some(mac) = nd.lladdr {
-            let known = self.neigh.table().get(port, IpAddr::V6(nd.target));
-            if let Some(entry) = known.filter(|_| !info.owns(IpAddr::V6(nd.target))) {
-                if !nd.override_flag && entry.state.is_usable() && entry.mac != mac.0 {
-                    self.neigh.set_state(port, IpAddr::V6(nd.target), NeighborState::Stale, now_ms);
-                } else {
-                    self.learn(port, IpAddr::V6(nd.target), mac.0, now_ms, pool, send);
+        let target = IpAddr::V6(nd.target);
+        if info.owns(target) {
+            self.counters.drops.inc(DropReason::NdAddressConflict);
+            return;
+        }
+        let Some(entry) = self.neigh.table().get(port, target) else {
+            self.counters.drops.inc(DropReason::NdAdvertUnknown);
+            return;
+        };
+        let resolved = entry.state.is_usable();
+        match nd.lladdr {
+            None if !resolved => self.counters.drops.inc(DropReason::NdAdvertUnknown),
+            None => {
+                if nd.solicited && entry.state != NeighborState::Static {
+                    self.neigh.set_state(port, target, NeighborState::Reachable, now_ms);
                 }
-                return;
+                self.counters.neighbors_learned.inc();
+            }
+            Some(mac) if resolved && !nd.override_flag && entry.mac != mac.0 => {
+                if entry.state == NeighborState::Reachable {
+                    self.neigh.set_state(port, target, NeighborState::Stale, now_ms);
+                }
+                self.counters.neighbors_learned.inc();
+            }
+            Some(mac) => {
+                let changed = entry.mac != mac.0;
+                self.learn(port, target, mac.0, now_ms, pool, send);
+                if !nd.solicited && (changed || !resolved) && entry.state != NeighborState::Static {
+                    self.neigh.set_state(port, target, NeighborState::Stale, now_ms);
+                }
             }
         }
-        self.counters.drops.inc(DropReason::NdNotForUs);
     }
 
     /// Records a resolved neighbour and sends whatever waited for it.
@@ -349,7 +394,57 @@ impl<P: PacketBuf> SlowPath<P> {
     }
 }
 
-/// A validated neighbour-discovery message (RFC 4861 §7.1 checks passed).
+/// A validated ARP packet.
+pub(super) struct ArpMessage {
+    op: arp::Operation,
+    sha: MacAddr,
+    spa: Ipv4Addr,
+    tpa: Ipv4Addr,
+}
+
+/// An Ethernet/IPv4 ARP packet (hardware and protocol types and lengths
+/// checked by the view).
+fn parse_arp(frame: &[u8]) -> Option<ArpMessage> {
+    let eth = ethernet::Packet::new_checked(frame).ok()?;
+    let a = arp::Packet::new_checked(eth.payload()).ok()?;
+    Some(ArpMessage {
+        op: a.operation(),
+        sha: a.sender_hardware_addr(),
+        spa: a.sender_protocol_addr(),
+        tpa: a.target_protocol_addr(),
+    })
+}
+
+/// Why an ARP packet is refused before anything is learned from it, if it
+/// is: an operation other than request or reply, a sender hardware address
+/// that is not unicast, a sender protocol address that is not a unicast
+/// host on the port's link (0.0.0.0 is a probe, RFC 5227), or one of ours.
+fn arp_refusal(a: &ArpMessage, info: &crate::fib::PortInfo) -> Option<DropReason> {
+    if a.op != arp::Operation::REQUEST && a.op != arp::Operation::REPLY {
+        return Some(DropReason::ArpUnsupportedOp);
+    }
+    if a.sha.is_multicast() || a.sha.0 == [0; 6] || a.sha.0 == info.mac {
+        return Some(DropReason::ArpInvalid);
+    }
+    if a.spa.is_unspecified() {
+        return None;
+    }
+    let first = a.spa.octets()[0];
+    let subnet_broadcast =
+        info.ipv4.iter().any(|&(addr, len)| crate::pipeline::subnet_broadcast_of(addr, len) == Some(a.spa));
+    if a.spa.is_multicast() || first == 0 || first == 127 || first >= 240 || subnet_broadcast {
+        return Some(DropReason::ArpMartianSender);
+    }
+    if info.owns(IpAddr::V4(a.spa)) {
+        return Some(DropReason::ArpAddressConflict);
+    }
+    if !info.on_link(IpAddr::V4(a.spa)) {
+        return Some(DropReason::ArpSenderNotOnLink);
+    }
+    None
+}
+
+/// A validated neighbour-discovery message (RFC 4861 §6.1, §7.1 checks passed).
 struct NdMessage {
     src: Ipv6Addr,
     msg_type: icmpv6::Message,
@@ -359,6 +454,8 @@ struct NdMessage {
     lladdr: Option<MacAddr>,
     /// NA: the override flag.
     override_flag: bool,
+    /// NA: the solicited flag.
+    solicited: bool,
 }
 
 /// Parses and validates an ND frame; `None` for anything RFC 4861 §7.1
@@ -375,13 +472,15 @@ fn parse_nd(frame: &[u8]) -> Option<NdMessage> {
     if !icmp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
         return None;
     }
-    let (src, msg_type) = (ip.src_addr(), icmp.msg_type());
-    let mut m = NdMessage { src, msg_type, target: Ipv6Addr::UNSPECIFIED, lladdr: None, override_flag: true };
+    let (src, dst, msg_type) = (ip.src_addr(), ip.dst_addr(), icmp.msg_type());
+    let mut m =
+        NdMessage { src, msg_type, target: Ipv6Addr::UNSPECIFIED, lladdr: None, override_flag: true, solicited: false };
     if msg_type == icmpv6::Message::NEIGHBOR_SOLICIT {
         let ns = icmpv6::NeighborSolicit::new_checked(icmp_bytes).ok()?;
         m.lladdr = ns.source_link_layer_addr().ok()?;
-        // RFC 4861 §7.1.1: no source link-layer option from ::.
-        if src.is_unspecified() && m.lladdr.is_some() {
+        // RFC 4861 §7.1.1: from :: (DAD) only to a solicited-node group,
+        // and without a source link-layer option.
+        if src.is_unspecified() && (m.lladdr.is_some() || !ipv6::is_solicited_node_multicast(dst)) {
             return None;
         }
         m.target = ns.target_addr();
@@ -389,6 +488,11 @@ fn parse_nd(frame: &[u8]) -> Option<NdMessage> {
         let na = icmpv6::NeighborAdvert::new_checked(icmp_bytes).ok()?;
         m.lladdr = na.target_link_layer_addr().ok()?;
         m.override_flag = na.override_flag();
+        m.solicited = na.solicited_flag();
+        // RFC 4861 §7.1.2: a solicited advertisement is never multicast.
+        if m.solicited && dst.is_multicast() {
+            return None;
+        }
         m.target = na.target_addr();
     }
     Some(m)

@@ -866,11 +866,14 @@ fn ipv4_martian_sources_and_unrouted_destinations() {
         (Ipv4Addr::BROADCAST, BROADCAST),
         (Ipv4Addr::new(224, 0, 0, 5), [0x01, 0, 0x5e, 0, 0, 5]),
         (Ipv4Addr::new(239, 1, 2, 3), [0x01, 0, 0x5e, 1, 2, 3]),
-        (Ipv4Addr::new(127, 0, 0, 1), IN_MAC),
-        (Ipv4Addr::new(0, 0, 0, 0), IN_MAC),
     ] {
         let f = frame4(mac, HOST_MAC, &udp4(HOST_V4, dst, 64, 4));
         assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv4NotRouted));
+    }
+    // RFC 1812 §5.3.7: no router forwards to 0/8, 127/8 or 240/4.
+    for dst in [[127, 0, 0, 1], [0, 0, 0, 0], [0, 1, 2, 3], [240, 0, 0, 1], [254, 255, 255, 255]] {
+        let f = frame4(IN_MAC, HOST_MAC, &udp4(HOST_V4, Ipv4Addr::from(dst), 64, 4));
+        assert_verdict_unchanged(&l3, &f, IN, drop_(DropReason::Ipv4MartianDestination));
     }
 }
 

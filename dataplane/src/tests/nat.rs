@@ -124,7 +124,7 @@ impl Rig {
                 Ok(()) => {
                     let answer = Answer::decode(buf.data()).expect("answer header");
                     assert!(buf.adj(ANSWER_LEN));
-                    ws.nat.as_mut().unwrap().install(&answer);
+                    ws.nat.as_mut().unwrap().install_for(&answer, &buf.data()[ethernet::HEADER_LEN..]);
                     verdict = self.l3.resume(&mut buf, in_port, PacketFlags::NAT_DONE, ws);
                 }
             }
@@ -429,4 +429,180 @@ fn pool_overlapping_a_port_address_is_refused() {
     let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: vec![OUT_V4] };
     let err = Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).err().unwrap();
     assert!(err.to_string().contains("is a port address"), "{err}");
+}
+
+// ---- Fragments: virtual reassembly (RFC 4787 REQ-14) --------------------------------
+
+/// Splits a whole IPv4 packet (20-byte header) into fragments of at most
+/// `chunk` data octets (a multiple of 8), DF clear, identification `ident`.
+fn fragments(ip: &[u8], chunk: usize, ident: u16) -> Vec<Vec<u8>> {
+    let data = &ip[20..];
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + chunk).min(data.len());
+        let mut f = ip[..20].to_vec();
+        f.extend_from_slice(&data[offset..end]);
+        let mut p = netwire::ipv4::Packet::new_unchecked(&mut f[..]);
+        p.set_total_len((20 + end - offset) as u16);
+        p.set_ident(ident);
+        p.set_dont_frag(false);
+        p.set_more_frags(end < data.len());
+        p.set_frag_offset_bytes(offset as u16);
+        p.fill_checksum();
+        out.push(f);
+        offset = end;
+    }
+    out
+}
+
+/// Reassembles forwarded fragments (frames) into the IPv4 datagram.
+fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut parts: Vec<(u16, &[u8])> = frames
+        .iter()
+        .map(|f| {
+            let p = netwire::ipv4::Packet::new_checked(&f[ethernet::HEADER_LEN..]).unwrap();
+            assert!(p.verify_checksum(), "a fragment's header checksum");
+            (p.frag_offset_bytes(), &f[ethernet::HEADER_LEN + 20..ethernet::HEADER_LEN + usize::from(p.total_len())])
+        })
+        .collect();
+    parts.sort_by_key(|p| p.0);
+    let mut ip = frames[0][ethernet::HEADER_LEN..ethernet::HEADER_LEN + 20].to_vec();
+    for (_, d) in &parts {
+        ip.extend_from_slice(d);
+    }
+    let mut p = netwire::ipv4::Packet::new_unchecked(&mut ip[..]);
+    p.set_frag_offset_bytes(0);
+    p.set_more_frags(false);
+    let len = p.as_bytes().len() as u16;
+    p.set_total_len(len);
+    p.fill_checksum();
+    ip
+}
+
+impl Rig {
+    /// The worker loop with held fragments: sends `frame`, then runs again
+    /// whatever the fragment table released; returns every frame forwarded
+    /// and the drops.
+    fn send_held(&mut self, held: &mut Vec<Option<(Vec<u8>, u16)>>, frame: Vec<u8>, port: u16) -> Vec<Out> {
+        let mut outs = Vec::new();
+        let mut queue = vec![(frame, port)];
+        while let Some((f, p)) = queue.pop() {
+            let out = self.send(f, p);
+            if let Verdict::HandOff(HandOff::NatFragment(slot)) = out.verdict {
+                let slot = usize::from(slot);
+                if held.len() <= slot {
+                    held.resize(slot + 1, None);
+                }
+                assert!(held[slot].replace((out.frame.clone(), p)).is_none(), "slot {slot} handed out twice");
+            } else {
+                outs.push(out);
+            }
+            let nw = self.ws.nat.as_mut().unwrap();
+            while let Some(slot) = nw.frags.pop_released() {
+                queue.push(held[usize::from(slot)].take().expect("a released slot holds a fragment"));
+            }
+        }
+        outs
+    }
+}
+
+/// A UDP datagram of 3000 octets from the host, cut into 3 fragments.
+fn udp_datagram_fragments(ident: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let ip = pk::ip(HOST_V4, REMOTE_V4, 17, &[], &pk::udp(HOST_V4, REMOTE_V4, 40000, 53, &payload, false));
+    let frags = fragments(&ip, 1480, ident);
+    assert_eq!(frags.len(), 3);
+    (ip, frags)
+}
+
+/// The translated datagram checks end to end: same payload, the public
+/// source, a UDP checksum right for the translated pseudo-header.
+fn check_translated_datagram(orig: &[u8], out: &[Out]) -> (Ipv4Addr, u16) {
+    let frames: Vec<Vec<u8>> = out.iter().map(|o| o.frame.clone()).collect();
+    for o in out {
+        assert_eq!(o.verdict, Verdict::Forward(OUT));
+    }
+    let ip = reassemble(&frames);
+    let p = netwire::ipv4::Packet::new_checked(&ip[..]).unwrap();
+    assert!(POOL.contains(&p.src_addr()), "public source: {}", p.src_addr());
+    assert_eq!(p.dst_addr(), REMOTE_V4);
+    assert_eq!(&ip[28..], &orig[28..], "payload");
+    assert!(netwire::checksum::verify_v4(p.src_addr(), p.dst_addr(), 17, &ip[20..]), "UDP checksum after NAT");
+    (p.src_addr(), u16::from_be_bytes([ip[20], ip[21]]))
+}
+
+#[test]
+fn fragments_in_order_follow_the_first_ones_mapping() {
+    let mut rig = Rig::new(Filtering::EndpointIndependent);
+    let mut held = Vec::new();
+    let (ip, frags) = udp_datagram_fragments(0x5151);
+    let mut out = Vec::new();
+    for f in &frags {
+        out.extend(rig.send_held(&mut held, from_inside(f), IN));
+    }
+    assert_eq!(out.len(), 3);
+    assert!(out[0].asked, "the first fragment asked the mapping core");
+    check_translated_datagram(&ip, &out);
+    // A second datagram of the flow: the first fragment hits the cache.
+    let (ip2, frags2) = udp_datagram_fragments(0x5152);
+    let out2: Vec<Out> = frags2.iter().flat_map(|f| rig.send_held(&mut held, from_inside(f), IN)).collect();
+    assert!(!out2[0].asked);
+    check_translated_datagram(&ip2, &out2);
+    let stats = *rig.ws.nat.as_ref().unwrap().frags.stats();
+    assert_eq!((stats.recorded, stats.rewritten, stats.held), (2, 4, 0));
+}
+
+#[test]
+fn fragments_out_of_order_are_held_until_the_first_one() {
+    let mut rig = Rig::new(Filtering::EndpointIndependent);
+    let mut held = Vec::new();
+    let (ip, frags) = udp_datagram_fragments(0x6161);
+    // Last, middle: held; nothing leaves.
+    assert!(rig.send_held(&mut held, from_inside(&frags[2]), IN).is_empty());
+    assert!(rig.send_held(&mut held, from_inside(&frags[1]), IN).is_empty());
+    // The first fragment: translated (via the mapping core), and the held ones follow.
+    let out = rig.send_held(&mut held, from_inside(&frags[0]), IN);
+    assert_eq!(out.len(), 3);
+    let (public, public_port) = check_translated_datagram(&ip, &out);
+    // The reply, fragmented too and out of order, reaches the host.
+    let payload: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let reply = pk::ip(REMOTE_V4, public, 17, &[], &pk::udp(REMOTE_V4, public, 53, public_port, &payload, false));
+    let rf = fragments(&reply, 1000, 0x7070);
+    assert!(rig.send_held(&mut held, from_outside(&rf[1]), OUT).is_empty());
+    let mut back = rig.send_held(&mut held, from_outside(&rf[0]), OUT);
+    back.extend(rig.send_held(&mut held, from_outside(&rf[2]), OUT));
+    assert_eq!(back.len(), 3);
+    let frames: Vec<Vec<u8>> = back.iter().map(|o| o.frame.clone()).collect();
+    let ip = reassemble(&frames);
+    let p = netwire::ipv4::Packet::new_checked(&ip[..]).unwrap();
+    assert_eq!((p.src_addr(), p.dst_addr()), (REMOTE_V4, HOST_V4));
+    assert_eq!(u16::from_be_bytes([ip[22], ip[23]]), 40000);
+    assert!(netwire::checksum::verify_v4(REMOTE_V4, HOST_V4, 17, &ip[20..]));
+    assert!(back.iter().all(|o| o.verdict == Verdict::Forward(IN)));
+}
+
+#[test]
+fn held_fragments_are_bounded_and_expire() {
+    let mut rig = Rig::new(Filtering::EndpointIndependent);
+    let cfg = crate::nat::frag::FragConfig { datagrams_max: 2, held_max: 2, timeout_ms: 500 };
+    let nw = rig.ws.nat.take().unwrap();
+    rig.ws.nat = Some(Box::new(nw.with_fragments(cfg)));
+    let mut held = Vec::new();
+    let later = |ident| udp_datagram_fragments(ident).1[1].clone();
+    assert!(rig.send_held(&mut held, from_inside(&later(1)), IN).is_empty());
+    assert!(rig.send_held(&mut held, from_inside(&later(2)), IN).is_empty());
+    // A third held fragment: no room.
+    let out = rig.send_held(&mut held, from_inside(&later(3)), IN);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::NatFragmentsFull));
+    // Their first fragments never come: they expire.
+    let nw = rig.ws.nat.as_mut().unwrap();
+    nw.advance(10_000, 0);
+    let mut expired = 0;
+    while let Some(slot) = nw.frags.pop_expired() {
+        assert!(held[usize::from(slot)].take().is_some());
+        expired += 1;
+    }
+    assert_eq!(expired, 2);
+    assert!(nw.frags.is_empty());
 }

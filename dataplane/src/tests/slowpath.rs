@@ -455,7 +455,7 @@ fn na_from_known_neighbor_updates_it_unknown_ignored() {
     let p = na(stranger, ipv6::ALL_NODES, 255, stranger, icmpv6::NaFlags::OVERRIDE, [0x02, 0, 0, 0, 2, 0x33]);
     assert!(rig.punt(&frame6([0x33, 0x33, 0, 0, 0, 1], NEIGH_MAC, &p), OUT, PuntReason::Nd, 20).is_empty());
     assert_eq!(rig.table.get(OUT, v6(stranger)), None);
-    assert_eq!(rig.drops(DropReason::NdNotForUs), 1);
+    assert_eq!(rig.drops(DropReason::NdAdvertUnknown), 1);
 }
 
 // ---- Resolution -------------------------------------------------------------------

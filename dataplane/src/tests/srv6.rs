@@ -867,8 +867,9 @@ fn truncated_extension_headers_to_a_sid_are_dropped() {
     let mut body = srh_hdr(Protocol::UDP, 1, &[B1, SID_END]);
     body[1] = 10; // 88 bytes claimed, 40 present.
     let f = host_frame(SID_END, ROUTING, 64, &body);
-    let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Srv6BadSrh));
-    assert_eq!(w.sid_counters[I_END].drops.get(DropReason::Srv6BadSrh), 1);
+    // Input refuses a chain that runs past the packet before any SID sees it.
+    let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6ExtMalformed));
+    assert!(w.sid_counters.iter().all(|c| c.packets.get() == 0));
 }
 
 #[test]
@@ -1714,4 +1715,28 @@ fn accepted_request_goes_to_the_object_service() {
     assert_eq!(hdr.status(), storage::status::OK);
     let pr = storage::ProbeReply::parse(hdr.data()).unwrap();
     assert_eq!(pr.accepted_by, Ipv6Addr::from(u128::from(prefix) | 0x2a));
+}
+
+#[test]
+fn link_local_never_leaves_its_link_through_a_sid() {
+    let (l3, mut w) = setup();
+    w.set(OUT, v6("fe80::5".parse().unwrap()), NEIGH_MAC, NeighborState::Reachable, 0).unwrap();
+    let ll: Ipv6Addr = "fe80::5".parse().unwrap();
+    // End.X towards the outside port with a link-local next segment.
+    let f = sr_frame(&[ll, SID_X], 1, Protocol::UDP, &app_payload(ll));
+    let w = assert_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6LinkLocalScope));
+    assert_eq!(w.sid_counters[I_X].drops.get(DropReason::Ipv6LinkLocalScope), 1);
+    // End from a link-local source to a global next segment on another link.
+    let body = [srh_hdr(Protocol::UDP, 1, &[B1, SID_END]), app_payload(B1)].concat();
+    let f = frame6(IN_MAC, HOST_MAC, &ipv6_packet(host_ll(), SID_END, ROUTING, 64, &body));
+    assert_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6LinkLocalScope));
+    // End.DX6 of an inner packet to a link-local address.
+    let inner = udp6(HOST_V6, ll, 64, 8);
+    let f = host_frame(SID_DX6, IPV6_IN_IPV6, 64, &inner);
+    assert_unchanged(&l3, &f, IN, drop_(DropReason::Ipv6LinkLocalScope));
+    // End.DT6 of one: decapsulated, then refused by input.
+    let f = host_frame(SID_DT6, IPV6_IN_IPV6, 64, &inner);
+    let mut out = f.clone();
+    let (v, _) = run(&l3, &mut out, IN);
+    assert_eq!(v, drop_(DropReason::Ipv6NotRouted));
 }
