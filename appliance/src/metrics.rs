@@ -51,6 +51,8 @@ pub struct MetricsSource {
     pub pipeline: Arc<Pipeline>,
     /// Per worker: one block of counters per local SID.
     pub sid_counters: Vec<Arc<Vec<dataplane::srv6::SidCounters>>>,
+    /// Per worker: what input did besides verdicts (completed checksums).
+    pub input_counters: Vec<Arc<dataplane::stats::InputCounters>>,
     /// The NAT mapping server's figures (with NAT on).
     pub nat: Option<Arc<NatStats>>,
     /// Per worker: the NAT cache counters (with NAT on).
@@ -206,6 +208,12 @@ impl MetricsSource {
             HandOffKind::ALL
                 .iter()
                 .map(|&k| (l(&[("to", k.label().to_owned())]), self.workers.iter().map(|w| w.handoffs.get(k)).sum())),
+        );
+        counter_family(
+            reg,
+            "checksums_completed",
+            "Partial TCP/UDP checksums (a kernel host's checksum offload) completed on input",
+            [(Labels::new(), self.input_counters.iter().map(|c| c.checksums_completed.get()).sum())],
         );
         counter_family(
             reg,
@@ -667,6 +675,10 @@ impl MetricsSource {
             if v > 0 {
                 let _ = writeln!(s, "  punts{{reason={}}}={v}", r.label());
             }
+        }
+        let completed: u64 = self.input_counters.iter().map(|c| c.checksums_completed.get()).sum();
+        if completed > 0 {
+            let _ = writeln!(s, "  checksums_completed={completed}");
         }
         if let Some(n) = &self.nat {
             let _ = writeln!(

@@ -74,6 +74,7 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<()> {
         tsc_hz: rte::tsc_hz(),
         pipeline: pipeline.clone(),
         sid_counters: built.sid_counters,
+        input_counters: built.input_counters,
         nat: nat.stats.clone(),
         nat_workers: built.nat_counters,
         nat_query: nat.query.take().map(std::sync::Mutex::new),

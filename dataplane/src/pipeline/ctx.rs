@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::Pipeline;
 use crate::nat::fast::NatWorker;
 use crate::srv6::SidCounters;
+use crate::stats::InputCounters;
 use crate::storage::{LocalService, Responder};
 
 /// One-time steps a packet has taken, carried with it when it is held and
@@ -63,10 +64,12 @@ pub struct PacketMeta {
 }
 
 /// What a worker carries through the pipeline besides the packet: its
-/// per-SID counters, its view of the local storage service, its NAT cache,
+/// per-SID and input counters, its view of the local storage service, its NAT cache,
 /// and the last packet's [`PacketMeta`]. Owned by one worker.
 pub struct WorkerCtx {
     pub sid_counters: Arc<Vec<SidCounters>>,
+    /// What input did besides verdicts (completed checksums).
+    pub input_counters: Arc<InputCounters>,
     pub service: Box<dyn LocalService>,
     /// The worker's NAT state (cache, activity records); `None` on the
     /// control core and when NAT is off.
@@ -78,6 +81,7 @@ impl WorkerCtx {
     pub fn new(pipeline: &Pipeline, service: Box<dyn LocalService>) -> WorkerCtx {
         WorkerCtx {
             sid_counters: Arc::new((0..pipeline.srv6.sids().len()).map(|_| SidCounters::default()).collect()),
+            input_counters: Arc::default(),
             service,
             nat: None,
             meta: PacketMeta::default(),

@@ -8,6 +8,10 @@
 //!   (RFC 1812 §5.3.4, RFC 4443 §2.4(e)).
 //! * IPv4: header and checksum, martian source (broadcast, multicast,
 //!   loopback, 0/8) and destination (not routed).
+//! * Both: a packet longer than the receiving port's MTU that the frame does
+//!   not hold is a cut super-frame (`superframe`, not `*_malformed`); on a
+//!   port whose peers may send them (`PortInfo::partial_checksums`), a
+//!   partial TCP/UDP checksum is completed (`partial.rs`) before routing.
 //! * IPv6: header, martian source (multicast, loopback; the unspecified
 //!   address only for DAD probes), multicast destinations only for ND,
 //!   link-local destinations never routed.
@@ -17,7 +21,7 @@ use std::net::IpAddr;
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
 use super::ctx::{PacketFlags, WorkerCtx};
-use super::{local, Pipeline, Step, Verdict};
+use super::{local, partial, Pipeline, Step, Verdict};
 use crate::fib::{is_link_local6, NextHop, PortInfo};
 use crate::stats::{DropReason, PuntReason};
 
@@ -79,9 +83,9 @@ impl Pipeline {
         l2_multicast: bool,
         ctx: &mut WorkerCtx,
     ) -> Verdict {
-        let (src, mut h) = {
+        let (src, mut h, partial) = {
             let Ok(ip) = ipv4::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
-                return Verdict::Drop(DropReason::Ipv4Malformed);
+                return Verdict::Drop(malformed(pkt.data(), in_info, DropReason::Ipv4Malformed));
             };
             if !ip.verify_checksum() {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
@@ -93,8 +97,12 @@ impl Pipeline {
                 df: ip.dont_frag(),
                 proto: ip.protocol(),
             };
-            (ip.src_addr(), h)
+            let partial = if in_info.partial_checksums { partial::find4(ip.as_bytes()) } else { None };
+            (ip.src_addr(), h, partial)
         };
+        if let Some(p) = partial {
+            complete_partial(pkt, p, ctx);
+        }
         if src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.octets()[0] == 0 {
             return Verdict::Drop(DropReason::Ipv4MartianSource);
         }
@@ -143,20 +151,25 @@ impl Pipeline {
         l2_multicast: bool,
         ctx: &mut WorkerCtx,
     ) -> Step {
-        let h = {
+        let (h, partial) = {
             let Ok(ip) = ipv6::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
-                return Verdict::Drop(DropReason::Ipv6Malformed).into();
+                return Verdict::Drop(malformed(pkt.data(), in_info, DropReason::Ipv6Malformed)).into();
             };
-            Ip6Header {
+            let h = Ip6Header {
                 src: ip.src_addr(),
                 dst: ip.dst_addr(),
                 hop_limit: ip.hop_limit(),
                 ip_len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
                 next_header: ip.next_header(),
-            }
+            };
+            let partial = if in_info.partial_checksums { partial::find6(ip.as_bytes()) } else { None };
+            (h, partial)
         };
         if h.src.is_multicast() || h.src.is_loopback() {
             return Verdict::Drop(DropReason::Ipv6MartianSource).into();
+        }
+        if let Some(p) = partial {
+            complete_partial(pkt, p, ctx);
         }
         if h.dst.is_multicast() || h.src.is_unspecified() {
             // Only neighbour discovery to a group we are in concerns us, and
@@ -205,6 +218,35 @@ impl Pipeline {
         let Some(plan) = self.storage else { return false };
         let l4 = &frame[ethernet::HEADER_LEN + ipv6::HEADER_LEN..ethernet::HEADER_LEN + h.ip_len];
         h.next_header == ipv4::Protocol::UDP && l4.len() >= 8 && u16::from_be_bytes([l4[2], l4[3]]) == plan.udp_port
+    }
+}
+
+/// Completes the partial checksum `p` found in the packet's IP header.
+#[cold]
+#[inline(never)]
+fn complete_partial<P: PacketBuf>(pkt: &mut P, p: partial::Partial, ctx: &mut WorkerCtx) {
+    p.complete(&mut pkt.data_mut()[ethernet::HEADER_LEN..]);
+    ctx.input_counters.checksums_completed.inc();
+}
+
+/// Why an IP header that failed its checks is dropped: `superframe` when its
+/// length field says more than the port's MTU and the frame holds less (a
+/// TSO/GSO super-frame cut by the driver), `otherwise` for the rest.
+#[cold]
+#[inline(never)]
+fn malformed(frame: &[u8], port: &PortInfo, otherwise: DropReason) -> DropReason {
+    let ip = frame.get(ethernet::HEADER_LEN..).unwrap_or_default();
+    let claimed = match (otherwise, ip) {
+        (DropReason::Ipv4Malformed, [0x40..=0x4f, _, hi, lo, ..]) => usize::from(u16::from_be_bytes([*hi, *lo])),
+        (DropReason::Ipv6Malformed, [0x60..=0x6f, _, _, _, hi, lo, ..]) => {
+            ipv6::HEADER_LEN + usize::from(u16::from_be_bytes([*hi, *lo]))
+        }
+        _ => 0,
+    };
+    if claimed > usize::from(port.mtu) && claimed > ip.len() {
+        DropReason::Superframe
+    } else {
+        otherwise
     }
 }
 
