@@ -303,7 +303,8 @@ reasons!(
 #[repr(align(64))]
 pub struct InputCounters {
     /// Partial TCP/UDP checksums (a kernel host's transmit checksum offload)
-    /// completed on input (`pipeline/partial.rs`).
+    /// completed on input (`pipeline/partial.rs`); a complete checksum that
+    /// merely equals the pseudo-header sum is not counted.
     pub checksums_completed: Counter,
 }
 

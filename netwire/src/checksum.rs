@@ -141,20 +141,18 @@ pub fn update32(old_checksum: u16, old_value: u32, new_value: u32) -> u16 {
 /// Completes a partial transport checksum (module doc): if the 16-bit checksum field at
 /// `field_offset` of `segment` (a whole TCP segment or UDP datagram, header and payload)
 /// equals `pseudo`, the folded pseudo-header sum for it, writes the full checksum there
-/// ([`fill_from_partial`]) and returns true; otherwise changes nothing and returns false.
-/// `udp` selects RFC 768's rule that a computed 0 is sent as 0xffff. Returns false when
-/// `segment` does not reach past the field.
+/// ([`fill_from_partial`]). Returns true when that changed the field; `udp` selects
+/// RFC 768's rule that a computed 0 is sent as 0xffff. Changes nothing when `segment` does
+/// not reach past the field.
 ///
 /// A segment whose checksum was already complete and happens to equal `pseudo` (one in
-/// 65 536) gets the same, correct value written back. A corrupted segment whose checksum
-/// happens to equal `pseudo` is given a valid one (the corruption goes undetected, as with
-/// a NIC's offload).
+/// 65 536) keeps it (false). A corrupted segment whose checksum happens to equal `pseudo`
+/// is given a valid one (the corruption goes undetected, as with a NIC's offload).
 #[inline]
 pub fn complete_partial(segment: &mut [u8], field_offset: usize, pseudo: u16, udp: bool) -> bool {
     match segment.get(field_offset..field_offset + 2) {
         Some(field) if u16::from_be_bytes([field[0], field[1]]) == pseudo => {
-            fill_from_partial(segment, field_offset, udp);
-            true
+            fill_from_partial(segment, field_offset, udp)
         }
         _ => false,
     }
@@ -162,16 +160,20 @@ pub fn complete_partial(segment: &mut [u8], field_offset: usize, pseudo: u16, ud
 
 /// Writes the full checksum of `segment` whose field at `field_offset` holds its
 /// pseudo-header sum (a partial checksum, recognised by the caller): `!sum(segment)`,
-/// with RFC 768's 0 → 0xffff when `udp`. Reads the whole segment. Panics if the field
-/// is not within `segment`.
+/// with RFC 768's 0 → 0xffff when `udp`. Returns whether the field changed (false for a
+/// complete checksum that happened to equal the pseudo-header sum). Reads the whole
+/// segment. Panics if the field is not within `segment`.
 #[cold]
 #[inline(never)]
-pub fn fill_from_partial(segment: &mut [u8], field_offset: usize, udp: bool) {
+pub fn fill_from_partial(segment: &mut [u8], field_offset: usize, udp: bool) -> bool {
     let mut value = finish(sum(segment));
     if udp && value == 0 {
         value = 0xffff;
     }
-    segment[field_offset..field_offset + 2].copy_from_slice(&value.to_be_bytes());
+    let field = &mut segment[field_offset..field_offset + 2];
+    let changed = field != value.to_be_bytes();
+    field.copy_from_slice(&value.to_be_bytes());
+    changed
 }
 
 #[cfg(test)]
@@ -341,7 +343,7 @@ mod tests {
             }
             segment[6..8].copy_from_slice(&c.to_be_bytes());
             let before = segment.clone();
-            complete_partial(&mut segment, 6, pseudo, true);
+            prop_assert!(!complete_partial(&mut segment, 6, pseudo, true));
             prop_assert_eq!(add(pseudo, sum(&segment)), 0xffff);
             prop_assert_eq!(segment, before);
         }

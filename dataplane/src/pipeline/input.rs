@@ -221,12 +221,14 @@ impl Pipeline {
     }
 }
 
-/// Completes the partial checksum `p` found in the packet's IP header.
+/// Completes the partial checksum `p` found in the packet's IP header and
+/// counts it when that changed the packet.
 #[cold]
 #[inline(never)]
 fn complete_partial<P: PacketBuf>(pkt: &mut P, p: partial::Partial, ctx: &mut WorkerCtx) {
-    p.complete(&mut pkt.data_mut()[ethernet::HEADER_LEN..]);
-    ctx.input_counters.checksums_completed.inc();
+    if p.complete(&mut pkt.data_mut()[ethernet::HEADER_LEN..]) {
+        ctx.input_counters.checksums_completed.inc();
+    }
 }
 
 /// Why an IP header that failed its checks is dropped: `superframe` when its

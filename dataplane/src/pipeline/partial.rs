@@ -57,13 +57,16 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    /// Writes the full checksum into the IP packet `ip` it was found in.
+    /// Writes the full checksum into the IP packet `ip` it was found in;
+    /// true when that changed it (not a complete checksum that happened to
+    /// equal the pseudo-header sum).
     #[cold]
     #[inline(never)]
-    pub(crate) fn complete(self, ip: &mut [u8]) {
+    pub(crate) fn complete(self, ip: &mut [u8]) -> bool {
         let field = if self.udp { UDP_CHECKSUM } else { TCP_CHECKSUM };
-        if let Some(segment) = ip.get_mut(self.start as usize..self.end as usize) {
-            fill_from_partial(segment, field, self.udp);
+        match ip.get_mut(self.start as usize..self.end as usize) {
+            Some(segment) => fill_from_partial(segment, field, self.udp),
+            None => false,
         }
     }
 }
@@ -242,13 +245,13 @@ mod tests {
     fn complete4(frame: &mut [u8]) -> bool {
         let at = ethernet::HEADER_LEN.min(frame.len());
         let ip = &mut frame[at..];
-        find4(ip).map(|p| p.complete(ip)).is_some()
+        find4(ip).is_some_and(|p| p.complete(ip))
     }
 
     fn complete6(frame: &mut [u8]) -> bool {
         let at = ethernet::HEADER_LEN.min(frame.len());
         let ip = &mut frame[at..];
-        find6(ip).map(|p| p.complete(ip)).is_some()
+        find6(ip).is_some_and(|p| p.complete(ip))
     }
 
     const H1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
