@@ -209,11 +209,12 @@ impl MetricsSource {
                 .iter()
                 .map(|&k| (l(&[("to", k.label().to_owned())]), self.workers.iter().map(|w| w.handoffs.get(k)).sum())),
         );
-        counter_family(
-            reg,
+        let completed = PCounter::<u64>::default();
+        completed.inc_by(self.input_counters.iter().map(|c| c.checksums_completed.get()).sum());
+        reg.register(
             "checksums_completed",
             "Partial TCP/UDP checksums (a kernel host's checksum offload) completed on input",
-            [(Labels::new(), self.input_counters.iter().map(|c| c.checksums_completed.get()).sum())],
+            completed,
         );
         counter_family(
             reg,
