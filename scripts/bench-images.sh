@@ -45,7 +45,7 @@ node_yaml() { # k
   echo "eal: { file_prefix: bimg$$_$k, memory_mb: 256, huge_unlink: true, pci: false }"
   echo "lcores: { main: { lcore: 0, cpu: 0 }, workers: [ { lcore: 1, cpu: 1 } ] }"
   echo "ports:"
-  echo "  - { name: net, device: net_af_packet0, args: \"iface=apl0,qpairs=1\", ipv6: [\"2001:db8:5::$k/64\"] }"
+  echo "  - { name: net, device: net_af_xdp0, args: \"iface=apl0\", ipv6: [\"2001:db8:5::$k/64\"] }"
   echo "routes:"
   for j in 1 2 3; do [ "$j" = "$k" ] || echo "  - { prefix: \"2001:db8:5a::$j/128\", via: \"2001:db8:5::$j\", port: net }"; done
   echo "neighbors:"
@@ -70,7 +70,6 @@ for h in 2 3; do
   ip netns add "$ns"; ip -n "$ns" link set lo up
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.all.seg6_enabled=1
   ip -n "$ns" link add eth0 type veth peer name "p-h$h" netns "$TB-sw"
-  offloads_off "$ns" eth0; offloads_off "$TB-sw" "p-h$h"
   ip -n "$TB-sw" link set "p-h$h" master br0; ip -n "$TB-sw" link set "p-h$h" up
   ip -n "$ns" link set eth0 up
   ip -n "$ns" -6 addr add "2001:db8:5::10$h/64" dev eth0 nodad

@@ -122,6 +122,10 @@ for i in $(seq 300); do
 done
 info "metrics endpoint answers at http://$METRICS_ADDR/metrics (inside $RTR)"
 
+step "the hosts keep their default settings (checksum offload on); the XDP program of the af_xdp port on apl-in took TSO from h1"
+printf '$ ip netns exec %s ethtool -k eth0\n' "$H1"
+in_ns "$H1" ethtool -k eth0 | grep -E '^(tx-checksumming|tcp-segmentation-offload|generic-segmentation-offload):'
+
 step "ping h1 -> h2 through the appliance (IPv4, IPv6)"
 show_ns "$H1" ping -c 3 -i 0.2 -W 2 198.51.100.2
 show_ns "$H1" ping -c 3 -i 0.2 -W 2 2001:db8:2::2
@@ -147,7 +151,7 @@ tcp_transfer 2001:db8:2::2 5002
 step "metrics (GET http://$METRICS_ADDR/metrics inside $RTR)"
 metrics > "$WORK/metrics.txt" || die "metrics endpoint stopped answering"
 grep -E '^appliance_port_' "$WORK/metrics.txt" || die "no appliance_port_* metrics"
-grep -E '^appliance_(drops|punts|icmp_errors_sent|arp_replies_sent|nd_adverts_sent|neighbors)' "$WORK/metrics.txt" \
+grep -E '^appliance_(drops|punts|icmp_errors_sent|arp_replies_sent|nd_adverts_sent|neighbors|checksums_completed)' "$WORK/metrics.txt" \
   | awk '$NF != 0' || true
 
 step "stop the appliance (SIGTERM to pid $APP_PID)"

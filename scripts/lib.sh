@@ -36,10 +36,28 @@ use_cargo() {
 
 ns_exists() { [ -e "/run/netns/$1" ]; }
 
-# No checksum offload, TSO/GSO/GRO: DPDK's af_packet sees raw frames and must get
-# complete checksums and MTU-sized packets.
+# Turns checksum offload, TSO/GSO and GRO off on an interface. The testbeds keep every
+# interface at the kernel's defaults (offloads on, as container runtimes leave them: the
+# appliance completes partial checksums, and its af_xdp ports make the peers segment);
+# this is only for the reference run that compares with those defaults (HOST_OFFLOADS=off,
+# docs/architecture.md "Kernel hosts at their default settings").
 offloads_off() { # ns ifname
   ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null
+}
+
+# Attaches an XDP program that passes every frame (scripts/xdp_pass.c, built here with
+# clang's BPF target) to IFNAME in NS and turns GRO off on it. The kernel then takes TSO/GSO
+# away from the veth's peer, which segments its TCP before the veth, and nothing merges the
+# segments again before a packet socket reads them. An af_xdp port gets the first half by
+# itself; this is for af_packet ports with several queue pairs (DPDK 22.11's af_xdp driver
+# allows one queue on a veth: it counts combined channels, and a veth has none).
+xdp_pass() { # ns ifname
+  local obj
+  obj=$(mktemp /tmp/xdp-pass.XXXXXX.o)
+  clang -O2 -target bpf -c "$REPO_ROOT/scripts/xdp_pass.c" -o "$obj"
+  ip -n "$1" link set dev "$2" xdpdrv obj "$obj" sec xdp
+  rm -f "$obj"
+  ip netns exec "$1" ethtool -K "$2" gro off
 }
 
 # Ends the processes still inside namespace NS (started by its testbed), by PID,

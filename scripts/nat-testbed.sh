@@ -13,8 +13,12 @@
 #
 # Subscribers route everything through 100.64.0.1; the server has only its connected
 # subnet (the pool is on it), so it can reach a subscriber only through a NAT mapping.
+# Every interface keeps the kernel's default settings (checksum offload, TSO/GSO on).
+# QUEUES=N (default 1): with N > 1 the appliance reads its veths through af_packet with N
+# queue pairs (af_xdp allows one queue on a veth), so apl-in and apl-out get an XDP pass
+# program and GRO off (lib.sh `xdp_pass`): their peers then segment before the veths.
 #
-# Usage: [TB=nat] nat-testbed.sh up|down|status
+# Usage: [TB=nat] [QUEUES=1] nat-testbed.sh up|down|status
 #        [TB=nat] nat-testbed.sh exec s1|s2|sw|rtr|srv CMD [ARGS...]
 # Nothing is done in the root namespace; `down` deletes the namespaces (idempotent) and
 # ends the processes still running inside them (they were started in this testbed).
@@ -23,6 +27,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TB=${TB:-nat}
+QUEUES=${QUEUES:-1}
 S1=$TB-s1 S2=$TB-s2 SW=$TB-sw RTR=$TB-rtr SRV=$TB-srv
 ALL=("$S1" "$S2" "$SW" "$RTR" "$SRV")
 
@@ -66,13 +71,11 @@ up() {
   ip -n "$RTR" link set apl-out address 02:00:00:00:07:01
   ip -n "$SRV" link set eth0 address 02:00:00:00:07:02
 
-  offloads_off "$S1" eth0
-  offloads_off "$S2" eth0
-  offloads_off "$RTR" apl-in
-  offloads_off "$RTR" apl-out
-  offloads_off "$SRV" eth0
+  if [ "$QUEUES" -gt 1 ]; then
+    xdp_pass "$RTR" apl-in
+    xdp_pass "$RTR" apl-out
+  fi
   for p in p-s1 p-s2 p-in; do
-    offloads_off "$SW" "$p"
     ip -n "$SW" link set "$p" master br0
     ip -n "$SW" link set "$p" up
   done

@@ -11,9 +11,10 @@
 #                        SID 2001:db8:5a::1) SID 2001:db8:5a::2) SID 2001:db8:5a::3)
 #   MACs: cl 02:00:00:00:05:64, appliance k 02:00:00:00:05:0k
 #
-# The appliances (run inside $TB-a1..3 on their af_packet port apl0) own 2001:db8:5::k and
+# The appliances (run inside $TB-a1..3 on their af_xdp port apl0) own 2001:db8:5::k and
 # the storage SIDs 2001:db8:5a::k; the kernels of those namespaces have IPv6 disabled, so
-# they stay silent. The client routes each SID to its appliance.
+# they stay silent. The client routes each SID to its appliance. Every interface keeps the
+# kernel's default settings (checksum offload, TSO/GSO on).
 #
 # Usage: [TB=stg] steering-testbed.sh up|down|status
 #        [TB=stg] steering-testbed.sh exec cl|sw|a1|a2|a3 CMD [ARGS...]
@@ -74,13 +75,6 @@ up() {
     ip -n "$ns" link add apl0 type veth peer name "p-a$k" netns "$SW"
     ip -n "$ns" link set apl0 address "02:00:00:00:05:0$k"
     ip netns exec "$ns" sysctl -qw net.ipv6.conf.apl0.disable_ipv6=1
-  done
-
-  offloads_off "$CL" eth0
-  offloads_off "$SW" p-cl
-  for k in 1 2 3; do
-    offloads_off "$TB-a$k" apl0
-    offloads_off "$SW" "p-a$k"
   done
 
   for p in p-cl p-a1 p-a2 p-a3; do

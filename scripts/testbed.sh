@@ -10,7 +10,14 @@
 # 198.51.100.1, 2001:db8:2::1 (outside); the hosts route everything through it.
 # The router namespace's kernel has no addresses and IPv6 disabled, so it stays silent.
 #
-# Usage: [TB=apl] testbed.sh up|down|status|kernel-router
+# Every interface keeps the kernel's default settings: checksum offload and TSO/GSO on,
+# as container runtimes leave them (docs/architecture.md, "Kernel hosts at their default
+# settings"). HOST_OFFLOADS=off turns them off on all four ends (the reference run).
+# QUEUES=N (default 1): with N > 1 the appliance reads its veths through af_packet with N
+# queue pairs (af_xdp allows one queue on a veth), so apl-in and apl-out get an XDP pass
+# program and GRO off (lib.sh `xdp_pass`): the hosts then segment before the veths.
+#
+# Usage: [TB=apl] [QUEUES=1] [HOST_OFFLOADS=on] testbed.sh up|down|status|kernel-router
 #        [TB=apl] testbed.sh exec h1|rtr|h2 CMD [ARGS...]
 # Nothing is done in the root namespace; `down` deletes the namespaces (idempotent) and
 # ends the processes still running inside them (they were started in this testbed).
@@ -19,6 +26,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TB=${TB:-apl}
+QUEUES=${QUEUES:-1}
+HOST_OFFLOADS=${HOST_OFFLOADS:-on}
 H1=$TB-h1 RTR=$TB-rtr H2=$TB-h2
 
 need_root() { [ "$(id -u)" -eq 0 ] || { echo "testbed.sh: must run as root" >&2; exit 1; }; }
@@ -71,12 +80,16 @@ up() {
 
   ip netns exec "$RTR" sysctl -qw net.ipv6.conf.apl-in.disable_ipv6=1 net.ipv6.conf.apl-out.disable_ipv6=1
 
-  # No checksum offload, TSO/GSO/GRO anywhere: the appliance sees raw frames through
-  # af_packet and must get complete checksums and MTU-sized packets.
-  offloads_off "$H1" eth0
-  offloads_off "$RTR" apl-in
-  offloads_off "$RTR" apl-out
-  offloads_off "$H2" eth0
+  if [ "$QUEUES" -gt 1 ]; then
+    xdp_pass "$RTR" apl-in
+    xdp_pass "$RTR" apl-out
+  fi
+  if [ "$HOST_OFFLOADS" = off ]; then
+    offloads_off "$H1" eth0
+    offloads_off "$RTR" apl-in
+    offloads_off "$RTR" apl-out
+    offloads_off "$H2" eth0
+  fi
 
   ip -n "$H1" link set eth0 up
   ip -n "$RTR" link set apl-in up

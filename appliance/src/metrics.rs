@@ -50,6 +50,8 @@ pub struct MetricsSource {
     pub pipeline: Arc<crate::rcu::Published<Pipeline>>,
     /// Per worker: one block of counters per SID counter slot.
     pub sid_counters: Vec<Arc<Vec<dataplane::srv6::SidCounters>>>,
+    /// Per worker: what input did besides verdicts (completed checksums).
+    pub input_counters: Vec<Arc<dataplane::stats::InputCounters>>,
     /// The NAT mapping server's figures (with NAT on).
     pub nat: Option<Arc<NatStats>>,
     /// Per worker: the NAT cache counters (with NAT on).
@@ -93,6 +95,7 @@ impl MetricsSource {
             nat: self.nat.as_deref(),
             nat_workers: &self.nat_workers,
             storage: &self.storage,
+            input: &self.input_counters,
             build: BuildInfo::CURRENT,
         }
     }
@@ -121,6 +124,10 @@ impl MetricsSource {
             if v > 0 {
                 let _ = writeln!(s, "  punts{{reason={}}}={v}", r.label());
             }
+        }
+        let completed: u64 = self.input_counters.iter().map(|c| c.checksums_completed.get()).sum();
+        if completed > 0 {
+            let _ = writeln!(s, "  checksums_completed={completed}");
         }
         if let Some(n) = &self.nat {
             let _ = writeln!(

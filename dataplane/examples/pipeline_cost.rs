@@ -3,9 +3,12 @@
 //! flows), run through `Pipeline::process` on one reused buffer.
 //!
 //! `cargo run --release -p dataplane --example pipeline_cost -- MODE PACKETS`
-//! (MODE: `l3`, `end`, or `nat` with FLOWS=N and CACHE=entries) prints ns per
-//! packet. Run
-//! twice under `valgrind --tool=callgrind` with two packet counts: the
+//! (MODE: `l3`, `l3v6` (64-byte IPv6/UDP forwarded), `tcp1500` and
+//! `tcp1500partial` (a full-size IPv4/TCP segment with a complete or a
+//! partial checksum), `end`, or `nat` with FLOWS=N and CACHE=entries) prints
+//! ns per packet. The receiving port
+//! completes partial checksums, as a port to kernel hosts does, unless
+//! PARTIAL_CHECKSUMS=0 (as on a NIC or memif port). Run twice under `valgrind --tool=callgrind` with two packet counts: the
 //! difference of the instruction totals divided by the difference of the
 //! counts is the instructions per packet, exact and independent of what
 //! else the machine is doing (the way docs/benchmarks.md compares builds).
@@ -36,6 +39,7 @@ fn ports() -> Vec<PortInfo> {
         mtu: 1500,
         ipv4: vec![(v4, 24)],
         ipv6: vec![(v6.parse().unwrap(), 64), (link_local_from_mac(mac), 64)],
+        partial_checksums: std::env::var("PARTIAL_CHECKSUMS").map_or(true, |v| v != "0"),
     };
     vec![
         port("port0", IN_MAC, Ipv4Addr::new(192, 0, 2, 1), "2001:db8:1::1"),
@@ -54,6 +58,51 @@ fn frame(src: Ipv4Addr, sport: u16) -> Vec<u8> {
     let udp = &mut ip[ipv4::HEADER_LEN..];
     netwire::udp::emit_header(udp, sport, 9);
     netwire::udp::fill_checksum_v4(udp, src, Ipv4Addr::new(198, 51, 100, 2));
+    f
+}
+
+/// A 64-byte Ethernet frame: IPv6/UDP 2001:db8:1::2:1024 → 2001:db8:2::2:9
+/// (the smallest IPv6/UDP frame: 62 bytes, no payload).
+fn frame6() -> Vec<u8> {
+    let src: std::net::Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    let dst: std::net::Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    let mut f = vec![0u8; ethernet::HEADER_LEN + 40 + 8];
+    ethernet::emit_header(&mut f, netwire::MacAddr(IN_MAC), netwire::MacAddr(GEN_MAC), ethernet::EtherType::IPV6)
+        .unwrap();
+    let ip = &mut f[ethernet::HEADER_LEN..];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&8u16.to_be_bytes());
+    ip[6] = 17;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    let udp = &mut ip[40..];
+    netwire::udp::emit_header(udp, 1024, 9);
+    netwire::udp::fill_checksum_v6(udp, src, dst);
+    f
+}
+
+/// A 1514-byte Ethernet frame: IPv4/TCP 192.0.2.2:1024 → 198.51.100.2:9 with
+/// 1460 bytes of data; its checksum complete, or `partial` as a kernel host
+/// with checksum offload sends it (the pseudo-header sum only).
+fn tcp_frame(partial: bool) -> Vec<u8> {
+    let (src, dst) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(198, 51, 100, 2));
+    let mut f = vec![0u8; 1514];
+    ethernet::emit_header(&mut f, netwire::MacAddr(IN_MAC), netwire::MacAddr(GEN_MAC), ethernet::EtherType::IPV4)
+        .unwrap();
+    let ip = &mut f[ethernet::HEADER_LEN..];
+    ipv4::emit_header(ip, src, dst, ipv4::Protocol::TCP, 64, 1480).unwrap();
+    let tcp = &mut ip[ipv4::HEADER_LEN..];
+    tcp[0..2].copy_from_slice(&1024u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18;
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let pseudo = netwire::checksum::pseudo_header_v4(src, dst, 6, 1480);
+    let full = !netwire::checksum::add(pseudo, netwire::checksum::sum(tcp));
+    tcp[16..18].copy_from_slice(&(if partial { pseudo } else { full }).to_be_bytes());
     f
 }
 
@@ -167,6 +216,14 @@ fn main() {
             let frames = vec![frame(Ipv4Addr::new(192, 0, 2, 2), 1024)];
             run(&p, &mut WorkerCtx::scratch(&p), None, &frames, packets)
         }
+        "l3v6" => {
+            let p = build(None);
+            run(&p, &mut WorkerCtx::scratch(&p), None, &[frame6()], packets)
+        }
+        "tcp1500" | "tcp1500partial" => {
+            let p = build(None);
+            run(&p, &mut WorkerCtx::scratch(&p), None, &[tcp_frame(mode == "tcp1500partial")], packets)
+        }
         "end" => {
             let p = build(None);
             run(&p, &mut WorkerCtx::scratch(&p), None, &[end_frame()], packets)
@@ -201,7 +258,7 @@ fn main() {
             run(&p, &mut ctx, Some(&mut mapper), &frames, frames.len());
             run(&p, &mut ctx, Some(&mut mapper), &frames, packets)
         }
-        m => panic!("unknown mode {m} (l3, end, nat)"),
+        m => panic!("unknown mode {m} (l3, l3v6, tcp1500, tcp1500partial, end, nat)"),
     };
     println!("mode={mode} packets={packets} ns_per_packet={ns:.1} asked_mapping_core={asked}");
 }

@@ -115,6 +115,12 @@ reasons!(
         EthUnsupportedType => "eth_unsupported_type",
         /// Packet spread over several mbuf segments.
         MultiSegment => "multi_segment",
+        /// An IPv4 or IPv6 packet longer than the receiving port's MTU that the
+        /// frame does not hold: a TSO/GSO super-frame (a kernel host with
+        /// segmentation offload on, read through af_packet, which also cuts it
+        /// at its frame size). Remedy: an af_xdp port (the kernel then segments
+        /// before the veth), or `ethtool -K <host interface> tso off gso off`.
+        Superframe => "superframe",
         /// IPv4 header too short, bad version/IHL, or lengths inconsistent.
         Ipv4Malformed => "ipv4_malformed",
         /// IPv4 header checksum wrong.
@@ -423,6 +429,17 @@ reasons!(
         V6ParamProblem => "v6_param_problem",
     }
 );
+
+/// What a worker's input stages did to packets besides giving them a verdict
+/// (single writer: the worker).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct InputCounters {
+    /// Partial TCP/UDP checksums (a kernel host's transmit checksum offload)
+    /// completed on input (`pipeline/partial.rs`); a complete checksum that
+    /// merely equals the pseudo-header sum is not counted.
+    pub checksums_completed: Counter,
+}
 
 /// Counters of the control core (single writer: the control thread).
 #[derive(Debug, Default)]

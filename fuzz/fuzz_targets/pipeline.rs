@@ -69,6 +69,7 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
                 mtu: 1500,
                 ipv4: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
                 ipv6: vec![(v6("2001:db8:1::1"), 64), (link_local_from_mac([2, 0, 0, 0, 1, 1]), 64)],
+                partial_checksums: true,
             },
             PortInfo {
                 name: "outside".into(),
@@ -76,6 +77,7 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
                 mtu: 1400,
                 ipv4: vec![(Ipv4Addr::new(198, 51, 100, 1), 24)],
                 ipv6: vec![(v6("2001:db8:2::1"), 64)],
+                partial_checksums: false,
             },
         ];
         let routes = [RouteSpec {

@@ -17,6 +17,14 @@
 //!  HC'      = !(!HC + !m + m')               (RFC 1624, eqn. 3)
 //! ```
 //!
+//! **Partial checksums.** A sender that leaves the transport checksum to its NIC (Linux's
+//! `CHECKSUM_PARTIAL`: every kernel host on a veth with transmit checksum offload on, the
+//! default) writes only the pseudo-header sum, folded and not complemented, into the
+//! checksum field; the NIC is meant to add the rest. On a virtual link there is no NIC, so
+//! the frame arrives like that. [`complete_partial`] recognises such a field (it equals
+//! the folded pseudo-header sum) and completes it: since the field already holds the
+//! pseudo-header's share, the checksum is `!sum(segment)` with the field left as it is.
+//!
 //! Nothing here panics.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -28,6 +36,19 @@ pub fn fold(mut accumulator: u64) -> u16 {
         accumulator = (accumulator & 0xffff) + (accumulator >> 16);
     }
     accumulator as u16
+}
+
+/// [`fold`] for an accumulator below 2^34 (a pseudo-header: a few 32-bit words), in three
+/// fixed steps and no loop: after the first the value is below 2^18 + 2^16, after the
+/// second at most 0xffff + 4, after the third at most 0xffff. Each step keeps the value
+/// modulo 0xffff and keeps it non-zero unless it was zero, so the result is [`fold`]'s.
+#[inline(always)]
+pub fn fold_small(accumulator: u64) -> u16 {
+    debug_assert!(accumulator < 1 << 34);
+    let a = (accumulator & 0xffff) + (accumulator >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    a as u16
 }
 
 /// One's-complement sum of `data` as big-endian 16-bit words, folded to 16 bits and not
@@ -133,6 +154,44 @@ pub fn update32(old_checksum: u16, old_value: u32, new_value: u32) -> u16 {
     !fold(accumulator)
 }
 
+/// Completes a partial transport checksum (module doc): if the 16-bit checksum field at
+/// `field_offset` of `segment` (a whole TCP segment or UDP datagram, header and payload)
+/// equals `pseudo`, the folded pseudo-header sum for it, writes the full checksum there
+/// ([`fill_from_partial`]). Returns true when that changed the field; `udp` selects
+/// RFC 768's rule that a computed 0 is sent as 0xffff. Changes nothing when `segment` does
+/// not reach past the field.
+///
+/// A segment whose checksum was already complete and happens to equal `pseudo` (one in
+/// 65 536) keeps it (false). A corrupted segment whose checksum happens to equal `pseudo`
+/// is given a valid one (the corruption goes undetected, as with a NIC's offload).
+#[inline]
+pub fn complete_partial(segment: &mut [u8], field_offset: usize, pseudo: u16, udp: bool) -> bool {
+    match segment.get(field_offset..field_offset + 2) {
+        Some(field) if u16::from_be_bytes([field[0], field[1]]) == pseudo => {
+            fill_from_partial(segment, field_offset, udp)
+        }
+        _ => false,
+    }
+}
+
+/// Writes the full checksum of `segment` whose field at `field_offset` holds its
+/// pseudo-header sum (a partial checksum, recognised by the caller): `!sum(segment)`,
+/// with RFC 768's 0 → 0xffff when `udp`. Returns whether the field changed (false for a
+/// complete checksum that happened to equal the pseudo-header sum). Reads the whole
+/// segment. Panics if the field is not within `segment`.
+#[cold]
+#[inline(never)]
+pub fn fill_from_partial(segment: &mut [u8], field_offset: usize, udp: bool) -> bool {
+    let mut value = finish(sum(segment));
+    if udp && value == 0 {
+        value = 0xffff;
+    }
+    let field = &mut segment[field_offset..field_offset + 2];
+    let changed = field != value.to_be_bytes();
+    field.copy_from_slice(&value.to_be_bytes());
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +275,95 @@ mod tests {
         assert_eq!(new, 0xb961);
     }
 
+    /// A UDP datagram over IPv4 with its checksum field set as a sender with checksum
+    /// offload leaves it: the folded pseudo-header sum.
+    fn partial_udp(payload: &[u8]) -> (Vec<u8>, u16, u16) {
+        let src = Ipv4Addr::new(192, 0, 2, 2);
+        let dst = Ipv4Addr::new(198, 51, 100, 2);
+        let len = (8 + payload.len()) as u16;
+        let mut udp = vec![0x9c, 0x40, 0x1b, 0x58];
+        udp.extend_from_slice(&len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(payload);
+        let pseudo = pseudo_header_v4(src, dst, 17, len);
+        let full = finish(add(pseudo, sum(&udp)));
+        udp[6..8].copy_from_slice(&pseudo.to_be_bytes());
+        (udp, pseudo, full)
+    }
+
+    #[test]
+    fn partial_udp_is_completed() {
+        let (mut udp, pseudo, full) = partial_udp(b"hello");
+        assert!(complete_partial(&mut udp, 6, pseudo, true));
+        assert_eq!(u16::from_be_bytes([udp[6], udp[7]]), full);
+        assert_eq!(add(pseudo, sum(&udp)), 0xffff, "verifies over the pseudo-header");
+        // Complete now: the field no longer matches, nothing changes.
+        let before = udp.clone();
+        assert!(!complete_partial(&mut udp, 6, pseudo, true));
+        assert_eq!(udp, before);
+    }
+
+    #[test]
+    fn partial_needs_the_field() {
+        let mut short = [0u8; 7];
+        assert!(!complete_partial(&mut short, 6, 0, true));
+        // A UDP checksum of 0 (none, IPv4) never equals a pseudo-header sum, which
+        // includes the protocol and is never 0.
+        let (mut udp, pseudo, _) = partial_udp(b"x");
+        udp[6..8].fill(0);
+        assert_ne!(pseudo, 0);
+        assert!(!complete_partial(&mut udp, 6, pseudo, true));
+    }
+
+    #[test]
+    fn fold_small_edges() {
+        for a in [0, 1, 0xffff, 0x1_0000, 0x1_0001, 0x1_fffe, 0xffff_ffff, 0x1_0000_0000, (1 << 34) - 1] {
+            assert_eq!(fold_small(a), fold(a), "{a:#x}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn fold_small_is_fold(a in 0u64..1 << 34) {
+            prop_assert_eq!(fold_small(a), fold(a));
+        }
+
+        #[test]
+        fn partial_completion_is_the_full_checksum(
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            src in any::<u32>(),
+            dst in any::<u32>(),
+        ) {
+            // TCP-like: checksum field at 16.
+            let mut segment = vec![0u8; 20];
+            segment.extend_from_slice(&payload);
+            let pseudo = pseudo_header_v4(Ipv4Addr::from(src), Ipv4Addr::from(dst), 6, segment.len() as u16);
+            let full = finish(add(pseudo, sum(&segment)));
+            segment[16..18].copy_from_slice(&pseudo.to_be_bytes());
+            prop_assert!(complete_partial(&mut segment, 16, pseudo, false));
+            prop_assert_eq!(u16::from_be_bytes([segment[16], segment[17]]), full);
+            prop_assert_eq!(add(pseudo, sum(&segment)), 0xffff);
+        }
+
+        #[test]
+        fn complete_checksums_are_left_alone_or_rewritten_unchanged(
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            pseudo in any::<u16>(),
+        ) {
+            // Whatever the pseudo-header sum, a correct checksum stays correct.
+            let mut segment = vec![0u8; 8];
+            segment.extend_from_slice(&payload);
+            let mut c = finish(add(pseudo, sum(&segment)));
+            if c == 0 {
+                c = 0xffff;
+            }
+            segment[6..8].copy_from_slice(&c.to_be_bytes());
+            let before = segment.clone();
+            prop_assert!(!complete_partial(&mut segment, 6, pseudo, true));
+            prop_assert_eq!(add(pseudo, sum(&segment)), 0xffff);
+            prop_assert_eq!(segment, before);
+        }
+
         #[test]
         fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(sum(&data), reference_sum(&data));

@@ -222,9 +222,10 @@ mod tests {
         assert_eq!(check_options(&hdr(&[PAD1; 6]), false, &l), Ok(OptionsFound::default()));
         let f = check_options(&hdr(&[ROUTER_ALERT, 2, 0, 0, PAD1, PAD1]), true, &l).unwrap();
         assert!(f.router_alert && f.unknown.is_none());
-        // Router Alert in a Destination Options header is not known there.
+        // Router Alert in a Destination Options header is not known there, and its
+        // action bits (00) say skip: neither recorded nor refused.
         let f = check_options(&hdr(&[ROUTER_ALERT, 2, 0, 0, PAD1, PAD1]), false, &l).unwrap();
-        assert_eq!(f.unknown, Some((2, ROUTER_ALERT)));
+        assert!(f.unknown.is_none() && !f.router_alert);
         let f = check_options(&hdr(&[PAD1, 0x3e, 1, 0, 0x7f, 0, PADN, 0]), false, &l).unwrap();
         assert_eq!(f.unknown, Some((6, 0x7f)), "the first unknown one not to skip");
         let f = check_options(&hdr(&[JUMBO, 4, 0, 1, 0, 0]), true, &l).unwrap();

@@ -27,7 +27,7 @@ With the metadata service (PREFIX is then ignored; write "-"):
                                                 (ADDR: the replica address that answered)
 
 PREFIX is the node's object prefix (e.g. 2001:db8:f0:1::); object OBJ lives at PREFIX + OBJ.
-Requests are retransmitted on timeout (every request is idempotent).
+Requests are retransmitted on timeout and after a BUSY reply (every request is idempotent).
 """
 import ipaddress
 import os
@@ -37,6 +37,7 @@ import sys
 import time
 
 PORT = 7878
+BUSY = 6  # status: the node's request table or assembly buffers are full, retry later
 MAGIC = 0x4153
 PUT, GET, STAT, DELETE, LIST = 1, 2, 3, 4, 5
 FRAG = 1024
@@ -99,6 +100,10 @@ class Client:
             rid, status, data = parse(reply)
             i = rid - base
             if 0 <= i < len(reqs) and results[i] is None:
+                if status == BUSY and attempts[i] < tries:
+                    # "retry later": sent again when its timeout passes
+                    sent_at[i] = time.time()
+                    continue
                 results[i] = (status, data)
         return results
 

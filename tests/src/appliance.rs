@@ -85,19 +85,47 @@ pub fn lcore(lcore: u64, cpu: u64) -> Value {
     Value::Mapping(m)
 }
 
-/// Edits a config with af_packet ports (`qpairs=1`) to run two workers (lcores 1@1, 2@0),
-/// every port with two rx queues over two queue pairs (the kernel's fanout spreads flows over
-/// them; rx queue q is polled by worker q % 2), and a pool large enough for it: 2 ports x
-/// (2 rx + 2 tx queues) x 1024 descriptors plus three lcore caches (docs/config.md).
+/// Edits a config with single-queue af_xdp ports (`net_af_xdpN`, `iface=X`) to run two
+/// workers (lcores 1@1, 2@0), every port with two rx queues over an af_packet device with two
+/// queue pairs (`net_af_packetN`, `qpairs=2`: DPDK 22.11's af_xdp driver allows one queue on
+/// a veth; the kernel's fanout spreads flows over the two; rx queue q is polled by worker
+/// q % 2), and a pool large enough for it: 2 ports x (2 rx + 2 tx queues) x 1024 descriptors
+/// plus three lcore caches (docs/config.md). The testbed must then prepare the veths for
+/// af_packet (`QUEUES=2`, see [`config_queues`]).
 pub fn two_workers(v: &mut Value) {
     v["lcores"]["workers"] = Value::Sequence(vec![lcore(1, 1), lcore(2, 0)]);
     v["mempool"]["mbufs"] = 16383u64.into();
     for p in v["ports"].as_sequence_mut().expect("ports is a list").iter_mut() {
         p["queues"] = 2u64.into();
-        let args = p["args"].as_str().expect("af_packet args").to_string();
-        assert!(args.contains("qpairs=1"), "port args changed: {args}");
-        p["args"] = args.replace("qpairs=1", "qpairs=2").into();
+        let device = p["device"].as_str().expect("device").to_string();
+        let args = p["args"].as_str().expect("af_xdp args").to_string();
+        let n = device.strip_prefix("net_af_xdp").unwrap_or_else(|| panic!("not an af_xdp port: {device}"));
+        assert!(args.starts_with("iface=") && !args.contains(','), "port args changed: {args}");
+        p["device"] = format!("net_af_packet{n}").into();
+        p["args"] = format!("{args},qpairs=2").into();
     }
+}
+
+/// Edits a config with single-queue af_xdp ports (`net_af_xdpN`, `iface=X`) to use af_packet
+/// instead (`net_af_packetN`, `iface=X,qpairs=1`): the driver that holds no mbufs of its own
+/// (the pool's in-use count is what the pipeline holds) and that hands a kernel host's TCP
+/// super-frames over (cut).
+pub fn af_packet_ports(v: &mut Value) {
+    for p in v["ports"].as_sequence_mut().expect("ports is a list").iter_mut() {
+        let device = p["device"].as_str().expect("device").to_string();
+        let args = p["args"].as_str().expect("af_xdp args").to_string();
+        let n = device.strip_prefix("net_af_xdp").unwrap_or_else(|| panic!("not an af_xdp port: {device}"));
+        assert!(args.starts_with("iface=") && !args.contains(','), "port args changed: {args}");
+        p["device"] = format!("net_af_packet{n}").into();
+        p["args"] = format!("{args},qpairs=1").into();
+    }
+}
+
+/// The most rx queues any port of `yaml` has (`ports[].queues`, default 1): the testbed's
+/// `QUEUES` for it.
+pub fn config_queues(yaml: &str) -> u64 {
+    let v: Value = serde_yaml_ng::from_str(yaml).expect("config is not valid YAML");
+    v["ports"].as_sequence().map_or(1, |ports| ports.iter().filter_map(|p| p["queues"].as_u64()).max().unwrap_or(1))
 }
 
 fn set_path(v: &mut Value, path: &[&str], new: Value) {

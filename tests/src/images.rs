@@ -87,14 +87,6 @@ impl Hosts {
             ]);
             sh(&["ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &sw]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", &format!("02:00:00:00:05:{:02x}", 0x70 + n)]);
-            sh(&[
-                "ip", "netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off", "rx", "off", "tso", "off", "gso",
-                "off", "gro", "off",
-            ]);
-            sh(&[
-                "ip", "netns", "exec", &sw, "ethtool", "-K", &peer, "tx", "off", "rx", "off", "tso", "off", "gso",
-                "off", "gro", "off",
-            ]);
             sh(&["ip", "-n", &sw, "link", "set", &peer, "master", "br0"]);
             sh(&["ip", "-n", &sw, "link", "set", &peer, "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);

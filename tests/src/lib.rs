@@ -46,9 +46,9 @@ impl Rig {
     }
 
     /// A fresh testbed and the appliance started with `config_yaml` (file prefix and metrics
-    /// listen address are overridden).
+    /// listen address are overridden). The veths get as many queues as the config's ports.
     pub fn with_config(tag: &str, config_yaml: &str) -> Rig {
-        let tb = Testbed::up(tag);
+        let tb = Testbed::up_queues(tag, appliance::config_queues(config_yaml));
         let app = Appliance::start(&tb, config_yaml);
         Rig { app, tb }
     }

@@ -227,7 +227,7 @@ for i in range(count):
     print("reply", rid, addr[0], addr[1], magic, ver, op, status, rrid, length, acc, depth, flush=True)
 "#;
 
-/// Config of candidate appliance `k` (1..=3) on the steering testbed: port `net` (af_packet on
+/// Config of candidate appliance `k` (1..=3) on the steering testbed: port `net` (af_xdp on
 /// apl0) with 2001:db8:5::k/64, the storage SID 2001:db8:5a::k (`sr-c` with `threshold`),
 /// the storage service with queue depth `load`, static routes to the other candidates'
 /// SIDs, one worker, idle back-off, 128 MiB. With `static_neighbors` the other candidates'
@@ -239,7 +239,7 @@ pub fn candidate_config(k: usize, threshold: u32, load: u32, static_neighbors: b
     y += "eal: { file_prefix: steering, memory_mb: 128, huge_unlink: true, pci: false }\n";
     y += "lcores: { main: { lcore: 0, cpu: 0 }, workers: [ { lcore: 1, cpu: 1 } ] }\n";
     y += &format!(
-        "ports:\n  - {{ name: net, device: net_af_packet0, args: \"iface=apl0,qpairs=1\", ipv6: [\"{}/64\"] }}\n",
+        "ports:\n  - {{ name: net, device: net_af_xdp0, args: \"iface=apl0\", ipv6: [\"{}/64\"] }}\n",
         port_addr(k)
     );
     y += "routes:\n";

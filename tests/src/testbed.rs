@@ -49,6 +49,8 @@ pub struct Transfer {
 pub struct ScriptTopology {
     name: String,
     script: PathBuf,
+    /// Extra environment for the script (`QUEUES`, `HOST_OFFLOADS`).
+    env: Vec<(String, String)>,
     is_up: bool,
 }
 
@@ -56,6 +58,17 @@ impl ScriptTopology {
     /// Runs `<script> up` with TB set to a fresh prefix; on failure runs
     /// `down` and returns the script's output as the error.
     pub fn up(script: &str, prefix: &str, tag: &str, tag_len_max: usize) -> Result<ScriptTopology> {
+        Self::up_with(script, prefix, tag, tag_len_max, &[])
+    }
+
+    /// [`up`](Self::up) with extra environment variables for the script (e.g. `QUEUES=2`).
+    pub fn up_with(
+        script: &str,
+        prefix: &str,
+        tag: &str,
+        tag_len_max: usize,
+        env: &[(&str, &str)],
+    ) -> Result<ScriptTopology> {
         require_root();
         let tag: String = tag
             .chars()
@@ -69,7 +82,8 @@ impl ScriptTopology {
         if !script.exists() {
             bail!("{} is missing", script.display());
         }
-        let mut t = ScriptTopology { name, script, is_up: true };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut t = ScriptTopology { name, script, env, is_up: true };
         let out = t.script_cmd("up");
         if !out.status.success() {
             t.is_up = false;
@@ -86,7 +100,12 @@ impl ScriptTopology {
     /// Runs `<script> <what>` with this topology's TB (60 s deadline).
     pub fn script_cmd(&self, what: &str) -> Output {
         run_timeout(
-            Command::new("bash").arg(&self.script).arg(what).env("TB", &self.name).stdin(Stdio::null()),
+            Command::new("bash")
+                .arg(&self.script)
+                .arg(what)
+                .env("TB", &self.name)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null()),
             Duration::from_secs(60),
         )
     }
@@ -129,13 +148,40 @@ impl Testbed {
     }
 
     pub fn try_up(tag: &str) -> Result<Testbed> {
-        Ok(Testbed { topo: ScriptTopology::up("scripts/testbed.sh", "at", tag, 12)? })
+        Self::try_up_with(tag, &[])
+    }
+
+    /// [`up`](Self::up) for an appliance whose ports have `queues` rx queues (`QUEUES`): with
+    /// more than one they are af_packet ports, and the appliance's veths get an XDP pass
+    /// program and GRO off so that the hosts still segment (scripts/lib.sh `xdp_pass`).
+    pub fn up_queues(tag: &str, queues: u64) -> Testbed {
+        let q = queues.to_string();
+        Self::try_up_with(tag, &[("QUEUES", &q)]).unwrap_or_else(|e| panic!("testbed up failed: {e:#}"))
+    }
+
+    /// The reference testbed: checksum offload, TSO/GSO and GRO turned off on all four veth
+    /// ends (`HOST_OFFLOADS=off`), as the testbeds did before kernel hosts at their default
+    /// settings were handled (docs/architecture.md).
+    pub fn up_offloads_off(tag: &str) -> Testbed {
+        Self::try_up_with(tag, &[("HOST_OFFLOADS", "off")]).unwrap_or_else(|e| panic!("testbed up failed: {e:#}"))
+    }
+
+    /// [`try_up`](Self::try_up) with extra environment for scripts/testbed.sh.
+    pub fn try_up_with(tag: &str, env: &[(&str, &str)]) -> Result<Testbed> {
+        Ok(Testbed { topo: ScriptTopology::up_with("scripts/testbed.sh", "at", tag, 12, env)? })
     }
 
     /// The NAT testbed (scripts/nat-testbed.sh): subscribers `s1`, `s2` on a bridge (`sw`),
     /// the appliance's `rtr`, the server `srv`; prefix `nt<pid>-<tag><n>`.
     pub fn up_nat(tag: &str) -> Testbed {
-        ScriptTopology::up("scripts/nat-testbed.sh", "nt", tag, 8)
+        Self::up_nat_queues(tag, 1)
+    }
+
+    /// [`up_nat`](Self::up_nat) for an appliance whose ports have `queues` rx queues
+    /// (`QUEUES`, see [`up_queues`](Self::up_queues)).
+    pub fn up_nat_queues(tag: &str, queues: u64) -> Testbed {
+        let q = queues.to_string();
+        ScriptTopology::up_with("scripts/nat-testbed.sh", "nt", tag, 8, &[("QUEUES", &q)])
             .map(|topo| Testbed { topo })
             .unwrap_or_else(|e| panic!("nat testbed up failed: {e:#}"))
     }

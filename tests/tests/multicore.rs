@@ -1,7 +1,10 @@
 //! Two worker lcores: both rx queues of a port get traffic and both workers forward it.
 //! The demo config with `lcores.workers: [{lcore: 1, cpu: 1}, {lcore: 2, cpu: 0}]`, both ports
 //! with two rx queues over an af_packet device with two queue pairs (the kernel's fanout
-//! spreads flows over them; rx queue q is polled by worker q % 2). Run as root, serially:
+//! spreads flows over them; rx queue q is polled by worker q % 2; DPDK 22.11's af_xdp driver
+//! allows one queue on a veth). The appliance's veths carry an XDP pass program and GRO is
+//! off on them (testbed `QUEUES=2`), so the hosts, at their default settings, segment their
+//! TCP before the veths. Run as root, serially:
 //! `cargo test --release -p appliance-tests --test multicore -- --test-threads=1`.
 
 use appliance_tests::tools::{poll_until, samples_by_label};

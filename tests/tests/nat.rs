@@ -281,12 +281,13 @@ fn filtering_limits_and_timeouts() {
     assert!(apl.metric_sum("appliance_drops_total", &[("reason", "nat_filtered")]) >= 1.0);
 }
 
-/// Two workers, two rx queues per port (af_packet fanout spreads flows): the return
-/// traffic of a flow often reaches the worker that did not create its mapping. That worker
-/// asks the mapping server (a state request) instead of dropping the packet.
+/// Two workers, two rx queues per port (af_packet fanout spreads flows; the appliance's veths
+/// carry an XDP pass program so the default hosts segment): the return traffic of a flow
+/// often reaches the worker that did not create its mapping. That worker asks the mapping server (a state request)
+/// instead of dropping the packet.
 #[test]
 fn two_workers_return_traffic_on_the_other_worker() {
-    let tb = Testbed::up_nat("twow");
+    let tb = Testbed::up_nat_queues("twow", 2);
     let config = nat_config(|_| {});
     let config = edit_yaml(&config, |v| {
         appliance_tests::appliance::two_workers(v);

@@ -102,6 +102,7 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
         tsc_hz: rte::tsc_hz(),
         pipeline: cell.clone(),
         sid_counters: built.sid_counters.clone(),
+        input_counters: built.input_counters,
         nat: nat.stats.clone(),
         nat_workers: built.nat_counters,
         nat_query: nat.query.take().map(std::sync::Mutex::new),

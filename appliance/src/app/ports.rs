@@ -2,7 +2,8 @@
 //! `queues`, one tx queue per worker, each rx queue filled from the mbuf
 //! pool of its NUMA socket), its MTU and promiscuous mode set, started, and
 //! described to the pipeline (MAC read back, addresses, the link-local
-//! address derived from the MAC).
+//! address derived from the MAC, whether its frames may carry partial
+//! checksums).
 //!
 //! A device that refuses the configured MTU or promiscuous mode stops the
 //! start-up with the field named. One exception: a device with no MTU
@@ -52,6 +53,7 @@ pub(super) fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools) -> Result<
         tracing::info!(
             port = %p.name, device = %p.device, dpdk_port = port.id(),
             mac = %format_mac(&mac), link_up = up, speed_mbps = speed,
+            partial_checksums = may_carry_partial_checksums(&p.device, p.is_pci),
             "port started"
         );
         infos.push(PortInfo {
@@ -60,6 +62,7 @@ pub(super) fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools) -> Result<
             mtu: p.mtu,
             ipv4: p.ipv4.iter().map(|c| (c.addr, c.len)).collect(),
             ipv6,
+            partial_checksums: may_carry_partial_checksums(&p.device, p.is_pci),
         });
         ports.push(port);
     }
@@ -94,4 +97,29 @@ fn set_mtu_and_mode(port: &rte::Port, p: &Port, i: usize) -> Result<()> {
             .with_context(|| format!("ports[{i}].promiscuous: {} cannot enter promiscuous mode", p.device))?;
     }
     Ok(())
+}
+
+/// Whether TCP/UDP frames from `device` may carry partial checksums: a kernel or a VM
+/// sends them through af_packet, af_xdp, tap, vhost and virtio_user (and any vdev not named
+/// here); a NIC (PCI) never hands them over, nor do the software peers of memif, ring and
+/// null. Input completes them only on ports where this holds (docs/architecture.md, "Kernel
+/// hosts at their default settings").
+fn may_carry_partial_checksums(device: &str, is_pci: bool) -> bool {
+    !is_pci && !["net_memif", "net_ring", "net_null"].iter().any(|d| device.starts_with(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_carry_partial_checksums;
+
+    #[test]
+    fn partial_checksums_by_driver() {
+        for d in ["net_af_xdp0", "net_af_packet1", "net_tap0", "net_vhost0", "net_virtio_user0"] {
+            assert!(may_carry_partial_checksums(d, false), "{d}");
+        }
+        for d in ["net_memif0", "net_ring0", "net_null1"] {
+            assert!(!may_carry_partial_checksums(d, false), "{d}");
+        }
+        assert!(!may_carry_partial_checksums("0000:03:00.0", true));
+    }
 }

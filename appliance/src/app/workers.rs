@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use dataplane::nat::fast::NatWorkerCounters;
 use dataplane::pipeline::{Pipeline, WorkerCtx};
 use dataplane::srv6::SidCounters;
+use dataplane::stats::InputCounters;
 use dataplane::storage::{LoadView, LocalService};
 
 use super::{nat, responder, storage};
@@ -25,6 +26,7 @@ pub(super) struct Built {
     pub workers: Vec<Worker>,
     pub counters: Vec<Arc<WorkerCounters>>,
     pub sid_counters: Vec<Arc<Vec<SidCounters>>>,
+    pub input_counters: Vec<Arc<InputCounters>>,
     pub nat_counters: Vec<Arc<NatWorkerCounters>>,
     /// (ring name, ring) for the metrics.
     pub rings: Vec<(String, Arc<rte::MbufRing>)>,
@@ -48,6 +50,7 @@ pub(super) fn build(
         workers: Vec::new(),
         counters: Vec::new(),
         sid_counters: Vec::new(),
+        input_counters: Vec::new(),
         nat_counters: Vec::new(),
         rings: Vec::new(),
         punt_rx: Vec::new(),
@@ -71,6 +74,7 @@ pub(super) fn build(
         };
         let mut ctx = WorkerCtx::new(&cell.load(), service);
         b.sid_counters.push(ctx.sid_counters.clone());
+        b.input_counters.push(ctx.input_counters.clone());
         if let Some(nw) = nat::Wiring::worker_state(cfg, w) {
             b.nat_counters.push(nw.counters.clone());
             ctx.nat = Some(Box::new(nw));

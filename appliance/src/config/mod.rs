@@ -75,7 +75,7 @@ pub use routing::{Icmp, NeighborCfg, StaticNeighbor};
 pub use storage::{Storage, StorageService, HANDOVER_RING_SIZE};
 
 /// The demo configuration (`configs/demo.yaml`): the appliance between two
-/// kernel hosts over two af_packet vdevs.
+/// kernel hosts over two af_xdp vdevs.
 pub const EMBEDDED_DEMO: &str = include_str!("../../../configs/demo.yaml");
 
 // ---------------------------------------------------------------------------
@@ -683,14 +683,14 @@ mod tests {
         assert_eq!(c.ports.len(), 2);
         let inside = &c.ports[0];
         assert_eq!(inside.name, "inside");
-        assert_eq!(inside.device, "net_af_packet0");
-        assert_eq!(inside.args, "iface=apl-in,qpairs=1");
+        assert_eq!(inside.device, "net_af_xdp0");
+        assert_eq!(inside.args, "iface=apl-in");
         assert_eq!(inside.ipv4, vec!["192.0.2.1/24".parse().unwrap()]);
         assert_eq!(inside.ipv6, vec!["2001:db8:1::1/64".parse().unwrap()]);
         let outside = &c.ports[1];
         assert_eq!(outside.name, "outside");
-        assert_eq!(outside.device, "net_af_packet1");
-        assert_eq!(outside.args, "iface=apl-out,qpairs=1");
+        assert_eq!(outside.device, "net_af_xdp1");
+        assert_eq!(outside.args, "iface=apl-out");
         assert_eq!(outside.ipv4, vec!["198.51.100.1/24".parse().unwrap()]);
         assert_eq!(outside.ipv6, vec!["2001:db8:2::1/64".parse().unwrap()]);
         assert_eq!(c.lcores.main, Lcore { lcore: 0, cpu: 0 });
@@ -712,8 +712,8 @@ mod tests {
         assert!(!has("--huge-unlink"), "dpdk-dumpcap needs the hugepage files: {args:?}");
         assert!(Config::demo().capture.pdump);
         assert!(has("--log-level=notice"), "{args:?}");
-        assert!(has("--vdev=net_af_packet0,iface=apl-in,qpairs=1"), "{args:?}");
-        assert!(has("--vdev=net_af_packet1,iface=apl-out,qpairs=1"), "{args:?}");
+        assert!(has("--vdev=net_af_xdp0,iface=apl-in"), "{args:?}");
+        assert!(has("--vdev=net_af_xdp1,iface=apl-out"), "{args:?}");
         let m = args.iter().position(|a| a == "-m").unwrap();
         assert_eq!(args[m + 1], "256");
         assert!(!has("-a"));

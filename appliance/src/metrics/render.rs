@@ -14,7 +14,7 @@ use dataplane::fib::neigh::{NeighborState, NeighborTable};
 use dataplane::nat::fast::NatWorkerCounters;
 use dataplane::nat::mapper::NatStats;
 use dataplane::srv6::{Behavior, SidCounters, Srv6Tables};
-use dataplane::stats::{ControlCounters, DropReason, HandOffKind, IcmpErrorKind, PuntReason};
+use dataplane::stats::{ControlCounters, DropReason, HandOffKind, IcmpErrorKind, InputCounters, PuntReason};
 use dataplane::storage::service::{ServiceCounters, LATENCY_BOUNDS_US, LATENCY_OPS, OPS, STATUS_SLOTS};
 use netwire::storage::status;
 use promtext::Writer;
@@ -50,6 +50,8 @@ pub struct View<'a> {
     pub nat: Option<&'a NatStats>,
     pub nat_workers: &'a [Arc<NatWorkerCounters>],
     pub storage: &'a [Arc<ServiceCounters>],
+    /// Per worker: what input did besides its verdicts (partial checksums completed).
+    pub input: &'a [Arc<InputCounters>],
     pub build: BuildInfo,
 }
 
@@ -159,6 +161,11 @@ fn verdicts(w: &mut Writer, v: &View) {
     for &k in HandOffKind::ALL {
         f.sample(&[("to", k.label())], v.workers.iter().map(|wk| wk.handoffs.get(k)).sum::<u64>());
     }
+    let mut f = w.counter(
+        "appliance_checksums_completed_total",
+        "Partial TCP/UDP checksums (a kernel host's checksum offload) completed on input",
+    );
+    f.sample(&[], v.input.iter().map(|c| c.checksums_completed.get()).sum::<u64>());
     let mut f = w.counter("appliance_injected_total", "Packets the control core handed to a worker to transmit");
     for wk in v.workers {
         f.sample(&[("lcore", &wk.lcore.to_string())], wk.injected.get());

@@ -80,6 +80,7 @@ fn node() -> Node {
                 mac: [2, 0, 0, 0, 0, last],
                 mtu: 1500,
                 ipv4: vec![],
+                partial_checksums: false,
                 ipv6: vec![(std::net::Ipv6Addr::new(0x2001, 0xdb8, u16::from(last), 0, 0, 0, 0, 1), 64)],
             };
             let srv6 = Srv6Config {
@@ -109,6 +110,7 @@ fn exposition(n: &Node) -> String {
         nat: Some(&n.nat),
         nat_workers: &n.nat_workers,
         storage: &n.storage,
+        input: &[],
         build: BuildInfo { version: "0.1.0", git_commit: "0123456789ab" },
     };
     let readings = Readings {

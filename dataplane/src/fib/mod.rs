@@ -56,6 +56,10 @@ pub struct PortInfo {
     /// The node's own IPv6 addresses on this port (global ones from the
     /// config, then the link-local one derived from the MAC).
     pub ipv6: Vec<(Ipv6Addr, u8)>,
+    /// Whether TCP/UDP received on this port may carry partial checksums (a
+    /// kernel or a VM on the other side of a veth, tap or virtio link): input
+    /// then recognises and completes them (`pipeline/partial.rs`).
+    pub partial_checksums: bool,
 }
 
 impl PortInfo {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::Pipeline;
 use crate::nat::fast::NatWorker;
 use crate::srv6::{SidCounters, SID_SLOTS};
+use crate::stats::InputCounters;
 use crate::storage::{LocalService, Responder};
 
 /// One-time steps a packet has taken, carried with it when it is held and
@@ -133,12 +134,14 @@ impl PacketMeta {
 }
 
 /// What a worker carries through the pipeline besides the packet: its
-/// per-SID counters, its view of the local storage service, its NAT cache,
+/// per-SID and input counters, its view of the local storage service, its NAT cache,
 /// and the last packet's [`PacketMeta`]. Owned by one worker.
 pub struct WorkerCtx {
     /// One block per SID counter slot ([`SID_SLOTS`]; a SID counts in
     /// `Srv6Tables::slot`).
     pub sid_counters: Arc<Vec<SidCounters>>,
+    /// What input did besides verdicts (completed checksums).
+    pub input_counters: Arc<InputCounters>,
     pub service: Box<dyn LocalService>,
     /// The worker's NAT state (cache, activity records); `None` on the
     /// control core and when NAT is off.
@@ -150,6 +153,7 @@ impl WorkerCtx {
     pub fn new(_pipeline: &Pipeline, service: Box<dyn LocalService>) -> WorkerCtx {
         WorkerCtx {
             sid_counters: Arc::new((0..SID_SLOTS).map(|_| SidCounters::default()).collect()),
+            input_counters: Arc::default(),
             service,
             nat: None,
             meta: PacketMeta::default(),

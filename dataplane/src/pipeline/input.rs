@@ -25,9 +25,14 @@
 //!   DAD probes) and destinations (::, ::1, IPv4-mapped); multicast
 //!   destinations only for ND; link-local destinations and sources never
 //!   routed (RFC 4007 §9).
+//! * Both: a packet longer than the receiving port's MTU that the frame does
+//!   not hold is a cut super-frame (`superframe`, not `*_malformed`); on a
+//!   port whose peers may send them (`PortInfo::partial_checksums`), a
+//!   partial TCP/UDP checksum is completed (`partial.rs`) once the header
+//!   passed its checks, before routing, NAT or local delivery look at it.
 //!
 //! Every check is made before anything is written; a refused packet is as
-//! it arrived.
+//! it arrived (a completed partial checksum aside: that packet is accepted).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -36,7 +41,7 @@ use netwire::ipv6opt::{ChainError, ChainErrorKind};
 use netwire::{ethernet, ipv4, ipv4opt, ipv6, PacketBuf};
 
 use super::ctx::{PacketFlags, PacketMeta, Stage, WorkerCtx};
-use super::{local, param_problem, Pipeline, Step, Verdict};
+use super::{local, param_problem, partial, Pipeline, Step, Verdict};
 use crate::fib::{is_link_local6, NextHop, PortInfo};
 use crate::stats::{DropReason, PuntReason};
 
@@ -88,9 +93,13 @@ pub(crate) fn subnet_broadcast(addr: Ipv4Addr, len: u8) -> Option<Ipv4Addr> {
 /// Parses and checks an IPv4 header: lengths, checksum, options, fragment
 /// fields.
 #[inline]
-fn ip4_header(frame: &[u8], meta: &mut PacketMeta) -> Result<(Ipv4Addr, Ip4Header), Verdict> {
+fn ip4_header(
+    frame: &[u8],
+    in_info: &PortInfo,
+    meta: &mut PacketMeta,
+) -> Result<(Ipv4Addr, Ip4Header, Option<partial::Partial>), Verdict> {
     let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
-        return Err(Verdict::Drop(DropReason::Ipv4Malformed));
+        return Err(Verdict::Drop(malformed(frame, in_info, DropReason::Ipv4Malformed)));
     };
     if !ip.verify_checksum() {
         return Err(Verdict::Drop(DropReason::Ipv4BadChecksum));
@@ -114,7 +123,8 @@ fn ip4_header(frame: &[u8], meta: &mut PacketMeta) -> Result<(Ipv4Addr, Ip4Heade
         let data = usize::from(h.total_len) - ip.header_len();
         check_fragment4(usize::from(ip.frag_offset_bytes()), ip.more_frags(), data, h.proto)?;
     }
-    Ok((ip.src_addr(), h))
+    let partial = if in_info.partial_checksums { partial::find4(ip.as_bytes()) } else { None };
+    Ok((ip.src_addr(), h, partial))
 }
 
 /// Fragment fields: the datagram stays within 65535 octets, a non-last
@@ -219,10 +229,13 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Verdict {
         ctx.meta.enter(Stage::Ip4Input);
-        let (src, mut h) = match ip4_header(pkt.data(), &mut ctx.meta) {
+        let (src, mut h, partial) = match ip4_header(pkt.data(), in_info, &mut ctx.meta) {
             Ok(v) => v,
             Err(v) => return v,
         };
+        if let Some(p) = partial {
+            complete_partial(pkt, p, ctx);
+        }
         if let Some(r) = martian4(src, h.dst, in_info, ctx.meta.input.nat_done()) {
             return Verdict::Drop(r);
         }
@@ -274,12 +287,15 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Step {
         ctx.meta.enter(Stage::Ip6Input);
-        let h = match self.ip6_header(pkt.data(), &mut ctx.meta) {
+        let (h, partial) = match self.ip6_header(pkt.data(), in_info, &mut ctx.meta) {
             Ok(h) => h,
             Err(v) => return v.into(),
         };
         if let Some(v) = martian6(pkt.data(), &h) {
             return v.into();
+        }
+        if let Some(p) = partial {
+            complete_partial(pkt, p, ctx);
         }
         let Some(nh) = self.fib.route(IpAddr::V6(h.dst)) else {
             return if is_link_local6(h.dst) {
@@ -311,11 +327,17 @@ impl Pipeline {
         }
     }
 
-    /// Parses an IPv6 header and checks its extension header chain.
+    /// Parses an IPv6 header and checks its extension header chain; finds a
+    /// partial transport checksum to complete (`in_info.partial_checksums`).
     #[inline]
-    fn ip6_header(&self, frame: &[u8], meta: &mut PacketMeta) -> Result<Ip6Header, Verdict> {
+    fn ip6_header(
+        &self,
+        frame: &[u8],
+        in_info: &PortInfo,
+        meta: &mut PacketMeta,
+    ) -> Result<(Ip6Header, Option<partial::Partial>), Verdict> {
         let Ok(ip) = ipv6::Packet::new_checked(&frame[ETH..]) else {
-            return Err(Verdict::Drop(DropReason::Ipv6Malformed));
+            return Err(Verdict::Drop(malformed(frame, in_info, DropReason::Ipv6Malformed)));
         };
         let mut h = Ip6Header {
             src: ip.src_addr(),
@@ -337,7 +359,8 @@ impl Pipeline {
             }
             h.chain = Some(c);
         }
-        Ok(h)
+        let partial = if in_info.partial_checksums { partial::find6(ip.as_bytes()) } else { None };
+        Ok((h, partial))
     }
 
     /// A payload length of 0 with a Hop-by-Hop header (RFC 2675 §3): the
@@ -392,6 +415,37 @@ fn martian6(frame: &[u8], h: &Ip6Header) -> Option<Verdict> {
         return Some(Verdict::Drop(DropReason::Ipv6MartianDestination));
     }
     None
+}
+
+/// Completes the partial checksum `p` found in the packet's IP header and
+/// counts it when that changed the packet.
+#[cold]
+#[inline(never)]
+fn complete_partial<P: PacketBuf>(pkt: &mut P, p: partial::Partial, ctx: &mut WorkerCtx) {
+    if p.complete(&mut pkt.data_mut()[ethernet::HEADER_LEN..]) {
+        ctx.input_counters.checksums_completed.inc();
+    }
+}
+
+/// Why an IP header that failed its checks is dropped: `superframe` when its
+/// length field says more than the port's MTU and the frame holds less (a
+/// TSO/GSO super-frame cut by the driver), `otherwise` for the rest.
+#[cold]
+#[inline(never)]
+fn malformed(frame: &[u8], port: &PortInfo, otherwise: DropReason) -> DropReason {
+    let ip = frame.get(ethernet::HEADER_LEN..).unwrap_or_default();
+    let claimed = match (otherwise, ip) {
+        (DropReason::Ipv4Malformed, [0x40..=0x4f, _, hi, lo, ..]) => usize::from(u16::from_be_bytes([*hi, *lo])),
+        (DropReason::Ipv6Malformed, [0x60..=0x6f, _, _, _, hi, lo, ..]) => {
+            ipv6::HEADER_LEN + usize::from(u16::from_be_bytes([*hi, *lo]))
+        }
+        _ => 0,
+    };
+    if claimed > usize::from(port.mtu) && claimed > ip.len() {
+        DropReason::Superframe
+    } else {
+        otherwise
+    }
 }
 
 impl PacketFlags {

@@ -27,6 +27,11 @@
 //! on it, at most [`RECIRCULATE_MAX`] times, instead of a stage calling the
 //! chain recursively.
 //!
+//! Input completes partial TCP/UDP checksums (what a kernel host with
+//! checksum offload sends over a veth) before any stage looks further
+//! (`partial.rs`), and drops super-frames (TSO/GSO, larger than the MTU)
+//! as `superframe`.
+//!
 //! Per-packet results beyond the verdict land in [`WorkerCtx::meta`]: the
 //! punt's detail (MTU, parameter-problem pointer), the neighbour a miss
 //! waits for, and [`PacketFlags`] saying which one-time steps the packet has
@@ -50,6 +55,7 @@ mod forward;
 mod input;
 mod local;
 pub mod nat44;
+mod partial;
 pub mod srv6;
 mod storage;
 
