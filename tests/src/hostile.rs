@@ -450,7 +450,11 @@ fn ethernet_cases(b: &mut Builder) {
     b.add("eth_bcast_unicast_ip", eth(BCAST, H1_MAC, 0x0800, &p), Drop("eth_multicast_not_forwarded"));
     let d = b.data("eth_mcast_unicast_ip6");
     let p = ip6(H1_6, H2_6, 17, 64, &udp6(H1_6, H2_6, 40000, 9, &d));
-    b.add("eth_mcast_unicast_ip6", eth([0x33, 0x33, 0, 0, 0, 1], H1_MAC, 0x86dd, &p), Drop("eth_multicast_not_forwarded"));
+    b.add(
+        "eth_mcast_unicast_ip6",
+        eth([0x33, 0x33, 0, 0, 0, 1], H1_MAC, 0x86dd, &p),
+        Drop("eth_multicast_not_forwarded"),
+    );
     b.add("eth_ipv4_no_header", eth(IN_MAC, H1_MAC, 0x0800, &[]), Drop("ipv4_malformed"));
     b.add("eth_ipv6_no_header", eth(IN_MAC, H1_MAC, 0x86dd, &[]), Drop("ipv6_malformed"));
     b.add("eth_arp_no_body", eth(IN_MAC, H1_MAC, 0x0806, &[]), Drop("arp_invalid"));
@@ -466,11 +470,24 @@ fn arp_cases(b: &mut Builder) {
     b.add("arp_reply_to_us", eth(IN_MAC, H1_MAC, 0x0806, &arp(2, H1_MAC, H1_4, IN_MAC, IN4)), Learned);
     b.add("arp_gratuitous_known", frame(arp(1, H1_MAC, H1_4, z, H1_4)), Learned);
     b.add("arp_known_not_for_us", frame(arp(1, H1_MAC, H1_4, z, ip(192, 0, 2, 99))), Learned);
-    b.add("arp_unknown_not_for_us", frame(arp(1, [2, 0, 0, 0, 1, 0x77], ip(192, 0, 2, 77), z, ip(192, 0, 2, 99))), Drop("arp_not_for_us"));
-    b.add("arp_gratuitous_unknown", frame(arp(2, [2, 0, 0, 0, 1, 0x78], ip(192, 0, 2, 78), BCAST, ip(192, 0, 2, 78))), Drop("arp_not_for_us"));
+    b.add(
+        "arp_unknown_not_for_us",
+        frame(arp(1, [2, 0, 0, 0, 1, 0x77], ip(192, 0, 2, 77), z, ip(192, 0, 2, 99))),
+        Drop("arp_not_for_us"),
+    );
+    b.add(
+        "arp_gratuitous_unknown",
+        frame(arp(2, [2, 0, 0, 0, 1, 0x78], ip(192, 0, 2, 78), BCAST, ip(192, 0, 2, 78))),
+        Drop("arp_not_for_us"),
+    );
     b.add("arp_probe_for_us", frame(arp(1, [2, 0, 0, 0, 1, 0x79], Ipv4Addr::UNSPECIFIED, z, IN4)), ArpReply);
-    b.add("arp_probe_for_other", frame(arp(1, [2, 0, 0, 0, 1, 0x79], Ipv4Addr::UNSPECIFIED, z, ip(192, 0, 2, 79))), Drop("arp_not_for_us"));
-    for (name, op) in [("arp_op_rarp_request", 3u16), ("arp_op_rarp_reply", 4), ("arp_op_inarp", 8), ("arp_op_zero", 0)] {
+    b.add(
+        "arp_probe_for_other",
+        frame(arp(1, [2, 0, 0, 0, 1, 0x79], Ipv4Addr::UNSPECIFIED, z, ip(192, 0, 2, 79))),
+        Drop("arp_not_for_us"),
+    );
+    for (name, op) in [("arp_op_rarp_request", 3u16), ("arp_op_rarp_reply", 4), ("arp_op_inarp", 8), ("arp_op_zero", 0)]
+    {
         b.add(name, frame(arp(op, H1_MAC, H1_4, z, IN4)), Drop("arp_unsupported_op"));
     }
     let bend = |at: usize, bytes: &[u8]| {
@@ -483,9 +500,12 @@ fn arp_cases(b: &mut Builder) {
     b.add("arp_hlen_8", bend(4, &[8]), Drop("arp_invalid"));
     b.add("arp_plen_16", bend(5, &[16]), Drop("arp_invalid"));
     b.add("arp_truncated", frame(arp(1, H1_MAC, H1_4, z, IN4)[..20].to_vec()), Drop("arp_invalid"));
-    for (name, sha) in
-        [("arp_sha_broadcast", BCAST), ("arp_sha_zero", z), ("arp_sha_multicast", [1, 0, 0x5e, 0, 0, 1]), ("arp_sha_ours", IN_MAC)]
-    {
+    for (name, sha) in [
+        ("arp_sha_broadcast", BCAST),
+        ("arp_sha_zero", z),
+        ("arp_sha_multicast", [1, 0, 0x5e, 0, 0, 1]),
+        ("arp_sha_ours", IN_MAC),
+    ] {
         b.add(name, eth(BCAST, H1_MAC, 0x0806, &arp(1, sha, H1_4, z, IN4)), Drop("arp_invalid"));
     }
     for (name, spa) in [
@@ -506,7 +526,8 @@ fn arp_cases(b: &mut Builder) {
 fn ipv4_cases(b: &mut Builder) {
     use Expect::*;
     let ip = Ipv4Addr::new;
-    let echo = |b: &Builder, name: &str, src, dst| V4::new(src, dst, 1).packet(&icmp4(8, 0, 0x0707_0001, &b.data(name)));
+    let echo =
+        |b: &Builder, name: &str, src, dst| V4::new(src, dst, 1).packet(&icmp4(8, 0, 0x0707_0001, &b.data(name)));
     b.add("ipv4_echo_to_us", eth(IN_MAC, H1_MAC, 0x0800, &echo(b, "ipv4_echo_to_us", H1_4, IN4)), Echo4);
     let mut p = echo(b, "ipv4_echo_bad_icmp_csum", H1_4, IN4);
     p[22] ^= 0x55;
@@ -536,17 +557,31 @@ fn ipv4_cases(b: &mut Builder) {
         let d = b.data(name);
         b.add(name, v4_frame(&V4::new(src, H2_4, 17), &udp4(src, H2_4, 40000, 9, &d)), Drop("ipv4_martian_source"));
     }
-    for (name, dst) in
-        [("ipv4_dst_loopback", ip(127, 0, 0, 9)), ("ipv4_dst_zero_net", ip(0, 9, 9, 9)), ("ipv4_dst_class_e", ip(250, 1, 2, 3))]
-    {
+    for (name, dst) in [
+        ("ipv4_dst_loopback", ip(127, 0, 0, 9)),
+        ("ipv4_dst_zero_net", ip(0, 9, 9, 9)),
+        ("ipv4_dst_class_e", ip(250, 1, 2, 3)),
+    ] {
         let d = b.data(name);
-        b.add(name, v4_frame(&V4::new(H1_4, dst, 17), &udp4(H1_4, dst, 40000, 9, &d)), Drop("ipv4_martian_destination"));
+        b.add(
+            name,
+            v4_frame(&V4::new(H1_4, dst, 17), &udp4(H1_4, dst, 40000, 9, &d)),
+            Drop("ipv4_martian_destination"),
+        );
     }
     let ll = ip(169, 254, 7, 7);
     let d = b.data("ipv4_src_link_local");
-    b.add("ipv4_src_link_local", v4_frame(&V4::new(ll, H2_4, 17), &udp4(ll, H2_4, 4000, 9, &d)), Drop("ipv4_link_local"));
+    b.add(
+        "ipv4_src_link_local",
+        v4_frame(&V4::new(ll, H2_4, 17), &udp4(ll, H2_4, 4000, 9, &d)),
+        Drop("ipv4_link_local"),
+    );
     let d = b.data("ipv4_dst_link_local");
-    b.add("ipv4_dst_link_local", v4_frame(&V4::new(H1_4, ll, 17), &udp4(H1_4, ll, 4000, 9, &d)), Drop("ipv4_link_local"));
+    b.add(
+        "ipv4_dst_link_local",
+        v4_frame(&V4::new(H1_4, ll, 17), &udp4(H1_4, ll, 4000, 9, &d)),
+        Drop("ipv4_link_local"),
+    );
     // Header damage.
     let d = b.data("ipv4_header_damage");
     let good = V4::new(H1_4, H2_4, 17).packet(&udp4(H1_4, H2_4, 40000, 9, &d));
@@ -576,7 +611,11 @@ fn ipv4_cases(b: &mut Builder) {
     b.add("ipv4_no_route", v4_frame(&V4::new(H1_4, far, 17), &udp4(H1_4, far, 40000, 9, &d)), Icmp4(3, 0, "no_route"));
     // Transport to us: checksums first (RFC 1122).
     let d = b.data("ipv4_udp_to_us");
-    b.add("ipv4_udp_to_us", v4_frame(&V4::new(H1_4, IN4, 17), &udp4(H1_4, IN4, 40000, 9, &d)), Icmp4(3, 3, "port_unreachable"));
+    b.add(
+        "ipv4_udp_to_us",
+        v4_frame(&V4::new(H1_4, IN4, 17), &udp4(H1_4, IN4, 40000, 9, &d)),
+        Icmp4(3, 3, "port_unreachable"),
+    );
     let d = b.data("ipv4_udp_to_us_no_csum");
     let mut u = udp4(H1_4, IN4, 40000, 9, &d);
     u[6..8].fill(0);
@@ -590,12 +629,20 @@ fn ipv4_cases(b: &mut Builder) {
     u[5] = u[5].wrapping_add(8);
     b.add("ipv4_udp_to_us_bad_len", v4_frame(&V4::new(H1_4, IN4, 17), &u), Drop("local_bad_checksum"));
     let d = b.data("ipv4_tcp_syn_to_us");
-    b.add("ipv4_tcp_syn_to_us", v4_frame(&V4::new(H1_4, IN4, 6), &tcp4(H1_4, IN4, 40000, 22, 2, &d)), Drop("local_unsupported"));
+    b.add(
+        "ipv4_tcp_syn_to_us",
+        v4_frame(&V4::new(H1_4, IN4, 6), &tcp4(H1_4, IN4, 40000, 22, 2, &d)),
+        Drop("local_unsupported"),
+    );
     let d = b.data("ipv4_tcp_to_us_bad_csum");
     let mut t = tcp4(H1_4, IN4, 40000, 22, 2, &d);
     t[17] ^= 1;
     b.add("ipv4_tcp_to_us_bad_csum", v4_frame(&V4::new(H1_4, IN4, 6), &t), Drop("local_bad_checksum"));
-    b.add("ipv4_tcp_to_us_short", v4_frame(&V4::new(H1_4, IN4, 6), &[0x9c, 0x40, 0, 22, 0, 0, 0, 1, 0, 0]), Drop("local_bad_checksum"));
+    b.add(
+        "ipv4_tcp_to_us_short",
+        v4_frame(&V4::new(H1_4, IN4, 6), &[0x9c, 0x40, 0, 22, 0, 0, 0, 1, 0, 0]),
+        Drop("local_bad_checksum"),
+    );
     let d = b.data("ipv4_gre_to_us");
     b.add("ipv4_gre_to_us", v4_frame(&V4::new(H1_4, IN4, 47), &d), Drop("local_unsupported"));
     // Legitimate transit.
@@ -647,7 +694,11 @@ fn ipv4_fragment_cases(b: &mut Builder) {
         let mut payload = b.data(name);
         payload.resize(payload.len().div_ceil(8) * 8, b'.');
         payload.extend_from_slice(data);
-        let v = V4 { frag: (offset / 8) | if more { 0x2000 } else { 0 }, ident: 0x4000 ^ offset, ..V4::new(H1_4, to, proto) };
+        let v = V4 {
+            frag: (offset / 8) | if more { 0x2000 } else { 0 },
+            ident: 0x4000 ^ offset,
+            ..V4::new(H1_4, to, proto)
+        };
         v4_frame(&v, &payload)
     };
     // 8 + 16 + 8 = 32 octets: a multiple of 8 for a non-last fragment.
@@ -655,17 +706,33 @@ fn ipv4_fragment_cases(b: &mut Builder) {
     b.add("ipv4_frag_middle_fwd", frag(b, "ipv4_frag_middle_fwd", H2_4, 17, 1480, true, &[0; 8]), Forward);
     b.add("ipv4_frag_last_fwd", frag(b, "ipv4_frag_last_fwd", H2_4, 17, 2960, false, &[0; 3]), Forward);
     b.add("ipv4_frag_overlap_fwd", frag(b, "ipv4_frag_overlap_fwd", H2_4, 17, 16, true, &[0; 8]), Forward);
-    b.add("ipv4_frag_df_and_mf", {
-        let mut f = frag(b, "ipv4_frag_df_and_mf", H2_4, 17, 0, true, &[0; 8]);
-        f[14 + 6] |= 0x40;
-        f[14 + 10..14 + 12].fill(0);
-        let c = inet_checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f
-    }, Forward);
-    b.add("ipv4_frag_ping_of_death", frag(b, "ipv4_frag_ping_of_death", H2_4, 1, 65528, false, &[0; 8]), Drop("ipv4_fragment_malformed"));
-    b.add("ipv4_frag_not_mult_8", frag(b, "ipv4_frag_not_mult_8", H2_4, 17, 0, true, &[0; 5]), Drop("ipv4_fragment_malformed"));
-    b.add("ipv4_frag_tcp_offset_8", frag(b, "ipv4_frag_tcp_offset_8", H2_4, 6, 8, false, &[0; 4]), Drop("ipv4_tiny_fragment"));
+    b.add(
+        "ipv4_frag_df_and_mf",
+        {
+            let mut f = frag(b, "ipv4_frag_df_and_mf", H2_4, 17, 0, true, &[0; 8]);
+            f[14 + 6] |= 0x40;
+            f[14 + 10..14 + 12].fill(0);
+            let c = inet_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        },
+        Forward,
+    );
+    b.add(
+        "ipv4_frag_ping_of_death",
+        frag(b, "ipv4_frag_ping_of_death", H2_4, 1, 65528, false, &[0; 8]),
+        Drop("ipv4_fragment_malformed"),
+    );
+    b.add(
+        "ipv4_frag_not_mult_8",
+        frag(b, "ipv4_frag_not_mult_8", H2_4, 17, 0, true, &[0; 5]),
+        Drop("ipv4_fragment_malformed"),
+    );
+    b.add(
+        "ipv4_frag_tcp_offset_8",
+        frag(b, "ipv4_frag_tcp_offset_8", H2_4, 6, 8, false, &[0; 4]),
+        Drop("ipv4_tiny_fragment"),
+    );
     let tiny = {
         let v = V4 { frag: 0x2000, ..V4::new(H1_4, H2_4, 6) };
         v4_frame(&v, &[0x9c, 0x40, 0, 80, 0, 0, 0, 1])
@@ -684,14 +751,19 @@ fn ipv6_cases(b: &mut Builder) {
     use Expect::*;
     let h1_ll = link_local(H1_MAC);
     let in_ll = link_local(IN_MAC);
-    let echo = |b: &Builder, name: &str, src, dst| ip6(src, dst, 58, 64, &icmp6(src, dst, 128, 0, 0x0606_0001, &b.data(name)));
+    let echo =
+        |b: &Builder, name: &str, src, dst| ip6(src, dst, 58, 64, &icmp6(src, dst, 128, 0, 0x0606_0001, &b.data(name)));
     b.add("ipv6_echo_to_us", v6_frame(&echo(b, "ipv6_echo_to_us", H1_6, IN6)), Echo6);
     b.add("ipv6_echo_to_our_ll", v6_frame(&echo(b, "ipv6_echo_to_our_ll", h1_ll, in_ll)), Echo6);
     let mut p = echo(b, "ipv6_echo_bad_csum", H1_6, IN6);
     p[42] ^= 0x33;
     b.add("ipv6_echo_bad_csum", v6_frame(&p), Drop("local_icmp_malformed"));
     let d = b.data("ipv6_udp_to_us");
-    b.add("ipv6_udp_to_us", v6_frame(&ip6(H1_6, IN6, 17, 64, &udp6(H1_6, IN6, 40000, 9, &d))), Icmp6(1, 4, "port_unreachable"));
+    b.add(
+        "ipv6_udp_to_us",
+        v6_frame(&ip6(H1_6, IN6, 17, 64, &udp6(H1_6, IN6, 40000, 9, &d))),
+        Icmp6(1, 4, "port_unreachable"),
+    );
     let d = b.data("ipv6_udp_to_us_zero_csum");
     let mut u = udp6(H1_6, IN6, 40000, 9, &d);
     u[6..8].fill(0);
@@ -701,7 +773,11 @@ fn ipv6_cases(b: &mut Builder) {
     u[7] ^= 0x10;
     b.add("ipv6_udp_to_us_bad_csum", v6_frame(&ip6(H1_6, IN6, 17, 64, &u)), Drop("local_bad_checksum"));
     let d = b.data("ipv6_tcp_to_us");
-    b.add("ipv6_tcp_to_us", v6_frame(&ip6(H1_6, IN6, 6, 64, &tcp6(H1_6, IN6, 40000, 22, 2, &d))), Drop("local_unsupported"));
+    b.add(
+        "ipv6_tcp_to_us",
+        v6_frame(&ip6(H1_6, IN6, 6, 64, &tcp6(H1_6, IN6, 40000, 22, 2, &d))),
+        Drop("local_unsupported"),
+    );
     let d = b.data("ipv6_tcp_to_us_bad_csum");
     let mut t = tcp6(H1_6, IN6, 40000, 22, 2, &d);
     t[16] ^= 0x80;
@@ -709,7 +785,11 @@ fn ipv6_cases(b: &mut Builder) {
     let d = b.data("ipv6_no_next_to_us");
     b.add("ipv6_no_next_to_us", v6_frame(&ip6(H1_6, IN6, 59, 64, &d)), Drop("local_unsupported"));
     let d = b.data("ipv6_hop_limit_1");
-    b.add("ipv6_hop_limit_1", v6_frame(&ip6(H1_6, H2_6, 17, 1, &udp6(H1_6, H2_6, 40000, 9, &d))), Icmp6(3, 0, "ttl_expired"));
+    b.add(
+        "ipv6_hop_limit_1",
+        v6_frame(&ip6(H1_6, H2_6, 17, 1, &udp6(H1_6, H2_6, 40000, 9, &d))),
+        Icmp6(3, 0, "ttl_expired"),
+    );
     let far: Ipv6Addr = "2001:db8:ffff::1".parse().unwrap();
     let d = b.data("ipv6_no_route");
     b.add("ipv6_no_route", v6_frame(&ip6(H1_6, far, 17, 64, &udp6(H1_6, far, 40000, 9, &d))), Icmp6(1, 0, "no_route"));
@@ -724,7 +804,9 @@ fn ipv6_cases(b: &mut Builder) {
         let d = b.data(name);
         b.add(name, v6_frame(&ip6(s, H2_6, 17, 64, &udp6(s, H2_6, 40000, 9, &d))), Drop("ipv6_martian_source"));
     }
-    for (name, t) in [("ipv6_dst_loopback", "::1"), ("ipv6_dst_unspecified", "::"), ("ipv6_dst_v4_mapped", "::ffff:198.51.100.2")] {
+    for (name, t) in
+        [("ipv6_dst_loopback", "::1"), ("ipv6_dst_unspecified", "::"), ("ipv6_dst_v4_mapped", "::ffff:198.51.100.2")]
+    {
         let t: Ipv6Addr = t.parse().unwrap();
         let d = b.data(name);
         b.add(name, v6_frame(&ip6(H1_6, t, 17, 64, &udp6(H1_6, t, 40000, 9, &d))), Drop("ipv6_martian_destination"));
@@ -735,9 +817,17 @@ fn ipv6_cases(b: &mut Builder) {
     b.add("ipv6_dst_global_mcast", eth(mcast_mac(g), H1_MAC, 0x86dd, &p), Drop("ipv6_not_routed"));
     let other_ll: Ipv6Addr = "fe80::99".parse().unwrap();
     let d = b.data("ipv6_dst_other_ll");
-    b.add("ipv6_dst_other_ll", v6_frame(&ip6(h1_ll, other_ll, 17, 64, &udp6(h1_ll, other_ll, 40000, 9, &d))), Drop("ipv6_not_routed"));
+    b.add(
+        "ipv6_dst_other_ll",
+        v6_frame(&ip6(h1_ll, other_ll, 17, 64, &udp6(h1_ll, other_ll, 40000, 9, &d))),
+        Drop("ipv6_not_routed"),
+    );
     let d = b.data("ipv6_src_ll_to_global");
-    b.add("ipv6_src_ll_to_global", v6_frame(&ip6(h1_ll, H2_6, 17, 64, &udp6(h1_ll, H2_6, 40000, 9, &d))), Drop("ipv6_not_routed"));
+    b.add(
+        "ipv6_src_ll_to_global",
+        v6_frame(&ip6(h1_ll, H2_6, 17, 64, &udp6(h1_ll, H2_6, 40000, 9, &d))),
+        Drop("ipv6_not_routed"),
+    );
     let d = b.data("ipv6_payload_len_long");
     let mut p = ip6(H1_6, H2_6, 17, 64, &udp6(H1_6, H2_6, 40000, 9, &d));
     p[5] = p[5].wrapping_add(40);
@@ -763,14 +853,30 @@ fn ipv6_ext_cases(b: &mut Builder) {
         v6_frame(&ip6(H1_6, IN6, first, 64, &payload))
     };
     b.add("ipv6_hbh_padn_fwd", with(b, "ipv6_hbh_padn_fwd", H2_6, 0, &opts_hdr(17, &[1, 2, 0, 0])), Forward);
-    b.add("ipv6_hbh_router_alert_fwd", with(b, "ipv6_hbh_router_alert_fwd", H2_6, 0, &opts_hdr(17, &[5, 2, 0, 0])), Forward);
-    b.add("ipv6_hbh_unknown_icmp_fwd", with(b, "ipv6_hbh_unknown_icmp_fwd", H2_6, 0, &opts_hdr(17, &[0x9e, 0])), Forward);
+    b.add(
+        "ipv6_hbh_router_alert_fwd",
+        with(b, "ipv6_hbh_router_alert_fwd", H2_6, 0, &opts_hdr(17, &[5, 2, 0, 0])),
+        Forward,
+    );
+    b.add(
+        "ipv6_hbh_unknown_icmp_fwd",
+        with(b, "ipv6_hbh_unknown_icmp_fwd", H2_6, 0, &opts_hdr(17, &[0x9e, 0])),
+        Forward,
+    );
     b.add("ipv6_dest_opts_fwd", with(b, "ipv6_dest_opts_fwd", H2_6, 60, &opts_hdr(17, &[0x1e, 2, 0, 0])), Forward);
     b.add("ipv6_rh0_transit_fwd", with(b, "ipv6_rh0_transit_fwd", H2_6, 43, &rh(17, 0, 1, H1_6)), Forward);
     b.add("ipv6_first_frag_fwd", with(b, "ipv6_first_frag_fwd", H2_6, 44, &frag6(17, 0, true, 0x1111)), Forward);
     let hbh_second = [opts_hdr(0, &[1, 4, 0, 0, 0, 0]), opts_hdr(17, &[1, 4, 0, 0, 0, 0])].concat();
-    b.add("ipv6_hbh_not_first", with(b, "ipv6_hbh_not_first", H2_6, 60, &hbh_second), Icmp6(4, 1, "ipv6_ext_malformed"));
-    b.add("ipv6_opt_overrun", with(b, "ipv6_opt_overrun", H2_6, 60, &[17, 0, 0x1e, 9, 0, 0, 0, 0]), Icmp6(4, 0, "ipv6_ext_malformed"));
+    b.add(
+        "ipv6_hbh_not_first",
+        with(b, "ipv6_hbh_not_first", H2_6, 60, &hbh_second),
+        Icmp6(4, 1, "ipv6_ext_malformed"),
+    );
+    b.add(
+        "ipv6_opt_overrun",
+        with(b, "ipv6_opt_overrun", H2_6, 60, &[17, 0, 0x1e, 9, 0, 0, 0, 0]),
+        Icmp6(4, 0, "ipv6_ext_malformed"),
+    );
     // A Destination Options header claiming 64 octets more than the packet has.
     let d = b.data("ipv6_ext_truncated");
     let mut payload = vec![17, 8, 1, 4, 0, 0, 0, 0];
@@ -787,7 +893,11 @@ fn ipv6_ext_cases(b: &mut Builder) {
         big.extend(std::iter::repeat_n(0u8, 255));
     }
     big.resize(8 * 129, 0); // then two Pad1
-    b.add("ipv6_ext_header_too_big", with(b, "ipv6_ext_header_too_big", H2_6, 60, &big), Icmp6(4, 6, "ipv6_ext_header_too_big"));
+    b.add(
+        "ipv6_ext_header_too_big",
+        with(b, "ipv6_ext_header_too_big", H2_6, 60, &big),
+        Icmp6(4, 6, "ipv6_ext_header_too_big"),
+    );
     let half = |next: u8| {
         let mut h = vec![next, 64];
         for _ in 0..2 {
@@ -798,12 +908,24 @@ fn ipv6_ext_cases(b: &mut Builder) {
         h
     };
     let long = [half(60), half(17)].concat();
-    b.add("ipv6_ext_chain_too_long", with(b, "ipv6_ext_chain_too_long", H2_6, 60, &long), Icmp6(4, 7, "ipv6_ext_chain_too_long"));
+    b.add(
+        "ipv6_ext_chain_too_long",
+        with(b, "ipv6_ext_chain_too_long", H2_6, 60, &long),
+        Icmp6(4, 7, "ipv6_ext_chain_too_long"),
+    );
     let many: Vec<u8> = std::iter::repeat_n([0x1e, 0], 9).flatten().collect();
-    b.add("ipv6_too_many_options", with(b, "ipv6_too_many_options", H2_6, 60, &opts_hdr(17, &many)), Icmp6(4, 9, "ipv6_ext_too_many_options"));
+    b.add(
+        "ipv6_too_many_options",
+        with(b, "ipv6_too_many_options", H2_6, 60, &opts_hdr(17, &many)),
+        Icmp6(4, 9, "ipv6_ext_too_many_options"),
+    );
     let mut fat = vec![0x1e, 100];
     fat.extend([0u8; 100]);
-    b.add("ipv6_option_too_big", with(b, "ipv6_option_too_big", H2_6, 60, &opts_hdr(17, &fat)), Icmp6(4, 10, "ipv6_ext_option_too_big"));
+    b.add(
+        "ipv6_option_too_big",
+        with(b, "ipv6_option_too_big", H2_6, 60, &opts_hdr(17, &fat)),
+        Icmp6(4, 10, "ipv6_ext_option_too_big"),
+    );
     // A first fragment without its UDP header (RFC 7112).
     let mut payload = frag6(60, 0, true, 0x2222);
     payload.extend(opts_hdr(17, &[1, 4, 0, 0, 0, 0]));
@@ -836,11 +958,27 @@ fn ipv6_ext_cases(b: &mut Builder) {
     // Routing headers and options at the destination.
     b.add("ipv6_rh0_to_us", echo_with(b, "ipv6_rh0_to_us", 43, &rh(58, 0, 1, H2_6)), Icmp6(4, 0, "ipv6_rh0"));
     b.add("ipv6_rh0_sl0_echo", echo_with(b, "ipv6_rh0_sl0_echo", 43, &rh(58, 0, 0, H2_6)), Echo6);
-    b.add("ipv6_rh253_to_us", echo_with(b, "ipv6_rh253_to_us", 43, &rh(58, 253, 1, H2_6)), Icmp6(4, 0, "ipv6_routing_header"));
-    b.add("ipv6_srh_to_non_sid", echo_with(b, "ipv6_srh_to_non_sid", 43, &srh(58, 1, &[H2_6, IN6])), Icmp6(4, 0, "ipv6_routing_header"));
+    b.add(
+        "ipv6_rh253_to_us",
+        echo_with(b, "ipv6_rh253_to_us", 43, &rh(58, 253, 1, H2_6)),
+        Icmp6(4, 0, "ipv6_routing_header"),
+    );
+    b.add(
+        "ipv6_srh_to_non_sid",
+        echo_with(b, "ipv6_srh_to_non_sid", 43, &srh(58, 1, &[H2_6, IN6])),
+        Icmp6(4, 0, "ipv6_routing_header"),
+    );
     b.add("ipv6_do_unknown_skip", echo_with(b, "ipv6_do_unknown_skip", 60, &opts_hdr(58, &[0x1e, 0])), Echo6);
-    b.add("ipv6_do_unknown_discard", echo_with(b, "ipv6_do_unknown_discard", 60, &opts_hdr(58, &[0x5e, 0])), Drop("ipv6_unknown_option"));
-    b.add("ipv6_hbh_unknown_icmp", echo_with(b, "ipv6_hbh_unknown_icmp", 0, &opts_hdr(58, &[0x9e, 0])), Icmp6(4, 2, "ipv6_unknown_option"));
+    b.add(
+        "ipv6_do_unknown_discard",
+        echo_with(b, "ipv6_do_unknown_discard", 60, &opts_hdr(58, &[0x5e, 0])),
+        Drop("ipv6_unknown_option"),
+    );
+    b.add(
+        "ipv6_hbh_unknown_icmp",
+        echo_with(b, "ipv6_hbh_unknown_icmp", 0, &opts_hdr(58, &[0x9e, 0])),
+        Icmp6(4, 2, "ipv6_unknown_option"),
+    );
 }
 
 fn nd_cases(b: &mut Builder) {
@@ -856,28 +994,56 @@ fn nd_cases(b: &mut Builder) {
     b.add("nd_ns_unicast_for_us", nd(H1_6, IN6, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))), NdAdvert);
     b.add("nd_ns_dad_for_us", nd(Ipv6Addr::UNSPECIFIED, grp, 255, 135, 0, 0, &ns_body(IN6, None)), NdAdvert);
     let other: Ipv6Addr = "2001:db8:1::99".parse().unwrap();
-    b.add("nd_ns_not_for_us", nd(H1_6, solicited(other), 255, 135, 0, 0, &ns_body(other, Some(H1_MAC))), Drop("nd_not_for_us"));
+    b.add(
+        "nd_ns_not_for_us",
+        nd(H1_6, solicited(other), 255, 135, 0, 0, &ns_body(other, Some(H1_MAC))),
+        Drop("nd_not_for_us"),
+    );
     b.add("nd_ns_hop_limit_64", nd(H1_6, grp, 64, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))), Drop("nd_invalid"));
     b.add("nd_ns_code_1", nd(H1_6, grp, 255, 135, 1, 0, &ns_body(IN6, Some(H1_MAC))), Drop("nd_invalid"));
     let mut f = nd(H1_6, grp, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC)));
     f[14 + 42] ^= 1;
     b.add("nd_ns_bad_csum", f, Drop("nd_invalid"));
-    b.add("nd_ns_target_mcast", nd(H1_6, grp, 255, 135, 0, 0, &ns_body("ff02::1".parse().unwrap(), None)), Drop("nd_invalid"));
+    b.add(
+        "nd_ns_target_mcast",
+        nd(H1_6, grp, 255, 135, 0, 0, &ns_body("ff02::1".parse().unwrap(), None)),
+        Drop("nd_invalid"),
+    );
     b.add("nd_ns_short", nd(H1_6, grp, 255, 135, 0, 0, &IN6.octets()[..12]), Drop("nd_invalid"));
     let mut body = ns_body(IN6, None);
     body.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
     b.add("nd_ns_option_len_0", nd(H1_6, grp, 255, 135, 0, 0, &body), Drop("nd_invalid"));
-    b.add("nd_ns_dad_with_slla", nd(Ipv6Addr::UNSPECIFIED, grp, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))), Drop("nd_invalid"));
+    b.add(
+        "nd_ns_dad_with_slla",
+        nd(Ipv6Addr::UNSPECIFIED, grp, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))),
+        Drop("nd_invalid"),
+    );
     b.add("nd_ns_dad_unicast", nd(Ipv6Addr::UNSPECIFIED, IN6, 255, 135, 0, 0, &ns_body(IN6, None)), Drop("nd_invalid"));
-    b.add("nd_ns_from_our_addr", nd(IN6, grp, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))), Drop("nd_address_conflict"));
+    b.add(
+        "nd_ns_from_our_addr",
+        nd(IN6, grp, 255, 135, 0, 0, &ns_body(IN6, Some(H1_MAC))),
+        Drop("nd_address_conflict"),
+    );
     let all = ipv6_all_nodes();
-    b.add("nd_na_for_our_addr", nd(h1_ll, all, 255, 136, 0, 0x2000_0000, &na_body(IN6, H1_MAC)), Drop("nd_address_conflict"));
+    b.add(
+        "nd_na_for_our_addr",
+        nd(h1_ll, all, 255, 136, 0, 0x2000_0000, &na_body(IN6, H1_MAC)),
+        Drop("nd_address_conflict"),
+    );
     let stranger: Ipv6Addr = "2001:db8:1::77".parse().unwrap();
-    b.add("nd_na_unknown", nd(stranger, all, 255, 136, 0, 0x2000_0000, &na_body(stranger, [2, 0, 0, 0, 1, 0x77])), Drop("nd_advert_unknown"));
+    b.add(
+        "nd_na_unknown",
+        nd(stranger, all, 255, 136, 0, 0x2000_0000, &na_body(stranger, [2, 0, 0, 0, 1, 0x77])),
+        Drop("nd_advert_unknown"),
+    );
     b.add("nd_na_solicited_mcast", nd(H1_6, all, 255, 136, 0, 0x6000_0000, &na_body(H1_6, H1_MAC)), Drop("nd_invalid"));
     b.add("nd_na_hop_limit_254", nd(H1_6, in_ll, 254, 136, 0, 0x6000_0000, &na_body(H1_6, H1_MAC)), Drop("nd_invalid"));
     b.add("nd_na_known_override", nd(H1_6, all, 255, 136, 0, 0x2000_0000, &na_body(H1_6, H1_MAC)), Learned);
-    b.add("nd_rs", nd(h1_ll, "ff02::2".parse().unwrap(), 255, 133, 0, 0, &[1, 1, 2, 0, 0, 0, 1, 2]), Drop("nd_rs_ignored"));
+    b.add(
+        "nd_rs",
+        nd(h1_ll, "ff02::2".parse().unwrap(), 255, 133, 0, 0, &[1, 1, 2, 0, 0, 0, 1, 2]),
+        Drop("nd_rs_ignored"),
+    );
     b.add("nd_ra", nd(h1_ll, all, 255, 134, 0, 0x4000_0708, &[0; 8]), Drop("nd_ra_ignored"));
     let mut red = H2_6.octets().to_vec();
     red.extend_from_slice(&H2_6.octets());
@@ -915,11 +1081,20 @@ fn srv6_cases(b: &mut Builder) {
     let echo = ip6(H1_6, SID_END, 58, 64, &icmp6(H1_6, SID_END, 128, 0, 0x0404_0001, &b.data("srv6_echo_to_sid")));
     b.add("srv6_echo_to_sid", v6_frame(&echo), Echo6);
     // Decapsulation: an inner packet to h2; to a link-local address.
-    let inner = |b: &Builder, name: &str, dst: Ipv6Addr| ip6(H1_6, dst, 17, 64, &udp6(H1_6, dst, 40000, 9, &b.data(name)));
+    let inner =
+        |b: &Builder, name: &str, dst: Ipv6Addr| ip6(H1_6, dst, 17, 64, &udp6(H1_6, dst, 40000, 9, &b.data(name)));
     b.add("srv6_dt6_to_h2", v6_frame(&ip6(H1_6, SID_DT6, 41, 64, &inner(b, "srv6_dt6_to_h2", H2_6))), Forward);
     let ll: Ipv6Addr = "fe80::5".parse().unwrap();
-    b.add("srv6_dt6_inner_ll", v6_frame(&ip6(H1_6, SID_DT6, 41, 64, &inner(b, "srv6_dt6_inner_ll", ll))), Drop("ipv6_not_routed"));
-    b.add("srv6_dx6_inner_ll", v6_frame(&ip6(H1_6, SID_DX6, 41, 64, &inner(b, "srv6_dx6_inner_ll", ll))), Drop("ipv6_link_local_scope"));
+    b.add(
+        "srv6_dt6_inner_ll",
+        v6_frame(&ip6(H1_6, SID_DT6, 41, 64, &inner(b, "srv6_dt6_inner_ll", ll))),
+        Drop("ipv6_not_routed"),
+    );
+    b.add(
+        "srv6_dx6_inner_ll",
+        v6_frame(&ip6(H1_6, SID_DX6, 41, 64, &inner(b, "srv6_dx6_inner_ll", ll))),
+        Drop("ipv6_link_local_scope"),
+    );
     b.add("srv6_endx_next_ll", sr(b, "srv6_endx_next_ll", &[ll, SID_X], 1, 64), Drop("ipv6_link_local_scope"));
     let h1_ll = link_local(H1_MAC);
     let mut payload = srh(17, 1, &[H2_6, SID_END]);
@@ -937,12 +1112,29 @@ fn storage_cases(b: &mut Builder) {
         body.extend_from_slice(&Builder { cases: Vec::new() }.data(name));
         ip6(H1_6, SID_STORAGE, 17, 64, &udp6(H1_6, SID_STORAGE, 40001, dport, &body))
     };
-    b.add("storage_probe_ok", v6_frame(&req(STORAGE_PORT, &storage_probe(0x4153, 1), "storage_probe_ok")), StorageReply);
-    b.add("storage_bad_magic", v6_frame(&req(STORAGE_PORT, &storage_probe(0x4154, 1), "storage_bad_magic")), Drop("storage_bad_request"));
-    b.add("storage_bad_version", v6_frame(&req(STORAGE_PORT, &storage_probe(0x4153, 9), "storage_bad_version")), Drop("storage_bad_request"));
-    let short = ip6(H1_6, SID_STORAGE, 17, 64, &udp6(H1_6, SID_STORAGE, 40001, STORAGE_PORT, &storage_probe(0x4153, 1)[..36]));
+    b.add(
+        "storage_probe_ok",
+        v6_frame(&req(STORAGE_PORT, &storage_probe(0x4153, 1), "storage_probe_ok")),
+        StorageReply,
+    );
+    b.add(
+        "storage_bad_magic",
+        v6_frame(&req(STORAGE_PORT, &storage_probe(0x4154, 1), "storage_bad_magic")),
+        Drop("storage_bad_request"),
+    );
+    b.add(
+        "storage_bad_version",
+        v6_frame(&req(STORAGE_PORT, &storage_probe(0x4153, 9), "storage_bad_version")),
+        Drop("storage_bad_request"),
+    );
+    let short =
+        ip6(H1_6, SID_STORAGE, 17, 64, &udp6(H1_6, SID_STORAGE, 40001, STORAGE_PORT, &storage_probe(0x4153, 1)[..36]));
     b.add("storage_short_header", v6_frame(&short), Drop("storage_bad_request"));
-    b.add("storage_wrong_port", v6_frame(&req(9999, &storage_probe(0x4153, 1), "storage_wrong_port")), Drop("storage_bad_request"));
+    b.add(
+        "storage_wrong_port",
+        v6_frame(&req(9999, &storage_probe(0x4153, 1), "storage_wrong_port")),
+        Drop("storage_bad_request"),
+    );
     let mut p = req(STORAGE_PORT, &storage_probe(0x4153, 1), "storage_bad_csum");
     p[47] ^= 0x20;
     b.add("storage_bad_csum", v6_frame(&p), Drop("storage_bad_checksum"));

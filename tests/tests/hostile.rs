@@ -152,10 +152,13 @@ fn icmp_of(f: &[u8]) -> Option<(u16, u8, u8)> {
 /// Whether the IP source of `f` is one of the appliance's addresses (not a host it forwards for).
 fn from_appliance(f: &[u8]) -> bool {
     match u16::from_be_bytes([f[12], f[13]]) {
-        0x0800 => f.len() >= 34 && [hostile::IN4.octets(), hostile::OUT4.octets()].contains(&[f[26], f[27], f[28], f[29]]),
+        0x0800 => {
+            f.len() >= 34 && [hostile::IN4.octets(), hostile::OUT4.octets()].contains(&[f[26], f[27], f[28], f[29]])
+        }
         0x86dd => {
             let src = f.get(22..38).map(|s| <[u8; 16]>::try_from(s).unwrap());
-            let ours = [hostile::IN6, hostile::link_local(IN_MAC), hostile::SID_END, hostile::SID_X, hostile::SID_STORAGE];
+            let ours =
+                [hostile::IN6, hostile::link_local(IN_MAC), hostile::SID_END, hostile::SID_X, hostile::SID_STORAGE];
             src.is_some_and(|s| ours.iter().any(|a| a.octets() == s))
         }
         _ => true,
@@ -171,9 +174,13 @@ fn is_answer(case: &Case, f: &[u8]) -> bool {
         Expect::Echo4 => icmp_of(f) == Some((0x0800, 0, 0)) && tagged(f),
         Expect::Echo6 => icmp_of(f) == Some((0x86dd, 129, 0)) && tagged(f),
         // An ARP reply to the sender hardware address the case used.
-        Expect::ArpReply => f.len() >= 42 && f[12..14] == [8, 6] && f[20..22] == [0, 2] && f[32..38] == case.frame[22..28],
+        Expect::ArpReply => {
+            f.len() >= 42 && f[12..14] == [8, 6] && f[20..22] == [0, 2] && f[32..38] == case.frame[22..28]
+        }
         Expect::NdAdvert => {
-            icmp_of(f).is_some_and(|(e, t, _)| e == 0x86dd && t == 136) && f.len() >= 78 && f[62..78] == hostile::IN6.octets()
+            icmp_of(f).is_some_and(|(e, t, _)| e == 0x86dd && t == 136)
+                && f.len() >= 78
+                && f[62..78] == hostile::IN6.octets()
         }
         Expect::StorageReply => f.len() >= 62 && f[12..14] == [0x86, 0xdd] && f[20] == 17 && f[54..56] == [0x1e, 0xc6],
         _ => false,
@@ -242,8 +249,13 @@ impl Run<'_> {
             RawSend::Sent => {}
             RawSend::Refused(e) => panic!("h1's kernel refused case {} (errno {e})", case.name),
         }
-        let mut o =
-            Outcome { drops_after: drops_before.clone(), drops_before, learned: 0.0, at_h1: Vec::new(), at_h2: Vec::new() };
+        let mut o = Outcome {
+            drops_after: drops_before.clone(),
+            drops_before,
+            learned: 0.0,
+            at_h1: Vec::new(),
+            at_h2: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             o.at_h1.extend(self.h1.recv(100));
@@ -367,7 +379,8 @@ fn af_packet() -> bool {
 /// (see [`af_packet`]).
 fn config() -> String {
     edit_yaml(&hostile::config_yaml(&demo_config()), |v| {
-        v["neighbors"] = serde_yaml_ng::from_str(r#"[{ port: inside, ip: "192.0.2.9", mac: "02:00:00:00:01:09" }]"#).unwrap();
+        v["neighbors"] =
+            serde_yaml_ng::from_str(r#"[{ port: inside, ip: "192.0.2.9", mac: "02:00:00:00:01:09" }]"#).unwrap();
         if !af_packet() {
             for (i, iface) in ["apl-in", "apl-out"].iter().enumerate() {
                 v["ports"][i]["device"] = format!("net_af_xdp{i}").into();
@@ -425,8 +438,12 @@ fn hostile_corpus_gets_its_exact_outcomes() {
         assert_ping(&rig, ns, addr);
     }
     let after = neighbors(&rig);
-    for key in [("inside", "192.0.2.2"), ("inside", "2001:db8:1::2"), ("outside", "198.51.100.2"), ("outside", "2001:db8:2::2")]
-    {
+    for key in [
+        ("inside", "192.0.2.2"),
+        ("inside", "2001:db8:1::2"),
+        ("outside", "198.51.100.2"),
+        ("outside", "2001:db8:2::2"),
+    ] {
         let key = (key.0.to_string(), key.1.to_string());
         let (a, b) = (&before[&key], &after[&key]);
         assert_eq!(a.0, b.0, "{key:?}: MAC changed by the barrage");
@@ -466,7 +483,7 @@ fn documented_overrides_and_static_neighbours() {
             sleep(Duration::from_millis(100));
         }
     };
-    use appliance_tests::hostile::{arp, eth, H1_4, H1_6, BCAST};
+    use appliance_tests::hostile::{arp, eth, BCAST, H1_4, H1_6};
     // RFC 826: a gratuitous ARP from a known neighbour's address takes.
     assert_eq!(h1.send(&eth(BCAST, fake, 0x0806, &arp(1, fake, H1_4, [0; 6], H1_4))), RawSend::Sent);
     assert_eq!(wait_mac("192.0.2.2", "02:00:00:00:01:ee").0, "02:00:00:00:01:ee", "RFC 826 merge{}", rig.ctx());

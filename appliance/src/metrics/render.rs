@@ -397,6 +397,11 @@ fn storage_counters(w: &mut Writer, v: &View) {
         ("appliance_storage_checksum_failures_total", "Chunks whose CRC32C failed on read", {
             total(&|s| s.checksum_failures.get())
         }),
+        (
+            "appliance_storage_fragments_duplicate_total",
+            "Put fragments received again while held (freed; the held copy is answered)",
+            { total(&|s| s.fragments_duplicate.get()) },
+        ),
         ("appliance_storage_chunks_written_total", "Chunks made durable", total(&|s| s.chunks_written.get())),
         ("appliance_storage_written_bytes_total", "Object bytes made durable", total(&|s| s.bytes_written.get())),
         ("appliance_storage_read_bytes_total", "Object bytes sent in replies", total(&|s| s.bytes_read.get())),

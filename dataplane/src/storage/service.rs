@@ -61,6 +61,9 @@ pub struct ServiceCounters {
     pub bytes_read: Counter,
     /// Chunks dropped incomplete after [`ASSEMBLY_TIMEOUT`].
     pub assemblies_expired: Counter,
+    /// Put fragments that arrived again (a client's retransmission) while
+    /// the first copy is held: freed, the held copy gets the reply.
+    pub fragments_duplicate: Counter,
     /// Requests another worker received and handed over (objects this one owns).
     pub handed_over: Counter,
     /// Requests held now (waiting for I/O).
@@ -375,6 +378,14 @@ impl<P: PacketBuf> ObjectService<P> {
                 a
             }
         };
+        if self.assemblies[a].have & (1 << frag) != 0 {
+            // A retransmission of a fragment held here (the store was slower than the
+            // client's timeout): the held copy, with the same request id, gets the
+            // reply when the chunk is durable. Holding both would fill the assembly
+            // and answer busy.
+            self.counters.fragments_duplicate.inc();
+            return None; // the duplicate is freed here
+        }
         let Some(slot) = self.free.pop() else {
             return bad(self, &mut pkt, status::BUSY).then_some(pkt);
         };

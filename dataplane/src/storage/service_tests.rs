@@ -229,3 +229,29 @@ fn a_partial_chunk_is_not_acknowledged() {
     assert_eq!(svc.counters.chunks_written.get(), 0);
     assert_eq!(svc.queue_depth(), 1);
 }
+
+/// A client retransmits fragments while the chunk is still assembling: each copy is freed
+/// (counted), never answered busy, and the held copies get their replies once the chunk is
+/// durable.
+#[test]
+fn retransmitted_fragments_are_freed_not_answered_busy() {
+    let mut svc = service();
+    let content = vec![5u8; 4096];
+    let frag = |i: usize| {
+        let mut data = 4096u64.to_be_bytes().to_vec();
+        data.extend_from_slice(&1u64.to_be_bytes());
+        data.extend_from_slice(&content[i * FRAGMENT..(i + 1) * FRAGMENT]);
+        frame(9, Op::PUT_CHUNK, (i * FRAGMENT) as u64, FRAGMENT as u32, 0, &data)
+    };
+    // Three of four fragments, each sent four times (more copies than the assembly holds).
+    for _ in 0..4 {
+        for i in 0..3 {
+            assert!(svc.request(frag(i)).is_none(), "fragment {i}: held or freed, not answered");
+        }
+    }
+    assert_eq!(svc.counters.fragments_duplicate.get(), 9);
+    assert_eq!(svc.counters.busy.get(), 0);
+    let replies = exchange(&mut svc, vec![frag(3)], 4);
+    assert!(replies.iter().all(|r| read_reply(r, 9).0 == sh::status::OK));
+    assert_eq!(get(&mut svc, 9, 4096), content);
+}
