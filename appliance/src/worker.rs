@@ -250,8 +250,7 @@ impl Worker {
             }
         }
         let mut work = 0;
-        loop {
-            let (Some(link), Some(nw)) = (self.nat.as_mut(), self.ctx.nat.as_deref_mut()) else { break };
+        while let (Some(link), Some(nw)) = (self.nat.as_mut(), self.ctx.nat.as_deref_mut()) {
             let Some(slot) = nw.frags.pop_released() else { break };
             let Some(mut m) = link.held.get_mut(usize::from(slot)).and_then(Option::take) else { continue };
             work += 1;

@@ -110,7 +110,7 @@ fn check_known(kind: u8, opt: &[u8]) -> Result<(), usize> {
     let len = opt.len();
     match kind {
         RECORD_ROUTE | LSRR | SSRR => {
-            if len < 3 || (len - 3) % 4 != 0 {
+            if len < 3 || !(len - 3).is_multiple_of(4) {
                 return Err(1);
             }
             let pointer = usize::from(opt[2]);
@@ -132,7 +132,7 @@ fn check_known(kind: u8, opt: &[u8]) -> Result<(), usize> {
             }
             // Entries are 4 octets (flag 0) or 8 (address + time).
             let entry = if flag == 0 { 4 } else { 8 };
-            if (len - 4) % entry != 0 || (pointer - 5) % entry != 0 {
+            if !(len - 4).is_multiple_of(entry) || (pointer - 5) % entry != 0 {
                 return Err(1);
             }
         }

@@ -133,7 +133,7 @@ fn ip4_header(
 /// hold the ports).
 #[cold]
 fn check_fragment4(offset: usize, more: bool, data: usize, proto: ipv4::Protocol) -> Result<(), Verdict> {
-    if offset + data > 65535 || (more && data % 8 != 0) {
+    if offset + data > 65535 || (more && !data.is_multiple_of(8)) {
         return Err(Verdict::Drop(DropReason::Ipv4FragmentMalformed));
     }
     let tiny = match proto {

@@ -46,7 +46,7 @@ fn assert_param_problem(l3: &Pipeline, frame: &[u8], reason: DropReason, code: u
 /// payload of `base` (a packet without options).
 fn with_options(base: &[u8], options: &[u8]) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let mut ip = base[..20].to_vec();
