@@ -100,15 +100,15 @@ fn dumpcap_captures_both_directions_of_each_port() {
 
     // One dumpcap per port: DPDK 22.11's dumpcap given several -i captures only the last.
     let start = |dev: &str| Dumpcap::start(&rtr, &prefix, dev).unwrap_or_else(|e| panic!("{e:#}{}", rig.ctx()));
-    let mut inside = start("net_af_packet0");
-    let mut outside = start("net_af_packet1");
+    let mut inside = start("net_af_xdp0");
+    let mut outside = start("net_af_xdp1");
 
     let (ok, out) = rig.tb.ping_output("h1", "198.51.100.2", &["-c", "5", "-i", "0.2", "-W", "2"]);
     assert!(ok, "IPv4 ping h1 → h2 while captured: {out}{}", rig.ctx());
     let (ok, out) = rig.tb.ping_output("h1", "2001:db8:2::2", &["-c", "3", "-i", "0.2", "-W", "2"]);
     assert!(ok, "IPv6 ping h1 → h2 while captured: {out}{}", rig.ctx());
 
-    for (d, dev) in [(&mut inside, "net_af_packet0"), (&mut outside, "net_af_packet1")] {
+    for (d, dev) in [(&mut inside, "net_af_xdp0"), (&mut outside, "net_af_xdp1")] {
         let st = d.stop();
         assert!(st.success(), "{} on {dev} exited with {st}:\n{}", d.describe(), d.output());
         let (received, dropped) = dumpcap_counts(&d.output(), dev);
@@ -158,7 +158,7 @@ fn dumpcap_is_refused_without_pdump() {
     });
     let mut rig = Rig::with_config("nopdump", &cfg);
     assert!(!rig.app.log().contains("dpdk-dumpcap can attach"), "{}", rig.ctx());
-    let err = match Dumpcap::start(&rig.tb.rtr(), rig.app.file_prefix(), "net_af_packet0") {
+    let err = match Dumpcap::start(&rig.tb.rtr(), rig.app.file_prefix(), "net_af_xdp0") {
         Ok(d) => panic!("dpdk-dumpcap captured with capture.pdump: false:\n{}", d.output()),
         Err(e) => format!("{e:#}"),
     };
