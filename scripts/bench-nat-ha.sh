@@ -63,8 +63,10 @@ BIN=$PWD/target/release/appliance
 GEN=$PWD/target/release/apl-gen
 rm -rf $W; mkdir -p $W
 
-metric() { # ns port prefix: the sum of the samples whose name{labels} start with prefix
-  ip netns exec "$1" curl -sf "127.0.0.1:$2/metrics" | awk -v p="$3" 'index($1, p) == 1 {s+=$NF} END {printf "%d\n", s}'
+metric() { # ns port what: the sum of the samples of metric NAME (what = NAME, any labels or none),
+  # or of those whose name{labels} start with what (what = 'NAME{label="x"')
+  ip netns exec "$1" curl -sf "127.0.0.1:$2/metrics" | awk -v p="$3" '
+    (index(p, "{") ? index($1, p) == 1 : ($1 == p || index($1, p "{") == 1)) {s+=$NF} END {printf "%d\n", s}'
 }
 
 now() { date +%s.%N; }
@@ -159,7 +161,7 @@ switchover() { # sessions
   local sessions=0
   for _ in $(seq 1200); do
     sleep 0.5
-    sessions=$(sum_metric 'appliance_nat_sessions{' 1 2 3)
+    sessions=$(sum_metric appliance_nat_sessions 1 2 3)
     [ "$sessions" -ge "$n" ] && break
   done
   local t1 bytes1; t1=$(now); bytes1=$(sum_metric appliance_nat_cluster_sync_sent_bytes_total 1 2 3)
@@ -316,6 +318,9 @@ EOF
 remote_run() { # single|remote -> prints "pps setup_s peak_new_per_s"
   local mode=$1 vms= dut gen i
   rm -f $W/memif0.sock
+  # Every run starts from an empty cluster: without this, the standby of the last run
+  # (the DUT) rightly takes the shard over from the VMS's previous incarnation.
+  ip netns exec nhr-vms etcdctl --endpoints=http://192.0.2.2:12379 del --prefix /appliance/ >/dev/null
   if [ "$mode" = remote ]; then
     ip netns exec nhr-vms "$BIN" run --config $W/vms.yaml > $W/vms.log 2>&1 &
     vms=$!; PIDS+=($vms)
@@ -340,8 +345,8 @@ remote_run() { # single|remote -> prints "pps setup_s peak_new_per_s"
   t0=$(now)
   for i in $(seq 720); do
     sleep 0.5
-    sessions=$(metric $ns 9199 'appliance_nat_sessions{')
-    cur=$(metric $ns 9199 'appliance_nat_sessions_created_total{')
+    sessions=$(metric $ns 9199 appliance_nat_sessions)
+    cur=$(metric $ns 9199 appliance_nat_sessions_created_total)
     [ $(((cur - prev) * 2)) -gt "$peak" ] && peak=$(((cur - prev) * 2))
     prev=$cur
     [ "$sessions" -ge "$FLOWS" ] && break
