@@ -43,7 +43,11 @@ for t in "${targets[@]}"; do
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<< "$last")
   verdict=ok
-  [ "$rc" -eq 0 ] || { verdict="CRASH (rc $rc, see $LOGS/$t.log, fuzz/artifacts/$t/)"; status=1; }
+  if grep -aq "libFuzzer: run interrupted" "$LOGS/$t.log"; then
+    verdict="interrupted (SIGINT), no crash"
+  elif [ "$rc" -ne 0 ]; then
+    verdict="CRASH (rc $rc, see $LOGS/$t.log, fuzz/artifacts/$t/)"; status=1
+  fi
   rows+=("$(printf '%-14s %12s %10s %7s %7s %7s  %s' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$verdict")")
 done
 printf '\n%-14s %12s %10s %7s %7s %7s  %s\n' target executions exec/s cov ft corpus result
