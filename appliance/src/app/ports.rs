@@ -41,7 +41,7 @@ pub(super) fn start(cfg: &Config, eal: &Arc<rte::Eal>, pools: &Pools) -> Result<
             })
             .collect();
         let port = rte::Port::configure(eal, &p.device, &pc, &rx_pools)
-            .with_context(|| format!("ports[{i}] ({}, device {})", p.name, p.device))?;
+            .with_context(|| format!("ports[{i}] ({}, device {}){}", p.name, p.device, setup_hint(&p.device)))?;
         set_mtu_and_mode(&port, p, i)?;
         port.start().with_context(|| format!("starting ports[{i}] ({})", p.name))?;
         let mac = port.mac();
@@ -97,6 +97,18 @@ fn set_mtu_and_mode(port: &rte::Port, p: &Port, i: usize) -> Result<()> {
             .with_context(|| format!("ports[{i}].promiscuous: {} cannot enter promiscuous mode", p.device))?;
     }
     Ok(())
+}
+
+/// What to check when a device refuses its set-up, for the drivers whose
+/// refusals say only "Invalid argument".
+fn setup_hint(device: &str) -> &'static str {
+    if device.starts_with("net_af_xdp") {
+        " (af_xdp builds its umem from the mbuf pool: mempool.data_room_bytes must keep an mbuf within a \
+         4 KiB page (the default does, 9216 does not), ports[].queues must not exceed the interface's channels (1 on a veth), and the \
+         interface must be up with no other XDP program attached)"
+    } else {
+        ""
+    }
 }
 
 /// Whether TCP/UDP frames from `device` may carry partial checksums: a kernel or a VM
