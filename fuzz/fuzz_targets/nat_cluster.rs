@@ -3,6 +3,7 @@
 //! `ClusterNode`, and sync records applied to a replica table. Neither may
 //! panic; a replica refuses what it cannot apply.
 #![no_main]
+use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -65,12 +66,21 @@ fuzz_target!(|data: &[u8]| {
         node.datagram(&d, 1_000_000, &mut Io);
         node.tick(1_050_000, &mut Io);
     }
-    // Records applied to a replica.
-    let mut table = NatTable::new(&nat);
-    for (i, rec) in body.chunks_exact(RECORD_LEN).enumerate() {
-        if let Some(r) = SyncRecord::decode(rec) {
-            let _ = r.apply(&mut table, 1000 + i as u64);
+    // Records applied to a replica (one table, reset per input as a
+    // resynchronisation does: building it costs more than the input).
+    REPLICA.with(|t| {
+        let mut t = t.borrow_mut();
+        let table = t.get_or_insert_with(|| NatTable::new(&nat));
+        table.reset();
+        for (i, rec) in body.chunks_exact(RECORD_LEN).enumerate() {
+            if let Some(r) = SyncRecord::decode(rec) {
+                let _ = r.apply(table, 1000 + i as u64);
+            }
         }
-    }
-    table.expire(10_000_000, usize::MAX, &mut dataplane::nat::NullSink);
+        table.expire(10_000_000, usize::MAX, &mut dataplane::nat::NullSink);
+    });
 });
+
+thread_local! {
+    static REPLICA: RefCell<Option<NatTable>> = const { RefCell::new(None) };
+}

@@ -5,11 +5,13 @@
 //! to an existing port; a neighbour-miss punt re-runs to a miss; a NAT miss
 //! answered by the mapping server is routed without asking again.
 #![no_main]
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use dataplane::nat::cache::FlowCache;
 use dataplane::nat::fast::{NatPlan, NatWorker, Role};
+use dataplane::nat::frag::FragConfig;
 use dataplane::nat::mapper::{Mapper, NatStats};
 use dataplane::nat::msg::{Answer, ANSWER_LEN};
 use dataplane::nat::{NatConfig, NullSink};
@@ -136,8 +138,11 @@ fn build(nat: Option<NatPlan>) -> Arc<Pipeline> {
 /// and the packet routed without NAT (as the worker loop does).
 fn run_nat(port: u16, frame: &[u8]) {
     let (l3, mapper) = nat();
-    let mut ws = WorkerCtx::scratch(l3);
-    ws.nat = Some(Box::new(NatWorker::new(FlowCache::new(64, 1000, 250, 7))));
+    // A fresh cache and fragment table per input (small: a full fragment
+    // table is a path too); the worker's counters are reused.
+    let mut ws = take_ctx(l3);
+    let frags = FragConfig { datagrams_max: 8, held_max: 16, timeout_ms: 2000 };
+    ws.nat = Some(Box::new(NatWorker::with_fragment_table(FlowCache::new(64, 1000, 250, 7), frags)));
     let mut buf = VecBuf::from_frame(frame, port);
     let v = l3.process(&mut buf, port, &mut ws);
     if let Verdict::Forward(p) = v {
@@ -157,6 +162,22 @@ fn run_nat(port: u16, frame: &[u8]) {
     if let Verdict::Forward(p) = v {
         assert!(p < 2);
     }
+    ws.nat = None;
+    give_ctx(ws);
+}
+
+thread_local! {
+    /// A worker context kept between inputs: building one zeroes every SID
+    /// counter slot, which cost more than running the packet.
+    static CTX: RefCell<Vec<WorkerCtx>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_ctx(p: &Pipeline) -> WorkerCtx {
+    CTX.with(|c| c.borrow_mut().pop()).unwrap_or_else(|| WorkerCtx::scratch(p))
+}
+
+fn give_ctx(ws: WorkerCtx) {
+    CTX.with(|c| c.borrow_mut().push(ws));
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -167,34 +188,34 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let l3 = l3();
-    let mut ws = WorkerCtx::scratch(l3);
+    let mut ws = take_ctx(l3);
     let mut buf = frame.to_vec();
     let v = l3.process_frame(&mut buf, port, &mut ws);
     match v {
         Verdict::Forward(p) => assert!(p < 2),
         Verdict::Punt(reason) => {
+            let arg = ws.meta.punt_arg;
             if reason == PuntReason::NeighborMiss {
                 let mut again = VecBuf::from_frame(&buf, port);
-                let arg = ws.meta.punt_arg;
-                assert_eq!(
-                    l3.rerun(&mut again, port, arg, &mut WorkerCtx::scratch(l3)),
-                    Verdict::Punt(PuntReason::NeighborMiss)
-                );
+                assert_eq!(l3.rerun(&mut again, port, arg, &mut ws), Verdict::Punt(PuntReason::NeighborMiss));
             }
             // The control core handles whatever was punted.
             let (_t, writer) = NeighborTable::new(16);
-            let mut sp = SlowPath::<VecBuf>::new(
+            let mut sp = SlowPath::<VecBuf>::with_state(
                 l3.clone(),
                 writer,
                 SlowPathConfig::default(),
                 Arc::new(ControlCounters::default()),
+                take_ctx(l3),
             );
             let mut pool = VecPool { remaining: 8 };
             let mut sent = 0;
-            sp.handle(VecBuf::from_frame(&buf, port), reason, ws.meta.punt_arg, 0, &mut pool, &mut |_| sent += 1);
+            sp.handle(VecBuf::from_frame(&buf, port), reason, arg, 0, &mut pool, &mut |_| sent += 1);
             sp.tick(5000, &mut pool, &mut |_| sent += 1);
             assert!(sent <= 8);
+            give_ctx(sp.into_state());
         }
         Verdict::HandOff(_) | Verdict::Drop(_) => {}
     }
+    give_ctx(ws);
 });

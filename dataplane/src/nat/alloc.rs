@@ -392,10 +392,8 @@ impl PortAllocator {
         let blocks_per_addr = config.blocks_per_addr();
         let addr_words = (blocks_per_addr as usize).div_ceil(64);
         let mut addr_avail = vec![0u64; pool.len() * addr_words];
-        for a in 0..pool.len() {
-            for b in 0..blocks_per_addr as usize {
-                addr_avail[a * addr_words + b / 64] |= 1 << (b % 64);
-            }
+        for words in addr_avail.chunks_mut(addr_words.max(1)) {
+            set_first_bits(words, blocks_per_addr as usize);
         }
         let total_blocks = pool.len() as u64 * u64::from(blocks_per_addr);
         let blocks_max = u64::from(config.blocks_max).min(total_blocks) as usize;
@@ -1061,10 +1059,7 @@ impl PortAllocator {
     pub fn reset(&mut self) {
         for a in 0..self.pool.len() {
             let words = &mut self.addr_avail[a * self.addr_words..(a + 1) * self.addr_words];
-            words.fill(0);
-            for b in 0..self.blocks_per_addr as usize {
-                words[b / 64] |= 1 << (b % 64);
-            }
+            set_first_bits(words, self.blocks_per_addr as usize);
         }
         self.addr_free.fill(self.blocks_per_addr);
         self.free_blocks_total = self.pool.len() as u64 * u64::from(self.blocks_per_addr);
@@ -1148,6 +1143,21 @@ impl PortAllocator {
             }
         }
         (end < self.port_quarantine.len()).then_some(self.port_quarantine_popped + end as u64)
+    }
+}
+
+/// Sets bits `0..n` of `words` and clears the rest (a word at a time: the
+/// pool's bitmaps are rebuilt on every start and resynchronisation).
+fn set_first_bits(words: &mut [u64], n: usize) {
+    for (i, w) in words.iter_mut().enumerate() {
+        let lo = i * 64;
+        *w = if n >= lo + 64 {
+            u64::MAX
+        } else if n > lo {
+            (1u64 << (n - lo)) - 1
+        } else {
+            0
+        };
     }
 }
 

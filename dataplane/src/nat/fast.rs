@@ -114,6 +114,11 @@ pub struct NatWorker {
 
 impl NatWorker {
     pub fn new(cache: FlowCache) -> NatWorker {
+        Self::with_fragment_table(cache, FragConfig::default())
+    }
+
+    /// A worker with a fragment table of these sizes.
+    pub fn with_fragment_table(cache: FlowCache, frags: FragConfig) -> NatWorker {
         NatWorker {
             cache,
             touches: Vec::with_capacity(4 * TOUCHES_PER_REPORT),
@@ -121,7 +126,7 @@ impl NatWorker {
             counters: Arc::new(NatWorkerCounters::default()),
             touches_lost: 0,
             flush_epoch: 0,
-            frags: FragTable::new(FragConfig::default()),
+            frags: FragTable::new(frags),
         }
     }
 
