@@ -18,6 +18,10 @@
 #  both: fib_multipath_hash_policy=1 (L4), fib_multipath_use_neigh=1 with short neighbour
 #  timers on the appliance links, so a dead appliance's next hop fails within ~300 ms and
 #  its flows move to the others (only its flows: hash-threshold keeps the rest).
+#  ONLINK=1: the pool is on-link instead: r2's links to the appliances are one bridge
+#  "bout" (r2 198.51.100.1/24 on it, default neighbour timers), appliance k's outside port
+#  is 198.51.100.1k/24, and r2 has no route for the pool: it ARPs for each pool address and
+#  the shard's active host alone answers (docs/nat-ha.md "On-link pools").
 #  etcd: members n1..n3 in $TB-sw, peers on 127.0.0.1:1238k, clients on
 #  http://192.0.2.10:1237k (k = 1..3), data in /dev/shm/$TB-etcd<k>.
 #
@@ -131,6 +135,11 @@ up() {
   ip -n "$SW" link set br0 up
   ip -n "$SW" addr add 192.0.2.10/24 dev br0
 
+  if [ "${ONLINK:-0}" = 1 ]; then
+    ip -n "$R2" link add bout type bridge stp_state 0 forward_delay 0
+    ip -n "$R2" link set bout up
+    ip -n "$R2" addr add 198.51.100.1/24 dev bout
+  fi
   for k in 1 2 3; do
     local a=$TB-a$k
     link "$R1" "a$k" "$a" in
@@ -141,13 +150,19 @@ up() {
     ip -n "$SW" link set "p-a$k" master br0
     ip -n "$a" addr add "192.0.2.$k/24" dev cl
     ip -n "$R1" addr add "100.64.1$k.1/24" dev "a$k"
-    ip -n "$R2" addr add "100.65.$k.1/24" dev "a$k"
+    if [ "${ONLINK:-0}" = 1 ]; then
+      ip -n "$R2" link set "a$k" master bout
+    else
+      ip -n "$R2" addr add "100.65.$k.1/24" dev "a$k"
+      fast_neigh "$R2" "a$k"
+    fi
     fast_neigh "$R1" "a$k"
-    fast_neigh "$R2" "a$k"
     ip netns exec "$a" sysctl -qw net.ipv4.ip_forward=0
   done
   ip -n "$R1" route add default nexthop via 100.64.11.2 nexthop via 100.64.12.2 nexthop via 100.64.13.2
-  ip -n "$R2" route add 198.51.100.64/28 nexthop via 100.65.1.2 nexthop via 100.65.2.2 nexthop via 100.65.3.2
+  if [ "${ONLINK:-0}" != 1 ]; then
+    ip -n "$R2" route add 198.51.100.64/28 nexthop via 100.65.1.2 nexthop via 100.65.2.2 nexthop via 100.65.3.2
+  fi
 
   # Cluster traffic can be cut or thinned between hosts here (bridge family).
   ip netns exec "$SW" nft add table bridge clusternet

@@ -448,6 +448,8 @@ pub struct ControlCounters {
     pub punts_handled: Counter,
     pub arp_requests_sent: Counter,
     pub arp_replies_sent: Counter,
+    /// RFC 5227 announcements of NAT pool addresses this host took over.
+    pub arp_announcements_sent: Counter,
     pub nd_solicits_sent: Counter,
     pub nd_adverts_sent: Counter,
     pub neighbors_learned: Counter,

@@ -58,6 +58,20 @@ pub fn host_config(k: u16, edit: impl FnOnce(&mut Value)) -> String {
     })
 }
 
+/// Config of host `k` for the testbed's `ONLINK=1` variant: the outside port on the pool's
+/// subnet (198.51.100.1k/24), r2 (198.51.100.1) its default gateway.
+pub fn host_config_onlink(k: u16) -> String {
+    host_config(k, |v| {
+        v["ports"][1]["ipv4"] = Value::Sequence(vec![format!("198.51.100.1{k}/24").into()]);
+        v["routes"][1]["via"] = "198.51.100.1".into();
+    })
+}
+
+/// The MAC of host `k`'s outside port (the testbed sets it).
+pub fn outside_mac(k: u16) -> String {
+    format!("02:00:00:00:0b:1{k}")
+}
+
 /// One row of `GET /nat/cluster`'s shard table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRow {
@@ -186,7 +200,12 @@ impl NatCluster {
     /// Brings the testbed up (`ncl<pid>-<tag><n>`) and starts host k with `configs[k-1]`;
     /// waits until every shard has an owner and every standby is synced.
     pub fn up(tag: &str, configs: Vec<String>) -> NatCluster {
-        let topo = ScriptTopology::up("scripts/nat-cluster-testbed.sh", "nc", tag, 6)
+        Self::up_with(tag, &[], configs)
+    }
+
+    /// [`NatCluster::up`] with environment variables for the testbed script (`ONLINK=1`).
+    pub fn up_with(tag: &str, env: &[(&str, &str)], configs: Vec<String>) -> NatCluster {
+        let topo = ScriptTopology::up_with("scripts/nat-cluster-testbed.sh", "nc", tag, 6, env)
             .unwrap_or_else(|e| panic!("nat cluster testbed up failed: {e:#}"));
         let mut c = NatCluster {
             apps: vec![None, None, None],

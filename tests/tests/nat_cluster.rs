@@ -6,9 +6,10 @@
 //! subscribers check that no reply reached the wrong one. Outage figures are printed, not
 //! asserted; behaviour is asserted. Run as root, serially (`--test-threads=1`).
 
+use appliance_tests::capture::Capture;
 use appliance_tests::natcluster::{
-    flow_reports, loss_profile, lost_after, outage_ms, server_report, subscribers, wall_now, FlowReport, NatCluster,
-    Proc, SERVER, SERVER2,
+    flow_reports, host_config_onlink, loss_profile, lost_after, outage_ms, outside_mac, server_report, subscribers,
+    wall_now, FlowReport, NatCluster, Proc, SERVER, SERVER2,
 };
 use appliance_tests::output_text;
 use appliance_tests::testbed::workspace_root;
@@ -313,5 +314,87 @@ fn sync_loss_then_failover_counts_broken_flows_and_misdelivers_nothing() {
         f.changed + f.silent_after
     );
     assert_eq!(f.foreign, 0, "no reply reached another subscriber");
+    no_conflicts(server, &c);
+}
+
+/// The pool addresses of `shard` (configs/nat-cluster.yaml: a /30 each from 198.51.100.64).
+fn shard_pool(shard: u16) -> Vec<String> {
+    (0..4).map(|i| format!("198.51.100.{}", 64 + 4 * shard + i)).collect()
+}
+
+#[test]
+fn an_on_link_pool_is_answered_by_its_owner_alone_and_announced_on_takeover() {
+    // r2 reaches the pool by ARP on one bridge with the three hosts, default neighbour
+    // timers: without the new owner's announcements it would keep sending the dead
+    // host's shard to the dead host's MAC until its entry expired (15 s or more).
+    let mut c = NatCluster::up_with("onlink", &[("ONLINK", "1")], (1..=3).map(host_config_onlink).collect());
+    let mut cap = Capture::start(&c.ns("r2"), "bout", "arp");
+    c.warm_up();
+    let server = c.udp_server();
+    let subs = subscribers(20);
+    let (flows, out) = c.udp_flows("onlink", &subs, 300, 100, 12.0, 20, 10);
+    sleep(Duration::from_secs(3));
+    let owners: Vec<u16> = (0..3).map(|s| c.owner(1, s)).collect();
+    let victim = owners[0];
+    let announced_by = |c: &NatCluster, k: u16| c.metric(k, "appliance_arp_announcements_sent_total", &[]);
+    let before: Vec<f64> = (1..=3).map(|k| if k == victim { 0.0 } else { announced_by(&c, k) }).collect();
+    let t_kill = wall_now();
+    c.kill(victim);
+    c.wait("shard 0 taken over", Duration::from_secs(15), || c.ready());
+    let t_ready = wall_now();
+    let survivor = (1..=3).find(|k| *k != victim).expect("two survivors");
+    let new_owner = c.owner(survivor, 0);
+    assert_ne!(new_owner, victim);
+    // ANNOUNCE_NUM (3) announcements, 1 s apart.
+    sleep(Duration::from_secs(3));
+    let summary = flows.finish(Duration::from_secs(60));
+    println!("{}", summary.join(" "));
+    let announced = announced_by(&c, new_owner) - before[usize::from(new_owner) - 1];
+    println!("host {new_owner} took shard 0 over from host {victim} {:.0} ms after the kill and sent {announced} ARP announcements", (t_ready - t_kill) * 1000.0);
+    assert!(announced >= 12.0, "3 announcements of each of shard 0's 4 addresses, got {announced}");
+
+    let arps = cap.fields(
+        "arp",
+        &["frame.time_epoch", "arp.opcode", "arp.src.hw_mac", "arp.src.proto_ipv4", "arp.dst.proto_ipv4"],
+    );
+    let shard_of = |a: &str| (0..3u16).find(|s| shard_pool(*s).iter().any(|p| p == a));
+    let mut replies = 0;
+    for row in &arps {
+        let (t, op, mac, spa, tpa) = (row[0].parse::<f64>().unwrap_or(0.0), &row[1], &row[2], &row[3], &row[4]);
+        let Some(shard) = shard_of(spa) else { continue };
+        // Before the kill each pool address is answered by its shard's owner alone; after
+        // it, shard 0's by the new owner.
+        let owner = if shard == 0 && t > t_kill { new_owner } else { owners[usize::from(shard)] };
+        if op == "2" {
+            replies += 1;
+            assert_eq!(*mac, outside_mac(owner), "ARP reply for {spa} at {t:.3} (kill at {t_kill:.3}): {arps:?}");
+        } else if op == "1" && spa == tpa {
+            assert_eq!(*mac, outside_mac(owner), "announcement of {spa} at {t:.3} (kill at {t_kill:.3}): {arps:?}");
+        }
+    }
+    assert!(replies > 0, "r2 resolved pool addresses by ARP: {arps:?}");
+    for a in shard_pool(0) {
+        let n = arps
+            .iter()
+            .filter(|r| r[1] == "1" && r[3] == a && r[4] == a && r[2] == outside_mac(new_owner))
+            .filter(|r| r[0].parse::<f64>().unwrap_or(0.0) > t_kill)
+            .count();
+        assert!(n >= 3, "{a} announced {n} times by host {new_owner} after the kill: {arps:?}");
+    }
+    // r2 took the new owner's MAC for every shard-0 address it knows.
+    let neigh = output_text(&c.exec("r2", &["ip", "neigh", "show", "dev", "bout"]));
+    println!("r2's neighbours on the pool's segment:\n{neigh}");
+    for line in neigh.lines().filter(|l| shard_pool(0).iter().any(|a| l.starts_with(&format!("{a} ")))) {
+        if line.contains("lladdr") {
+            assert!(line.contains(&outside_mac(new_owner)), "r2 still sends shard 0 elsewhere: {line}");
+        }
+    }
+    // And the flows: every one answered again after the takeover, none changed endpoint.
+    let reports = flow_reports(&out);
+    let f = figures(&reports, t_kill + 3.0);
+    print_figures("on-link pool, kill -9", &f, outage_ms(&reports, t_kill));
+    assert_eq!(f.changed, 0, "synced flows keep their endpoints");
+    assert_eq!(f.silent_after, 0, "every flow is answered again after the takeover");
+    assert_eq!(f.foreign, 0);
     no_conflicts(server, &c);
 }

@@ -89,7 +89,10 @@ pub fn run(cfg: &Config, config_path: Option<&Path>, signals: Signals) -> Result
     let mut storage = storage::Wiring::open(cfg, &eal)?;
     let mut nat = nat::Wiring::start(cfg, &eal, &pools, &stop)?;
     let control_counters = Arc::new(ControlCounters::default());
-    let slow = slow_path(cfg, &pipeline, neigh_writer, control_counters.clone())?;
+    let mut slow = slow_path(cfg, &pipeline, neigh_writer, control_counters.clone())?;
+    if let Some(shared) = &nat.cluster {
+        slow.set_pool_server(Box::new(crate::natcluster::ShardPoolServer::new(shared)));
+    }
     let built = workers::build(cfg, &eal, &cell, &trace, &ports, &stop, &mut nat, &mut storage)?;
     let source = Arc::new(MetricsSource {
         port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),

@@ -182,6 +182,11 @@ fn control(w: &mut Writer, v: &View) {
     for (name, help, value) in [
         ("appliance_arp_requests_sent_total", "ARP requests sent to resolve next hops", c.arp_requests_sent.get()),
         ("appliance_arp_replies_sent_total", "ARP replies sent for our addresses", c.arp_replies_sent.get()),
+        (
+            "appliance_arp_announcements_sent_total",
+            "ARP announcements of NAT pool addresses this host started serving",
+            c.arp_announcements_sent.get(),
+        ),
         ("appliance_nd_solicits_sent_total", "Neighbour solicitations sent", c.nd_solicits_sent.get()),
         ("appliance_nd_adverts_sent_total", "Neighbour advertisements sent for our addresses", c.nd_adverts_sent.get()),
         ("appliance_neighbors_learned_total", "Neighbour entries created or confirmed", c.neighbors_learned.get()),

@@ -18,7 +18,8 @@
 pub mod etcd;
 pub mod metrics;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -31,12 +32,13 @@ use dataplane::nat::alloc::BlockEvent;
 use dataplane::nat::cache::CacheKey;
 use dataplane::nat::cluster::agent::AgentCore;
 use dataplane::nat::cluster::node::{
-    AgentEvent, AgentRequest, ClusterNode, ClusterStats, ClusterView, HowAcquired, NodeIo,
+    AgentEvent, AgentRequest, ClusterNode, ClusterStats, ClusterView, HowAcquired, NodeIo, Role,
 };
 use dataplane::nat::cluster::ClusterPlan;
 use dataplane::nat::mapper::NatStats;
 use dataplane::nat::msg::{self, INVALIDATIONS_PER_MBUF};
 use dataplane::nat::NatEvent;
+use dataplane::slowpath::PoolServer;
 use dataplane::stats::{Counter, DropReason};
 
 use crate::config::{IdleBackoff, NatCluster};
@@ -57,6 +59,32 @@ pub struct ClusterShared {
     pub commands: Mutex<Sender<ClusterCommand>>,
     /// Requests to the agent it could not take (its queue was full).
     pub agent_queue_full: Arc<Counter>,
+}
+
+/// The pool addresses of the shards this host is active for: the control
+/// core answers ARP for those alone and announces them when it takes a shard
+/// over (`dataplane::slowpath::announce`, docs/nat-ha.md "On-link pools").
+pub struct ShardPoolServer {
+    stats: Arc<ClusterStats>,
+    /// Pool address → shard (index into `stats.shards`).
+    shard_of: HashMap<Ipv4Addr, usize>,
+}
+
+impl ShardPoolServer {
+    pub fn new(shared: &ClusterShared) -> ShardPoolServer {
+        let shard_of =
+            shared.plan.shards.iter().enumerate().flat_map(|(i, s)| s.pool.iter().map(move |a| (*a, i))).collect();
+        ShardPoolServer { stats: shared.stats.clone(), shard_of }
+    }
+}
+
+impl PoolServer for ShardPoolServer {
+    fn serves(&self, a: Ipv4Addr) -> bool {
+        self.shard_of
+            .get(&a)
+            .and_then(|i| self.stats.shards.get(*i))
+            .is_some_and(|s| s.role.get() == Role::Active.gauge())
+    }
 }
 
 /// Requests waiting for the agent thread.

@@ -14,6 +14,8 @@
 //!   unreachable, fragmentation needed / packet too big. Rate-limited by a
 //!   token bucket; never sent about an ICMP error, a non-first fragment or a
 //!   non-unicast source (RFC 1812 §4.3.2.7, RFC 4443 §2.4(e)).
+//! * NAT pool addresses on an outside subnet: answered for, and in a NAT
+//!   cluster announced by the one host that serves them ([`announce`]).
 //!
 //! This module is pure: packets come in and go out through the
 //! [`PacketBuf`]/[`PacketPool`] traits and a send callback, so it is tested
@@ -25,8 +27,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod announce;
 mod icmp;
 mod neighbor;
+
+pub use self::announce::{PoolServer, ANNOUNCE_INTERVAL_MS, ANNOUNCE_NUM};
 
 use netwire::{PacketBuf, PacketPool};
 
@@ -82,6 +87,8 @@ pub struct SlowPath<P> {
     last_refresh_ms: u64,
     /// Pipeline state for re-running held packets (its counters are private).
     ctx: WorkerCtx,
+    /// Which pool addresses this host serves (a NAT cluster); `None`: all.
+    announcer: Option<announce::Announcer>,
 }
 
 impl<P: PacketBuf> SlowPath<P> {
@@ -116,11 +123,28 @@ impl<P: PacketBuf> SlowPath<P> {
             icmp_tokens_milli: tokens,
             icmp_refill_ms: 0,
             last_refresh_ms: 0,
+            announcer: None,
         }
+    }
+
+    /// Gives back the pipeline state [`SlowPath::with_state`] took.
+    pub fn into_state(self) -> WorkerCtx {
+        self.ctx
     }
 
     pub fn counters(&self) -> &Arc<ControlCounters> {
         &self.counters
+    }
+
+    /// Answers ARP only for the NAT pool addresses `server` says this host
+    /// serves, and announces those it starts serving (module `announce`).
+    pub fn set_pool_server(&mut self, server: Box<dyn PoolServer>) {
+        self.announcer = Some(announce::Announcer::new(server));
+    }
+
+    /// True when this host answers for NAT pool address `a`.
+    fn serves_pool(&self, a: std::net::Ipv4Addr) -> bool {
+        self.announcer.as_ref().is_none_or(|an| an.serves(a))
     }
 
     /// Uses `pipeline` from now on (tables published at run time).
@@ -231,6 +255,9 @@ impl<P: PacketBuf> SlowPath<P> {
             }
         }
         self.counters.pending.set(self.pending_total as u64);
+        if let Some(an) = self.announcer.as_mut() {
+            an.tick(&self.pipeline, &self.counters, now_ms, pool, send);
+        }
     }
 
     /// Number of packets held waiting for resolution.

@@ -40,11 +40,13 @@ impl<P: PacketBuf> SlowPath<P> {
             return;
         }
         // Our own addresses, and NAT pool addresses on an outside port's
-        // subnet (so on-link hosts reach the pool without a route).
+        // subnet (so on-link hosts reach the pool without a route) that this
+        // host serves (in a NAT cluster: the shards it is active for).
         let target_is_ours = info.owns(IpAddr::V4(a.tpa))
             || (self.pipeline.is_nat_pool(a.tpa)
                 && info.on_link(IpAddr::V4(a.tpa))
-                && self.pipeline.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside));
+                && self.pipeline.nat().is_some_and(|n| n.role(port) == crate::nat::fast::Role::Outside)
+                && self.serves_pool(a.tpa));
         if a.spa.is_unspecified() {
             // RFC 5227 §2.1.1: a probe teaches nothing; one for our address
             // is answered (the prober then sees the address is taken).

@@ -1010,3 +1010,115 @@ proptest! {
         feed(frames, pool)?;
     }
 }
+
+// ---- NAT pool ownership and announcements (slowpath/announce.rs) ------------
+
+mod pool_ownership {
+    use super::*;
+    use crate::nat::fast::{NatPlan, Role};
+    use crate::slowpath::{PoolServer, ANNOUNCE_INTERVAL_MS, ANNOUNCE_NUM};
+    use crate::srv6::Srv6Config;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Two pool addresses on the outside subnet (on-link) and one routed elsewhere.
+    const POOL_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
+    const POOL_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 65);
+    const POOL_ROUTED: Ipv4Addr = Ipv4Addr::new(100, 64, 100, 1);
+
+    /// Serves POOL_A while the flag is set, never anything else.
+    struct Owner(Arc<AtomicBool>);
+
+    impl PoolServer for Owner {
+        fn serves(&self, a: Ipv4Addr) -> bool {
+            a == POOL_A && self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn rig(owner: Option<Arc<AtomicBool>>) -> Rig {
+        let (table, writer) = NeighborTable::new(64);
+        let plan = NatPlan { roles: vec![Role::Inside, Role::Outside], pool: vec![POOL_A, POOL_B, POOL_ROUTED] };
+        let l3 =
+            Arc::new(Pipeline::with_nat(ports(1500), &routes(), &Srv6Config::default(), Some(plan), table).unwrap());
+        let table = l3.neighbors().clone();
+        let c = Arc::new(ControlCounters::default());
+        let mut sp = SlowPath::new(l3.clone(), writer, cfg(), c.clone());
+        if let Some(flag) = owner {
+            sp.set_pool_server(Box::new(Owner(flag)));
+        }
+        Rig { sp, l3, table, c, pool: VecPool { remaining: 1_000_000 } }
+    }
+
+    fn ask(rig: &mut Rig, target: Ipv4Addr, now: u64) -> Vec<VecBuf> {
+        rig.punt(&arp_request(NEIGH_MAC, NEIGH_V4, target), OUT, PuntReason::Arp, now)
+    }
+
+    fn check_announcement(out: &VecBuf, addr: Ipv4Addr) {
+        check_arp_request(out, OUT, OUT_MAC, addr, addr);
+    }
+
+    #[test]
+    fn a_single_host_answers_for_every_on_link_pool_address_and_announces_none() {
+        let mut r = rig(None);
+        for a in [POOL_A, POOL_B] {
+            let reply = one(ask(&mut r, a, 0));
+            assert_eq!(arp_of(reply.data()).sender_protocol_addr(), a);
+            assert_eq!(arp_of(reply.data()).sender_hardware_addr(), MacAddr(OUT_MAC));
+        }
+        assert!(r.tick(0).is_empty() && r.tick(5000).is_empty());
+        assert_eq!(r.c.arp_announcements_sent.get(), 0);
+    }
+
+    #[test]
+    fn only_the_serving_host_answers_and_it_announces_what_it_takes_over() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut r = rig(Some(flag.clone()));
+        // Not serving: no answer (counted as not for us), no announcement.
+        assert!(ask(&mut r, POOL_A, 0).is_empty());
+        assert_eq!(r.drops(DropReason::ArpNotForUs), 1);
+        assert!(r.tick(10).is_empty());
+        // It takes the shard over: ANNOUNCE_NUM announcements of POOL_A alone,
+        // ANNOUNCE_INTERVAL_MS apart, then nothing.
+        flag.store(true, Ordering::SeqCst);
+        let mut t = 1000;
+        let mut sent = Vec::new();
+        for _ in 0..ANNOUNCE_NUM {
+            let out = r.tick(t);
+            assert_eq!(out.len(), 1, "one announcement at {t} ms");
+            check_announcement(&out[0], POOL_A);
+            sent.extend(out);
+            assert!(r.tick(t + ANNOUNCE_INTERVAL_MS / 2).is_empty(), "nothing between announcements");
+            t += ANNOUNCE_INTERVAL_MS;
+        }
+        assert!(r.tick(t).is_empty() && r.tick(t + 10 * ANNOUNCE_INTERVAL_MS).is_empty());
+        assert_eq!(r.c.arp_announcements_sent.get(), u64::from(ANNOUNCE_NUM));
+        // Now it answers for POOL_A, still not for POOL_B (another host's).
+        t += 20 * ANNOUNCE_INTERVAL_MS;
+        let reply = one(ask(&mut r, POOL_A, t));
+        assert_eq!(arp_of(reply.data()).sender_protocol_addr(), POOL_A);
+        assert!(ask(&mut r, POOL_B, t).is_empty());
+        // Handed over and taken back: announced again.
+        flag.store(false, Ordering::SeqCst);
+        t += 100;
+        assert!(r.tick(t).is_empty());
+        assert!(ask(&mut r, POOL_A, t).is_empty());
+        flag.store(true, Ordering::SeqCst);
+        t += 100;
+        check_announcement(&one(r.tick(t)), POOL_A);
+        // Lost again before the next announcement was due: the rest are cancelled.
+        flag.store(false, Ordering::SeqCst);
+        t += 20;
+        assert!(r.tick(t).is_empty() && r.tick(t + 3 * ANNOUNCE_INTERVAL_MS).is_empty());
+        assert_eq!(r.c.arp_announcements_sent.get(), u64::from(ANNOUNCE_NUM) + 1);
+    }
+
+    #[test]
+    fn an_announcement_without_a_buffer_is_counted_and_sent_later() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let mut r = rig(Some(flag));
+        r.pool = VecPool { remaining: 0 };
+        assert!(r.tick(0).is_empty());
+        assert_eq!(r.drops(DropReason::NoMbuf), 1);
+        r.pool = VecPool { remaining: 10 };
+        check_announcement(&one(r.tick(20)), POOL_A);
+    }
+}
