@@ -312,6 +312,13 @@ pub struct Fib {
     nexthops: Vec<NextHop>,
     neigh: Arc<NeighborTable>,
     entries: Vec<FibEntry>,
+    /// Per port, the broadcast addresses of its IPv4 subnets (shorter than
+    /// /31), computed once: the forward stage checks every packet sent to an
+    /// on-link destination against them (RFC 2644).
+    broadcasts4: Vec<Box<[u32]>>,
+    /// Per port, its IPv4 addresses and their subnets' broadcasts: sources
+    /// a packet received there cannot have (RFC 1812 §5.3.7).
+    foreign_sources4: Vec<Box<[u32]>>,
 }
 
 /// The feature routes a [`Fib`] is built with besides the connected and
@@ -394,7 +401,22 @@ impl Fib {
                 b.entries.push(FibEntry { prefix: IpAddr::V4(*a), len: 32, next_hop: NextHop::NatPool });
             }
         }
+        let broadcasts4 = ports
+            .iter()
+            .map(|p| {
+                p.ipv4.iter().filter(|(_, len)| *len < 31).map(|&(a, len)| u32::from(a) | (u32::MAX >> len)).collect()
+            })
+            .collect();
+        let foreign_sources4 = ports
+            .iter()
+            .zip(&broadcasts4)
+            .map(|(p, b): (&PortInfo, &Box<[u32]>)| {
+                p.ipv4.iter().map(|&(a, _)| u32::from(a)).chain(b.iter().copied()).collect()
+            })
+            .collect();
         Ok(Fib {
+            foreign_sources4,
+            broadcasts4,
             routes4: Dir24::build(&b.routes4)?,
             routes6: b.routes6,
             hosts6: b.hosts6,
@@ -407,6 +429,22 @@ impl Fib {
 
     pub fn ports(&self) -> &[PortInfo] {
         &self.ports
+    }
+
+    /// True if `src` is one of `port`'s IPv4 addresses or a broadcast
+    /// address of its subnets (a martian source there, RFC 1812 §5.3.7).
+    #[inline]
+    pub fn is_port_address_or_broadcast(&self, port: u16, src: Ipv4Addr) -> bool {
+        let s = u32::from(src);
+        self.foreign_sources4.get(usize::from(port)).is_some_and(|b| b.iter().any(|&a| a == s))
+    }
+
+    /// True if `dst` is the broadcast address of one of `port`'s IPv4
+    /// subnets (a directed broadcast, RFC 2644).
+    #[inline]
+    pub fn is_subnet_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
+        let d = u32::from(dst);
+        self.broadcasts4.get(usize::from(port)).is_some_and(|b| b.iter().any(|&a| a == d))
     }
 
     pub fn neighbors(&self) -> &Arc<NeighborTable> {

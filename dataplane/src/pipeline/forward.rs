@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
-use super::input::{subnet_broadcast, Ip4Header, Ip6Header};
+use super::input::{Ip4Header, Ip6Header};
 use super::{egress_miss, Pipeline, Stage, Verdict, WorkerCtx};
 use crate::stats::{DropReason, PuntReason};
 
@@ -47,7 +47,7 @@ impl Pipeline {
     /// (RFC 2644: a router does not forward directed broadcasts by default).
     #[inline]
     fn is_directed_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
-        self.fib.ports()[usize::from(port)].ipv4.iter().any(|&(a, len)| subnet_broadcast(a, len) == Some(dst))
+        self.fib.is_subnet_broadcast(port, dst)
     }
 
     /// IPv6 out of `port`, to `via` or the destination itself.

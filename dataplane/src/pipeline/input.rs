@@ -42,7 +42,7 @@ use netwire::{ethernet, ipv4, ipv4opt, ipv6, PacketBuf};
 
 use super::ctx::{PacketFlags, PacketMeta, Stage, WorkerCtx};
 use super::{local, param_problem, partial, Pipeline, Step, Verdict};
-use crate::fib::{is_link_local6, NextHop, PortInfo};
+use crate::fib::{is_link_local6, Fib, NextHop, PortInfo};
 use crate::stats::{DropReason, PuntReason};
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -152,7 +152,7 @@ fn check_fragment4(offset: usize, more: bool, data: usize, proto: ipv4::Protocol
 /// a packet NAT translated: a pool address may be a port address), and
 /// destinations no router forwards to.
 #[inline]
-fn martian4(src: Ipv4Addr, dst: Ipv4Addr, in_info: &PortInfo, nat_done: bool) -> Option<DropReason> {
+fn martian4(src: Ipv4Addr, dst: Ipv4Addr, fib: &Fib, in_port: u16, nat_done: bool) -> Option<DropReason> {
     let s = src.octets()[0];
     if src.is_multicast() || s == 0 || s == 127 || s >= 240 {
         return Some(DropReason::Ipv4MartianSource);
@@ -164,7 +164,7 @@ fn martian4(src: Ipv4Addr, dst: Ipv4Addr, in_info: &PortInfo, nat_done: bool) ->
     if d == 0 || d == 127 || d >= 240 {
         return Some(DropReason::Ipv4MartianDestination);
     }
-    if !nat_done && in_info.ipv4.iter().any(|&(a, len)| a == src || subnet_broadcast(a, len) == Some(src)) {
+    if !nat_done && fib.is_port_address_or_broadcast(in_port, src) {
         return Some(DropReason::Ipv4MartianSource);
     }
     None
@@ -236,7 +236,7 @@ impl Pipeline {
         if let Some(p) = partial {
             complete_partial(pkt, p, ctx);
         }
-        if let Some(r) = martian4(src, h.dst, in_info, ctx.meta.input.nat_done()) {
+        if let Some(r) = martian4(src, h.dst, &self.fib, in_port, ctx.meta.input.nat_done()) {
             return Verdict::Drop(r);
         }
         let mut nh = self.fib.route(IpAddr::V4(h.dst));
@@ -319,7 +319,7 @@ impl Pipeline {
             NextHop::Local { .. } | NextHop::Objects => {
                 local::deliver6(pkt, in_port, in_info, &h, &mut ctx.meta).into()
             }
-            NextHop::Sid(sid) => self.srv6_sid(pkt, in_port, sid, ctx),
+            NextHop::Sid(sid) => self.srv6_sid(pkt, in_port, sid, &h, ctx),
             NextHop::Encap(policy) => self.h_encaps(pkt, policy, ctx).into(),
             NextHop::Forward { port, via } => self.forward6(pkt, port, via, &h, ctx).into(),
             // Pool addresses are IPv4.

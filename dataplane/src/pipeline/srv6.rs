@@ -31,6 +31,7 @@ use netwire::ipv6ext::{self, IPV4_IN_IPV6, IPV6_IN_IPV6};
 use netwire::{ethernet, grow_front, ipv4, ipv6, srh, storage, PacketBuf, WireError};
 
 use super::ctx::{PacketFlags, Stage, WorkerCtx};
+use super::input::Ip6Header;
 use super::{egress_miss, local, Pipeline, Step, Verdict, RECIRCULATE_MAX};
 use crate::fib::{is_link_local6, NextHop};
 use crate::srv6::{Behavior, StoragePolicy};
@@ -74,7 +75,16 @@ impl WorkerCtx {
 
 impl Pipeline {
     /// A packet addressed to local SID `sid`.
-    pub(crate) fn srv6_sid<P: PacketBuf>(&self, pkt: &mut P, in_port: u16, sid: u16, ctx: &mut WorkerCtx) -> Step {
+    /// `h`: the input stage's view of the packet, whose extension header
+    /// chain (checked there) is reused rather than walked again.
+    pub(crate) fn srv6_sid<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        in_port: u16,
+        sid: u16,
+        h: &Ip6Header,
+        ctx: &mut WorkerCtx,
+    ) -> Step {
         ctx.meta.enter(Stage::Sid);
         let c = &ctx.sid_counters[self.srv6.slot(sid)];
         c.packets.inc();
@@ -85,15 +95,18 @@ impl Pipeline {
         if ctx.meta.recirculated >= RECIRCULATE_MAX {
             return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6TooDeep).into();
         }
-        let p = {
-            let ip = &pkt.data()[ETH..];
-            let h = ipv6::Packet::new_unchecked(ip);
-            let ip_len = IP6 + usize::from(h.payload_len());
-            let Ok(chain) = ipv6ext::walk(h.next_header(), &ip[IP6..ip_len]) else {
-                return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6BadSrh).into();
-            };
-            SidPacket { hop_limit: h.hop_limit(), src: h.src_addr(), dst: h.dst_addr(), ip_len, chain }
+        let chain = match h.chain {
+            Some(c) => c.chain,
+            None => {
+                // No extension header: nothing to walk (the walk returns at once).
+                let ip = &pkt.data()[ETH..];
+                let Ok(chain) = ipv6ext::walk(h.next_header, &ip[IP6..h.ip_len]) else {
+                    return ctx.sid_drop(self.srv6.slot(sid), DropReason::Srv6BadSrh).into();
+                };
+                chain
+            }
         };
+        let p = SidPacket { hop_limit: h.hop_limit, src: h.src, dst: h.dst, ip_len: h.ip_len, chain };
         match p.chain.routing {
             Some(rt) if rt.segments_left > 0 => self.sid_segments_left(pkt, in_port, sid, ctx, &p, rt),
             _ => self.sid_upper_layer(pkt, in_port, sid, ctx, &p),
