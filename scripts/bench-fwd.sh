@@ -17,6 +17,11 @@
 #
 #   generator: dpdk-testpmd, CPU 0 ──net_memif──► DUT, worker on CPU 1 ──► net_null
 #
+# LINK=vhost: the generator's link is the virtio path a VM has instead: the DUT's port0
+# is a vhost-user port (net_vhost, as OVS-DPDK presents ports to VMs; the DUT is the
+# vhost-user server) and the generator is the guest side (net_virtio_user on the same
+# socket). Both DUTs, testpmd io and the appliance, on the same path in the same run.
+#
 # Each run starts the DUT (memif server) first, then the generator (memif
 # client: it owns the shared memory), and stops the generator first: DPDK
 # 22.11's memif PMD crashes when the peer's regions are unmapped under a
@@ -34,7 +39,7 @@
 # appliance: deltas of appliance_port_tx_packets_total{port="port1"}).
 # BASELINE_BIN=path: also measure another appliance binary (e.g. one built before a change) in
 # the same run, interleaved with this one, as DUT "baseline" (same configs).
-# Usage: sudo [DUR=5] [REPS=3] [WARM=2] [BASELINE_BIN=...] bash scripts/bench-fwd.sh
+# Usage: sudo [DUR=5] [REPS=3] [WARM=2] [LINK=memif|vhost] [BASELINE_BIN=...] bash scripts/bench-fwd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,6 +47,8 @@ require_root
 use_cargo
 
 DUR=${DUR:-5}; REPS=${REPS:-3}; WARM=${WARM:-2}; MODES=${MODES:-"l3 end steer nat1k nat64k nat1m"}
+LINK=${LINK:-memif}
+case "$LINK" in memif|vhost) ;; *) echo "bench-fwd.sh: LINK=$LINK: memif or vhost" >&2; exit 2 ;; esac
 W=/tmp/apl-bench; NS=aplb-dut; METRICS_PORT=9199
 GEN_PID=; DUT_PID=
 
@@ -64,10 +71,36 @@ GEN=$PWD/target/release/apl-gen
 rm -rf $W; mkdir -p $W
 ip netns add $NS; ip -n $NS link set lo up    # private loopback for the DUT's metrics
 
-# The DUT's config: the committed bench config with metrics on the private loopback.
-sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-memif.yaml > $W/bench.yaml
+# The link between generator and DUT: the DUT's port0 vdev (testpmd) and the generator's.
+MEMIF_DUT="net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01"
+MEMIF_GEN="net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no"
+VHOST_DUT="net_vhost0,iface=$W/vhost0.sock,queues=1"
+VHOST_GEN="net_virtio_user0,path=$W/vhost0.sock,queues=1,queue_size=1024"
+# virtio_user hands its memory to the vhost-user side as file descriptors: one file per
+# hugepage segment list (--single-file-segments), kept (not --huge-unlink).
+# The vhost PMD cannot take a MAC: its port 0 has 56:48:4f:53:54:00 (DPDK's base vhost MAC
+# with the port id), and the generator addresses that instead of the memif port's MAC.
+if [ "$LINK" = vhost ]; then
+  DUT_VDEV=$VHOST_DUT; GEN_VDEV=$VHOST_GEN; GEN_MEM=--single-file-segments; GEN_PORT=net_virtio_user0
+  DUT_MAC=56:48:4f:53:54:00
+else
+  DUT_VDEV=$MEMIF_DUT; GEN_VDEV=$MEMIF_GEN; GEN_MEM=--huge-unlink; GEN_PORT=net_memif0
+  DUT_MAC=02:00:00:00:10:01
+fi
+
+# The DUT's config: the committed bench config with metrics on the private loopback (and,
+# with LINK=vhost, port0 a vhost-user port).
+dut_config() { # committed config
+  if [ "$LINK" = vhost ]; then
+    sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" -e "s|device: net_memif0|device: net_vhost0|" \
+        -e "s|args: \"role=server,id=0,socket=/tmp/apl-bench/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01\"|args: \"iface=$W/vhost0.sock,queues=1\"|" "$1"
+  else
+    sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" "$1"
+  fi
+}
+dut_config configs/bench-memif.yaml > $W/bench.yaml
 "$BIN" check-config $W/bench.yaml > /dev/null
-sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" configs/bench-nat.yaml > $W/bench-nat.yaml
+dut_config configs/bench-nat.yaml > $W/bench-nat.yaml
 "$BIN" check-config $W/bench-nat.yaml > /dev/null
 
 nat_flows() { case "$1" in nat1k) echo 1024 ;; nat64k) echo 65536 ;; nat1m) echo 1048576 ;; *) echo 0 ;; esac; }
@@ -76,9 +109,9 @@ start_gen() { # mode
   local src
   if [ "$1" = l3 ]; then
     # testpmd txonly on CPU 0: memif server; frames addressed to the DUT's MAC.
-    src="--forward-mode=txonly --eth-peer=0,02:00:00:00:10:01 --tx-ip=192.0.2.2,198.51.100.2 --tx-udp=1024,9 --txpkts=64"
-    taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0,1@0 \
-      --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no \
+    src="--forward-mode=txonly --eth-peer=0,$DUT_MAC --tx-ip=192.0.2.2,198.51.100.2 --tx-udp=1024,9 --txpkts=64"
+    taskset -c 0 dpdk-testpmd --no-pci --file-prefix=aplbgen $GEN_MEM -m 128 --lcores 0@0,1@0 \
+      --vdev=$GEN_VDEV \
       -- $src --burst=32 --txd=1024 --total-num-mbufs=16384 --stats-period=1 > $W/gen.log 2>&1 &
   else
     # apl-gen on CPU 0: replays the mode's frames (scripts/mkpcap.py) into the memif.
@@ -88,9 +121,9 @@ start_gen() { # mode
         *) python3 scripts/mkpcap.py "$1" $W/$1.pcap ;;
       esac
     fi
-    taskset -c 0 "$GEN" --no-pci --file-prefix=aplbgen --huge-unlink -m 128 --lcores 0@0 \
-      --vdev=net_memif0,role=client,id=0,socket=$W/memif0.sock,socket-abstract=no \
-      -- --pcap $W/$1.pcap > $W/gen.log 2>&1 &
+    taskset -c 0 "$GEN" --no-pci --file-prefix=aplbgen $GEN_MEM -m 128 --lcores 0@0 \
+      --vdev=$GEN_VDEV \
+      -- --pcap $W/$1.pcap --port $GEN_PORT --dst-mac $DUT_MAC > $W/gen.log 2>&1 &
   fi
   GEN_PID=$!
 }
@@ -105,10 +138,10 @@ median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv
 
 # testpmd io: per-second Tx-pps of port 1 (the null port), after WARM s.
 run_testpmd_io() { # mode
-  rm -f $W/memif0.sock   # a DUT that died leaves its socket behind
+  rm -f $W/memif0.sock $W/vhost0.sock   # a DUT that died leaves its socket behind
   ip netns exec $NS taskset -c 0,1 dpdk-testpmd --no-pci --file-prefix=aplbdut --huge-unlink -m 128 \
     --lcores 0@0,1@1 \
-    --vdev=net_memif0,role=server,id=0,socket=$W/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01 \
+    --vdev=$DUT_VDEV \
     --vdev=net_null0,no-rx=1 \
     -- --forward-mode=io --port-topology=paired --burst=32 --txd=1024 --rxd=1024 \
     --total-num-mbufs=16384 --stats-period=1 > $W/dut.log 2>&1 &
@@ -151,7 +184,7 @@ ring_full_drops=$(ip netns exec $NS curl -sf 127.0.0.1:$METRICS_PORT/metrics | a
 
 # appliance: per-second deltas of its tx counter on port1.
 run_appliance() { # mode [binary]
-  rm -f $W/memif0.sock
+  rm -f $W/memif0.sock $W/vhost0.sock
   local cfg=$W/bench.yaml flows bin=${2:-$BIN}
   flows=$(nat_flows "$1")
   [ "$flows" -gt 0 ] && cfg=$W/bench-nat.yaml
@@ -176,7 +209,7 @@ run_appliance() { # mode [binary]
   median "${v[@]}"
 }
 
-echo "# bench-fwd: one DUT worker on CPU 1, generator on CPU 0, memif in, net_null out"
+echo "# bench-fwd: one DUT worker on CPU 1, generator on CPU 0, $LINK in, net_null out"
 echo "# $(rte_ver=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null); echo "dpdk $rte_ver"), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 DUTS="testpmd-io appliance"
 if [ -n "${BASELINE_BIN:-}" ]; then

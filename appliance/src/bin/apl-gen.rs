@@ -7,11 +7,12 @@
 //! the device under test for frames testpmd's txonly mode cannot build
 //! (IPv6 with an SRH).
 //!
-//! Usage: `apl-gen <EAL args> -- --pcap FILE [--seconds N] [--pps N] [--port NAME]`
+//! Usage: `apl-gen <EAL args> -- --pcap FILE [--seconds N] [--pps N] [--port NAME] [--dst-mac MAC]`
 //! (EAL args must create exactly one port, `--port` names it: `net_memif0` by
 //! default, e.g. `net_af_packet0` to feed a kernel router). `--pps` paces the
 //! transmission (the loop sleeps while it is ahead), so the generator shares
-//! a CPU.
+//! a CPU. `--dst-mac` rewrites every frame's destination MAC (a DUT port
+//! whose driver cannot take the MAC the frames were written for, as a vhost-user port).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,6 +63,7 @@ fn main() -> Result<()> {
     let mut seconds: u64 = 0;
     let mut pps: u64 = 0;
     let mut port_name = "net_memif0".to_string();
+    let mut dst_mac: Option<[u8; 6]> = None;
     let mut it = argv.iter().skip(split + 1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -69,10 +71,16 @@ fn main() -> Result<()> {
             "--seconds" => seconds = it.next().context("--seconds N")?.parse()?,
             "--pps" => pps = it.next().context("--pps N")?.parse()?,
             "--port" => port_name = it.next().context("--port NAME")?.clone(),
+            "--dst-mac" => dst_mac = Some(parse_mac(it.next().context("--dst-mac MAC")?)?),
             other => bail!("unknown argument {other}"),
         }
     }
-    let frames = read_pcap(&pcap.context("--pcap FILE is required")?)?;
+    let mut frames = read_pcap(&pcap.context("--pcap FILE is required")?)?;
+    if let Some(mac) = dst_mac {
+        for f in frames.iter_mut().filter(|f| f.len() >= 6) {
+            f[..6].copy_from_slice(&mac);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -136,4 +144,17 @@ fn main() -> Result<()> {
     burst.free_all();
     println!("tx_total={sent}");
     Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("--dst-mac {s}: six hex octets separated by ':'");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("--dst-mac {s}: {p} is not a hex octet"))?;
+    }
+    Ok(mac)
 }
