@@ -401,7 +401,7 @@ impl Fib {
                 b.entries.push(FibEntry { prefix: IpAddr::V4(*a), len: 32, next_hop: NextHop::NatPool });
             }
         }
-        let broadcasts4 = ports
+        let broadcasts4: Vec<Box<[u32]>> = ports
             .iter()
             .map(|p| {
                 p.ipv4.iter().filter(|(_, len)| *len < 31).map(|&(a, len)| u32::from(a) | (u32::MAX >> len)).collect()
@@ -410,9 +410,7 @@ impl Fib {
         let foreign_sources4 = ports
             .iter()
             .zip(&broadcasts4)
-            .map(|(p, b): (&PortInfo, &Box<[u32]>)| {
-                p.ipv4.iter().map(|&(a, _)| u32::from(a)).chain(b.iter().copied()).collect()
-            })
+            .map(|(p, b)| p.ipv4.iter().map(|&(a, _)| u32::from(a)).chain(b.iter().copied()).collect())
             .collect();
         Ok(Fib {
             foreign_sources4,
@@ -434,6 +432,7 @@ impl Fib {
     /// True if `src` is one of `port`'s IPv4 addresses or a broadcast
     /// address of its subnets (a martian source there, RFC 1812 §5.3.7).
     #[inline]
+    #[allow(clippy::manual_contains)] // contains() measured 21 instructions more per packet (callgrind)
     pub fn is_port_address_or_broadcast(&self, port: u16, src: Ipv4Addr) -> bool {
         let s = u32::from(src);
         self.foreign_sources4.get(usize::from(port)).is_some_and(|b| b.iter().any(|&a| a == s))
@@ -442,6 +441,7 @@ impl Fib {
     /// True if `dst` is the broadcast address of one of `port`'s IPv4
     /// subnets (a directed broadcast, RFC 2644).
     #[inline]
+    #[allow(clippy::manual_contains)] // as above
     pub fn is_subnet_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
         let d = u32::from(dst);
         self.broadcasts4.get(usize::from(port)).is_some_and(|b| b.iter().any(|&a| a == d))
