@@ -498,13 +498,14 @@ impl StorageClient {
     pub fn list_raw(&mut self, node: &Endpoint, after: Option<u64>) -> Result<Vec<wire::ListEntry>, Error> {
         let mut all = Vec::new();
         let mut after = after;
+        // Pages until an empty one: a page may hold fewer than LIST_MAX entries without
+        // being the last (the node fills one reply's data, 43 entries, at most).
         loop {
             let page = self.list_page_raw(node, after, wire::LIST_MAX as u32)?;
             let last = page.last().map(|e| e.id);
-            let full = page.len() >= wire::LIST_MAX;
             all.extend(page);
             match last {
-                Some(l) if full && Some(l) != after => after = Some(l),
+                Some(l) if Some(l) != after => after = Some(l),
                 _ => return Ok(all),
             }
         }

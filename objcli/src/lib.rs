@@ -35,6 +35,7 @@
 //! before writing it); one socket per client, one operation at a time.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod image;
 pub mod steer;

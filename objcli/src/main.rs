@@ -106,6 +106,26 @@ enum Cmd {
         #[arg(long)]
         after: Option<String>,
     },
+    /// Load generator for the --node: PUT OBJECTS objects of SIZE bytes, then GET random ones
+    /// for SECONDS, INFLIGHT operations at a time; prints ops/s and latency percentiles
+    /// (docs/objcli.md "bench").
+    Bench {
+        #[arg(long, default_value_t = 1024)]
+        objects: u64,
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        #[arg(long, default_value_t = 32)]
+        inflight: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The first object id (the bench uses FIRST..FIRST+OBJECTS).
+        #[arg(long, default_value = "0x62656e6300000000")]
+        first: String,
+        /// Skip the PUT phase (the objects are there from an earlier run with the same
+        /// --objects, --size and --first).
+        #[arg(long = "no-put")]
+        no_put: bool,
+    },
     /// Container images: push a root file system, run a container on it lazily (docs/images.md).
     #[command(subcommand)]
     Image(ImageCmd),
@@ -422,6 +442,26 @@ fn run(cli: Cli) -> Res {
             for en in new_client(&cfg)?.list_raw(&ep, after).map_err(e)? {
                 println!("{} {} {}", en.id, en.size, en.version);
             }
+        }
+        Cmd::Bench { objects, size, inflight, seconds, first, no_put } => {
+            let ep = endpoint(cli.node.as_deref(), cli.port)?;
+            let bc = objcli::bench::BenchConfig {
+                objects: *objects,
+                first: parse_id(first)?,
+                size: *size,
+                inflight: *inflight,
+                seconds: *seconds,
+                timeout: cfg.transport.timeout,
+                tries: cli.tries,
+                ..objcli::bench::BenchConfig::default()
+            };
+            let mut b = objcli::bench::Bench::new(ep, bc.clone()).map_err(|e| e.to_string())?;
+            if !no_put {
+                let r = b.puts().map_err(|e| format!("bench put phase: {e}"))?;
+                println!("{}", r.line(&bc));
+            }
+            let r = b.gets().map_err(|e| format!("bench get phase: {e}"))?;
+            println!("{}", r.line(&bc));
         }
         Cmd::Image(ic) => return image_cmd(ic, &cli, &cfg),
     }

@@ -194,3 +194,51 @@ fn two_workers_shard_the_objects() {
     let ids: Vec<u64> = list.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
     assert_eq!(ids, (1..=24u64).filter(|i| i % 2 == 0).collect::<Vec<_>>(), "{list}");
 }
+
+/// `objcli bench` (the load generator of scripts/bench-storage.sh) against the appliance:
+/// 256 objects put at depth 16, then checked random reads; the node lists every object it
+/// wrote, and the appliance counted as many puts.
+#[test]
+fn the_load_generator_puts_and_reads_back_through_the_appliance() {
+    let tb = Testbed::up("objbench");
+    let dev = DeviceFile::new("bench");
+    let apl = Appliance::start(&tb, &config(&dev.0));
+    let objcli = appliance_tests::images::bin("objcli").display().to_string();
+    let first = "0x7700000000000000";
+    let args = [
+        objcli.as_str(),
+        "--node",
+        PREFIX,
+        "bench",
+        "--objects",
+        "256",
+        "--inflight",
+        "16",
+        "--seconds",
+        "1",
+        "--first",
+        first,
+    ];
+    let out = tb.exec_timeout("h1", &args, Duration::from_secs(120));
+    let text = output_text(&out);
+    assert!(out.status.success(), "objcli bench failed: {text}\n{}", apl.log_tail(20));
+    println!("{text}");
+    let field = |op: &str, name: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.contains(&format!("op={op} "))).unwrap_or_else(|| panic!("no {op} line: {text}"));
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert_eq!(field("put", "ops"), 256.0);
+    assert!(field("get", "ops") > 0.0 && field("get", "p99_us") >= field("get", "p50_us"));
+    // Every object is on the node (ls-raw lists ids in order).
+    let ls = output_text(&tb.exec_timeout(
+        "h1",
+        &[objcli.as_str(), "--node", PREFIX, "ls-raw", "--after", "0x76ffffffffffffff"],
+        Duration::from_secs(60),
+    ));
+    let ids: Vec<&str> = ls.lines().filter(|l| l.split_whitespace().nth(1) == Some("4096")).collect();
+    assert_eq!(ids.len(), 256, "objects of 4096 bytes listed by the node: {ls}");
+}

@@ -254,7 +254,10 @@ fn serve(
             }
             Op::LIST => {
                 let after = (h.flags & wire::FLAG_AFTER != 0).then_some(h.object_id);
-                let max = (h.length as usize).clamp(1, wire::LIST_MAX);
+                // As the appliance's service: one reply's data (a put head and a fragment)
+                // holds 43 entries, fewer than LIST_MAX.
+                let room = (wire::PutHead::LEN + wire::FRAGMENT - 4) / wire::ListEntry::LEN;
+                let max = (h.length as usize).clamp(1, wire::LIST_MAX).min(room);
                 let items: Vec<(u64, u64, u64)> = st
                     .objects
                     .iter()
