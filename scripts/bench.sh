@@ -55,6 +55,23 @@ part() { # name command...
   fi
 }
 
+# OVS-DPDK for the ovs part, installed without starting Debian's own services (the peer
+# script starts its daemons by hand, in its namespaces): a policy-rc.d refuses them meanwhile.
+ensure_ovs() {
+  command -v ovs-vswitchd >/dev/null 2>&1 && return 0
+  log "installing openvswitch-switch-dpdk (the ovs peer)"
+  local guard=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openvswitch-switch-dpdk >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+         openvswitch-switch-dpdk >/dev/null; }
+  local rc=$?
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
+  return $rc
+}
+
 peer() { # name script
   if [ -x "$PEERS_DIR/$2" ] || [ -f "$PEERS_DIR/$2" ]; then
     part "$1" env DUR=$((DUR * 2)) REPS="$REPS" bash "$PEERS_DIR/$2"
@@ -80,7 +97,7 @@ for p in $PARTS; do
     block) part block env RUNTIME=$((DUR * 2)) bash objstore/bench.sh ;;
     storage) part storage env SECONDS_EACH="$DUR" bash scripts/bench-storage.sh ;;
     kernel) peer kernel-nat kernel-nat.sh; peer kernel-srv6 kernel-srv6.sh ;;
-    ovs) peer ovs ovs-dpdk-nat.sh ;;
+    ovs) ensure_ovs || warn "openvswitch-switch-dpdk could not be installed"; peer ovs ovs-dpdk-nat.sh ;;
     ceph) peer ceph ceph-rados.sh ;;
     *) warn "unknown part $p"; status=1 ;;
   esac
