@@ -155,6 +155,11 @@ impl Bench {
         }
         let sock = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
         sock.set_read_timeout(Some(Duration::from_micros(500)))?;
+        // Every reply of every operation in flight may arrive in one burst: the kernel's
+        // default receive buffer (208 KiB) overflowed at 32 operations of 4 KiB
+        // (Udp6RcvbufErrors), and each lost reply cost a retransmission timeout.
+        let want = (cfg.inflight * frags * 4 * 2048).max(1 << 20);
+        crate::steer::set_rcvbuf(&sock, want);
         let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
         let rng = u64::from(std::process::id()) | 1;
         Ok(Bench { sock, node, cfg, version, seq: 1, rng, buf: vec![0u8; 65536] })

@@ -8,7 +8,8 @@
 //! final segment) with the list `[Sn, Sn-1, ..., S1]`, Segments Left = n - 1: the packet goes
 //! to S1 first. Kernels without that support answer `EINVAL` (reported as such).
 //!
-//! This is the crate's only `unsafe` code (one `setsockopt` call).
+//! This is the crate's only `unsafe` code (two `setsockopt` calls: the SRH here, and the
+//! receive buffer size of `objcli bench`'s socket, [`set_rcvbuf`]).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -73,6 +74,20 @@ pub fn steered_socket(segments: &[Ipv6Addr], port: u16) -> io::Result<(UdpSocket
     let sock = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
     set_rthdr(&sock, &hdr)?;
     Ok((sock, SocketAddr::new(dst.into(), port)))
+}
+
+/// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (root, past `net.core.rmem_max`),
+/// else SO_RCVBUF (capped by it). Best effort: a smaller buffer only costs retransmissions.
+pub(crate) fn set_rcvbuf(sock: &UdpSocket, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket descriptor and a pointer to a c_int of the given length.
+        let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, (&raw const v).cast(), len) };
+        if rc == 0 {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

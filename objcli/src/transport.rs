@@ -103,7 +103,10 @@ impl Transport {
     }
 
     /// A transport on `sock` (for instance one with an SRH attached, see [`crate::steer`]).
+    /// Its receive buffer is raised to hold a full window's replies from several replicas
+    /// (the kernel's default, 208 KiB, overflows and every lost reply costs a timeout).
     pub fn with_socket(sock: UdpSocket, opts: Options) -> Transport {
+        crate::steer::set_rcvbuf(&sock, (opts.window.max(4) * 8 * 2048).max(4 << 20));
         let mut h = RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         // Leave room above the base so that ids do not wrap within a session.
