@@ -81,7 +81,7 @@ for qd in $QDS; do
   # Where fragments were lost, if the client retransmitted: the client host's UDP drops and
   # the appliance's drop counters (cumulative).
   echo "  h1 udp: $(ip netns exec "$TB-h1" nstat -az Udp6InErrors Udp6RcvbufErrors Udp6SndbufErrors 2>/dev/null | awk 'NR>1 {printf "%s=%s ", $1, $2}')"
-  echo "  appliance drops: $(ip netns exec "$TB-rtr" curl -sf 127.0.0.1:9100/metrics | awk '/_drops_total|_dropped|rx_missed|nombuf/ && $NF > 0 {printf "%s=%s ", $1, $NF}')"
+  echo "  appliance drops: $(ip netns exec "$TB-rtr" curl -sf 127.0.0.1:9100/metrics | awk '!/^#/ && /_drops_total|_dropped|rx_missed|nombuf/ && $NF > 0 {printf "%s=%s ", $1, $NF}')"
   A[$qd]=$out
 done
 
