@@ -92,8 +92,11 @@ fi
 # with LINK=vhost, port0 a vhost-user port).
 dut_config() { # committed config
   if [ "$LINK" = vhost ]; then
+    # Port0's memif device and its arguments become a vhost-user port; refused if the
+    # committed config no longer has them (the run would silently measure memif).
+    grep -q 'device: net_memif0' "$1" || die "$1: no net_memif0 port to turn into vhost-user"
     sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" -e "s|device: net_memif0|device: net_vhost0|" \
-        -e "s|args: \"role=server,id=0,socket=/tmp/apl-bench/memif0.sock,socket-abstract=no,mac=02:00:00:00:10:01\"|args: \"iface=$W/vhost0.sock,queues=1\"|" "$1"
+        -e "s|args: \"role=server[^\"]*\"|args: \"iface=$W/vhost0.sock,queues=1\"|" "$1"
   else
     sed -e "s|^  listen: null|  listen: \"127.0.0.1:$METRICS_PORT\"|" "$1"
   fi

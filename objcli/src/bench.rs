@@ -16,13 +16,18 @@
 //! thread; a request without a reply for `timeout` is sent again (the protocol's requests
 //! are idempotent), `busy` is retried after `busy_backoff`, and an operation fails (the
 //! bench stops with an error naming the object) after `tries` sends of one fragment.
+//!
+//! It does not use [`crate::transport::Transport`]: that one bounds requests in flight per
+//! destination and finishes a whole batch before the next (every object is its own
+//! destination here), where a load generator needs one bound over everything and a new
+//! operation the moment one ends. The wire format and the retransmission rules are the same.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::client::Endpoint;
-use crate::wire::{self, status, Header, Request, FRAGMENT};
+use crate::wire::{self, status, Header, Op, PutHead, FRAGMENT, HEADER_LEN};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -97,6 +102,14 @@ impl BenchResult {
     }
 }
 
+/// The request op of a phase.
+fn op(phase: Phase) -> u8 {
+    match phase {
+        Phase::Put => Op::PUT_CHUNK.0,
+        Phase::Get => Op::GET_CHUNK.0,
+    }
+}
+
 /// Byte `i` of object `object`'s content.
 fn content(object: u64, i: usize) -> u8 {
     (object.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 ^ (i as u8).wrapping_mul(31) ^ (i >> 8) as u8
@@ -129,7 +142,10 @@ pub struct Bench {
     version: u64,
     seq: u64,
     rng: u64,
+    /// Received datagrams.
     buf: Vec<u8>,
+    /// The datagram being sent.
+    pkt: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -162,29 +178,47 @@ impl Bench {
         crate::steer::set_rcvbuf(&sock, want);
         let version = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
         let rng = u64::from(std::process::id()) | 1;
-        Ok(Bench { sock, node, cfg, version, seq: 1, rng, buf: vec![0u8; 65536] })
+        Ok(Bench {
+            sock,
+            node,
+            cfg,
+            version,
+            seq: 1,
+            rng,
+            buf: vec![0u8; 65536],
+            pkt: Vec::with_capacity(HEADER_LEN + PutHead::LEN + FRAGMENT),
+        })
     }
 
     fn dst(&self, object: u64) -> SocketAddr {
         self.node.target(object).dst
     }
 
-    fn request(&self, phase: Phase, object: u64, frag: usize) -> Request {
+    /// Sends fragment `frag` of slot `slot`'s operation, built in the reused packet buffer.
+    fn send(&mut self, phase: Phase, slot: usize, s: &Slot, frag: usize) -> io::Result<()> {
         let off = frag * FRAGMENT;
         let len = FRAGMENT.min(self.cfg.size - off);
-        match phase {
-            Phase::Put => {
-                let data: Vec<u8> = (off..off + len).map(|i| content(object, i)).collect();
-                Request::put(object, self.cfg.size as u64, self.version, off as u64, &data)
-            }
-            Phase::Get => Request::get(object, off as u64, len as u32),
+        let h = Header {
+            op: op(phase),
+            status: 0,
+            flags: 0,
+            request_id: (s.seq << 16) | ((slot as u64) << 6) | frag as u64,
+            object_id: s.object,
+            offset: off as u64,
+            length: len as u32,
+        };
+        let pkt = &mut self.pkt;
+        pkt.clear();
+        pkt.resize(HEADER_LEN, 0);
+        h.emit(pkt).expect("room for the header");
+        if phase == Phase::Put {
+            pkt.resize(HEADER_LEN + PutHead::LEN, 0);
+            PutHead { size: self.cfg.size as u64, version: self.version }
+                .emit(&mut pkt[HEADER_LEN..])
+                .expect("room for the put head");
+            pkt.extend((off..off + len).map(|i| content(s.object, i)));
         }
-    }
-
-    fn send(&self, phase: Phase, slot: usize, s: &Slot, frag: usize) -> io::Result<()> {
-        let rid = (s.seq << 16) | ((slot as u64) << 6) | frag as u64;
-        let pkt = self.request(phase, s.object, frag).encode(rid);
-        match self.sock.send_to(&pkt, self.dst(s.object)) {
+        match self.sock.send_to(&self.pkt, self.node.target(s.object).dst) {
             Ok(_) => Ok(()),
             // A full socket buffer is a lost packet: the timer sends it again.
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
@@ -324,8 +358,7 @@ impl Bench {
             Frag::Waiting { tries, .. } | Frag::Backoff { tries, .. } => tries,
             Frag::Done => return Ok(None),
         };
-        let want = self.request(phase, s.object, frag);
-        if h.op != want.op | wire::REPLY {
+        if h.op != op(phase) | wire::REPLY {
             return Ok(None);
         }
         if h.status == status::BUSY {
@@ -361,7 +394,7 @@ impl Bench {
     }
 
     /// Retransmissions and the ends of back-offs; the number of retransmissions.
-    fn timers(&self, phase: Phase, now: Instant, slots: &mut [Option<Slot>]) -> io::Result<u64> {
+    fn timers(&mut self, phase: Phase, now: Instant, slots: &mut [Option<Slot>]) -> io::Result<u64> {
         let mut sent = 0;
         for (slot, entry) in slots.iter_mut().enumerate() {
             let Some(s) = entry.as_mut() else { continue };
@@ -370,7 +403,9 @@ impl Bench {
                     Frag::Waiting { deadline, tries } if now >= deadline => {
                         if tries >= self.cfg.tries {
                             return Err(io::Error::other(format!(
-                                "object {:#x} fragment {f}: no reply from {} after {tries} sends",
+                                "object {:#x} fragment {f}: no reply from {} after {tries} sends (is --node the \
+                                 node's object prefix, and does its storage service answer there? objcli --node \
+                                 PREFIX stat-raw ID tries one request)",
                                 s.object,
                                 self.dst(s.object)
                             )));

@@ -268,7 +268,7 @@ fn object_ref(s: &str) -> Result<ObjectRef, String> {
 }
 
 fn endpoint(node: Option<&str>, port: u16) -> Result<Endpoint, String> {
-    let node = node.ok_or("the *-raw commands need --node PREFIX or --node [ADDR]:PORT")?;
+    let node = node.ok_or("the *-raw commands and bench need --node PREFIX or --node [ADDR]:PORT")?;
     if let Ok(a) = node.parse::<SocketAddr>() {
         return Ok(Endpoint::Fixed(a));
     }

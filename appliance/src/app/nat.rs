@@ -187,7 +187,7 @@ impl Wiring {
             None => cache_timing(min_timeout),
         };
         let cache = FlowCache::new(n.worker_cache_entries as usize, idle_ms, report_ms, os_seeds().0 ^ worker as u64);
-        Some(NatWorker::new(cache).with_fragments(n.fragments))
+        Some(NatWorker::with_fragment_table(cache, n.fragments))
     }
 
     /// Waits for the block log writer: the mapping core's sink (the sender)

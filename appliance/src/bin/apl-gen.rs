@@ -71,7 +71,12 @@ fn main() -> Result<()> {
             "--seconds" => seconds = it.next().context("--seconds N")?.parse()?,
             "--pps" => pps = it.next().context("--pps N")?.parse()?,
             "--port" => port_name = it.next().context("--port NAME")?.clone(),
-            "--dst-mac" => dst_mac = Some(parse_mac(it.next().context("--dst-mac MAC")?)?),
+            "--dst-mac" => {
+                let s = it.next().context("--dst-mac MAC")?;
+                let mac: netwire::MacAddr =
+                    s.parse().map_err(|_| anyhow::anyhow!("--dst-mac {s}: six hex octets, as 02:00:00:00:10:01"))?;
+                dst_mac = Some(mac.0);
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -144,17 +149,4 @@ fn main() -> Result<()> {
     burst.free_all();
     println!("tx_total={sent}");
     Ok(())
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        bail!("--dst-mac {s}: six hex octets separated by ':'");
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("--dst-mac {s}: {p} is not a hex octet"))?;
-    }
-    Ok(mac)
 }

@@ -321,6 +321,12 @@ pub struct Fib {
     foreign_sources4: Vec<Box<[u32]>>,
 }
 
+/// The broadcast address of a subnet (none for /31 and /32, RFC 3021).
+#[inline]
+pub fn subnet_broadcast(addr: Ipv4Addr, len: u8) -> Option<Ipv4Addr> {
+    (len < 31).then(|| Ipv4Addr::from(u32::from(addr) | (u32::MAX >> len)))
+}
+
 /// The feature routes a [`Fib`] is built with besides the connected and
 /// static ones.
 #[derive(Debug, Clone, Default)]
@@ -403,9 +409,7 @@ impl Fib {
         }
         let broadcasts4: Vec<Box<[u32]>> = ports
             .iter()
-            .map(|p| {
-                p.ipv4.iter().filter(|(_, len)| *len < 31).map(|&(a, len)| u32::from(a) | (u32::MAX >> len)).collect()
-            })
+            .map(|p| p.ipv4.iter().filter_map(|&(a, len)| subnet_broadcast(a, len)).map(u32::from).collect())
             .collect();
         let foreign_sources4 = ports
             .iter()

@@ -130,12 +130,6 @@ impl NatWorker {
         }
     }
 
-    /// The same state with a fragment table of these sizes.
-    pub fn with_fragments(mut self, cfg: FragConfig) -> NatWorker {
-        self.frags = FragTable::new(cfg);
-        self
-    }
-
     /// Sets the worker's clock for this poll loop; `flush_epoch` is the
     /// mapping core's count of operator clears: when it moved since the last
     /// loop, every cache entry becomes stale (sessions were retired).

@@ -4,7 +4,7 @@
 //! then the rewrite: TTL decremented with an incremental checksum update
 //! (RFC 1624) or hop limit decremented, MACs written.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use netwire::{ethernet, ipv4, ipv6, PacketBuf};
 
@@ -26,7 +26,8 @@ impl Pipeline {
         ctx: &mut WorkerCtx,
     ) -> Verdict {
         ctx.meta.enter(Stage::Forward);
-        if via.is_none() && self.is_directed_broadcast(port, h.dst) {
+        // RFC 2644: a router does not forward directed broadcasts by default.
+        if via.is_none() && self.fib.is_subnet_broadcast(port, h.dst) {
             return Verdict::Drop(DropReason::Ipv4DirectedBroadcast);
         }
         if h.ttl <= 1 {
@@ -41,13 +42,6 @@ impl Pipeline {
         ipv4::Packet::new_unchecked(&mut data[ETH..]).decrement_ttl_incremental();
         egress.write_macs(data);
         Verdict::Forward(port)
-    }
-
-    /// True if `dst` is the broadcast address of one of `port`'s subnets
-    /// (RFC 2644: a router does not forward directed broadcasts by default).
-    #[inline]
-    fn is_directed_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
-        self.fib.is_subnet_broadcast(port, dst)
     }
 
     /// IPv6 out of `port`, to `via` or the destination itself.

@@ -84,12 +84,6 @@ fn is_v4_mapped(a: Ipv6Addr) -> bool {
     a.segments()[..6] == [0, 0, 0, 0, 0, 0xffff]
 }
 
-/// The broadcast address of a subnet (none for /31 and /32, RFC 3021).
-#[inline]
-pub(crate) fn subnet_broadcast(addr: Ipv4Addr, len: u8) -> Option<Ipv4Addr> {
-    (len < 31).then(|| Ipv4Addr::from(u32::from(addr) | (u32::MAX >> len)))
-}
-
 /// Parses and checks an IPv4 header: lengths, checksum, options, fragment
 /// fields.
 #[inline]

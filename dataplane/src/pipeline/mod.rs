@@ -355,11 +355,6 @@ pub(crate) fn param_problem(meta: &mut PacketMeta, reason: DropReason, code: u8,
     }
 }
 
-/// The broadcast address of an IPv4 subnet (none for /31 and /32).
-pub fn subnet_broadcast_of(addr: std::net::Ipv4Addr, len: u8) -> Option<std::net::Ipv4Addr> {
-    input::subnet_broadcast(addr, len)
-}
-
 /// Answers a frame back to its sender: destination MAC := source MAC,
 /// source MAC := ours.
 #[inline]

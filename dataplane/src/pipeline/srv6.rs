@@ -24,7 +24,7 @@
 //! decapsulated packet, or one whose next segment is local again, is
 //! recirculated. Every drop or error at a SID is also counted on the SID.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use netwire::ipv4::Protocol;
 use netwire::ipv6ext::{self, IPV4_IN_IPV6, IPV6_IN_IPV6};
@@ -40,12 +40,10 @@ use crate::stats::{param_problem_arg, DropReason, PuntReason};
 const ETH: usize = ethernet::HEADER_LEN;
 const IP6: usize = ipv6::HEADER_LEN;
 
-/// Where things are in an IPv6 frame addressed to a SID.
-pub(crate) struct SidPacket {
-    pub hop_limit: u8,
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
-    pub ip_len: usize,
+/// An IPv6 frame addressed to a SID: the input stage's header and where its
+/// extension headers are.
+pub(crate) struct SidPacket<'a> {
+    pub h: &'a Ip6Header,
     pub chain: ipv6ext::ExtChain,
 }
 
@@ -106,7 +104,7 @@ impl Pipeline {
                 chain
             }
         };
-        let p = SidPacket { hop_limit: h.hop_limit, src: h.src, dst: h.dst, ip_len: h.ip_len, chain };
+        let p = SidPacket { h, chain };
         match p.chain.routing {
             Some(rt) if rt.segments_left > 0 => self.sid_segments_left(pkt, in_port, sid, ctx, &p, rt),
             _ => self.sid_upper_layer(pkt, in_port, sid, ctx, &p),
@@ -155,7 +153,7 @@ impl Pipeline {
         }
         // End (RFC 8986 §4.1): hop limit (S05), then Last Entry / Segments
         // Left / TLV checks (S08-S10).
-        if p.hop_limit <= 1 {
+        if p.h.hop_limit <= 1 {
             ctx.sid_counters[self.srv6.slot(sid)].drops.inc(DropReason::TtlExpired);
             return Verdict::Punt(PuntReason::TtlExpired).into();
         }
@@ -194,7 +192,7 @@ impl Pipeline {
         let new_da =
             srh::Packet::new_unchecked(&pkt.data()[s.offset..s.offset + s.rt.len]).segment(usize::from(new_sl));
         let pop = spec.psp && new_sl == 0;
-        let new_len = p.ip_len - if pop { s.rt.len } else { 0 };
+        let new_len = p.h.ip_len - if pop { s.rt.len } else { 0 };
         // Plan: where does the packet go? (Nothing changed yet.)
         let target = match spec.adjacency {
             Some((port, nh)) if spec.behavior == Behavior::EndX => Some((port, IpAddr::V6(nh))),
@@ -207,7 +205,7 @@ impl Pipeline {
                 }
             },
         };
-        if target.is_some_and(|(port, _)| port != in_port) && (is_link_local6(new_da) || is_link_local6(p.src)) {
+        if target.is_some_and(|(port, _)| port != in_port) && (is_link_local6(new_da) || is_link_local6(p.h.src)) {
             // RFC 4007 §9: a link-local address never leaves its link.
             return ctx.sid_drop(self.srv6.slot(sid), DropReason::Ipv6LinkLocalScope).into();
         }
@@ -223,11 +221,11 @@ impl Pipeline {
             let data = pkt.data_mut();
             srh::Packet::new_unchecked(&mut data[s.offset..s.offset + s.rt.len]).set_segments_left(new_sl);
             let mut ip = ipv6::Packet::new_unchecked(&mut data[ETH..]);
-            ip.set_hop_limit(p.hop_limit - 1);
+            ip.set_hop_limit(p.h.hop_limit - 1);
             ip.set_dst_addr(new_da);
         }
         if pop {
-            pop_srh(pkt, p.ip_len, s.rt);
+            pop_srh(pkt, p.h.ip_len, s.rt);
         }
         match egress {
             Some(e) => {
@@ -258,7 +256,7 @@ impl Pipeline {
             return self.decapsulate6(pkt, in_port, sid, ctx, p);
         }
         if upper == Protocol::ICMPV6 && p.chain.routing.is_none() && p.chain.ext_count == 0 {
-            match local::echo6(pkt, in_port, self.fib.ports()[usize::from(in_port)].mac, p.ip_len) {
+            match local::echo6(pkt, in_port, self.fib.ports()[usize::from(in_port)].mac, p.h.ip_len) {
                 Ok(v) => return v.into(),
                 Err(WireError::Unsupported) => {}
                 Err(_) => return ctx.sid_drop(self.srv6.slot(sid), DropReason::LocalIcmpMalformed).into(),
@@ -280,13 +278,13 @@ impl Pipeline {
     ) -> Step {
         let spec = self.srv6.sid(sid);
         let hdrs = IP6 + p.chain.upper_layer_offset;
-        let inner_len = p.ip_len - hdrs;
+        let inner_len = p.h.ip_len - hdrs;
         if inner_len < IP6 {
             return ctx.sid_drop(self.srv6.slot(sid), DropReason::Ipv6Malformed).into();
         }
         if spec.behavior != Behavior::EndDx6 {
             // End.DT6 (and End/End.X with USD): look the inner packet up.
-            decapsulate(pkt, hdrs, p.ip_len);
+            decapsulate(pkt, hdrs, p.h.ip_len);
             return Step::Recirculate;
         }
         let (port, nh) = spec.adjacency.expect("End.DX6 has an adjacency");
@@ -298,7 +296,7 @@ impl Pipeline {
             Ok(e) => e,
             Err(miss) => return egress_miss(miss, port, IpAddr::V6(nh), &mut ctx.meta).into(),
         };
-        decapsulate(pkt, hdrs, p.ip_len);
+        decapsulate(pkt, hdrs, p.h.ip_len);
         egress.write_macs(pkt.data_mut());
         Verdict::Forward(port).into()
     }
@@ -404,7 +402,7 @@ fn request_object_id(frame: &[u8], p: &SidPacket) -> Option<u64> {
         return None;
     }
     let off = ETH + IP6 + p.chain.upper_layer_offset + 8;
-    let end = ETH + p.ip_len;
+    let end = ETH + p.h.ip_len;
     let req = storage::Packet::new_checked(frame.get(off..end)?).ok()?;
     Some(req.object_id())
 }

@@ -36,7 +36,7 @@ impl Pipeline {
     ) -> Verdict {
         ctx.meta.enter(Stage::StorageAccept);
         let upper_off = ETH + IP6 + p.chain.upper_layer_offset;
-        let end = ETH + p.ip_len;
+        let end = ETH + p.h.ip_len;
         if p.chain.upper_layer != Protocol::UDP
             || !p.chain.has_upper_layer_header()
             || end < upper_off + udp::HEADER_LEN
@@ -52,7 +52,7 @@ impl Pipeline {
                 return ctx.sid_drop(self.srv6.slot(sid), DropReason::StorageBadRequest);
             }
             let datagram = &datagram[..len];
-            if !udp::verify_v6(datagram, p.src, final_dst) {
+            if !udp::verify_v6(datagram, p.h.src, final_dst) {
                 return ctx.sid_drop(self.srv6.slot(sid), DropReason::StorageBadChecksum);
             }
             let Ok(req) = storage::Packet::new_checked(&datagram[udp::HEADER_LEN..]) else {
@@ -63,9 +63,9 @@ impl Pipeline {
         ctx.sid_counters[self.srv6.slot(sid)].accepted.inc();
         match self.storage {
             Some(plan) => {
-                to_replica(pkt, ctx, self.srv6.slot(sid), p.src, upper_off, udp_len, &request, plan.object_prefix)
+                to_replica(pkt, ctx, self.srv6.slot(sid), p.h.src, upper_off, udp_len, &request, plan.object_prefix)
             }
-            None => self.respond(pkt, in_port, sid, ctx, p.src, client_port, &request),
+            None => self.respond(pkt, in_port, sid, ctx, p.h.src, client_port, &request),
         }
     }
 
@@ -138,8 +138,8 @@ fn final_destination(frame: &[u8], p: &SidPacket) -> Ipv6Addr {
     match p.chain.routing {
         Some(rt) if rt.routing_type == netwire::srh::ROUTING_TYPE => {
             let off = ETH + IP6 + rt.offset;
-            netwire::srh::Packet::new_unchecked(&frame[off..off + rt.len]).segment_checked(0).unwrap_or(p.dst)
+            netwire::srh::Packet::new_unchecked(&frame[off..off + rt.len]).segment_checked(0).unwrap_or(p.h.dst)
         }
-        _ => p.dst,
+        _ => p.h.dst,
     }
 }

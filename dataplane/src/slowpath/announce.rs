@@ -26,7 +26,6 @@
 //! hops instead.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use netwire::{arp, ethernet, MacAddr, PacketBuf, PacketPool};
 
@@ -63,28 +62,24 @@ struct Target {
 pub(super) struct Announcer {
     server: Box<dyn PoolServer>,
     targets: Vec<Target>,
-    /// The pipeline the targets were computed from (its address).
-    built_for: usize,
     next_check_ms: u64,
 }
 
 impl Announcer {
-    pub(super) fn new(server: Box<dyn PoolServer>) -> Announcer {
-        Announcer { server, targets: Vec::new(), built_for: 0, next_check_ms: 0 }
+    pub(super) fn new(server: Box<dyn PoolServer>, pipeline: &Pipeline) -> Announcer {
+        let mut a = Announcer { server, targets: Vec::new(), next_check_ms: 0 };
+        a.rebuild(pipeline);
+        a
     }
 
     pub(super) fn serves(&self, a: Ipv4Addr) -> bool {
         self.server.serves(a)
     }
 
-    /// Every pool address on an outside port's subnet, with that port (kept
-    /// across a new pipeline where the address and port stay the same).
-    fn rebuild(&mut self, pipeline: &Arc<Pipeline>) {
-        let id = Arc::as_ptr(pipeline) as usize;
-        if id == self.built_for {
-            return;
-        }
-        self.built_for = id;
+    /// Every pool address on an outside port's subnet, with that port: at
+    /// start and for each new pipeline (an address and port that stay keep
+    /// their state).
+    pub(super) fn rebuild(&mut self, pipeline: &Pipeline) {
         let Some(nat) = pipeline.nat() else {
             self.targets.clear();
             return;
@@ -109,7 +104,7 @@ impl Announcer {
     /// that are due.
     pub(super) fn tick<P: PacketBuf, Pool: PacketPool<Buf = P>>(
         &mut self,
-        pipeline: &Arc<Pipeline>,
+        pipeline: &Pipeline,
         counters: &ControlCounters,
         now_ms: u64,
         pool: &mut Pool,
@@ -119,7 +114,6 @@ impl Announcer {
             return;
         }
         self.next_check_ms = now_ms + CHECK_MS;
-        self.rebuild(pipeline);
         for t in &mut self.targets {
             let served = self.server.serves(t.addr);
             if served && !t.served {

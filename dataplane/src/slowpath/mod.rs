@@ -139,7 +139,7 @@ impl<P: PacketBuf> SlowPath<P> {
     /// Answers ARP only for the NAT pool addresses `server` says this host
     /// serves, and announces those it starts serving (module `announce`).
     pub fn set_pool_server(&mut self, server: Box<dyn PoolServer>) {
-        self.announcer = Some(announce::Announcer::new(server));
+        self.announcer = Some(announce::Announcer::new(server, &self.pipeline));
     }
 
     /// True when this host answers for NAT pool address `a`.
@@ -150,6 +150,9 @@ impl<P: PacketBuf> SlowPath<P> {
     /// Uses `pipeline` from now on (tables published at run time).
     pub fn set_pipeline(&mut self, pipeline: Arc<Pipeline>) {
         self.pipeline = pipeline;
+        if let Some(an) = self.announcer.as_mut() {
+            an.rebuild(&self.pipeline);
+        }
     }
 
     /// New limits and timers (a config reload); held packets stay held.

@@ -432,8 +432,7 @@ fn arp_refusal(a: &ArpMessage, info: &crate::fib::PortInfo) -> Option<DropReason
         return None;
     }
     let first = a.spa.octets()[0];
-    let subnet_broadcast =
-        info.ipv4.iter().any(|&(addr, len)| crate::pipeline::subnet_broadcast_of(addr, len) == Some(a.spa));
+    let subnet_broadcast = info.ipv4.iter().any(|&(addr, len)| crate::fib::subnet_broadcast(addr, len) == Some(a.spa));
     if a.spa.is_multicast() || first == 0 || first == 127 || first >= 240 || subnet_broadcast {
         return Some(DropReason::ArpMartianSender);
     }

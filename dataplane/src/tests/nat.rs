@@ -586,8 +586,7 @@ fn fragments_out_of_order_are_held_until_the_first_one() {
 fn held_fragments_are_bounded_and_expire() {
     let mut rig = Rig::new(Filtering::EndpointIndependent);
     let cfg = crate::nat::frag::FragConfig { datagrams_max: 2, held_max: 2, timeout_ms: 500 };
-    let nw = rig.ws.nat.take().unwrap();
-    rig.ws.nat = Some(Box::new(nw.with_fragments(cfg)));
+    rig.ws.nat.as_mut().unwrap().frags = crate::nat::frag::FragTable::new(cfg);
     let mut held = Vec::new();
     let later = |ident| udp_datagram_fragments(ident).1[1].clone();
     assert!(rig.send_held(&mut held, from_inside(&later(1)), IN).is_empty());
